@@ -1,0 +1,1 @@
+"""One module per ``posemu`` subcommand; each exposes ``command``."""

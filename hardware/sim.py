@@ -1,0 +1,162 @@
+"""``sim://<card-profile>`` — an in-process virtual reader holding virtual cards.
+
+The reader is product code, not a test fake: the CLI and the UI use it, and it behaves like a
+real combined reader — a card-seat switch, an IC slot that powers a :class:`VirtualCard`, and a
+magstripe head that reports what a swipe decoded. User actions (:meth:`SimReader.insert`,
+:meth:`SimReader.swipe`, :meth:`SimReader.remove`) produce the reader events a real reader
+would.
+
+URL parameters: ``?present=1`` starts with the card inserted; ``?swipe=1`` queues one swipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from hardware.cards.profiles import CardProfile, load_profile
+from hardware.clock import Clock
+from hardware.errors import CardAbsentError, CardMuteError
+from hardware.ports import ReaderEvent, ReaderEventKind, SwipeResult, TrackRead, TrackStatus, VirtualCard
+from hardware.registry import ReaderURL
+
+
+class StripeOnlyCard:
+    """A card with a magnetic stripe and no chip: every APDU gets no answer (mute)."""
+
+    def __init__(self, profile: CardProfile) -> None:
+        self.profile = profile
+
+    @property
+    def atr(self) -> bytes:
+        return b""
+
+    @property
+    def stripe(self) -> tuple[str | None, str | None, str | None]:
+        return (self.profile.track1, self.profile.track2, None)
+
+    def reset(self) -> None:
+        return None
+
+    def execute(self, apdu: bytes) -> bytes:
+        return b""
+
+
+def card_for_profile(profile: CardProfile) -> VirtualCard:
+    """The virtual card a profile describes."""
+    return StripeOnlyCard(profile)
+
+
+def ideal_swipe(card: VirtualCard) -> SwipeResult:
+    """A perfect swipe: every track present on the stripe reads back exactly."""
+    reads = []
+    for i, data in enumerate(card.stripe, start=1):
+        if data is None:
+            reads.append(TrackRead(i, TrackStatus.NO_DATA))
+        else:
+            reads.append(TrackRead(i, TrackStatus.OK, data))
+    return SwipeResult(tuple(reads))
+
+
+class SimReader:
+    """A virtual combined IC + magstripe reader."""
+
+    def __init__(self, clock: Clock, name: str = "posemu virtual reader") -> None:
+        self._clock = clock
+        self._name = name
+        self._card: VirtualCard | None = None
+        self._powered = False
+        self._events: asyncio.Queue[ReaderEvent] = asyncio.Queue()
+        self.default_card: VirtualCard | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def card(self) -> VirtualCard | None:
+        return self._card
+
+    # --- user actions -------------------------------------------------------------------
+    def insert(self, card: VirtualCard | None = None) -> None:
+        """Put a card in the IC slot (the card-seat switch closes)."""
+        card = card or self.default_card
+        if card is None:
+            raise CardAbsentError("no card to insert")
+        if self._card is not None:
+            return
+        self._card = card
+        self._powered = False
+        self._events.put_nowait(ReaderEvent(ReaderEventKind.CARD_INSERTED))
+
+    def remove(self) -> None:
+        """Pull the card out of the IC slot."""
+        if self._card is None:
+            return
+        self._card = None
+        self._powered = False
+        self._events.put_nowait(ReaderEvent(ReaderEventKind.CARD_REMOVED))
+
+    def swipe(self, card: VirtualCard | None = None, result: SwipeResult | None = None) -> SwipeResult:
+        """Swipe a card through the magstripe head; returns (and queues) what the head decoded."""
+        card = card or self.default_card
+        if card is None:
+            raise CardAbsentError("no card to swipe")
+        res = result if result is not None else ideal_swipe(card)
+        self._events.put_nowait(ReaderEvent(ReaderEventKind.CARD_SWIPED, swipe=res))
+        return res
+
+    # --- CardReader port ----------------------------------------------------------------
+    async def next_event(self, timeout: float | None = None) -> ReaderEvent | None:
+        if timeout is None:
+            return await self._events.get()
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._events.get()
+        except TimeoutError:
+            return None
+
+    async def card_present(self) -> bool:
+        return self._card is not None
+
+    async def power_on(self) -> bytes:
+        card = self._require_card()
+        card.reset()
+        atr = card.atr
+        if not atr:
+            raise CardMuteError("the card gave no answer to reset (no chip, or chip not contacted)")
+        self._powered = True
+        return atr
+
+    async def transmit(self, apdu: bytes) -> bytes:
+        card = self._require_card()
+        if not self._powered:
+            raise CardAbsentError("card is not powered; power it on first")
+        resp = card.execute(apdu)
+        if len(resp) < 2:
+            raise CardMuteError("the card did not answer the command")
+        return resp
+
+    async def power_off(self) -> None:
+        self._powered = False
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.power_off()
+
+    def _require_card(self) -> VirtualCard:
+        if self._card is None:
+            raise CardAbsentError("no card in the reader")
+        return self._card
+
+
+def open_sim_reader(url: ReaderURL, clock: Clock) -> SimReader:
+    """Factory for ``sim://<profile>``."""
+    reader = SimReader(clock)
+    if url.target:
+        reader.default_card = card_for_profile(load_profile(url.target))
+    if url.params.get("present") == "1":
+        reader.insert()
+    if url.params.get("swipe") == "1":
+        reader.swipe()
+    return reader

@@ -1,0 +1,106 @@
+"""The one exception tree of posemu.
+
+Every error the project raises derives from :class:`PosemuError`. Layers add their own
+subclasses (``hardware.errors``, ``emulator.errors``) but never root a second tree.
+
+* :class:`DecodeError` — a peer (card, host, reader, file) sent bytes we cannot decode.
+  It carries the field path (``"55.9F26"``, ``"track2.lrc"``), the byte position, the raw
+  bytes and the partial result, like ``json.JSONDecodeError`` and pyiso8583's
+  ``DecodeError``. Its message shows the raw bytes as hex with PAN-like digit runs masked.
+* :class:`EncodeError` — we were asked to build something invalid (local misuse).
+
+All errors pickle (``__reduce__``), so they cross process boundaries intact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from protocol.masking import mask_hex, mask_text
+
+
+class PosemuError(Exception):
+    """Root of every error posemu raises."""
+
+
+class DecodeError(PosemuError):
+    """Bytes from a peer could not be decoded.
+
+    >>> e = DecodeError("bad length", field="35", pos=12, raw=bytes.fromhex("0102"))
+    >>> str(e)
+    'bad length: field 35, position 12, raw 0102'
+    """
+
+    def __init__(
+        self,
+        msg: str,
+        *,
+        field: str = "",
+        pos: int | None = None,
+        raw: bytes = b"",
+        partial: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.msg = msg
+        self.field = field
+        self.pos = pos
+        self.raw = bytes(raw)
+        self.partial: dict[str, Any] = dict(partial or {})
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        parts = [mask_text(self.msg)]
+        where = []
+        if self.field:
+            where.append(f"field {self.field}")
+        if self.pos is not None:
+            where.append(f"position {self.pos}")
+        if self.raw:
+            shown = self.raw[:64]
+            more = f"…(+{len(self.raw) - 64} bytes)" if len(self.raw) > 64 else ""
+            where.append(f"raw {mask_hex(shown.hex().upper())}{more}")
+        return parts[0] + (": " + ", ".join(where) if where else "")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_decode_error, (type(self), self.msg, self.field, self.pos, self.raw, self.partial))
+
+    def at(self, prefix: str, offset: int = 0) -> DecodeError:
+        """The same error seen from an enclosing structure: path ``prefix.field``, position shifted."""
+        field = f"{prefix}.{self.field}" if self.field else prefix
+        pos = None if self.pos is None else self.pos + offset
+        err = type(self)(self.msg, field=field, pos=pos, raw=self.raw, partial=self.partial)
+        return err
+
+
+def _rebuild_decode_error(
+    cls: type[DecodeError], msg: str, field: str, pos: int | None, raw: bytes, partial: dict[str, Any]
+) -> DecodeError:
+    return cls(msg, field=field, pos=pos, raw=raw, partial=partial)
+
+
+class EncodeError(PosemuError):
+    """A message, APDU or record could not be built from the values given (local misuse)."""
+
+    def __init__(self, msg: str, *, field: str = "") -> None:
+        self.msg = msg
+        self.field = field
+        super().__init__(mask_text(msg) + (f": field {field}" if field else ""))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_encode_error, (type(self), self.msg, self.field))
+
+
+def _rebuild_encode_error(cls: type[EncodeError], msg: str, field: str) -> EncodeError:
+    return cls(msg, field=field)
+
+
+class ProtocolError(PosemuError):
+    """A peer broke the protocol's rules (unexpected message, unmatched response, wrong state)."""
+
+
+class CryptoError(PosemuError):
+    """A cryptographic check failed (MAC mismatch, key check value mismatch, bad key length)."""
+
+
+class ConfigError(PosemuError):
+    """A configuration file, profile or URL is invalid. The message says which key and why."""
