@@ -1,0 +1,64 @@
+"""A scripted cardholder at a virtual reader: reacts to the terminal's screens like a person.
+
+Shown 请插卡或刷卡 it inserts a chip card (or swipes a stripe-only one); told to insert the chip
+it does; told to swipe again it swipes; at 请拔卡 it takes the card out. Its habits are
+parameters — swipe physics, forgetting the card, pulling it out early — so user faults are
+just a different cardholder. Product code: the CLI and the regression suite use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.messages import Msg, Screen
+from hardware.ports import SwipeResult, VirtualCard
+from hardware.sim import SimReader
+
+
+@dataclass(slots=True)
+class Cardholder:
+    reader: SimReader
+    card: VirtualCard
+    prefer_chip: bool = True
+    removes_card: bool = True
+    swipe_params: Any = None                  # hardware.magstripe.SwipeParams, when physics is wanted
+    actions: list[str] = field(default_factory=list)
+
+    def _has_chip(self) -> bool:
+        return bool(self.card.atr)
+
+    def _insert(self) -> None:
+        self.actions.append("insert")
+        self.reader.insert(self.card)
+
+    def _remove(self) -> None:
+        if self.reader.card is not None:
+            self.actions.append("remove")
+            self.reader.remove()
+
+    def _swipe(self) -> SwipeResult:
+        self.actions.append("swipe")
+        if self.swipe_params is not None:
+            return self.reader.swipe(self.card, params=self.swipe_params)
+        return self.reader.swipe(self.card)
+
+    def __call__(self, screen: Screen) -> None:
+        m = screen.msg
+        if m is Msg.INSERT_OR_SWIPE:
+            if self.prefer_chip and self._has_chip():
+                self._insert()
+            else:
+                self._swipe()
+        elif m is Msg.INSERT_CHIP:
+            self._insert()
+        elif m is Msg.FALLBACK_SWIPE:
+            self._remove()
+            self._swipe()
+        elif m is Msg.SWIPE_AGAIN:
+            self._swipe()
+        elif m is Msg.READER_ERROR and self.reader.card is not None:
+            self._remove()          # "chip read failed": take it out and put it back
+            self._insert()
+        elif m is Msg.REMOVE_CARD and self.removes_card:
+            self._remove()

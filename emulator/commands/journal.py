@@ -1,0 +1,49 @@
+"""``posemu journal``: the terminal's transaction journal (PANs masked)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from emulator import config as configmod
+from emulator.app import default_state_dir
+from emulator.journal import Journal
+from hardware.clock import RealClock
+from protocol.errors import PosemuError
+
+
+@click.command("journal")
+@click.option("--state", "state_dir", type=click.Path(file_okay=False), default=None, help="State folder.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def command(state_dir: str | None, config_path: str | None, limit: int, as_json: bool) -> None:
+    """List the journal: every transaction, its status and any reversal."""
+    path = (Path(state_dir) if state_dir else default_state_dir()) / "journal.sqlite3"
+    if not path.exists():
+        raise click.ClickException(f"no journal at {path} (run a transaction first)")
+    try:
+        cfg = configmod.load(config_path)
+        j = Journal(path, clock=RealClock(), key_material=cfg.tmk)
+    except PosemuError as e:
+        raise click.ClickException(str(e)) from None
+    entries = j.entries(limit)
+    j.close()
+    if as_json:
+        click.echo(json.dumps([{
+            "id": e.id, "created": e.created, "kind": e.kind, "stan": e.stan, "pan": e.pan_masked,
+            "amount": e.amount, "status": e.status.value, "rc": e.rc, "screen": e.screen,
+            "reversal": e.reversal.value, "reversal_attempts": e.reversal_attempts} for e in entries]))
+        return
+    table = Table(title=f"journal {path}")
+    for col in ("id", "created", "kind", "STAN", "PAN", "amount", "status", "rc", "screen", "reversal"):
+        table.add_column(col)
+    for e in entries:
+        rev = e.reversal.value + (f" ×{e.reversal_attempts}" if e.reversal_attempts else "")
+        table.add_row(str(e.id), e.created, e.kind, e.stan, e.pan_masked, f"{e.amount / 100:.2f}", e.status.value,
+                      e.rc or "", e.screen or "", rev)
+    Console().print(table)

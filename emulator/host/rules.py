@@ -1,0 +1,109 @@
+"""Host behaviour rules: overload, slowness and silence, configured on purpose.
+
+A rule matches requests (optionally by MTI or transaction kind) and applies from the ``first``-th
+match for ``count`` matches, every ``every``-th, with a probability drawn from a seeded RNG —
+so "the host is overloaded at peak time" or "the 0200 after the sign-on is never answered"
+are reproducible. The fault injector and ``posemu host --rule`` create these.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass, field
+
+from protocol.errors import ConfigError
+
+
+class RuleAction(enum.Enum):
+    RESPOND = "respond"          # answer with the rule's response code instead of processing
+    DELAY = "delay"              # process, but answer after ``delay`` clock seconds
+    NO_RESPONSE = "no-response"  # process nothing, answer nothing
+    CLOSE = "close"              # close the connection without answering
+    REFUSE = "refuse"            # refuse new connections (server level)
+
+
+@dataclass(slots=True)
+class HostRule:
+    action: RuleAction
+    rc: str = "96"
+    delay: float = 0.0
+    mti: str | None = None
+    first: int = 1
+    count: int | None = None
+    every: int = 1
+    probability: float = 1.0
+    seen: int = field(default=0, compare=False)
+    applied: int = field(default=0, compare=False)
+
+    @classmethod
+    def parse(cls, text: str) -> HostRule:
+        """Parse ``action[:key=value,…]``, e.g. ``respond:rc=91,every=2`` or ``delay:delay=30``."""
+        head, _, rest = text.partition(":")
+        try:
+            action = RuleAction(head)
+        except ValueError:
+            raise ConfigError(f"unknown host rule action {head!r}; known: "
+                              f"{', '.join(a.value for a in RuleAction)}") from None
+        rule = cls(action)
+        for item in filter(None, rest.split(",")):
+            k, _, v = item.partition("=")
+            try:
+                if k == "rc":
+                    rule.rc = v
+                elif k == "delay":
+                    rule.delay = float(v)
+                elif k == "mti":
+                    rule.mti = v
+                elif k in ("first", "every"):
+                    setattr(rule, k, int(v))
+                elif k == "count":
+                    rule.count = int(v)
+                elif k == "probability":
+                    rule.probability = float(v)
+                else:
+                    raise ConfigError(f"host rule {text!r}: unknown key {k!r}")
+            except ValueError:
+                raise ConfigError(f"host rule {text!r}: bad value for {k!r}") from None
+        return rule
+
+    def matches(self, mti: str, rng: random.Random) -> bool:
+        if self.mti is not None and self.mti != mti:
+            return False
+        self.seen += 1
+        if self.seen < self.first or (self.seen - self.first) % self.every:
+            return False
+        if self.count is not None and self.applied >= self.count:
+            return False
+        if self.probability < 1.0 and rng.random() >= self.probability:
+            return False
+        self.applied += 1
+        return True
+
+
+@dataclass(slots=True)
+class HostRules:
+    rules: list[HostRule] = field(default_factory=list)
+    seed: int = 0
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def add(self, rule: HostRule) -> None:
+        self.rules.append(rule)
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+    def first_match(self, mti: str) -> HostRule | None:
+        hit = None
+        for r in self.rules:
+            if r.action is RuleAction.REFUSE:
+                continue
+            if r.matches(mti, self.rng) and hit is None:
+                hit = r
+        return hit
+
+    def refuse_connection(self) -> bool:
+        return any(r.action is RuleAction.REFUSE and r.matches("conn", self.rng) for r in self.rules)

@@ -1,0 +1,162 @@
+"""The terminal's link to the host: DNS, TCP connect, request → response with timeouts.
+
+Built on :class:`protocol.session.ClientSession` (sans-IO) over asyncio streams. All waits run
+on the event loop's clock: with the virtual clock a 60 s response timeout costs no wall time.
+A response that matches no outstanding request (wrong STAN or terminal id, a late answer) is
+recorded in the trace and ignored; the terminal keeps waiting for its own.
+
+The resolver and the connector are parameters, so the fault injector can slow or break DNS and
+put a proxy on the path without this module knowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from emulator.errors import ConnectError, DnsError, HostTimeout, LinkLost
+from emulator.trace import Kind, Trace
+from hardware.clock import Clock
+from protocol.errors import DecodeError
+from protocol.iso import Message
+from protocol.session import NEED_DATA, ClientSession, ResponseReceived, UnmatchedResponse
+from protocol.specs import Profile
+
+Resolver = Callable[[str, int], Awaitable[list[tuple[str, int]]]]
+Connector = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+async def system_resolver(host: str, port: int) -> list[tuple[str, int]]:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise DnsError(f"cannot resolve {host!r}: {e.strerror}") from None
+    return [(str(i[4][0]), int(i[4][1])) for i in infos]
+
+
+async def tcp_connector(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(host, port)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    request: Message
+    response: Message
+    raw: bytes
+
+
+class HostLink:
+    def __init__(self, host: str, port: int, profile: Profile, *, clock: Clock, trace: Trace,
+                 connect_timeout: float = 10.0, response_timeout: float = 60.0,
+                 resolver: Resolver = system_resolver, connector: Connector = tcp_connector) -> None:
+        self.host = host
+        self.port = port
+        self.profile = profile
+        self.clock = clock
+        self.trace = trace
+        self.connect_timeout = connect_timeout
+        self.response_timeout = response_timeout
+        self.resolver = resolver
+        self.connector = connector
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._session = ClientSession(profile)
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def connect(self) -> None:
+        if self.connected:
+            return
+        await self.close()
+        self._session = ClientSession(self.profile)
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                addrs = await self.resolver(self.host, self.port)
+                if not addrs:
+                    raise DnsError(f"{self.host!r} resolved to no address")
+                self.trace.record(Kind.TCP, "resolved", host=self.host, addresses=[a for a, _ in addrs])
+                last: Exception | None = None
+                for addr, port in addrs:
+                    try:
+                        self._reader, self._writer = await self.connector(addr, port)
+                        self.trace.record(Kind.TCP, "connected", peer=f"{addr}:{port}")
+                        return
+                    except OSError as e:
+                        last = e
+                        self.trace.record(Kind.TCP, "connect failed", peer=f"{addr}:{port}", error=str(e))
+                raise ConnectError(f"cannot connect to {self.host}:{self.port}: {last}")
+        except TimeoutError:
+            self.trace.record(Kind.TCP, "connect timeout", seconds=self.connect_timeout)
+            raise ConnectError(f"no connection to {self.host}:{self.port} within {self.connect_timeout:g} s") \
+                from None
+
+    async def exchange(self, request: Message, *, mak: bytes | None = None) -> Exchange:
+        """Send a request and wait for its response (connecting first if needed)."""
+        await self.connect()
+        if self._writer is None or self._reader is None:
+            raise LinkLost("not connected")
+        data = self._session.send(request, mak=mak)
+        self.trace.message(Kind.ISO_OUT, request)
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (ConnectionError, OSError) as e:
+            self._session.forget(request)
+            await self.close()
+            raise LinkLost(f"connection lost while sending: {e}") from None
+        try:
+            async with asyncio.timeout(self.response_timeout):
+                return await self._await_response(request)
+        except TimeoutError:
+            self._session.forget(request)
+            self.trace.record(Kind.TCP, "response timeout", seconds=self.response_timeout)
+            await self.close()   # a late answer must not be taken for the next request's
+            raise HostTimeout(f"no response within {self.response_timeout:g} s") from None
+
+    async def _await_response(self, request: Message) -> Exchange:
+        reader = self._reader
+        if reader is None:
+            raise LinkLost("not connected")
+        while True:
+            try:
+                ev = self._session.next_event()
+            except DecodeError as e:
+                self.trace.record(Kind.ERROR, "undecodable response", error=str(e))
+                await self.close()
+                raise LinkLost(f"host sent an undecodable response: {e}") from None
+            if isinstance(ev, ResponseReceived):
+                self.trace.message(Kind.ISO_IN, ev.response)
+                if ev.request is request or ev.request == request:
+                    return Exchange(ev.request, ev.response, ev.raw)
+                continue
+            if isinstance(ev, UnmatchedResponse):
+                self.trace.message(Kind.ISO_IN, ev.response)
+                self.trace.record(Kind.ERROR, "unmatched response", mti=ev.response.mti, stan=ev.key[1],
+                                  tid=ev.key[2], expected_stan=request.get(11), expected_tid=request.get(41))
+                continue
+            if ev is NEED_DATA:
+                try:
+                    chunk = await reader.read(65536)
+                except (ConnectionError, OSError) as e:
+                    chunk = b""
+                    self.trace.record(Kind.TCP, "read error", error=str(e))
+                if not chunk:
+                    self._session.forget(request)
+                    self.trace.record(Kind.TCP, "connection closed by peer")
+                    await self.close()
+                    raise LinkLost("the host closed the connection before answering")
+                self._session.receive_data(chunk)
+
+    async def close(self) -> None:
+        w = self._writer
+        self._reader = self._writer = None
+        if w is not None:
+            w.close()
+            with contextlib.suppress(Exception):
+                await w.wait_closed()

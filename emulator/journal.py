@@ -1,0 +1,214 @@
+"""The terminal's transaction journal in SQLite (WAL).
+
+Every transaction is written *before* its request is sent and completed when the outcome is
+known. A purchase is written with its reversal already prepared ("armed"); if the outcome is
+unknown — timeout, connection lost, a crash after sending — the reversal becomes *pending* and
+the terminal sends it, and retries it, until the host acknowledges it, also after a restart.
+
+The data a reversal needs (the original's data elements, with the PAN) is stored encrypted
+(AES-GCM under a key derived from the terminal master key); the readable columns hold only the
+masked PAN. Track data, PIN blocks and keys are never stored.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from hardware.clock import Clock
+from protocol.errors import ConfigError, CryptoError
+from protocol.iso import Message, Value
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+  id INTEGER PRIMARY KEY,
+  created TEXT NOT NULL,
+  updated TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  stan TEXT NOT NULL,
+  date TEXT NOT NULL,
+  pan_masked TEXT NOT NULL DEFAULT '',
+  amount INTEGER NOT NULL DEFAULT 0,
+  currency TEXT NOT NULL DEFAULT '156',
+  entry TEXT NOT NULL DEFAULT '',
+  status TEXT NOT NULL,
+  rc TEXT,
+  screen TEXT,
+  reversal TEXT NOT NULL DEFAULT 'none',
+  reversal_reason TEXT,
+  reversal_attempts INTEGER NOT NULL DEFAULT 0,
+  reversal_blob BLOB
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+_SECRET_FIELDS = (35, 36, 52, 64)
+
+
+class Status(enum.Enum):
+    PENDING = "pending"        # written, about to be sent
+    APPROVED = "approved"
+    DECLINED = "declined"
+    FAILED = "failed"          # never reached the host (or refused locally)
+    UNKNOWN = "unknown"        # sent; no usable answer
+
+
+class Reversal(enum.Enum):
+    NONE = "none"
+    ARMED = "armed"            # prepared before sending; becomes pending if the outcome is unknown
+    PENDING = "pending"        # must be sent until acknowledged
+    DONE = "done"              # acknowledged by the host
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: int
+    created: str
+    updated: str
+    kind: str
+    stan: str
+    date: str
+    pan_masked: str
+    amount: int
+    currency: str
+    entry: str
+    status: Status
+    rc: str | None
+    screen: str | None
+    reversal: Reversal
+    reversal_reason: str | None
+    reversal_attempts: int
+
+
+class Journal:
+    def __init__(self, path: str | Path, *, clock: Clock, key_material: bytes) -> None:
+        self.path = str(path)
+        self.clock = clock
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as e:
+            raise ConfigError(f"cannot open journal {self.path}: {e}") from None
+        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                         info=b"posemu journal v1").derive(key_material)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- counters ---------------------------------------------------------------------------
+    def next_counter(self, name: str, start: int = 1, wrap: int = 999999) -> int:
+        with self.db:
+            row = self.db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+            value = start if row is None else (row[0] % wrap) + 1
+            self.db.execute("INSERT OR REPLACE INTO counters VALUES (?, ?)", (name, value))
+        return int(value)
+
+    def counter(self, name: str, default: int) -> int:
+        row = self.db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+        return default if row is None else int(row[0])
+
+    def set_counter(self, name: str, value: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO counters VALUES (?, ?)", (name, value))
+
+    # --- entries ----------------------------------------------------------------------------
+    def _now(self) -> str:
+        return self.clock.wall().isoformat(timespec="seconds")
+
+    def begin(self, *, kind: str, stan: str, date: str, pan_masked: str = "", amount: int = 0,
+              currency: str = "156", entry: str = "", reversible: Message | None = None) -> int:
+        """Write a transaction before its request is sent; arm its reversal if it has one."""
+        blob = self._seal(reversible) if reversible is not None else None
+        now = self._now()
+        cur = self.db.execute(
+            "INSERT INTO journal (created, updated, kind, stan, date, pan_masked, amount, currency, entry,"
+            " status, reversal, reversal_blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (now, now, kind, stan, date, pan_masked, amount, currency, entry, Status.PENDING.value,
+             (Reversal.ARMED if blob else Reversal.NONE).value, blob))
+        return int(cur.lastrowid or 0)
+
+    def complete(self, entry_id: int, status: Status, *, rc: str | None = None, screen: str | None = None,
+                 reversal: Reversal | None = None, reason: str | None = None) -> None:
+        sets = ["status=?", "rc=?", "screen=?", "updated=?"]
+        args: list[object] = [status.value, rc, screen, self._now()]
+        if reversal is not None:
+            sets.append("reversal=?")
+            args.append(reversal.value)
+        if reason is not None:
+            sets.append("reversal_reason=?")
+            args.append(reason)
+        self.db.execute(f"UPDATE journal SET {', '.join(sets)} WHERE id=?", (*args, entry_id))
+
+    def recover(self) -> int:
+        """After a restart: an armed reversal whose transaction never completed becomes pending."""
+        cur = self.db.execute(
+            "UPDATE journal SET reversal=?, reversal_reason=COALESCE(reversal_reason, '98'),"
+            " status=CASE WHEN status=? THEN ? ELSE status END WHERE reversal=? AND status IN (?, ?)",
+            (Reversal.PENDING.value, Status.PENDING.value, Status.UNKNOWN.value, Reversal.ARMED.value,
+             Status.PENDING.value, Status.UNKNOWN.value))
+        return cur.rowcount
+
+    def pending_reversals(self) -> list[tuple[Entry, Message]]:
+        rows = self.db.execute(
+            f"SELECT {_COLS}, reversal_blob FROM journal WHERE reversal=? ORDER BY id", (Reversal.PENDING.value,)
+        ).fetchall()
+        return [(_entry(r[:-1]), self._open(r[-1])) for r in rows]
+
+    def reversal_attempted(self, entry_id: int) -> None:
+        self.db.execute("UPDATE journal SET reversal_attempts=reversal_attempts+1, updated=? WHERE id=?",
+                        (self._now(), entry_id))
+
+    def reversal_done(self, entry_id: int) -> None:
+        self.db.execute("UPDATE journal SET reversal=?, reversal_blob=NULL, updated=? WHERE id=?",
+                        (Reversal.DONE.value, self._now(), entry_id))
+
+    def entries(self, limit: int = 100) -> list[Entry]:
+        rows = self.db.execute(f"SELECT {_COLS} FROM journal ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [_entry(r) for r in reversed(rows)]
+
+    def get(self, entry_id: int) -> Entry:
+        r = self.db.execute(f"SELECT {_COLS} FROM journal WHERE id=?", (entry_id,)).fetchone()
+        if r is None:
+            raise KeyError(entry_id)
+        return _entry(r)
+
+    # --- sealed reversal data -----------------------------------------------------------------
+    def _seal(self, msg: Message) -> bytes:
+        fields = {str(k): (v.hex() if isinstance(v, bytes) else v, isinstance(v, bytes))
+                  for k, v in msg.fields.items() if k not in _SECRET_FIELDS}
+        doc = json.dumps({"mti": msg.mti, "header": msg.header.hex(), "fields": fields}).encode()
+        nonce = os.urandom(12)
+        return nonce + AESGCM(self._key).encrypt(nonce, doc, b"posemu-reversal")
+
+    def _open(self, blob: bytes) -> Message:
+        try:
+            doc = json.loads(AESGCM(self._key).decrypt(blob[:12], blob[12:], b"posemu-reversal"))
+        except (InvalidTag, ValueError) as e:
+            raise CryptoError(f"journal reversal record cannot be opened ({type(e).__name__}): "
+                              "was the terminal master key changed?") from None
+        fields: dict[int, Value] = {int(k): (bytes.fromhex(v) if is_b else v)
+                                    for k, (v, is_b) in doc["fields"].items()}
+        return Message(doc["mti"], fields, bytes.fromhex(doc["header"]))
+
+
+_COLS = ("id, created, updated, kind, stan, date, pan_masked, amount, currency, entry, status, rc, screen,"
+         " reversal, reversal_reason, reversal_attempts")
+
+
+def _entry(r: tuple[object, ...]) -> Entry:
+    return Entry(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]),  # type: ignore[call-overload]
+                 int(r[7]), str(r[8]), str(r[9]), Status(r[10]), r[11] if r[11] is None else str(r[11]),  # type: ignore[call-overload]
+                 None if r[12] is None else str(r[12]), Reversal(r[13]),
+                 None if r[14] is None else str(r[14]), int(r[15]))  # type: ignore[call-overload]

@@ -1,0 +1,117 @@
+"""The screen message catalogue: stable codes, Chinese and English text (``messages.toml``).
+
+The terminal shows :class:`Screen` values (a code and its parameters); rendering to text
+happens only at the edge (CLI, UI), in the language the user picked.
+
+>>> render(Screen(Msg.QUERY_CARD_FAILED), "both")
+'查询卡信息失败 / Failed to query card information'
+>>> render(Screen(Msg.APPROVED_BALANCE, {"balance": "CNY 12,345.67"}), "en")
+'Approved  balance: CNY 12,345.67'
+"""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+Lang = Literal["zh", "en", "both"]
+
+
+class Msg(enum.Enum):
+    WELCOME = "WELCOME"
+    SIGNING_ON = "SIGNING_ON"
+    SIGN_ON_OK = "SIGN_ON_OK"
+    SIGN_ON_FAILED = "SIGN_ON_FAILED"
+    SIGN_ON_REQUIRED = "SIGN_ON_REQUIRED"
+    INSERT_OR_SWIPE = "INSERT_OR_SWIPE"
+    READING_CARD = "READING_CARD"
+    INSERT_CHIP = "INSERT_CHIP"
+    FALLBACK_SWIPE = "FALLBACK_SWIPE"
+    SWIPE_AGAIN = "SWIPE_AGAIN"
+    CARD_NOT_SUPPORTED = "CARD_NOT_SUPPORTED"
+    ENTER_PIN = "ENTER_PIN"
+    PIN_RETRY = "PIN_RETRY"
+    PIN_BLOCKED = "PIN_BLOCKED"
+    CONNECTING = "CONNECTING"
+    PROCESSING = "PROCESSING"
+    APPROVED_BALANCE = "APPROVED_BALANCE"
+    APPROVED = "APPROVED"
+    QUERY_CARD_FAILED = "QUERY_CARD_FAILED"
+    TXN_FAILED = "TXN_FAILED"
+    REMOVE_CARD = "REMOVE_CARD"
+    REMOVE_CARD_FAILED = "REMOVE_CARD_FAILED"
+    CARD_REMOVED_EARLY = "CARD_REMOVED_EARLY"
+    TIMEOUT = "TIMEOUT"
+    CONNECT_FAILED = "CONNECT_FAILED"
+    DNS_FAILED = "DNS_FAILED"
+    LINK_LOST = "LINK_LOST"
+    DECLINED = "DECLINED"
+    WRONG_PIN = "WRONG_PIN"
+    PIN_TRIES_EXCEEDED = "PIN_TRIES_EXCEEDED"
+    EXPIRED_CARD = "EXPIRED_CARD"
+    INVALID_CARD = "INVALID_CARD"
+    RESTRICTED_CARD = "RESTRICTED_CARD"
+    NOT_PERMITTED = "NOT_PERMITTED"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    HOST_BUSY = "HOST_BUSY"
+    MAC_ERROR = "MAC_ERROR"
+    VERSION_REJECTED = "VERSION_REJECTED"
+    FORMAT_ERROR = "FORMAT_ERROR"
+    REVERSAL_PENDING = "REVERSAL_PENDING"
+    REVERSAL_DONE = "REVERSAL_DONE"
+    READER_ERROR = "READER_ERROR"
+    NO_READER = "NO_READER"
+    TERMINAL_LOCKED = "TERMINAL_LOCKED"
+    OPERATOR_PASSWORD = "OPERATOR_PASSWORD"
+    CANCELLED = "CANCELLED"
+    STEP_OUT_OF_ORDER = "STEP_OUT_OF_ORDER"
+    SYSTEM_ERROR = "SYSTEM_ERROR"
+
+
+@dataclass(frozen=True, slots=True)
+class Screen:
+    """One screen the terminal shows: a message code and its parameters."""
+
+    msg: Msg
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def code(self) -> str:
+        return self.msg.value
+
+
+@cache
+def catalogue() -> dict[str, dict[str, str]]:
+    """The catalogue as loaded from ``messages.toml``: code → {"zh": …, "en": …}."""
+    text = (resources.files("emulator") / "messages.toml").read_text(encoding="utf-8")
+    data = tomllib.loads(text)
+    return {k: {"zh": str(v["zh"]), "en": str(v["en"])} for k, v in data.items()}
+
+
+def text(msg: Msg, lang: Literal["zh", "en"], params: dict[str, str] | None = None) -> str:
+    template = catalogue()[msg.value][lang]
+    return template.format(**(params or {})) if params else template
+
+
+def render(screen: Screen, lang: Lang = "both") -> str:
+    if lang == "both":
+        return f"{text(screen.msg, 'zh', screen.params)} / {text(screen.msg, 'en', screen.params)}"
+    return text(screen.msg, lang, screen.params)
+
+
+def format_amount(minor: int, currency: str = "156") -> str:
+    """Minor units as money: ``CNY 12,345.67`` (ISO 4217 numeric 156 → CNY).
+
+    >>> format_amount(1234567)
+    'CNY 12,345.67'
+    >>> format_amount(-5, "840")
+    'USD -0.05'
+    """
+    names = {"156": "CNY", "840": "USD", "978": "EUR", "344": "HKD", "392": "JPY"}
+    sign = "-" if minor < 0 else ""
+    major, cents = divmod(abs(minor), 100)
+    return f"{names.get(currency, currency)} {sign}{major:,}.{cents:02d}"

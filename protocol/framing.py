@@ -1,0 +1,79 @@
+"""Length-prefixed framing with a receive buffer (sans-IO).
+
+Both profiles put a 2-byte big-endian binary length (excluding itself) in front of every
+message. :class:`Framer` turns a byte stream — split anywhere, frames back to back — into
+frame payloads; :func:`frame` does the reverse. A zero or oversized length is a
+:class:`DecodeError`; after one, the stream is unusable (the caller closes the connection).
+
+>>> f = Framer()
+>>> f.feed(frame(b"abc") + frame(b"de")[:2]); f.next_frame()
+b'abc'
+>>> f.next_frame() is None
+True
+>>> f.feed(b"de"); f.next_frame()
+b'de'
+"""
+
+from __future__ import annotations
+
+from protocol.errors import DecodeError
+
+HEADER_LEN = 2
+MAX_FRAME = 8192
+
+
+def frame(payload: bytes, max_frame: int = MAX_FRAME) -> bytes:
+    """Prefix a payload with its 2-byte big-endian length."""
+    n = len(payload)
+    if not 0 < n <= min(max_frame, 0xFFFF):
+        from protocol.errors import EncodeError
+
+        raise EncodeError(f"frame payload of {n} bytes is outside 1..{min(max_frame, 0xFFFF)}")
+    return n.to_bytes(2, "big") + payload
+
+
+class Framer:
+    """Receive buffer that survives short reads and back-to-back frames."""
+
+    __slots__ = ("_broken", "_buf", "_consumed", "max_frame")
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self._consumed = 0          # bytes of the stream already returned as frames
+        self._broken = False
+        self.max_frame = max_frame
+
+    def feed(self, data: bytes) -> None:
+        """Add bytes read from the stream."""
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def next_frame(self) -> bytes | None:
+        """The next complete payload, or ``None`` when more bytes are needed."""
+        if self._broken:
+            raise DecodeError("stream is out of sync after a framing error", field="length")
+        buf = self._buf
+        if len(buf) < HEADER_LEN:
+            return None
+        n = (buf[0] << 8) | buf[1]
+        if n == 0 or n > self.max_frame:
+            self._broken = True
+            raise DecodeError(f"frame length {n} is outside 1..{self.max_frame}", field="length",
+                              pos=self._consumed, raw=bytes(buf[:HEADER_LEN]))
+        end = HEADER_LEN + n
+        if len(buf) < end:
+            return None
+        payload = bytes(buf[HEADER_LEN:end])
+        del buf[:end]
+        self._consumed += end
+        return payload
+
+    def frames(self) -> list[bytes]:
+        """Every complete payload buffered now."""
+        out = []
+        while (p := self.next_frame()) is not None:
+            out.append(p)
+        return out

@@ -1,0 +1,303 @@
+"""Terminal transactions as ISO 8583 messages: builders, response codes and private fields.
+
+The shapes follow CUP-style POS usage (shared protocol facts §6):
+
+* sign-on ``0800``/``0810`` — fields 11, 41, 42, 60 (60.1 ``00``, 60.2 batch, 60.3 key scheme:
+  ``001`` single DES, ``003`` double length, ``004`` double + TDK), 63 operator; the response
+  adds 12, 13, 32, 37, 39 and field 62 with the working keys under the terminal master key.
+  On ``iso87ascii`` field 70 ``001`` marks the sign-on as well.
+* balance inquiry ``0200``/``0210`` — processing code ``31xxxx``, 60.1 ``01``, balance in 54.
+* purchase ``0200``/``0210`` — processing code ``00xxxx``, 60.1 ``22``, amount in field 4.
+* reversal ``0400``/``0410`` — the original's data elements, field 39 the reason (``98`` no
+  response, ``96`` …, ``A0`` response MAC error), the original's batch/STAN/date in field 61
+  (``cup``) or field 90 (``iso87ascii``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+
+from protocol.errors import DecodeError, EncodeError
+from protocol.iso import Message, Value
+from protocol.masking import mask_pan
+from protocol.specs import Profile
+
+
+class TxnType(enum.Enum):
+    """Transaction types: processing code (field 3) and CUP type code (60.1)."""
+
+    SIGN_ON = ("", "00")
+    BALANCE = ("310000", "01")
+    PURCHASE = ("000000", "22")
+
+    @property
+    def processing_code(self) -> str:
+        return self.value[0]
+
+    @property
+    def type_code(self) -> str:
+        return self.value[1]
+
+    @classmethod
+    def from_request(cls, msg: Message) -> TxnType | None:
+        if msg.mti in ("0800", "0810"):
+            return cls.SIGN_ON
+        pc = msg.get(3)
+        if not isinstance(pc, str) or len(pc) != 6:
+            return None
+        if pc.startswith("31"):
+            return cls.BALANCE
+        if pc.startswith("00"):
+            return cls.PURCHASE
+        return None
+
+
+class RC(enum.Enum):
+    """ISO 8583 response codes (field 39) the host simulator gives, with their meaning."""
+
+    APPROVED = "00"
+    INVALID_TRANSACTION = "12"
+    INVALID_AMOUNT = "13"
+    INVALID_CARD = "14"
+    FORMAT_ERROR = "30"
+    EXPIRED_CARD = "54"
+    WRONG_PIN = "55"
+    NOT_PERMITTED_CARDHOLDER = "57"
+    NOT_PERMITTED_TERMINAL = "58"
+    INSUFFICIENT_FUNDS = "51"
+    RESTRICTED_CARD = "62"
+    PIN_TRIES_EXCEEDED = "75"
+    UNKNOWN_ORIGINAL = "25"
+    ISSUER_UNAVAILABLE = "91"
+    SYSTEM_MALFUNCTION = "96"
+    SIGN_ON_REQUIRED = "77"          # CUP: batch/sign-on mismatch, terminal must sign on again
+    MAC_ERROR = "A0"
+    VERSION_NOT_ACCEPTED = "A4"      # posemu: terminal software version no longer accepted
+    NO_RESPONSE = "98"               # reversal reason: no response within the timeout
+
+    @classmethod
+    def parse(cls, code: str) -> RC | None:
+        try:
+            return cls(code)
+        except ValueError:
+            return None
+
+
+class EntryMode(enum.Enum):
+    """POS entry mode, first two digits of field 22 (third: 1 PIN entered, 2 no PIN)."""
+
+    SWIPE = "02"
+    CHIP = "05"
+    CONTACTLESS = "07"
+    FALLBACK = "80"
+
+    def field22(self, pin_entered: bool) -> str:
+        return self.value + ("1" if pin_entered else "2")
+
+
+@dataclass(frozen=True, slots=True)
+class CardData:
+    """What the terminal read from a card, ready for a request. ``repr`` never shows it."""
+
+    pan: str
+    entry: EntryMode
+    expiry: str | None = None          # YYMM
+    track2: str | None = None          # between sentinels, "=" separator
+    track3: str | None = None
+    pan_seq: str | None = None
+    icc: bytes | None = None           # BER-TLV for field 55
+    service_code: str | None = None
+
+    def __repr__(self) -> str:
+        return f"CardData(pan={mask_pan(self.pan)}, entry={self.entry.name})"
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalIds:
+    """Who the terminal is: field 41/42, the header bytes, the current batch."""
+
+    tid: str
+    mid: str
+    header: bytes = b""
+    batch: str = "000001"
+
+    def __post_init__(self) -> None:
+        if len(self.tid) != 8:
+            raise EncodeError("terminal id (field 41) must be 8 characters", field="41")
+        if len(self.mid) != 15:
+            raise EncodeError("merchant id (field 42) must be 15 characters", field="42")
+        if len(self.batch) != 6 or not self.batch.isdigit():
+            raise EncodeError("batch number must be 6 digits", field="60.2")
+
+
+@dataclass(frozen=True, slots=True)
+class Field60:
+    """CUP field 60: 60.1 type code (n2), 60.2 batch (n6), 60.3 network management code (n3)."""
+
+    type_code: str
+    batch: str
+    net_code: str = "000"
+
+    def encode(self) -> str:
+        return self.type_code + self.batch + self.net_code
+
+    @classmethod
+    def parse(cls, text: str) -> Field60:
+        if len(text) < 8 or not text.isdigit():
+            raise DecodeError("field 60 must be at least 8 digits", field="60", raw=text.encode())
+        return cls(text[:2], text[2:8], text[8:11] or "000")
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """One entry of field 54: account type, amount type (01 ledger, 02 available), currency,
+    signed amount in minor units."""
+
+    amount: int
+    currency: str = "156"
+    account_type: str = "10"
+    amount_type: str = "02"
+
+    def encode(self) -> str:
+        sign = "C" if self.amount >= 0 else "D"
+        if abs(self.amount) >= 10**12:
+            raise EncodeError("balance does not fit 12 digits", field="54")
+        return f"{self.account_type}{self.amount_type}{self.currency}{sign}{abs(self.amount):012d}"
+
+
+def encode_balances(entries: list[Balance]) -> str:
+    return "".join(b.encode() for b in entries)
+
+
+def parse_balances(text: str) -> list[Balance]:
+    """Parse field 54 (20 characters per entry).
+
+    >>> parse_balances("1002156C000001234567")
+    [Balance(amount=1234567, currency='156', account_type='10', amount_type='02')]
+    """
+    if not text or len(text) % 20:
+        raise DecodeError(f"field 54 length {len(text)} is not a multiple of 20", field="54",
+                          raw=text.encode("ascii", "replace"))
+    out = []
+    for i in range(0, len(text), 20):
+        e = text[i:i + 20]
+        sign, digits = e[7], e[8:]
+        if sign not in "CD" or not digits.isdigit() or not e[:7].isdigit():
+            raise DecodeError("malformed balance entry", field=f"54[{i // 20}]", pos=i,
+                              raw=e.encode("ascii", "replace"))
+        amt = int(digits)
+        out.append(Balance(amt if sign == "C" else -amt, e[4:7], e[:2], e[2:4]))
+    return out
+
+
+def _stamp(now: dt.datetime) -> dict[int, Value]:
+    return {12: now.strftime("%H%M%S"), 13: now.strftime("%m%d")}
+
+
+def _amount(amount: int) -> str:
+    if not 0 <= amount < 10**12:
+        raise EncodeError("amount must be 0..999999999999 minor units", field="4")
+    return f"{amount:012d}"
+
+
+def sign_on_request(profile: Profile, ids: TerminalIds, *, stan: str, operator: str = "01",
+                    key_scheme: str = "003") -> Message:
+    fields: dict[int, Value] = {
+        11: stan, 41: ids.tid, 42: ids.mid,
+        60: Field60("00", ids.batch, key_scheme).encode(),
+        63: operator.ljust(3),
+    }
+    if profile.has_field(70):
+        fields[70] = "001"
+    return Message("0800", fields, ids.header)
+
+
+def financial_request(profile: Profile, ids: TerminalIds, txn: TxnType, card: CardData, *, stan: str,
+                      now: dt.datetime, amount: int | None = None, currency: str = "156",
+                      pin_block: bytes | None = None, with_mac: bool = True) -> Message:
+    """A balance inquiry or purchase (0200)."""
+    if txn is TxnType.SIGN_ON:
+        raise EncodeError("a sign-on is not a financial request", field="3")
+    fields: dict[int, Value] = {2: card.pan, 3: txn.processing_code, 11: stan, **_stamp(now)}
+    if txn is TxnType.PURCHASE:
+        if amount is None:
+            raise EncodeError("a purchase needs an amount", field="4")
+        fields[4] = _amount(amount)
+    if card.expiry:
+        fields[14] = card.expiry
+    fields[22] = card.entry.field22(pin_block is not None)
+    if card.pan_seq is not None:
+        fields[23] = card.pan_seq.zfill(3)
+    fields[25] = "00"
+    if pin_block is not None:
+        fields[26] = "12"
+        fields[52] = pin_block
+        fields[53] = "2600000000000000"   # format 0, double-length key
+    if card.track2:
+        fields[35] = card.track2
+    if card.track3:
+        fields[36] = card.track3
+    fields[41] = ids.tid
+    fields[42] = ids.mid
+    fields[49] = currency
+    if card.icc:
+        fields[55] = card.icc
+    fields[60] = Field60(txn.type_code, ids.batch).encode()
+    if profile.has_field(7):
+        fields[7] = now.strftime("%m%d%H%M%S")
+    if with_mac:
+        fields[64] = bytes(8)
+    return Message("0200", fields, ids.header)
+
+
+_REVERSAL_KEEP = (2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 25, 38, 41, 42, 49, 55, 60)
+
+
+def reversal_request(profile: Profile, original: Message, *, reason: RC, ids: TerminalIds,
+                     with_mac: bool = True) -> Message:
+    """A reversal (0400) carrying the original's data elements and the reason in field 39."""
+    if original.mti != "0200":
+        raise EncodeError(f"only a 0200 can be reversed, not {original.mti}", field="t")
+    fields: dict[int, Value] = {n: original.fields[n] for n in _REVERSAL_KEEP if n in original.fields}
+    fields[39] = reason.value
+    stan = original.text(11)
+    date = original.text(13) if 13 in original else "0000"
+    if profile.has_field(90):
+        fields[90] = ("0200" + stan + original.text(7) if 7 in original else "0200" + stan + "0" * 10
+                      ).ljust(20, "0") + "0" * 22
+    else:
+        fields[61] = ids.batch + stan + date
+    if with_mac:
+        fields[64] = bytes(8)
+    return Message("0400", fields, ids.header)
+
+
+_ECHO = (2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 25, 32, 37, 41, 42, 49, 60, 61, 90)
+
+
+def response_to(request: Message, rc: RC | str, **extra: Value) -> Message:
+    """The response to a request: response MTI, the echoed matching fields, field 39.
+
+    The TPDU's destination and source addresses are swapped, as a host does.
+    """
+    code = rc.value if isinstance(rc, RC) else rc
+    fields: dict[int, Value] = {n: request.fields[n] for n in _ECHO if n in request.fields}
+    fields[39] = code
+    for key, v in extra.items():
+        fields[int(key.lstrip("f"))] = v
+    header = request.header
+    if len(header) >= 5:
+        header = header[:1] + header[3:5] + header[1:3] + header[5:]
+    return Message(request.response_mti(), fields, header)
+
+
+def match_key(msg: Message) -> tuple[str, str, str]:
+    """What pairs a response with its request: request MTI, STAN (11), terminal id (41)."""
+    mti = msg.mti
+    if mti[2] in "13579":
+        mti = mti[:2] + str(int(mti[2]) - 1) + mti[3]
+    stan = msg.get(11)
+    tid = msg.get(41)
+    return (mti, stan if isinstance(stan, str) else "", tid if isinstance(tid, str) else "")
