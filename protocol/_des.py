@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable
 from typing import cast
 
-from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, modes
+from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, CipherContext, modes
 from cryptography.utils import CryptographyDeprecationWarning
 
 from protocol.errors import CryptoError
@@ -103,6 +103,12 @@ def _ecb(key: bytes) -> Cipher[modes.ECB]:
 
 def _cbc(key: bytes, iv: bytes) -> Cipher[modes.CBC]:
     return Cipher(_TripleDES(expand_key(key)), modes.CBC(_check_iv(iv)))
+
+
+def ecb_encryptor(key: bytes) -> CipherContext:
+    """A reusable ECB encryption context (ECB has no chaining state, so ``update`` may be
+    called once per block as the next block becomes known). Call ``finalize`` when done."""
+    return _ecb(key).encryptor()
 
 
 def ecb_encrypt(key: bytes, data: bytes) -> bytes:

@@ -83,8 +83,12 @@ def retail_mac(key: bytes, data: bytes, *, length: int = 4) -> bytes:
     if not 4 <= length <= MAC_SIZE:
         raise CryptoError(f"X9.19 MAC length must be 4 to 8 bytes, got {length}")
     k1, k2 = raw_key[:8], raw_key[-8:]
-    last = _des.cbc_encrypt(k1, _pad_method_1(raw))[-_des.BLOCK_SIZE :]
-    return _des.ecb_encrypt(k1, _des.ecb_decrypt(k2, last))[:length]
+    padded = _pad_method_1(raw)
+    head, last = padded[: -_des.BLOCK_SIZE], padded[-_des.BLOCK_SIZE :]
+    # CBC with K1 over all blocks but the last; the last block's E_K1 followed by the output
+    # transformation E_K1(D_K2(·)) is one two-key triple-DES EDE with K1‖K2 (K1, K2, K1).
+    chained = _des.cbc_encrypt(k1, head)[-_des.BLOCK_SIZE :] if head else _des.ZERO_BLOCK
+    return _des.ecb_encrypt(k1 + k2, _des.xor(chained, last))[:length]
 
 
 def _hex_ascii(block: bytes) -> bytes:
@@ -114,8 +118,10 @@ def cup_ecb_mac(key: bytes, data: bytes) -> bytes:
     for offset in range(0, len(padded), _des.BLOCK_SIZE):
         acc ^= int.from_bytes(padded[offset : offset + _des.BLOCK_SIZE], "big")
     expanded = _hex_ascii(acc.to_bytes(_des.BLOCK_SIZE, "big"))
-    first = _des.ecb_encrypt(raw_key, expanded[:8])
-    second = _des.ecb_encrypt(raw_key, _des.xor(first, expanded[8:]))
+    enc = _des.ecb_encryptor(raw_key)
+    first = enc.update(expanded[:8])
+    second = enc.update(_des.xor(first, expanded[8:]))
+    enc.finalize()
     return _hex_ascii(second)[:MAC_SIZE]
 
 
