@@ -1,0 +1,648 @@
+"""``pcsc://<reader index or name>`` — any PC/SC reader, through pyscard and pcscd.
+
+URL forms (see docs/readers.md):
+
+* ``pcsc://0`` — the first reader pcscd lists (``pcsc://1`` the second, …);
+* ``pcsc://Virtual PCD 00 01`` — the first reader whose name contains the text (case-insensitive;
+  an exact name wins). URL-encode spaces in shells if needed (``Virtual%20PCD``).
+
+Query parameters: ``protocol=t0|t1|any`` (default ``any``), ``share=shared|exclusive`` (default
+``shared``), ``getresponse=1|0`` (default 1: handle ``61xx``/``6Cxx`` here), ``poll=SECONDS``
+(default 0.5: how long one blocking ``SCardGetStatusChange`` may take before the wait loop looks
+at its own deadline again).
+
+Every pyscard call blocks, so each runs in a worker thread announced to the clock
+(:func:`hardware.clock.run_external`); the event loop never blocks, and a virtual clock follows
+real time while a call is in flight. Hot-plug monitoring polls ``SCardGetStatusChange`` with the
+last known reader state (including pcsc-lite's event counter in the high 16 bits), so a card
+removed and re-inserted between two polls is still reported as removal + insertion.
+
+Every PC/SC status is translated into :mod:`hardware.errors` (:func:`pcsc_error`), with a message
+that says what to check. pyscard itself is imported lazily: only ``pcsc://`` needs it.
+
+Transport (ISO/IEC 7816-3 §10.3.3 / 7816-4 §5.1.3; EMV Book 1 §9.3.1): pcscd and pyscard hand
+``61xx`` and ``6Cxx`` back to the caller (pyscard's ``transmit`` does not issue GET RESPONSE), so
+:func:`exchange` does it: ``61xx`` → ``GET RESPONSE 00 C0 00 00 xx`` (chained, data
+concatenated), ``6Cxx`` → the same command again with ``Le = xx``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from hardware.clock import Clock, run_external
+from hardware.errors import (
+    CardAbsentError,
+    CardMuteError,
+    CardResetError,
+    NoReaderError,
+    ReaderError,
+    ServiceUnavailableError,
+    SharingViolationError,
+    TransmissionError,
+)
+from hardware.ports import ReaderEvent, ReaderEventKind
+from hardware.registry import ReaderURL
+from protocol.errors import ConfigError
+
+# --- PC/SC status codes (winscard / pcsc-lite ``pcsclite.h``; identical on every platform) -------
+SCARD_S_SUCCESS = 0x00000000
+SCARD_F_INTERNAL_ERROR = 0x80100001
+SCARD_E_CANCELLED = 0x80100002
+SCARD_E_INVALID_HANDLE = 0x80100003
+SCARD_E_INVALID_PARAMETER = 0x80100004
+SCARD_E_NO_MEMORY = 0x80100006
+SCARD_E_INSUFFICIENT_BUFFER = 0x80100008
+SCARD_E_UNKNOWN_READER = 0x80100009
+SCARD_E_TIMEOUT = 0x8010000A
+SCARD_E_SHARING_VIOLATION = 0x8010000B
+SCARD_E_NO_SMARTCARD = 0x8010000C
+SCARD_E_PROTO_MISMATCH = 0x8010000F
+SCARD_E_NOT_READY = 0x80100010
+SCARD_E_INVALID_VALUE = 0x80100011
+SCARD_F_COMM_ERROR = 0x80100013
+SCARD_E_INVALID_ATR = 0x80100015
+SCARD_E_NOT_TRANSACTED = 0x80100016
+SCARD_E_READER_UNAVAILABLE = 0x80100017
+SCARD_E_NO_SERVICE = 0x8010001D
+SCARD_E_SERVICE_STOPPED = 0x8010001E
+SCARD_E_NO_READERS_AVAILABLE = 0x8010002E
+SCARD_E_COMM_DATA_LOST = 0x8010002F
+SCARD_E_NO_ACCESS = 0x80100027
+SCARD_W_UNSUPPORTED_CARD = 0x80100065
+SCARD_W_UNRESPONSIVE_CARD = 0x80100066
+SCARD_W_UNPOWERED_CARD = 0x80100067
+SCARD_W_RESET_CARD = 0x80100068
+SCARD_W_REMOVED_CARD = 0x80100069
+
+# Reader state flags (SCARD_READERSTATE.dwEventState)
+STATE_UNAWARE = 0x0000
+STATE_CHANGED = 0x0002
+STATE_UNKNOWN = 0x0004
+STATE_UNAVAILABLE = 0x0008
+STATE_EMPTY = 0x0010
+STATE_PRESENT = 0x0020
+STATE_EXCLUSIVE = 0x0080
+STATE_INUSE = 0x0100
+STATE_MUTE = 0x0200
+
+_HINT_SERVICE = (
+    "is pcscd running? Check `systemctl status pcscd` or start it (`pcscd -f` in a terminal); "
+    "for virtual cards the vsmartcard vpcd driver must be installed (apt-get install pcscd vsmartcard-vpcd)"
+)
+_HINT_NO_READER = (
+    "is the reader plugged in and seen by pcscd? `posemu readers` lists what is attached; for a "
+    "virtual reader install vsmartcard-vpcd and restart pcscd"
+)
+_HINT_INSERT = "insert the card (or present a virtual one: `posemu card serve --profile <chip profile>`)"
+_HINT_RESET = "the card was reset by another application or a power glitch; power it on again"
+_HINT_MUTE = (
+    "the card does not answer: is it inserted chip first and the right way up, are the contacts "
+    "clean? A card without a chip cannot be powered"
+)
+_HINT_SHARING = (
+    "another program holds the card or reader exclusively; close other smart-card software "
+    "(pcsc_scan, a browser, a PKCS#11 middleware) or open this reader with ?share=shared"
+)
+
+_TABLE: dict[int, tuple[type[ReaderError], str, str]] = {
+    SCARD_E_NO_SERVICE: (ServiceUnavailableError, "the PC/SC service is not running", _HINT_SERVICE),
+    SCARD_E_SERVICE_STOPPED: (ServiceUnavailableError, "the PC/SC service stopped", _HINT_SERVICE),
+    SCARD_E_NO_READERS_AVAILABLE: (NoReaderError, "no PC/SC reader is available", _HINT_NO_READER),
+    SCARD_E_UNKNOWN_READER: (NoReaderError, "pcscd does not know this reader", _HINT_NO_READER),
+    SCARD_E_READER_UNAVAILABLE: (NoReaderError, "the reader is no longer available", _HINT_NO_READER),
+    SCARD_W_REMOVED_CARD: (CardAbsentError, "the card was removed", _HINT_INSERT),
+    SCARD_E_NO_SMARTCARD: (CardAbsentError, "no card in the reader", _HINT_INSERT),
+    SCARD_W_RESET_CARD: (CardResetError, "the card was reset", _HINT_RESET),
+    SCARD_W_UNRESPONSIVE_CARD: (CardMuteError, "the card is unresponsive (no answer to reset)", _HINT_MUTE),
+    SCARD_W_UNPOWERED_CARD: (CardMuteError, "the card is not powered", _HINT_MUTE),
+    SCARD_E_INVALID_ATR: (CardMuteError, "the card's ATR is invalid", _HINT_MUTE),
+    SCARD_W_UNSUPPORTED_CARD: (CardMuteError, "the reader cannot talk to this card", _HINT_MUTE),
+    SCARD_E_SHARING_VIOLATION: (SharingViolationError, "sharing violation", _HINT_SHARING),
+    SCARD_E_PROTO_MISMATCH: (
+        ReaderError, "the card does not support the requested protocol", "try ?protocol=any"
+    ),
+    SCARD_E_NOT_TRANSACTED: (
+        TransmissionError, "the command could not be exchanged with the card", _HINT_MUTE
+    ),
+    SCARD_F_COMM_ERROR: (
+        TransmissionError, "communication error with the reader", "reconnect the reader; check its cable"
+    ),
+    SCARD_E_COMM_DATA_LOST: (TransmissionError, "data was lost between reader and card", _HINT_MUTE),
+    SCARD_E_INVALID_HANDLE: (
+        ReaderError,
+        "the PC/SC handle is no longer valid",
+        "pcscd may have restarted; close and reopen the reader",
+    ),
+    SCARD_E_NO_ACCESS: (
+        ReaderError, "access to the reader was denied", "check the polkit rules for pcscd or run with rights"
+    ),
+    SCARD_E_CANCELLED: (ReaderError, "the PC/SC call was cancelled", "the reader was closed meanwhile"),
+    SCARD_E_TIMEOUT: (ReaderError, "the PC/SC call timed out", "the reader or pcscd is not answering"),
+}
+
+
+def _u32(hr: int) -> int:
+    return hr & 0xFFFFFFFF
+
+
+def pcsc_error(hr: int, action: str, reader: str = "") -> ReaderError:
+    """The :mod:`hardware.errors` exception for a PC/SC status.
+
+    >>> e = pcsc_error(0x8010001D, "list readers")
+    >>> type(e).__name__, "pcscd" in str(e)
+    ('ServiceUnavailableError', True)
+    >>> type(pcsc_error(-2146435050, "transmit")).__name__      # negative hresult as on Windows
+    'TransmissionError'
+    """
+    code = _u32(hr)
+    cls, what, hint = _TABLE.get(code, (ReaderError, "PC/SC error", "see `pcscd -f -d` output for details"))
+    where = f" ({reader})" if reader else ""
+    return cls(f"{action}{where}: {what} [0x{code:08X}]; {hint}")
+
+
+def _scard() -> ModuleType:
+    try:
+        scard: ModuleType = importlib.import_module("smartcard.scard")
+    except ImportError as e:
+        raise ServiceUnavailableError(
+            f"pyscard is not installed ({e}); install it with `pip install 'posemu[pcsc]'` "
+            "(building it needs swig and libpcsclite-dev)"
+        ) from None
+    return scard
+
+
+def _check(hr: int, action: str, reader: str = "") -> None:
+    if _u32(hr) != SCARD_S_SUCCESS:
+        raise pcsc_error(hr, action, reader)
+
+
+def _guarded(action: str, reader: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a pyscard function; anything pyscard raises becomes a :class:`ReaderError`."""
+    try:
+        return fn(*args)
+    except ReaderError:
+        raise
+    except Exception as e:  # pyscard raises its own and SWIG errors: translate at the boundary
+        raise ReaderError(f"{action} ({reader or 'PC/SC'}): pyscard failed: {type(e).__name__}: {e}") from None
+
+
+# --- transport: 61xx / 6Cxx ---------------------------------------------------------------------
+def _with_le(apdu: bytes, le: int) -> bytes | None:
+    """The same short C-APDU with ``Le`` set (ISO 7816-4 §5.1 cases 1–4); ``None`` if not short."""
+    if len(apdu) < 4:
+        return None
+    if len(apdu) == 4:                                   # case 1 → case 2
+        return apdu + bytes([le])
+    if len(apdu) == 5:                                   # case 2
+        return apdu[:4] + bytes([le])
+    lc = apdu[4]
+    if lc == 0:                                          # extended length: leave alone
+        return None
+    if len(apdu) == 5 + lc:                              # case 3 → case 4
+        return apdu + bytes([le])
+    if len(apdu) == 6 + lc:                              # case 4
+        return apdu[:-1] + bytes([le])
+    return None
+
+
+def exchange(send: Callable[[bytes], bytes], apdu: bytes, *, max_chain: int = 64) -> bytes:
+    """Send one C-APDU and return the complete R-APDU, handling ``61xx`` and ``6Cxx``.
+
+    ``61xx``: the card has ``xx`` (00 = 256) more bytes; fetch them with GET RESPONSE and
+    concatenate. ``6Cxx``: wrong Le; send the same command again with ``Le = xx`` (once per
+    command). At most ``max_chain`` extra commands are sent.
+
+    >>> replies = {bytes.fromhex("00B2010C00"): bytes.fromhex("6C03"),
+    ...            bytes.fromhex("00B2010C03"): bytes.fromhex("AABB6101"),
+    ...            bytes.fromhex("00C0000001"): bytes.fromhex("CC9000")}
+    >>> exchange(replies.__getitem__, bytes.fromhex("00B2010C00")).hex()
+    'aabbcc9000'
+    """
+    data = bytearray()
+    cmd = apdu
+    resp = send(cmd)
+    le_fixed = False
+    for _ in range(max_chain):
+        if len(resp) != 2 and not (len(resp) > 2 and resp[-2] == 0x61):
+            break
+        sw1, sw2 = resp[-2], resp[-1]
+        if sw1 == 0x6C and len(resp) == 2 and not le_fixed:
+            again = _with_le(cmd, sw2)
+            if again is None:
+                break
+            cmd, le_fixed = again, True
+            resp = send(cmd)
+            continue
+        if sw1 == 0x61:
+            data += resp[:-2]
+            cmd, le_fixed = bytes([0x00, 0xC0, 0x00, 0x00, sw2]), False
+            resp = send(cmd)
+            continue
+        break
+    return bytes(data) + resp
+
+
+# --- listing ------------------------------------------------------------------------------------
+class CardState(enum.Enum):
+    EMPTY = "empty"
+    PRESENT = "card present"
+    IN_USE = "card in use"
+    EXCLUSIVE = "card in use (exclusive)"
+    MUTE = "card present, mute"
+    UNAVAILABLE = "unavailable"
+    UNKNOWN = "unknown"
+
+
+def card_state(flags: int) -> CardState:
+    """Summarise a reader's ``dwEventState`` flags."""
+    if flags & STATE_UNKNOWN:
+        return CardState.UNKNOWN
+    if flags & STATE_UNAVAILABLE:
+        return CardState.UNAVAILABLE
+    if flags & STATE_PRESENT:
+        if flags & STATE_MUTE:
+            return CardState.MUTE
+        if flags & STATE_EXCLUSIVE:
+            return CardState.EXCLUSIVE
+        if flags & STATE_INUSE:
+            return CardState.IN_USE
+        return CardState.PRESENT
+    return CardState.EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class PcscReaderInfo:
+    index: int
+    name: str
+    state: CardState
+    atr: bytes = b""
+
+    @property
+    def present(self) -> bool:
+        return self.state in (CardState.PRESENT, CardState.IN_USE, CardState.EXCLUSIVE, CardState.MUTE)
+
+
+def list_readers_blocking() -> list[PcscReaderInfo]:
+    """Every reader pcscd knows, with its card state. Blocks: call through ``run_external``."""
+    s = _scard()
+    hr, ctx = _guarded("connect to pcscd", "", s.SCardEstablishContext, s.SCARD_SCOPE_USER)
+    _check(hr, "connect to pcscd")
+    try:
+        hr, names = _guarded("list readers", "", s.SCardListReaders, ctx, [])
+        if _u32(hr) == SCARD_E_NO_READERS_AVAILABLE:
+            return []
+        _check(hr, "list readers")
+        if not names:
+            return []
+        hr, states = _guarded(
+            "read reader states", "", s.SCardGetStatusChange, ctx, 0, [(n, STATE_UNAWARE) for n in names]
+        )
+        if _u32(hr) != SCARD_S_SUCCESS:
+            return [PcscReaderInfo(i, n, CardState.UNKNOWN) for i, n in enumerate(names)]
+        out = []
+        for i, (name, flags, atr) in enumerate(states):
+            out.append(PcscReaderInfo(i, str(name), card_state(int(flags)), bytes(atr or b"")))
+        return out
+    finally:
+        with contextlib.suppress(Exception):
+            s.SCardReleaseContext(ctx)
+
+
+async def list_readers(clock: Clock) -> list[PcscReaderInfo]:
+    """:func:`list_readers_blocking` off the event loop."""
+    return await run_external(clock, list_readers_blocking)
+
+
+def select_reader(names: list[str], selector: str) -> str:
+    """Pick a reader by index (``"0"``) or name (exact, else case-insensitive substring).
+
+    >>> select_reader(["Virtual PCD 00 00", "Virtual PCD 00 01"], "00 01")
+    'Virtual PCD 00 01'
+    >>> select_reader(["A", "B"], "1")
+    'B'
+    """
+    if not names:
+        raise NoReaderError(f"no PC/SC reader is available; {_HINT_NO_READER}")
+    sel = selector.strip()
+    if sel == "" and names:
+        return names[0]
+    if sel.isdigit():
+        i = int(sel)
+        if i < len(names):
+            return names[i]
+        raise NoReaderError(
+            f"there is no PC/SC reader #{i} (pcscd lists {len(names)}: {', '.join(names)}); {_HINT_NO_READER}"
+        )
+    if sel in names:
+        return sel
+    for n in names:
+        if sel.lower() in n.lower():
+            return n
+    raise NoReaderError(f"no PC/SC reader matches {selector!r} (pcscd lists: {', '.join(names)})")
+
+
+# --- the reader ---------------------------------------------------------------------------------
+_PROTOCOLS = {"t0": 0x0001, "t1": 0x0002, "any": 0x0003}
+_SHARE = {"shared": 2, "exclusive": 1}   # SCARD_SHARE_SHARED, SCARD_SHARE_EXCLUSIVE
+_LEAVE_CARD, _RESET_CARD, _UNPOWER_CARD = 0, 1, 2
+
+
+def _derive_events(old: int, new: int) -> list[ReaderEventKind]:
+    """Reader events between two ``dwEventState`` values (high 16 bits: pcsc-lite's event counter)."""
+    if new & (STATE_UNKNOWN | STATE_UNAVAILABLE) and not old & (STATE_UNKNOWN | STATE_UNAVAILABLE):
+        return [ReaderEventKind.READER_LOST]
+    was, now = bool(old & STATE_PRESENT), bool(new & STATE_PRESENT)
+    flips = ((new >> 16) - (old >> 16)) & 0xFFFF
+    if was and not now:
+        return [ReaderEventKind.CARD_REMOVED]
+    if now and not was:
+        return [ReaderEventKind.CARD_INSERTED]
+    if now and flips >= 2:        # removed and re-inserted between two polls
+        return [ReaderEventKind.CARD_REMOVED, ReaderEventKind.CARD_INSERTED]
+    return []
+
+
+class PcscReader:
+    """A PC/SC reader as a :class:`hardware.ports.CardReader` (IC only: no magstripe head).
+
+    Nothing is opened until first use; then two PC/SC contexts are established — one for card
+    I/O, one for the blocking status-change wait — so waiting for a card never holds up a
+    transmit. A card already in the reader at first use is reported as ``CARD_INSERTED``.
+    """
+
+    def __init__(
+        self,
+        selector: str,
+        clock: Clock,
+        *,
+        protocol: str = "any",
+        share: str = "shared",
+        get_response: bool = True,
+        poll: float = 0.5,
+    ) -> None:
+        if protocol not in _PROTOCOLS:
+            raise ConfigError(f"pcsc reader: protocol must be t0, t1 or any, got {protocol!r}")
+        if share not in _SHARE:
+            raise ConfigError(f"pcsc reader: share must be shared or exclusive, got {share!r}")
+        if not 0.01 <= poll <= 10:
+            raise ConfigError("pcsc reader: poll must be between 0.01 and 10 seconds")
+        self._selector = selector
+        self._clock = clock
+        self._protocols = _PROTOCOLS[protocol]
+        self._share = _SHARE[share]
+        self._get_response = get_response
+        self._poll = poll
+        self._reader = ""
+        self._io_ctx: int | None = None
+        self._mon_ctx: int | None = None
+        self._hcard: int | None = None
+        self._active_protocol = 0
+        self._state = STATE_UNAWARE
+        self._pending: collections.deque[ReaderEvent] = collections.deque()
+        self._open_lock = asyncio.Lock()
+        self._closed = False
+
+    # --- properties -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._reader or f"pcsc://{self._selector}"
+
+    @property
+    def reader_name(self) -> str:
+        """The PC/SC reader name (empty until first use)."""
+        return self._reader
+
+    @property
+    def protocol(self) -> str:
+        """The active protocol after power-on: ``"T=0"``, ``"T=1"`` or ``""``."""
+        return {0x0001: "T=0", 0x0002: "T=1"}.get(self._active_protocol, "")
+
+    # --- opening ----------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Establish the PC/SC contexts and find the reader (done implicitly on first use)."""
+        async with self._open_lock:
+            if self._closed:
+                raise ReaderError(f"{self.name}: the reader has been closed")
+            if self._io_ctx is None:
+                await run_external(self._clock, self._open_blocking)
+
+    def _open_blocking(self) -> None:
+        s = _scard()
+        io_ctx = mon_ctx = None
+        try:
+            hr, io_ctx = _guarded("connect to pcscd", "", s.SCardEstablishContext, s.SCARD_SCOPE_USER)
+            _check(hr, "connect to pcscd")
+            hr, mon_ctx = _guarded("connect to pcscd", "", s.SCardEstablishContext, s.SCARD_SCOPE_USER)
+            _check(hr, "connect to pcscd")
+            hr, names = _guarded("list readers", "", s.SCardListReaders, io_ctx, [])
+            if _u32(hr) == SCARD_E_NO_READERS_AVAILABLE:
+                names = []
+            else:
+                _check(hr, "list readers")
+            reader = select_reader([str(n) for n in names], self._selector)
+            hr, states = _guarded(
+                "read reader state", reader, s.SCardGetStatusChange, io_ctx, 0, [(reader, STATE_UNAWARE)]
+            )
+            _check(hr, "read reader state", reader)
+        except BaseException:
+            for ctx in (io_ctx, mon_ctx):
+                if ctx is not None:
+                    with contextlib.suppress(Exception):
+                        s.SCardReleaseContext(ctx)
+            raise
+        self._io_ctx, self._mon_ctx, self._reader = io_ctx, mon_ctx, reader
+        self._state = int(states[0][1]) & ~STATE_CHANGED
+        if self._state & STATE_PRESENT:
+            self._pending.append(ReaderEvent(ReaderEventKind.CARD_INSERTED))
+
+    def _drop_contexts(self) -> None:
+        s = _scard()
+        for ctx in (self._io_ctx, self._mon_ctx):
+            if ctx is not None:
+                with contextlib.suppress(Exception):
+                    s.SCardReleaseContext(ctx)
+        self._io_ctx = self._mon_ctx = self._hcard = None
+
+    def _fail(self, hr: int, action: str) -> ReaderError:
+        """Translate, and forget state that the error made invalid."""
+        err = pcsc_error(hr, action, self._reader)
+        code = _u32(hr)
+        if code in (SCARD_E_NO_SERVICE, SCARD_E_SERVICE_STOPPED, SCARD_E_INVALID_HANDLE):
+            self._drop_contexts()     # re-establish on next use (pcscd restarted)
+        elif code in (SCARD_W_REMOVED_CARD, SCARD_E_NO_SMARTCARD, SCARD_E_READER_UNAVAILABLE):
+            self._hcard = None
+        return err
+
+    # --- events -----------------------------------------------------------------------------
+    async def next_event(self, timeout: float | None = None) -> ReaderEvent | None:
+        await self.open()
+        deadline = None if timeout is None else self._clock.now() + max(0.0, timeout)
+        while True:                   # each pass blocks at most `poll` s; ends by deadline or event
+            if self._pending:
+                return self._pending.popleft()
+            if self._closed:
+                return None
+            if deadline is None:
+                chunk = self._poll
+            else:
+                remaining = deadline - self._clock.now()
+                if remaining <= 0:
+                    return None
+                chunk = min(self._poll, remaining)
+            new = await run_external(self._clock, self._wait_change, self._state, chunk)
+            if new is None:
+                continue
+            for kind in _derive_events(self._state, new):
+                self._pending.append(ReaderEvent(kind))
+                if kind is ReaderEventKind.CARD_REMOVED:
+                    self._hcard = None
+            self._state = new
+
+    def _wait_change(self, current: int, seconds: float) -> int | None:
+        """Block until the reader state differs from ``current`` or ``seconds`` pass."""
+        s = _scard()
+        ctx = self._mon_ctx
+        if ctx is None:
+            raise ReaderError(f"{self.name}: the reader is not open")
+        hr, states = _guarded(
+            "wait for card", self._reader, s.SCardGetStatusChange, ctx, max(1, int(seconds * 1000)),
+            [(self._reader, current)],
+        )
+        code = _u32(hr)
+        if code in (SCARD_E_TIMEOUT, SCARD_E_CANCELLED):
+            return None
+        if code in (SCARD_E_UNKNOWN_READER, SCARD_E_READER_UNAVAILABLE):
+            return STATE_UNKNOWN | (current & 0xFFFF0000)
+        if code != SCARD_S_SUCCESS:
+            raise self._fail(hr, "wait for card")
+        return int(states[0][1]) & ~STATE_CHANGED
+
+    async def card_present(self) -> bool:
+        await self.open()
+        return await run_external(self._clock, self._present_blocking)
+
+    def _present_blocking(self) -> bool:
+        s = _scard()
+        hr, states = _guarded(
+            "read reader state", self._reader, s.SCardGetStatusChange, self._io_ctx, 0,
+            [(self._reader, STATE_UNAWARE)],
+        )
+        if _u32(hr) != SCARD_S_SUCCESS:
+            raise self._fail(hr, "read reader state")
+        return bool(int(states[0][1]) & STATE_PRESENT)
+
+    # --- card I/O ---------------------------------------------------------------------------
+    async def power_on(self) -> bytes:
+        await self.open()
+        return await run_external(self._clock, self._power_on_blocking)
+
+    def _power_on_blocking(self) -> bytes:
+        s = _scard()
+        if self._hcard is not None:
+            hr, active = _guarded(
+                "reset card", self._reader, s.SCardReconnect, self._hcard, self._share, self._protocols,
+                _UNPOWER_CARD,
+            )
+            if _u32(hr) != SCARD_S_SUCCESS:
+                stale, self._hcard = self._hcard, None
+                with contextlib.suppress(Exception):
+                    s.SCardDisconnect(stale, _LEAVE_CARD)
+                raise self._fail(hr, "reset card")
+        else:
+            hr, hcard, active = _guarded(
+                "connect to card", self._reader, s.SCardConnect, self._io_ctx, self._reader, self._share,
+                self._protocols,
+            )
+            if _u32(hr) != SCARD_S_SUCCESS:
+                raise self._fail(hr, "connect to card")
+            self._hcard = hcard
+        self._active_protocol = int(active)
+        hr, _name, _state, _proto, atr = _guarded("read ATR", self._reader, s.SCardStatus, self._hcard)
+        if _u32(hr) != SCARD_S_SUCCESS:
+            raise self._fail(hr, "read ATR")
+        if not atr:
+            raise CardMuteError(f"{self.name}: the card gave no ATR; {_HINT_MUTE}")
+        return bytes(atr)
+
+    async def transmit(self, apdu: bytes) -> bytes:
+        if not isinstance(apdu, bytes | bytearray):
+            raise TypeError(f"apdu must be bytes, not {type(apdu).__name__}")
+        if len(apdu) < 4:
+            raise ConfigError(f"a C-APDU needs at least 4 bytes (CLA INS P1 P2), got {len(apdu)}")
+        if self._hcard is None:
+            raise CardAbsentError(f"{self.name}: the card is not powered; call power_on() first")
+        return await run_external(self._clock, self._transmit_blocking, bytes(apdu))
+
+    def _transmit_blocking(self, apdu: bytes) -> bytes:
+        s = _scard()
+        hcard = self._hcard
+        if hcard is None:
+            raise CardAbsentError(f"{self.name}: the card is not powered; call power_on() first")
+        pci = s.SCARD_PCI_T0 if self._active_protocol == 0x0001 else s.SCARD_PCI_T1
+
+        def send(cmd: bytes) -> bytes:
+            hr, resp = _guarded("transmit", self._reader, s.SCardTransmit, hcard, pci, list(cmd))
+            if _u32(hr) != SCARD_S_SUCCESS:
+                raise self._fail(hr, "transmit")
+            return bytes(resp)
+
+        resp = exchange(send, apdu) if self._get_response else send(apdu)
+        if len(resp) < 2:
+            raise CardMuteError(f"{self.name}: the card's answer has no status word; {_HINT_MUTE}")
+        return resp
+
+    async def power_off(self) -> None:
+        if self._hcard is None:
+            return
+        await run_external(self._clock, self._power_off_blocking)
+
+    def _power_off_blocking(self) -> None:
+        hcard, self._hcard = self._hcard, None
+        self._active_protocol = 0
+        if hcard is None:
+            return
+        s = _scard()
+        hr = _guarded("disconnect", self._reader, s.SCardDisconnect, hcard, _UNPOWER_CARD)
+        code = _u32(hr)
+        if code not in (SCARD_S_SUCCESS, SCARD_W_REMOVED_CARD, SCARD_E_NO_SMARTCARD, SCARD_E_INVALID_HANDLE):
+            raise self._fail(hr, "disconnect")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._mon_ctx is not None:
+            with contextlib.suppress(Exception):
+                _scard().SCardCancel(self._mon_ctx)
+        with contextlib.suppress(ReaderError):
+            await self.power_off()
+        if self._io_ctx is not None or self._mon_ctx is not None:
+            await run_external(self._clock, self._drop_contexts)
+
+
+def open_pcsc_reader(url: ReaderURL, clock: Clock) -> PcscReader:
+    """Factory for ``pcsc://<index or name>[?protocol=t0|t1|any&share=…&getresponse=1&poll=0.5]``."""
+    known = {"protocol", "share", "getresponse", "poll"}
+    unknown = set(url.params) - known
+    if unknown:
+        raise ConfigError(f"reader URL {url.raw!r}: unknown parameter(s) {', '.join(sorted(unknown))}")
+    gr = url.params.get("getresponse", "1")
+    if gr not in ("0", "1"):
+        raise ConfigError(f"reader URL {url.raw!r}: getresponse must be 0 or 1")
+    return PcscReader(
+        url.target,
+        clock,
+        protocol=url.params.get("protocol", "any").lower(),
+        share=url.params.get("share", "shared").lower(),
+        get_response=gr == "1",
+        poll=url.float_param("poll", 0.5),
+    )
