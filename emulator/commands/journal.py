@@ -29,8 +29,8 @@ def command(state_dir: str | None, config_path: str | None, limit: int, as_json:
     try:
         cfg = configmod.load(config_path)
         j = Journal(path, clock=RealClock(), key_material=cfg.tmk)
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    except PosemuError as err:
+        raise click.ClickException(str(err)) from None
     entries = j.entries(limit)
     j.close()
     if as_json:

@@ -78,6 +78,7 @@ class HostLogic:
             if rule.action is RuleAction.RESPOND:
                 return Decision(self._respond(req, rule.rc), delay=rule.delay)
         delay = rule.delay if rule is not None and rule.action is RuleAction.DELAY else 0.0
+        drop = rule is not None and rule.action is RuleAction.DROP_RESPONSE
         try:
             decision = self._process(req, raw)
         except PosemuError as e:   # a request whose fields do not make sense: format error
@@ -85,6 +86,9 @@ class HostLogic:
             decision = Decision(self._respond(req, RC.FORMAT_ERROR))
         if delay:
             decision = replace(decision, delay=delay)
+        if drop:
+            log.info("rule: response to %s STAN %s processed and dropped", req.mti, req.get(11))
+            decision = replace(decision, response=None)
         return decision
 
     def malformed(self, mti: str | None, partial: dict[str, object], error: DecodeError) -> Decision:

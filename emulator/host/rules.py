@@ -18,7 +18,8 @@ from protocol.errors import ConfigError
 class RuleAction(enum.Enum):
     RESPOND = "respond"          # answer with the rule's response code instead of processing
     DELAY = "delay"              # process, but answer after ``delay`` clock seconds
-    NO_RESPONSE = "no-response"  # process nothing, answer nothing
+    NO_RESPONSE = "no-response"  # process nothing, answer nothing (a hung host)
+    DROP_RESPONSE = "drop-response"  # process the request, but its answer is lost on the way back
     CLOSE = "close"              # close the connection without answering
     REFUSE = "refuse"            # refuse new connections (server level)
 

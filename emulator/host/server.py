@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from emulator.host.rules import HostRules
 from emulator.host.store import HostStore
 from hardware.clock import Clock
 from protocol.errors import DecodeError, PosemuError
+from protocol.iso import Message
 from protocol.session import NEED_DATA, RequestReceived, ServerSession
 from protocol.specs import Profile
 
@@ -78,6 +80,8 @@ class _Conn(asyncio.Protocol):
                     return
                 if isinstance(ev, RequestReceived):
                     host.stats.requests += 1
+                    for fn in host.observers:
+                        fn(ev.request)
                     decision = host.logic.handle(ev.request, ev.raw)
                 else:
                     host.stats.malformed += 1
@@ -129,6 +133,7 @@ class HostServer:
         self.logic = HostLogic(store, profile, clock, rules=self.rules)
         self.stats = HostStats()
         self.conns: set[_Conn] = set()
+        self.observers: list[Callable[[Message], None]] = []   # called with every decoded request
         self._server: asyncio.Server | None = None
 
     @classmethod

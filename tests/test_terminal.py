@@ -1,0 +1,190 @@
+"""The terminal end to end on the virtual clock: card → terminal → TCP → bundled host → screen."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from emulator.app import Rig, open_rig
+from emulator.config import TerminalConfig, Timeouts
+from emulator.host.rules import HostRule, HostRules
+from emulator.journal import Reversal, Status
+from emulator.messages import Msg
+from emulator.ports import CancelPinPad, PinPad, ScriptedPinPad
+from hardware.clock import VirtualClock
+
+
+def make_rig(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path, *, pinpad: PinPad | None = None,
+             rules: HostRules | None = None, cfg: TerminalConfig | None = None) -> Rig:
+    async def go() -> Rig:
+        return await open_rig(cfg or TerminalConfig(), clock=vclock, state_dir=tmp_path,
+                              pinpad=pinpad or ScriptedPinPad("123456"), host_rules=rules)
+
+    return vrun.run(go())
+
+
+def test_balance_inquiry_approved(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path) -> None:
+    rig = make_rig(vrun, vclock, tmp_path)
+    try:
+        assert vrun.run(rig.terminal.sign_on()).approved
+        out = vrun.run(rig.terminal.balance_inquiry())
+    finally:
+        vrun.run(rig.close())
+    assert out.approved and out.rc == "00" and out.balance == 1234567
+    assert out.codes == ["INSERT_OR_SWIPE", "READING_CARD", "ENTER_PIN", "PROCESSING", "APPROVED_BALANCE"]
+    assert out.screens[-1].params == {"balance": "CNY 12,345.67"}
+    states = [rig.terminal.fsm.path[0][0].value] + [new.value for _, _, new in rig.terminal.fsm.path]
+    assert states == ["idle", "signing on", "idle", "waiting for card", "reading card", "PIN entry", "online",
+                      "online", "result", "idle"]
+
+
+def test_journal_records_before_send_and_completes(vrun: asyncio.Runner, vclock: VirtualClock,
+                                                  tmp_path: Path) -> None:
+    rig = make_rig(vrun, vclock, tmp_path)
+    seen: list[str] = []
+    assert rig.host is not None
+
+    def at_host(msg: object) -> None:  # the journal row exists (pending) when the host gets the request
+        rows = rig.journal.entries()
+        if rows and rows[-1].kind == "balance":
+            seen.append(rows[-1].status.value)
+
+    rig.host.observers.append(at_host)
+    try:
+        vrun.run(rig.terminal.sign_on())
+        out = vrun.run(rig.terminal.balance_inquiry())
+        e = rig.journal.get(out.journal_id or 0)
+    finally:
+        vrun.run(rig.close())
+    assert seen == ["pending"]
+    assert e.status is Status.APPROVED and e.pan_masked == "990001******0019" and e.rc == "00"
+
+
+def test_transaction_before_sign_on_is_refused(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path) -> None:
+    rig = make_rig(vrun, vclock, tmp_path)
+    try:
+        out = vrun.run(rig.terminal.balance_inquiry())
+    finally:
+        vrun.run(rig.close())
+    assert not out.approved and out.codes == ["SIGN_ON_REQUIRED"]
+
+
+def test_wrong_pin_then_tries_exceeded(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path) -> None:
+    rig = make_rig(vrun, vclock, tmp_path, pinpad=ScriptedPinPad("111111"))
+    try:
+        vrun.run(rig.terminal.sign_on())
+        outs = [vrun.run(rig.terminal.balance_inquiry()) for _ in range(3)]
+    finally:
+        vrun.run(rig.close())
+    assert [(o.headline, o.detail, o.rc) for o in outs] == [
+        (Msg.QUERY_CARD_FAILED, Msg.WRONG_PIN, "55"), (Msg.QUERY_CARD_FAILED, Msg.WRONG_PIN, "55"),
+        (Msg.QUERY_CARD_FAILED, Msg.PIN_TRIES_EXCEEDED, "75")]
+
+
+def test_pin_cancelled(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path) -> None:
+    rig = make_rig(vrun, vclock, tmp_path, pinpad=CancelPinPad())
+    try:
+        vrun.run(rig.terminal.sign_on())
+        out = vrun.run(rig.terminal.balance_inquiry())
+    finally:
+        vrun.run(rig.close())
+    assert (out.headline, out.detail) == (Msg.QUERY_CARD_FAILED, Msg.CANCELLED)
+
+
+def test_sixty_second_host_timeout_costs_no_wall_time(vrun: asyncio.Runner, vclock: VirtualClock,
+                                                      tmp_path: Path) -> None:
+    rules = HostRules([HostRule.parse("no-response:mti=0200")])
+    rig = make_rig(vrun, vclock, tmp_path, rules=rules)
+    try:
+        vrun.run(rig.terminal.sign_on())
+        t_virtual, t_wall = vclock.now(), time.monotonic()
+        out = vrun.run(rig.terminal.balance_inquiry())
+        took_virtual, took_wall = vclock.now() - t_virtual, time.monotonic() - t_wall
+    finally:
+        vrun.run(rig.close())
+    assert (out.headline, out.detail) == (Msg.QUERY_CARD_FAILED, Msg.TIMEOUT)
+    assert took_virtual == pytest.approx(60.0, abs=0.5)
+    assert took_wall < 1.0
+    assert rig.cfg.timeouts.response == 60.0
+
+
+def test_connect_refused_and_dns_failure(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()          # nothing listens there now
+    cfg = replace(TerminalConfig(), host=f"127.0.0.1:{port}")
+    rig = make_rig(vrun, vclock, tmp_path, cfg=cfg)
+    try:
+        out = vrun.run(rig.terminal.sign_on())
+    finally:
+        vrun.run(rig.close())
+    assert (out.headline, out.detail) == (Msg.SIGN_ON_FAILED, Msg.CONNECT_FAILED)
+
+    async def no_dns(host: str, port: int) -> list[tuple[str, int]]:
+        from emulator.errors import DnsError
+
+        raise DnsError(f"cannot resolve {host}")
+
+    async def go() -> Rig:
+        return await open_rig(TerminalConfig(), clock=vclock, state_dir=tmp_path / "2",
+                              pinpad=ScriptedPinPad("123456"), resolver=no_dns, host_name="host.invalid")
+
+    rig2 = vrun.run(go())
+    try:
+        out2 = vrun.run(rig2.terminal.sign_on())
+    finally:
+        vrun.run(rig2.close())
+    assert out2.detail is Msg.DNS_FAILED
+
+
+def test_purchase_unknown_outcome_is_reversed(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path) -> None:
+    rules = HostRules([HostRule.parse("drop-response:mti=0200,count=1")])
+    rig = make_rig(vrun, vclock, tmp_path, rules=rules)
+    assert rig.host is not None
+    pan = "9900010000000019"
+    try:
+        vrun.run(rig.terminal.sign_on())
+        acct = rig.host.store.card(pan).account_id  # type: ignore[union-attr]
+        before = rig.host.store.balance(acct)[0]
+        debited: list[int] = []
+        store = rig.host.store
+        rig.host.observers.append(lambda m: debited.append(store.balance(acct)[0]) if m.mti == "0400" else None)
+        out = vrun.run(rig.terminal.purchase(50_00))
+        # the host processed the purchase (money moved) but its answer never came
+        e = rig.journal.get(out.journal_id or 0)
+        after = rig.host.store.balance(acct)[0]
+    finally:
+        vrun.run(rig.close())
+    assert (out.headline, out.detail) == (Msg.TXN_FAILED, Msg.TIMEOUT)
+    assert "REVERSAL_PENDING" in out.codes or e.reversal is Reversal.DONE
+    assert e.status is Status.UNKNOWN and e.reversal is Reversal.DONE and e.reversal_attempts == 1
+    assert debited == [before - 50_00]        # the lost purchase did debit the account…
+    assert after == before                    # …and the reversal refunded it
+
+
+def test_reversal_retried_until_acknowledged(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path) -> None:
+    # the purchase's answer is lost, and so are the first two reversals
+    rules = HostRules([HostRule.parse("drop-response:mti=0200,count=1"),
+                       HostRule.parse("no-response:mti=0400,count=2")])
+    cfg = replace(TerminalConfig(), timeouts=Timeouts(response=30))
+    rig = make_rig(vrun, vclock, tmp_path, rules=rules, cfg=cfg)
+    try:
+        vrun.run(rig.terminal.sign_on())
+        out = vrun.run(rig.terminal.purchase(10_00))
+        first = rig.journal.get(out.journal_id or 0)
+        second_txn = vrun.run(rig.terminal.balance_inquiry())     # sends the pending reversal first (2nd try)
+        mid = rig.journal.get(out.journal_id or 0)
+        vrun.run(rig.terminal.send_pending_reversals())            # 3rd try: acknowledged
+        last = rig.journal.get(out.journal_id or 0)
+    finally:
+        vrun.run(rig.close())
+    assert first.reversal is Reversal.PENDING and first.reversal_attempts == 1
+    assert second_txn.approved and mid.reversal is Reversal.PENDING and mid.reversal_attempts == 2
+    assert last.reversal is Reversal.DONE and last.reversal_attempts == 3
