@@ -140,7 +140,7 @@ def _iso87_kinds(spec: Spec) -> dict[str, Kind]:
                     25, 26, 29, 30, 31, 32, 33, 50, 51, 53, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79,
                     80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90}
     for key, f in spec.items():
-        if not key.isdigit() or key == "1":
+        if not key.isdigit() or key in ("1", "65"):  # bitmaps, not data
             continue
         n = int(key)
         if f["data_enc"] == "b":
