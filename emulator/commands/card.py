@@ -1,0 +1,82 @@
+"""``posemu card serve``: present a virtual card to PC/SC through vsmartcard's vpcd.
+
+Any PC/SC application on this machine (posemu's ``pcsc://`` reader, ``pcsc_scan``, OpenSC, a
+browser) then sees the profile's chip card in the reader "Virtual PCD 00 00" (port 35963) or
+"… 00 01" (35964). Ctrl-C pulls the card out. Prints the slot it serves — never card data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import click
+
+from hardware.cards.profiles import load_profile
+from hardware.clock import RealClock
+from hardware.sim import card_for_profile
+from hardware.vpcd import DEFAULT_HOST, DEFAULT_PORT, VpcdClient, parse_endpoint
+from protocol.errors import PosemuError
+
+MAX_RECONNECTS = 10_000
+
+
+def slot_label(host: str, port: int) -> str:
+    """How a user recognises the slot: the PC/SC reader name for vpcd's default ports."""
+    if host in ("127.0.0.1", "localhost", "::1") and port in (DEFAULT_PORT, DEFAULT_PORT + 1):
+        return f'PC/SC reader "Virtual PCD 00 {port - DEFAULT_PORT:02d}"'
+    return "the vpcd slot on that port"
+
+
+@click.group("card")
+def command() -> None:
+    """Virtual cards for PC/SC applications."""
+
+
+@command.command("serve")
+@click.option("--profile", "profile_name", required=True, help="Card profile with a chip (name or TOML path).")
+@click.option("--vpcd", "endpoint", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}", show_default=True,
+              metavar="HOST:PORT", help="vpcd slot to connect to (35963 = slot 0, 35964 = slot 1).")
+@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True,
+              help="Seconds to keep retrying while vpcd (pcscd) is not up.")
+def serve(profile_name: str, endpoint: str, wait_s: float) -> None:
+    """Insert the card into vpcd's reader and keep it there until Ctrl-C."""
+    try:
+        host, port = parse_endpoint(endpoint)
+        card = card_for_profile(load_profile(profile_name))
+        clock = RealClock()
+        client = VpcdClient(card, clock=clock, host=host, port=port, connect_timeout=wait_s)
+    except PosemuError as e:
+        raise click.ClickException(str(e)) from None
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            for n in range(MAX_RECONNECTS):
+                await client.insert()
+                verb = "serving" if n == 0 else "re-inserted"
+                click.echo(f"posemu card: {verb} profile {profile_name!r} on vpcd {host}:{port} "
+                           f"({slot_label(host, port)}); Ctrl-C removes the card")
+                sys.stdout.flush()
+                stopped = asyncio.ensure_future(stop.wait())
+                removed = asyncio.ensure_future(client.wait_removed())
+                await asyncio.wait({stopped, removed}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                removed.cancel()
+                if stop.is_set():
+                    return
+                click.echo("posemu card: vpcd closed the connection (pcscd stopped?); reconnecting", err=True)
+        finally:
+            await client.remove()
+            click.echo("posemu card: card removed")
+
+    try:
+        asyncio.run(main())
+    except PosemuError as e:
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        click.echo("posemu card: card removed")
