@@ -95,10 +95,10 @@ class TerminalConfig:
         return self
 
 
-def parse_hostport(text: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port``."""
+def parse_hostport(text: str, *, allow_zero: bool = False) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` (port 0 = any free port, where ``allow_zero``)."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not (0 if allow_zero else 1) <= int(port) < 65536:
         raise ConfigError(f"host address {text!r} must be HOST:PORT")
     return host.strip("[]") or "127.0.0.1", int(port)
 

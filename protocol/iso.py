@@ -110,45 +110,45 @@ class Message:
         return iter(sorted(self.fields))
 
 
-def _check_value(n: int, v: object, kind: Kind) -> str:
-    """Validate one value and convert it to pyiso8583's text form."""
-    if kind is Kind.B:
-        if not isinstance(v, bytes | bytearray):
-            raise TypeError(f"field {n} is binary: expected bytes, got {type(v).__name__}")
-        return v.hex()
-    if not isinstance(v, str):
-        raise TypeError(f"field {n} is text: expected str, got {type(v).__name__}")
-    if kind is Kind.N and not _DIGITS.issuperset(v):
-        raise EncodeError("numeric field holds a non-digit", field=str(n))
-    if kind is Kind.Z and not _TRACK.issuperset(v):
-        raise EncodeError("track field holds a character other than digits and '='", field=str(n))
-    return v
-
-
 def encode(msg: Message, profile: Profile) -> bytes:
     """Encode a message into its frame payload (header, MTI, bitmap, fields)."""
-    if not isinstance(msg, Message):
+    if type(msg) is not Message:
         raise TypeError(f"expected Message, got {type(msg).__name__}")
     mti = msg.mti
-    if len(mti) != 4 or not mti.isdigit():
+    if len(mti) != 4 or not (mti.isascii() and mti.isdigit()):
         raise EncodeError(f"MTI must be 4 digits, got {mti!r}", field="t")
-    if len(msg.header) != profile.header_len:
-        raise EncodeError(f"{profile.name} needs a {profile.header_len}-byte header, got {len(msg.header)}",
+    header = msg.header
+    if len(header) != profile.header_len:
+        raise EncodeError(f"{profile.name} needs a {profile.header_len}-byte header, got {len(header)}",
                           field="h")
-    kinds = profile.kinds
-    bcd_track = profile.name == "cup"
+    table = profile.table
     doc: dict[str, Any] = {"t": mti}
-    if profile.header_len:
-        doc["h"] = msg.header.hex()
+    if header:
+        doc["h"] = header.hex()
     for n, v in msg.fields.items():
-        key = str(n)
-        kind = kinds.get(key)
-        if kind is None:
-            raise EncodeError(f"field {n} is not in the {profile.name} profile", field=key)
-        text = _check_value(n, v, kind)
-        if kind is Kind.Z and bcd_track:
-            text = text.replace("=", "D")
-        doc[key] = text
+        entry = table.get(n)
+        if entry is None:
+            raise EncodeError(f"field {n} is not in the {profile.name} profile", field=str(n))
+        key, kind = entry
+        if kind is _B:
+            if type(v) is not bytes:
+                if not isinstance(v, bytes | bytearray):
+                    raise TypeError(f"field {n} is binary: expected bytes, got {type(v).__name__}")
+                v = bytes(v)
+            doc[key] = v.hex()
+            continue
+        if type(v) is not str:
+            raise TypeError(f"field {n} is text: expected str, got {type(v).__name__}")
+        if kind is _N:
+            # isdigit() also admits non-ASCII digits; pyiso8583 then refuses them (ASCII/hex only)
+            if not v.isdigit() and v:
+                raise EncodeError("numeric field holds a non-digit", field=key)
+        elif kind is _Z:
+            if not _TRACK.issuperset(v):
+                raise EncodeError("track field holds a character other than digits and '='", field=key)
+            if profile.bcd_track:
+                v = v.replace("=", "D")
+        doc[key] = v
     try:
         out, _ = iso8583.encode(doc, profile.spec)
     except iso8583.encoder.EncodeError as e:
@@ -162,11 +162,12 @@ def _strip_pan(text: str) -> str:
     return mask_text(text)
 
 
-def decode(data: bytes, profile: Profile) -> Message:
+def decode(data: bytes | bytearray | memoryview, profile: Profile) -> Message:
     """Decode a frame payload. Raises only :class:`DecodeError` for bad bytes."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"expected bytes, got {type(data).__name__}")
-    data = bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytearray | memoryview):
+            raise TypeError(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
     try:
         doc, _ = iso8583.decode(data, profile.spec)
     except iso8583.decoder.DecodeError as e:
@@ -190,30 +191,36 @@ def _partial(doc: Mapping[str, Any]) -> dict[str, Any]:
 def _from_doc(doc: dict[str, Any], raw: bytes, profile: Profile) -> Message:
     mti = doc.pop("t")
     header_hex = doc.pop("h", "")
-    doc.pop("p", None)
+    del doc["p"]
     doc.pop("1", None)
-    if not (len(mti) == 4 and _DIGITS.issuperset(mti)):
+    if not (len(mti) == 4 and mti.isdigit()):
         raise DecodeError("MTI is not 4 digits", field="t", pos=profile.header_len, raw=raw)
-    kinds = profile.kinds
-    bcd = profile.name == "cup"
+    rtable = profile.rtable
     fields: dict[int, Value] = {}
+    # pyiso8583 hands back ASCII text (decoded with "ascii", or hex of BCD), so isdigit() is exact here.
     for key, text in doc.items():
-        kind = kinds.get(key)
-        if kind is None:
+        entry = rtable.get(key)
+        if entry is None:
             raise DecodeError(f"field {key} is not in the {profile.name} profile", field=key, raw=raw)
-        if kind is Kind.B:
+        n, kind = entry
+        if kind is _N:
+            if not text.isdigit() and text:
+                raise DecodeError("numeric field holds a non-digit", field=key, raw=raw)
+            fields[n] = text
+        elif kind is _B:
             try:
-                fields[int(key)] = binascii.a2b_hex(text)
+                fields[n] = binascii.a2b_hex(text)
             except (binascii.Error, ValueError):
                 raise DecodeError("binary field is not hex", field=key, raw=raw) from None
-            continue
-        if kind is Kind.N:
-            if not _DIGITS.issuperset(text):
-                raise DecodeError("numeric field holds a non-digit", field=key, raw=raw)
-        elif kind is Kind.Z:
-            if bcd:
+        elif kind is _Z:
+            if profile.bcd_track:
                 text = text.replace("D", "=").replace("d", "=")
             if not _TRACK.issuperset(text):
                 raise DecodeError("track data holds an invalid character", field=key, raw=raw)
-        fields[int(key)] = text
+            fields[n] = text
+        else:
+            fields[n] = text
     return Message(mti, fields, bytes.fromhex(header_hex) if header_hex else b"")
+
+
+_N, _B, _Z = Kind.N, Kind.B, Kind.Z

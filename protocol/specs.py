@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import iso8583.specs
@@ -59,6 +59,17 @@ class Profile:
     mac_alg: MacAlgorithm
     max_frame: int = 8192
     description: str = ""
+    table: dict[int, tuple[str, Kind]] = field(default_factory=dict, compare=False, repr=False)
+    """Field number → (pyiso8583 key, kind): the codec's hot-path lookup table."""
+    bcd_track: bool = False
+    """Track data (kind ``z``) travels as BCD with ``=`` as nibble ``D``."""
+
+    rtable: dict[str, tuple[int, Kind]] = field(default_factory=dict, compare=False, repr=False)
+    """pyiso8583 key → (field number, kind), for decoding."""
+
+    def __post_init__(self) -> None:
+        self.table.update({int(k): (k, kind) for k, kind in self.kinds.items()})
+        self.rtable.update({k: (int(k), kind) for k, kind in self.kinds.items()})
 
     def kind(self, field: str) -> Kind:
         return self.kinds[field]
@@ -166,6 +177,7 @@ CUP = Profile(
     default_header=CUP_DEFAULT_HEADER,
     mac_alg=MacAlgorithm.CUP_ECB,
     description="China UnionPay-style POS: BCD, TPDU + 6-byte header, CUP ECB MAC",
+    bcd_track=True,
 )
 
 ISO87ASCII = Profile(

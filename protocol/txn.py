@@ -193,7 +193,7 @@ def parse_balances(text: str) -> list[Balance]:
 
 
 def _stamp(now: dt.datetime) -> dict[int, Value]:
-    return {12: now.strftime("%H%M%S"), 13: now.strftime("%m%d")}
+    return {12: f"{now.hour:02d}{now.minute:02d}{now.second:02d}", 13: f"{now.month:02d}{now.day:02d}"}
 
 
 def _amount(amount: int) -> str:
@@ -220,14 +220,16 @@ def financial_request(profile: Profile, ids: TerminalIds, txn: TxnType, card: Ca
     """A balance inquiry or purchase (0200)."""
     if txn is TxnType.SIGN_ON:
         raise EncodeError("a sign-on is not a financial request", field="3")
-    fields: dict[int, Value] = {2: card.pan, 3: txn.processing_code, 11: stan, **_stamp(now)}
+    pc, type_code = _TXN_CODES[txn]
+    hh, mi, ss, mo, dd = now.hour, now.minute, now.second, now.month, now.day
+    fields: dict[int, Value] = {2: card.pan, 3: pc, 11: stan, 12: f"{hh:02d}{mi:02d}{ss:02d}", 13: f"{mo:02d}{dd:02d}"}
     if txn is TxnType.PURCHASE:
         if amount is None:
             raise EncodeError("a purchase needs an amount", field="4")
         fields[4] = _amount(amount)
     if card.expiry:
         fields[14] = card.expiry
-    fields[22] = card.entry.field22(pin_block is not None)
+    fields[22] = _ENTRY_CODES[card.entry] + ("1" if pin_block is not None else "2")
     if card.pan_seq is not None:
         fields[23] = card.pan_seq.zfill(3)
     fields[25] = "00"
@@ -244,13 +246,17 @@ def financial_request(profile: Profile, ids: TerminalIds, txn: TxnType, card: Ca
     fields[49] = currency
     if card.icc:
         fields[55] = card.icc
-    fields[60] = Field60(txn.type_code, ids.batch).encode()
-    if profile.has_field(7):
-        fields[7] = now.strftime("%m%d%H%M%S")
+    fields[60] = type_code + ids.batch + "000"          # Field60(type, batch, "000")
+    if 7 in profile.table:
+        fields[7] = f"{mo:02d}{dd:02d}{hh:02d}{mi:02d}{ss:02d}"
     if with_mac:
-        fields[64] = bytes(8)
+        fields[64] = _ZERO_MAC
     return Message("0200", fields, ids.header)
 
+
+_TXN_CODES = {t: (t.value[0], t.value[1]) for t in TxnType}
+_ENTRY_CODES = {e: e.value for e in EntryMode}
+_ZERO_MAC = bytes(8)
 
 _REVERSAL_KEEP = (2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 25, 38, 41, 42, 49, 55, 60)
 

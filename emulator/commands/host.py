@@ -33,7 +33,7 @@ def command(listen: str, profile: str, db: str | None, rules: tuple[str, ...], s
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose + 1, 2)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        host, port = parse_hostport(listen)
+        host, port = parse_hostport(listen, allow_zero=True)
         prof = get_profile(profile)
         parsed = HostRules([HostRule.parse(r) for r in rules], seed=seed)
     except PosemuError as e:

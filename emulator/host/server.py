@@ -44,6 +44,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self._tasks: set[asyncio.Task[None]] = set()
+        self._out: list[bytes] | None = None    # responses batched during one data_received
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -66,6 +67,8 @@ class _Conn(asyncio.Protocol):
         session = self.session
         session.receive_data(data)
         host.store.begin()
+        out: list[bytes] = []
+        self._out = out
         try:
             while True:
                 try:
@@ -93,6 +96,9 @@ class _Conn(asyncio.Protocol):
                 self.transport.abort()
         finally:
             host.store.commit()
+            self._out = None
+            if out and self.transport is not None and not self.transport.is_closing():
+                self.transport.write(b"".join(out))
 
     def _dispatch(self, d: Decision) -> None:
         if d.delay > 0:
@@ -115,10 +121,18 @@ class _Conn(asyncio.Protocol):
             if isinstance(rc, str):
                 self.host.stats.by_rc[rc] = self.host.stats.by_rc.get(rc, 0) + 1
             try:
-                tr.write(self.session.send(d.response, mak=d.mak))
+                data = self.session.send(d.response, mak=d.mak)
             except PosemuError:
                 log.exception("could not encode a response for %s", self.peer)
+            else:
+                if self._out is not None:
+                    self._out.append(data)
+                else:
+                    tr.write(data)
         if d.close:
+            if self._out:
+                tr.write(b"".join(self._out))
+                self._out.clear()
             tr.close()
 
 

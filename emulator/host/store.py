@@ -144,6 +144,7 @@ class HostStore:
         self._balances: dict[int, tuple[int, str]] = {}
         self._terminals: dict[str, TerminalRow] = {}
         self._in_batch = False
+        self._log_rows: list[tuple[object, ...]] = []
         self._load()
 
     # --- loading and seeding ------------------------------------------------------------
@@ -206,6 +207,7 @@ class HostStore:
         return self._balances[account_id]
 
     def find_tx(self, tid: str, stan: str, date: str, mti: str) -> TxRow | None:
+        self._flush_log()
         r = self.db.execute(
             "SELECT id, tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn, reversed"
             " FROM txlog WHERE tid=? AND stan=? AND date=? AND mti=?", (tid, stan, date, mti)
@@ -213,6 +215,7 @@ class HostStore:
         return None if r is None else _tx(r)
 
     def transactions(self) -> list[TxRow]:
+        self._flush_log()
         return [_tx(r) for r in self.db.execute(
             "SELECT id, tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn, reversed"
             " FROM txlog ORDER BY id")]
@@ -247,12 +250,19 @@ class HostStore:
     def log_tx(self, *, tid: str, stan: str, date: str, mti: str, kind: str, pan_masked: str,
                account_id: int | None, amount: int, rc: str, auth_code: str | None = None,
                rrn: str | None = None) -> None:
-        self.db.execute(
-            "INSERT OR IGNORE INTO txlog (tid, stan, date, mti, kind, pan_masked, account_id, amount, rc,"
-            " auth_code, rrn) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn))
+        self._log_rows.append((tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn))
+        if not self._in_batch:
+            self._flush_log()
+
+    def _flush_log(self) -> None:
+        if self._log_rows:
+            rows, self._log_rows = self._log_rows, []
+            self.db.executemany(
+                "INSERT OR IGNORE INTO txlog (tid, stan, date, mti, kind, pan_masked, account_id, amount, rc,"
+                " auth_code, rrn) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def mark_reversed(self, tx_id: int) -> None:
+        self._flush_log()
         self.db.execute("UPDATE txlog SET reversed=1 WHERE id=?", (tx_id,))
 
     def begin(self) -> None:
@@ -261,12 +271,14 @@ class HostStore:
             self._in_batch = True
 
     def commit(self) -> None:
+        self._flush_log()
         if self._in_batch:
             self.db.execute("COMMIT")
             self._in_batch = False
 
     def close(self) -> None:
         self.commit()
+        self._flush_log()
         self.db.close()
 
 
