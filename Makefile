@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .PHONY: run test lint unit bench sysdeps venv clean ui
 
 run: venv
-	$(BIN)/posemu ui
+	$(BIN)/posemu inquiry
 
 test: venv lint unit
 
