@@ -43,8 +43,17 @@ class StripeOnlyCard:
 
 
 def card_for_profile(profile: CardProfile) -> VirtualCard:
-    """The virtual card a profile describes."""
-    return StripeOnlyCard(profile)
+    """The virtual card a profile describes.
+
+    A profile with a chip (a ``[chip]`` table, or a 2xx/6xx service code) gets an
+    :class:`hardware.cards.emv_card.EmvCard`. Stripe-only profiles get a
+    :class:`StripeOnlyCard`.
+    """
+    if profile.emv is None:
+        return StripeOnlyCard(profile)
+    from hardware.cards.emv_card import EmvCard  # lazy: keeps the sim importable without the chip stack
+
+    return EmvCard(profile)
 
 
 def ideal_swipe(card: VirtualCard) -> SwipeResult:

@@ -18,17 +18,37 @@ A profile file (``hardware/cards/profiles/<name>.toml``)::
     balance = 1234567         # minor units
     currency = "156"
     permissions = ["balance", "purchase", "reversal"]
+    [stripe]                  # optional: physical condition of the magnetic stripe
+    damage = [{ start_in = 1.2, end_in = 1.4, severity = 0.8 }]   # inches from the leading edge
+    [chip]                    # optional (a 2xx/6xx service code without it gets a default chip)
+    status = "active"         # active | blocked (SELECT answers 6A81)
+    protocols = [0]           # offered in the ATR (ISO/IEC 7816-3 §8.2.3)
+    t0_wire = false           # true: the sim reader talks to the chip through the T=0 character adapter
+    pse = true                # the card has a Payment System Environment (1PAY.SYS.DDF01)
+    atc = 0                   # Application Transaction Counter at issue
+    pin_tries_left = 3        # PIN try counter at issue (default pin_tries)
+    [[chip.applications]]     # one table per EMV application (see EmvApplication)
+    aid = "A000000333010101"
+    label = "DEBIT"
+    priority = 1
+    pdol = "9F66049F02069F03069F1A0295055F2A029A039C019F3704"
+    cdol1 = "9F02069F03069F1A0295055F2A029A039C019F37049F35019F3403"
+    aip = "1800"
+    cvm = ["offline_pin"]     # offline_pin | online_pin | signature | no_cvm, in CVM-list order
+    ac_key = "…32 hex digits…" # the card's application-cryptogram master key (test keys only)
+    response_format = 2       # GPO / GENERATE AC response template 80 (1) or 77 (2)
 """
 
 from __future__ import annotations
 
+import enum
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, PosemuError
 
 PROFILE_DIR = "profiles"
 
@@ -61,6 +81,97 @@ class AccountSeed:
     permissions: tuple[str, ...] = DEFAULT_PERMISSIONS
 
 
+class CvmMethod(enum.Enum):
+    """A cardholder verification method a card's CVM list asks for (EMV Book 3 Annex C3)."""
+
+    OFFLINE_PIN = "offline_pin"   # plaintext PIN verified by the ICC (CVM code 01)
+    ONLINE_PIN = "online_pin"     # enciphered PIN verified online (CVM code 02)
+    SIGNATURE = "signature"       # paper signature (CVM code 1E)
+    NO_CVM = "no_cvm"             # no CVM required (CVM code 1F)
+
+    @property
+    def code(self) -> int:
+        return {"offline_pin": 0x01, "online_pin": 0x02, "signature": 0x1E, "no_cvm": 0x1F}[self.value]
+
+
+class ChipStatus(enum.Enum):
+    """Life-cycle state of the chip as a whole."""
+
+    ACTIVE = "active"
+    BLOCKED = "blocked"           # every SELECT answers 6A81 (EMV Book 1 §12.3.2)
+
+
+DEFAULT_PDOL = "9F66049F02069F03069F1A0295055F2A029A039C019F3704"
+DEFAULT_CDOL1 = "9F02069F03069F1A0295055F2A029A039C019F37049F35019F3403"
+DEFAULT_CDOL2 = "8A029F02069F03069F1A0295055F2A029A039C019F3704"
+DEFAULT_AC_KEY = "0123456789ABCDEFFEDCBA9876543210"   # public test key: never a real card's
+
+
+@dataclass(frozen=True, slots=True)
+class EmvApplication:
+    """One EMV application on a chip (EMV Book 3 §5 data objects, §10 functions).
+
+    ``pdol``/``cdol1``/``cdol2`` are Data Object Lists (Book 3 §5.4); ``aip`` is the
+    Application Interchange Profile (tag 82); ``cvm`` lists the CVM rules in order (each but
+    the last says "apply succeeding rule if unsuccessful"); ``ac_key`` is the master key
+    MK_AC from which session keys for the application cryptogram are derived.
+    """
+
+    aid: bytes
+    label: str
+    priority: int = 1
+    preferred_name: str = ""
+    pdol: bytes = bytes.fromhex(DEFAULT_PDOL)
+    cdol1: bytes = bytes.fromhex(DEFAULT_CDOL1)
+    cdol2: bytes = bytes.fromhex(DEFAULT_CDOL2)
+    aip: bytes = bytes.fromhex("1800")
+    cvm: tuple[CvmMethod, ...] = (CvmMethod.OFFLINE_PIN,)
+    ac_key: bytes = field(default=bytes.fromhex(DEFAULT_AC_KEY), repr=False)
+    response_format: int = 2
+    app_version: bytes = bytes.fromhex("0030")
+    usage_control: bytes = bytes.fromhex("FF00")
+    iac_default: bytes = bytes.fromhex("0000000000")
+    iac_denial: bytes = bytes.fromhex("0000000000")
+    iac_online: bytes = bytes.fromhex("0000000000")
+    currency: str = "0156"
+    country: str = "0156"
+    effective: str = ""            # YYMMDD, tag 5F25 (omitted when empty)
+    blocked: bool = False          # application blocked: SELECT answers 6283, GPO 6985
+    offline_approve: bool = False  # the card may answer a TC request with a TC
+    extra: tuple[tuple[int, bytes], ...] = ()   # more primitive tags for the last record
+
+    @property
+    def aid_hex(self) -> str:
+        return self.aid.hex().upper()
+
+
+@dataclass(frozen=True, slots=True)
+class ChipSpec:
+    """The chip of a profile: applications and card-level state (ISO/IEC 7816, EMV Book 1/3)."""
+
+    applications: tuple[EmvApplication, ...]
+    status: ChipStatus = ChipStatus.ACTIVE
+    protocols: tuple[int, ...] = (0,)
+    t0_wire: bool = False
+    pse: bool = True
+    atc: int = 0
+    pin_tries_left: int | None = None
+    language: str = "zhen"
+    historical: bytes = bytes.fromhex("80318065B0")
+
+
+@dataclass(frozen=True, slots=True)
+class DamageRegion:
+    """A damaged or demagnetised stretch of the stripe, in inches from the leading edge."""
+
+    start_in: float
+    end_in: float
+    severity: float = 1.0    # 0 = intact … 1 = fully erased
+
+
+DEFAULT_AID = "A000000333010101"
+
+
 @dataclass(frozen=True, slots=True)
 class CardProfile:
     name: str
@@ -74,6 +185,8 @@ class CardProfile:
     description: str = ""
     account: AccountSeed = field(default_factory=AccountSeed)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    emv: ChipSpec | None = None
+    stripe_damage: tuple[DamageRegion, ...] = ()
 
     @property
     def track1(self) -> str:
@@ -95,6 +208,156 @@ def _req(d: dict[str, Any], key: str, where: str) -> Any:
     if key not in d:
         raise ConfigError(f"{where}: missing key {key!r}")
     return d[key]
+
+
+def _hex(value: Any, where: str, key: str, *, lengths: tuple[int, ...] | None = None,
+         min_len: int = 0, max_len: int = 255) -> bytes:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: {key} must be a hex string")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {key} is not hex") from None
+    if lengths is not None and len(raw) not in lengths:
+        raise ConfigError(f"{where}: {key} must be {' or '.join(str(n) for n in lengths)} bytes")
+    if not min_len <= len(raw) <= max_len:
+        raise ConfigError(f"{where}: {key} must be {min_len}..{max_len} bytes")
+    return raw
+
+
+def _num4(value: Any, where: str, key: str) -> str:
+    v = str(value)
+    if len(v) != 4 or not v.isdigit():
+        raise ConfigError(f"{where}: {key} must be 4 digits (ISO 4217 / ISO 3166 numeric, zero-padded)")
+    return v
+
+
+def _parse_app(d: dict[str, Any], where: str) -> EmvApplication:
+    from protocol.errors import DecodeError
+    from protocol.tlv import decode_dol, parse_tag
+
+    aid = _hex(_req(d, "aid", where), where, "aid", min_len=5, max_len=16)
+    cvm_raw = d.get("cvm", ["offline_pin"])
+    if isinstance(cvm_raw, str):
+        cvm_raw = [cvm_raw]
+    try:
+        cvm = tuple(CvmMethod(str(c)) for c in cvm_raw)
+    except ValueError:
+        raise ConfigError(f"{where}: cvm entries must be one of "
+                          f"{', '.join(m.value for m in CvmMethod)}") from None
+    dols = {}
+    for key, default in (("pdol", DEFAULT_PDOL), ("cdol1", DEFAULT_CDOL1), ("cdol2", DEFAULT_CDOL2)):
+        raw = _hex(d.get(key, default), where, key)
+        try:
+            decode_dol(raw)
+        except DecodeError as e:
+            raise ConfigError(f"{where}: {key} is not a valid DOL ({e.msg})") from None
+        dols[key] = raw
+    fmt = int(d.get("response_format", 2))
+    if fmt not in (1, 2):
+        raise ConfigError(f"{where}: response_format must be 1 or 2")
+    prio = int(d.get("priority", 1))
+    if not 0 <= prio <= 15:
+        raise ConfigError(f"{where}: priority must be 0..15")
+    extra_d = d.get("extra", {})
+    if not isinstance(extra_d, dict):
+        raise ConfigError(f"{where}: extra must be a table of hex tag = hex value")
+    extra = []
+    for k, v in extra_d.items():
+        try:
+            tag = parse_tag(str(k))
+        except PosemuError:
+            raise ConfigError(f"{where}: extra tag {k!r} is not a valid tag") from None
+        extra.append((tag, _hex(v, where, f"extra.{k}")))
+    effective = str(d.get("effective", ""))
+    if effective and (len(effective) != 6 or not effective.isdigit()):
+        raise ConfigError(f"{where}: effective must be YYMMDD")
+    label = str(d.get("label", "EMV"))
+    if not label.isascii() or len(label) > 16:
+        raise ConfigError(f"{where}: label must be at most 16 ASCII characters (tag 50)")
+    return EmvApplication(
+        aid=aid,
+        label=label,
+        priority=prio,
+        preferred_name=str(d.get("preferred_name", "")),
+        pdol=dols["pdol"],
+        cdol1=dols["cdol1"],
+        cdol2=dols["cdol2"],
+        aip=_hex(d.get("aip", "1800"), where, "aip", lengths=(2,)),
+        cvm=cvm,
+        ac_key=_hex(d.get("ac_key", DEFAULT_AC_KEY), where, "ac_key", lengths=(16,)),
+        response_format=fmt,
+        app_version=_hex(d.get("app_version", "0030"), where, "app_version", lengths=(2,)),
+        usage_control=_hex(d.get("usage_control", "FF00"), where, "usage_control", lengths=(2,)),
+        iac_default=_hex(d.get("iac_default", "0000000000"), where, "iac_default", lengths=(5,)),
+        iac_denial=_hex(d.get("iac_denial", "0000000000"), where, "iac_denial", lengths=(5,)),
+        iac_online=_hex(d.get("iac_online", "0000000000"), where, "iac_online", lengths=(5,)),
+        currency=_num4(d.get("currency", "0156"), where, "currency"),
+        country=_num4(d.get("country", "0156"), where, "country"),
+        effective=effective,
+        blocked=bool(d.get("blocked", False)),
+        offline_approve=bool(d.get("offline_approve", False)),
+        extra=tuple(extra),
+    )
+
+
+def parse_chip(data: dict[str, Any], where: str, *, pin_tries: int = 3) -> ChipSpec:
+    """Validate a ``[chip]`` table into a :class:`ChipSpec`."""
+    where = f"{where} [chip]"
+    apps_raw = data.get("applications", [{"aid": DEFAULT_AID, "label": "DEBIT"}])
+    if not isinstance(apps_raw, list) or not apps_raw:
+        raise ConfigError(f"{where}: applications must be a non-empty array of tables")
+    apps = []
+    for i, a in enumerate(apps_raw):
+        if not isinstance(a, dict):
+            raise ConfigError(f"{where}: applications[{i}] must be a table")
+        apps.append(_parse_app(a, f"{where} applications[{i}]"))
+    try:
+        status = ChipStatus(str(data.get("status", "active")))
+    except ValueError:
+        raise ConfigError(f"{where}: status must be active or blocked") from None
+    protocols = tuple(int(t) for t in data.get("protocols", [0]))
+    if not protocols or any(t not in (0, 1) for t in protocols):
+        raise ConfigError(f"{where}: protocols must list 0 and/or 1")
+    atc = int(data.get("atc", 0))
+    if not 0 <= atc <= 0xFFFF:
+        raise ConfigError(f"{where}: atc must be 0..65535")
+    tries = data.get("pin_tries_left")
+    if tries is not None and not 0 <= int(tries) <= min(15, pin_tries):
+        raise ConfigError(f"{where}: pin_tries_left must be 0..pin_tries")
+    historical = _hex(data.get("historical", "80318065B0"), where, "historical", max_len=15)
+    return ChipSpec(
+        applications=tuple(apps),
+        status=status,
+        protocols=protocols,
+        t0_wire=bool(data.get("t0_wire", False)),
+        pse=bool(data.get("pse", True)),
+        atc=atc,
+        pin_tries_left=None if tries is None else int(tries),
+        language=str(data.get("language", "zhen")),
+        historical=historical,
+    )
+
+
+def _parse_stripe(data: Any, where: str) -> tuple[DamageRegion, ...]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: [stripe] must be a table")
+    regions = data.get("damage", [])
+    if not isinstance(regions, list):
+        raise ConfigError(f"{where}: stripe.damage must be an array of tables")
+    out = []
+    for i, r in enumerate(regions):
+        if not isinstance(r, dict):
+            raise ConfigError(f"{where}: stripe.damage[{i}] must be a table")
+        try:
+            start, end = float(r["start_in"]), float(r["end_in"])
+            severity = float(r.get("severity", 1.0))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{where}: stripe.damage[{i}] needs numeric start_in, end_in, severity") from None
+        if not (0 <= start < end and 0.0 <= severity <= 1.0):
+            raise ConfigError(f"{where}: stripe.damage[{i}]: need 0 <= start_in < end_in, 0 <= severity <= 1")
+        out.append(DamageRegion(start, end, severity))
+    return tuple(out)
 
 
 def parse_profile(data: dict[str, Any], where: str) -> CardProfile:
@@ -126,6 +389,18 @@ def parse_profile(data: dict[str, Any], where: str) -> CardProfile:
     disc = str(data.get("discretionary", ""))
     if not disc.isdigit() and disc:
         raise ConfigError(f"{where}: discretionary data must be digits")
+    pin_tries = int(data.get("pin_tries", 3))
+    if not 1 <= pin_tries <= 15:
+        raise ConfigError(f"{where}: pin_tries must be 1..15")
+    chip_raw = data.get("chip")
+    emv: ChipSpec | None = None
+    if chip_raw is not None:
+        if not isinstance(chip_raw, dict):
+            raise ConfigError(f"{where}: [chip] must be a table")
+        emv = parse_chip(chip_raw, where, pin_tries=pin_tries)
+    elif sc[:1] in ("2", "6"):
+        emv = parse_chip({}, where, pin_tries=pin_tries)  # a chip card without details: defaults
+    stripe_damage = _parse_stripe(data.get("stripe", {}), where)
     return CardProfile(
         name=str(_req(data, "name", where)),
         pan=pan,
@@ -134,10 +409,12 @@ def parse_profile(data: dict[str, Any], where: str) -> CardProfile:
         cardholder=str(data.get("cardholder", "TEST/CARD")),
         discretionary=disc,
         pin=pin,
-        pin_tries=int(data.get("pin_tries", 3)),
+        pin_tries=pin_tries,
         description=str(data.get("description", "")),
         account=account,
         raw=data,
+        emv=emv,
+        stripe_damage=stripe_damage,
     )
 
 
