@@ -56,9 +56,13 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
                    display: Display | None = None, reader: CardReader | None = None,
                    card_profile: str | None = None, host_rules: HostRules | None = None,
                    resolver: Resolver = system_resolver, connector: Connector = tcp_connector,
-                   host_name: str | None = None) -> Rig:
+                   host_name: str | None = None, auto_cardholder: bool = True) -> Rig:
     """Start everything a terminal needs. With ``cfg.host`` unset, the bundled host runs
-    in-process on an ephemeral loopback port with its database in ``state_dir``."""
+    in-process on an ephemeral loopback port with its database in ``state_dir``.
+
+    With a ``sim://`` reader and ``auto_cardholder``, a scripted :class:`Cardholder` answers the
+    terminal's prompts (the CLI and the regression suite); an interactive UI passes ``False`` and
+    lets its user insert, swipe and remove cards."""
     state_dir.mkdir(parents=True, exist_ok=True)
     trace = Trace(clock)
     host: HostServer | None = None
@@ -84,7 +88,7 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
         if card_profile is not None:
             card = card_for_profile(load_profile(card_profile))
             sim.default_card = card
-        if card is not None:
+        if card is not None and auto_cardholder:
             cardholder = Cardholder(sim, card)
             terminal.add_display(cardholder)
     return Rig(cfg, clock, trace, terminal, opened, journal, host, cardholder)
