@@ -46,14 +46,20 @@ def card_for_profile(profile: CardProfile) -> VirtualCard:
     """The virtual card a profile describes.
 
     A profile with a chip (a ``[chip]`` table, or a 2xx/6xx service code) gets an
-    :class:`hardware.cards.emv_card.EmvCard`. Stripe-only profiles get a
-    :class:`StripeOnlyCard`.
+    :class:`hardware.cards.emv_card.EmvCard`; with ``chip.t0_wire = true`` the card is reached
+    through the T=0 character-level adapter (:func:`hardware.t0.wire_t0`). Stripe-only
+    profiles get a :class:`StripeOnlyCard`.
     """
     if profile.emv is None:
         return StripeOnlyCard(profile)
     from hardware.cards.emv_card import EmvCard  # lazy: keeps the sim importable without the chip stack
 
-    return EmvCard(profile)
+    card: VirtualCard = EmvCard(profile)
+    if profile.emv.t0_wire:
+        from hardware.t0 import wire_t0
+
+        card = wire_t0(card)
+    return card
 
 
 def ideal_swipe(card: VirtualCard) -> SwipeResult:
