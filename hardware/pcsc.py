@@ -479,8 +479,17 @@ class PcscReader:
         if code in (SCARD_E_NO_SERVICE, SCARD_E_SERVICE_STOPPED, SCARD_E_INVALID_HANDLE):
             self._drop_contexts()     # re-establish on next use (pcscd restarted)
         elif code in (SCARD_W_REMOVED_CARD, SCARD_E_NO_SMARTCARD, SCARD_E_READER_UNAVAILABLE):
-            self._hcard = None
+            self._release_card()
         return err
+
+    def _release_card(self) -> None:
+        """Drop the card handle (blocking). A handle left open after removal keeps the reader
+        "in use" in pcscd, and would make the next exclusive connection a sharing violation."""
+        hcard, self._hcard = self._hcard, None
+        self._active_protocol = 0
+        if hcard is not None:
+            with contextlib.suppress(Exception):
+                _scard().SCardDisconnect(hcard, _LEAVE_CARD)
 
     # --- events -----------------------------------------------------------------------------
     async def next_event(self, timeout: float | None = None) -> ReaderEvent | None:
@@ -501,11 +510,11 @@ class PcscReader:
             new = await run_external(self._clock, self._wait_change, self._state, chunk)
             if new is None:
                 continue
-            for kind in _derive_events(self._state, new):
-                self._pending.append(ReaderEvent(kind))
-                if kind is ReaderEventKind.CARD_REMOVED:
-                    self._hcard = None
+            kinds = _derive_events(self._state, new)
             self._state = new
+            if ReaderEventKind.CARD_REMOVED in kinds or ReaderEventKind.READER_LOST in kinds:
+                await run_external(self._clock, self._release_card)
+            self._pending.extend(ReaderEvent(k) for k in kinds)
 
     def _wait_change(self, current: int, seconds: float) -> int | None:
         """Block until the reader state differs from ``current`` or ``seconds`` pass."""
