@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -51,6 +52,11 @@ class PcscdStartError(Exception):
     Test infrastructure only — never raised by product code, so it stays outside the
     product's error tree.
     """
+
+
+def private_socket_path() -> Path:
+    """A fresh, unused path for a private pcscd socket (nothing is created)."""
+    return Path(tempfile.gettempdir()) / f"posemu-pcscd-{os.getpid()}-{secrets.token_hex(4)}.comm"
 
 
 def vpcd_reader_name(slot: int = 0) -> str:
@@ -92,6 +98,25 @@ def _free_port_pair(attempts: int = 50) -> int:
         if ok:
             return port
     raise PcscdStartError("could not find two free consecutive TCP ports for vpcd")
+
+
+_TRAMPOLINE = """
+import ctypes, os, signal, sys
+fd, parent, pcscd, conf = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))   # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != parent:
+    sys.exit("posemu testrun: the test process is gone; not starting pcscd")
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+os.set_inheritable(3, True)
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(pcscd, [pcscd, "-f", "-c", conf])
+"""
 
 
 def _pcscd_binary() -> str:
@@ -141,6 +166,8 @@ class PrivatePcscd:
         log = self._log
         if log is not None:
             log.close()
+        with contextlib.suppress(OSError):
+            self.socket_path.unlink()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -149,7 +176,8 @@ def start_pcscd(socket_path: Path | None = None, *, ready_timeout: float = 10.0)
 
     ``socket_path`` is where clients connect (default: a new temporary folder). The caller
     must make ``PCSCLITE_CSOCK_NAME`` point there *before* its process first uses PC/SC:
-    libpcsclite reads the variable once.
+    libpcsclite reads the variable once. Call from the main thread: pcscd is tied to the
+    calling thread's life (``PR_SET_PDEATHSIG``).
     """
     reason = pcscd_unavailable_reason()
     if reason:
@@ -175,14 +203,12 @@ def start_pcscd(socket_path: Path | None = None, *, ready_timeout: float = 10.0)
     fd = listener.fileno()
     log_path = workdir / "pcscd.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed in PrivatePcscd.stop
-    # Socket activation (sd_listen_fds): the socket must be fd 3 and LISTEN_PID pcscd's own
-    # pid, which the shell knows as $$ just before it execs pcscd.
-    script = f'exec 3<&{fd}; LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -f -c "$1"' if fd != 3 else (
-        'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -f -c "$1"'
-    )
+    # Socket activation (sd_listen_fds): the socket must be fd 3 and LISTEN_PID pcscd's own pid.
+    # A small Python trampoline arranges both, and asks the kernel to SIGTERM pcscd if this
+    # process dies without stopping it (PR_SET_PDEATHSIG), so a killed test run leaves no daemon.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "PCSCLITE_"))}
     proc = subprocess.Popen(
-        ["/bin/sh", "-c", script, _pcscd_binary(), str(conf)],
+        [sys.executable, "-c", _TRAMPOLINE, str(fd), str(os.getpid()), _pcscd_binary(), str(conf)],
         pass_fds=(fd,),
         stdin=subprocess.DEVNULL,
         stdout=log,

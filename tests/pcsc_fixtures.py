@@ -15,8 +15,6 @@ Imported by ``tests/conftest.py`` so that every test module can use the fixture.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from emulator.testrun import (
     ENV_SOCKET,
     PcscdStartError,
     PrivatePcscd,
+    private_socket_path,
     start_pcscd,
     vpcd_reader_name,
 )
@@ -73,7 +72,7 @@ def _reserve_socket() -> Path | None:
         return None
     if os.environ.get(ENV_CLIENT_SOCKET):
         return None                   # make unit (or the user) already chose
-    path = Path(tempfile.mkdtemp(prefix="posemu-pcsc-")) / "pcscd.comm"
+    path = private_socket_path()                 # nothing is created until pcscd starts
     os.environ[ENV_CLIENT_SOCKET] = str(path)
     return path
 
@@ -125,6 +124,5 @@ def pcscd() -> Iterator[Pcscd]:
         yield Pcscd(inst.socket_path, inst.vpcd_port, inst)
     finally:
         inst.stop()
-        shutil.rmtree(_RESERVED.parent, ignore_errors=True)
         os.environ.pop(ENV_SOCKET, None)
         os.environ.pop(ENV_PORT, None)

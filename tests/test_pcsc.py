@@ -181,6 +181,37 @@ def test_service_down_is_service_unavailable(tmp_path: os.PathLike[str]) -> None
     assert "is pcscd running?" in out and "systemctl status pcscd" in out
 
 
+# --- the test infrastructure itself: never pass silently -------------------------------------------
+@pytest.mark.parametrize(("ci", "code", "outcome"), [("", 0, "1 skipped"), ("true", 1, "1 error")])
+def test_missing_pcscd_is_a_skip_locally_and_a_failure_in_ci(ci: str, code: int, outcome: str) -> None:
+    from emulator import testrun
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in (testrun.ENV_SOCKET, testrun.ENV_PORT, testrun.ENV_CLIENT_SOCKET, "CI")}
+    env[testrun.ENV_SKIP] = "pcscd is not installed (simulated)"
+    if ci:
+        env["CI"] = ci
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+         "tests/test_pcsc.py::test_lists_the_virtual_readers"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert r.returncode == code, r.stdout[-2000:]
+    assert outcome in r.stdout and "pcscd is not installed (simulated)" in r.stdout
+
+
+def test_unavailable_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
+    from emulator import testrun
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    reason = testrun.pcscd_unavailable_reason()
+    assert reason is not None and ("root" in reason or "not installed" in reason or "vpcd" in reason)
+    monkeypatch.setattr("shutil.which", lambda _name: None)
+    monkeypatch.setattr(testrun, "Path", lambda _p: type("P", (), {"exists": lambda self: False})())
+    assert "not installed" in (testrun.pcscd_unavailable_reason() or "")
+
+
 # --- end to end through pcscd + vpcd ---------------------------------------------------------------
 SELECT_PSE = h("00A404000E315041592E5359532E444446303100")
 SELECT_PPSE = h("00A404000E325041592E5359532E444446303100")
