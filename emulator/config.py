@@ -68,6 +68,7 @@ class TerminalConfig:
     reversal_retries: int = 3
     aids: tuple[str, ...] = ("A000000333010101", "A0000000031010", "A0000000041010")
     chip_retries: int = 3
+    allow_fallback: bool = True               # magstripe fallback after repeated chip failures
     disabled_entry: tuple[str, ...] = ()      # e.g. ("swipe",) — card types switched off
     timeouts: Timeouts = field(default_factory=Timeouts)
 
@@ -141,6 +142,8 @@ def from_dict(data: dict[str, Any], where: str = "config") -> TerminalConfig:
                 changes["aids"] = tuple(str(a) for a in e["aids"])
             if "chip_retries" in e:
                 changes["chip_retries"] = int(e["chip_retries"])
+            if "allow_fallback" in e:
+                changes["allow_fallback"] = bool(e["allow_fallback"])
         if "disabled_entry" in data:
             changes["disabled_entry"] = tuple(str(x) for x in data["disabled_entry"])
     except (ValueError, TypeError, AttributeError) as e:
@@ -168,7 +171,7 @@ def to_dict(cfg: TerminalConfig) -> dict[str, Any]:
     out["timeouts"] = {f.name: getattr(cfg.timeouts, f.name) for f in fields(Timeouts)}
     out["keys"] = {"tmk": cfg.tmk.hex().upper(), "scheme": cfg.key_scheme}
     out["reversal"] = {"retries": cfg.reversal_retries}
-    out["emv"] = {"aids": list(cfg.aids), "chip_retries": cfg.chip_retries}
+    out["emv"] = {"aids": list(cfg.aids), "chip_retries": cfg.chip_retries, "allow_fallback": cfg.allow_fallback}
     return out
 
 

@@ -228,19 +228,23 @@ class Terminal:
             except CardReadFailed as e:
                 return await self._finish(kind, False, fail_head, e.detail, error=str(e))
             pin_block = None
-            if card.entry is not EntryMode.CHIP or self._chip_wants_online_pin:
+            assert self.keys is not None
+            if card.entry is not EntryMode.CHIP:
                 pin = await self._ask_pin()
                 if pin is None:
                     self._fire(Event.CANCEL)
                     return await self._finish(kind, False, fail_head, Msg.CANCELLED)
-                assert self.keys is not None
                 pin_block = encrypt_pinblock(pin, card.pan, self.keys.pik)
+                self._fire(Event.PIN_ENTERED)
+            elif self._chip_online_pin is not None:
+                pin_block = encrypt_pinblock(self._chip_online_pin, card.pan, self.keys.pik)
+                self._chip_online_pin = None
                 self._fire(Event.PIN_ENTERED)
             else:
                 self._fire(Event.PIN_ENTERED if self._chip_pin_verified else Event.NO_PIN)
             return await self._online(txn, kind, card, amount, pin_block, fail_head)
 
-    _chip_wants_online_pin = True
+    _chip_online_pin: str | None = None
     _chip_pin_verified = False
 
     async def _ask_pin(self) -> str | None:
@@ -348,6 +352,9 @@ class Terminal:
                 raise CardReadFailed(Msg.TIMEOUT, "no card presented in time")
             self.trace.record(Kind.READER, ev.kind.value)
             if ev.kind is ReaderEventKind.CARD_SWIPED and ev.swipe is not None:
+                self.trace.record(Kind.READER, "swipe read", tracks=[
+                    {"track": t.track, "status": t.status.value, "detail": t.detail, "chars": len(t.data)}
+                    for t in ev.swipe.tracks])
                 self._fire(Event.CARD_SWIPED)
                 self.show(Msg.READING_CARD)
                 if "swipe" in self.cfg.disabled_entry:
@@ -384,6 +391,10 @@ class Terminal:
                     chip_failures += 1
                     self.trace.record(Kind.READER, "chip read failed", failures=chip_failures, error=str(e))
                     if chip_failures >= self.cfg.chip_retries:
+                        if not self.cfg.allow_fallback:
+                            self._fire(Event.READ_FAILED)
+                            raise CardReadFailed(Msg.READER_ERROR, f"chip unreadable {chip_failures} times; "
+                                                 "fallback to the stripe is not allowed") from None
                         fallback = True
                         self._fire(Event.RETRY_READ)
                         self.show(Msg.FALLBACK_SWIPE)
@@ -415,37 +426,50 @@ class Terminal:
                         service_code=service)
 
     async def _read_chip(self, txn: TxnType, amount: int | None) -> CardData:
-        """Read the chip with the EMV kernel (:mod:`emulator.emv`)."""
+        """Read the chip with the EMV kernel (:mod:`emulator.emv`); the kernel runs the CVM and
+        collects the PIN through our PIN pad (offline PIN verified by the card, or online PIN kept
+        for the PIN block)."""
         from emulator import emv
 
-        self._chip_wants_online_pin = True
+        self._chip_online_pin = None
         self._chip_pin_verified = False
 
         async def pin_entry(tries_left: int | None) -> str | None:
-            prompt = (self.show(Msg.PIN_RETRY, tries=str(tries_left)) if tries_left is not None
-                      and tries_left < 3 else self.show(Msg.ENTER_PIN))
-            return await self.pinpad.get_pin(prompt, self.cfg.timeouts.pin_entry)
+            if tries_left is not None and tries_left < 3:
+                prompt = self.show(Msg.PIN_RETRY, tries=str(tries_left))
+            else:
+                prompt = self.show(Msg.ENTER_PIN)
+            try:
+                async with asyncio.timeout(self.cfg.timeouts.pin_entry):
+                    return await self.pinpad.get_pin(prompt, self.cfg.timeouts.pin_entry)
+            except TimeoutError:
+                return None
 
-        kernel = emv.EmvKernel(self.reader, self.clock, aids=[bytes.fromhex(a) for a in self.cfg.aids])
+        kcfg = emv.TerminalConfig(
+            aids=tuple(emv.TerminalAid(bytes.fromhex(a)) for a in self.cfg.aids),
+            currency="0" + self.cfg.currency, ifd_serial=self.cfg.terminal_id, terminal_id=self.cfg.terminal_id)
+        kernel = emv.EmvKernel(self.reader, self.clock, kcfg)
+        ttype = emv.TransactionType.BALANCE_INQUIRY if txn is TxnType.BALANCE else emv.TransactionType.PURCHASE
         try:
-            read = await kernel.read(amount=amount or 0, txn_type=0x31 if txn is TxnType.BALANCE else 0x00,
-                                     pin_entry=pin_entry)
+            read = await kernel.read(emv.Transaction(amount=amount or 0, type=ttype), pin_entry)
         except emv.PinBlockedError as e:
             self.show(Msg.PIN_BLOCKED)
             raise CardReadFailed(Msg.PIN_BLOCKED, str(e)) from None
-        except emv.PinCancelledError as e:
+        except emv.CardholderCancelledError as e:
             raise CardReadFailed(Msg.CANCELLED, str(e)) from None
-        except (ReaderError, emv.EmvError, PosemuError) as e:
+        except (ReaderError, PosemuError) as e:
             if not await self._card_present():
                 raise CardReadFailed(Msg.CARD_REMOVED_EARLY, str(e)) from None
             raise CardReadFailed(Msg.READER_ERROR, str(e)) from None
-        finally:
-            for line in getattr(kernel, "apdu_log", []):
-                self.trace.record(Kind.APDU, str(line))
-        self._chip_wants_online_pin = read.cvm is emv.Cvm.ONLINE_PIN
+        for entry in read.apdu_log:     # steps and status words only: APDU data may hold card data
+            sw = entry.response[-2:].hex().upper() if len(entry.response) >= 2 else ""
+            self.trace.record(Kind.APDU, entry.step, ins=f"{entry.command[1]:02X}" if len(entry.command) > 1 else "",
+                              sw=sw, lc=len(entry.command), le=len(entry.response))
+        self._chip_online_pin = read.online_pin if read.cvm is emv.Cvm.ONLINE_PIN else None
         self._chip_pin_verified = read.cvm is emv.Cvm.OFFLINE_PIN_OK
+        seq = None if read.pan_sequence is None else f"{read.pan_sequence:03d}"
         return CardData(pan=read.pan, entry=EntryMode.CHIP, expiry=read.expiry, track2=read.track2_equivalent,
-                        pan_seq=read.pan_sequence, icc=read.icc_data, service_code=read.service_code)
+                        pan_seq=seq, icc=read.icc_data, service_code=read.service_code)
 
     async def _card_present(self) -> bool:
         try:
