@@ -235,7 +235,8 @@ class T0Terminal:
         self._outgoing = bytearray()
         self._get_response_phase = False
         if self.case is CommandCase.CASE_1:
-            self._start(cmd.header + b"\x00", b"", 0)
+            # P3 = 00 (§12.2.1); a card that reads it as Le = 256 may send data or 6Cxx
+            self._start(cmd.header + b"\x00", b"", 256)
         elif self.case is CommandCase.CASE_2S:
             ne = cmd.ne or 256
             self._start(cmd.header + bytes([ne & 0xFF]), b"", ne)
@@ -316,7 +317,7 @@ class T0Terminal:
     # --- APDU level (§12.2) -------------------------------------------------------------------
     def _tpdu_done(self, data: bytes, sw1: int, sw2: int) -> None:
         header = self.tpdu_headers[-1]
-        outgoing_tpdu = self.case is CommandCase.CASE_2S or self._get_response_phase
+        outgoing_tpdu = self.case in (CommandCase.CASE_1, CommandCase.CASE_2S) or self._get_response_phase
         if sw1 == 0x6C and outgoing_tpdu:
             # wrong Le: resend the same header with P3 = SW2 (§12.2.2 case 2S.3)
             self._start(header[:4] + bytes([sw2]), b"", sw2 or 256)
