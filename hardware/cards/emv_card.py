@@ -44,12 +44,11 @@ GENERATE AC type (00 AAC, 01 TC, 10 ARQC), b3 = offline PIN verified, b2 = offli
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from hardware.atr import build_atr
-from hardware.cards.emv_crypto import application_cryptogram
+from hardware.cards.emv_crypto import CryptogramType, application_cryptogram
 from hardware.cards.profiles import CardProfile, ChipSpec, ChipStatus, CvmMethod, EmvApplication
 from protocol.apdu import (
     SW,
@@ -77,14 +76,6 @@ PSE_NAME = b"1PAY.SYS.DDF01"
 """Payment System Environment DF name (EMV Book 1 §12.2.2)."""
 
 PSE_DIRECTORY_SFI = 1
-
-
-class CryptogramType(enum.IntEnum):
-    """Cryptogram Information Data b8-b7 (EMV Book 3 §6.5.5.4, Table 14)."""
-
-    AAC = 0x00
-    TC = 0x40
-    ARQC = 0x80
 
 
 _CVR_AC = {CryptogramType.AAC: 0b00, CryptogramType.TC: 0b01, CryptogramType.ARQC: 0b10}

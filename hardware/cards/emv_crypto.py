@@ -24,6 +24,7 @@ keys never appear in messages.
 
 from __future__ import annotations
 
+import enum
 import hmac
 import importlib
 import warnings
@@ -36,12 +37,26 @@ from cryptography.utils import CryptographyDeprecationWarning
 from protocol.errors import CryptoError
 
 __all__ = [
+    "CryptogramType",
     "application_cryptogram",
     "cryptogram_input",
     "iso9797_mac3",
     "session_key",
     "verify_cryptogram",
 ]
+
+
+class CryptogramType(enum.IntEnum):
+    """Cryptogram Information Data b8-b7 (EMV Book 3 §6.5.5.4, Table 14)."""
+
+    AAC = 0x00   # application authentication cryptogram: declined
+    TC = 0x40    # transaction certificate: approved
+    ARQC = 0x80  # authorisation request cryptogram: go online
+
+    @classmethod
+    def from_cid(cls, cid: int) -> CryptogramType:
+        """The type a CID byte announces (b8-b7; ``11`` is RFU → ``ValueError``)."""
+        return cls(cid & 0xC0)
 
 
 def _load_triple_des() -> Callable[[bytes], BlockCipherAlgorithm]:
