@@ -356,10 +356,9 @@ def test_unknown_reader_is_no_reader_error(pcscd: Pcscd, vrun: asyncio.Runner, v
 def test_card_serve_cli_presents_the_card(pcscd: Pcscd, vrun: asyncio.Runner, vclock: VirtualClock) -> None:
     """``posemu card serve`` in its own process: pcscd sees the card; Ctrl-C takes it out."""
     name = require_chip_profile()
-    env = {**os.environ, **pcscd.env()}
+    env = {**os.environ, **pcscd.env()}                  # POSEMU_VPCD_PORT: --vpcd defaults to slot 0
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator.cli", "card", "serve", "--profile", name,
-         "--vpcd", f"127.0.0.1:{pcscd.slot_port(0)}", "--wait", "10"],
+        [sys.executable, "-m", "emulator.cli", "card", "serve", "--profile", name, "--wait", "10"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -386,6 +385,7 @@ def test_card_serve_cli_presents_the_card(pcscd: Pcscd, vrun: asyncio.Runner, vc
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    assert f"on vpcd 127.0.0.1:{pcscd.slot_port(0)}" in out and "card removed" in out
+    assert f'on vpcd 127.0.0.1:{pcscd.slot_port(0)} (PC/SC reader "Virtual PCD 00 00")' in out
+    assert "card removed" in out
     pan = load_profile(name).pan
     assert pan not in out and pan not in err                       # never card data

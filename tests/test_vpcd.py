@@ -212,3 +212,44 @@ def test_client_insert_remove_reinsert(vrun: asyncio.Runner, vclock: VirtualCloc
         await vpcd.close()
 
     vrun.run(main())
+
+
+def test_card_serve_cli_reconnects_when_vpcd_drops(vrun: asyncio.Runner, vclock: VirtualClock) -> None:
+    """``posemu card serve`` keeps the card in the reader across a pcscd restart (vpcd drops us)."""
+    import signal
+    import subprocess
+    import sys
+
+    name = require_chip_profile()
+    atr = card_for_profile(load_profile(name)).atr
+
+    async def main() -> None:
+        vpcd = MiniVpcd()
+        port = await vpcd.start()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "emulator.cli", "card", "serve", "--profile", name, "--vpcd", str(port),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        try:
+            with vclock.external():                      # a real child process: real time
+                r, w = await asyncio.wait_for(vpcd.connections.get(), 30)
+                assert await MiniVpcd.ask(r, w, b"\x04") == atr
+                w.close()                                # vpcd goes away (pcscd restarted)
+                r2, w2 = await asyncio.wait_for(vpcd.connections.get(), 30)
+                assert await MiniVpcd.ask(r2, w2, b"\x04") == atr
+                proc.send_signal(signal.SIGINT)
+                assert await asyncio.wait_for(r2.read(), 30) == b""      # Ctrl-C pulls the card
+                w2.close()
+                out, err = await asyncio.wait_for(proc.communicate(), 30)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await vpcd.close()
+        assert proc.returncode == 0, err
+        text = out.decode()
+        assert "serving profile" in text and "re-inserted" in text and "card removed" in text
+        assert b"reconnecting" in err
+        assert load_profile(name).pan not in text
+
+    vrun.run(main())

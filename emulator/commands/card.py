@@ -8,6 +8,7 @@ browser) then sees the profile's chip card in the reader "Virtual PCD 00 00" (po
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 
@@ -23,9 +24,15 @@ MAX_RECONNECTS = 10_000
 
 
 def slot_label(host: str, port: int) -> str:
-    """How a user recognises the slot: the PC/SC reader name for vpcd's default ports."""
-    if host in ("127.0.0.1", "localhost", "::1") and port in (DEFAULT_PORT, DEFAULT_PORT + 1):
-        return f'PC/SC reader "Virtual PCD 00 {port - DEFAULT_PORT:02d}"'
+    """How a user recognises the slot: the PC/SC reader name, when the port is a known slot."""
+    bases = [DEFAULT_PORT]
+    env_port = os.environ.get("POSEMU_VPCD_PORT", "")
+    if env_port.isdigit():
+        bases.insert(0, int(env_port))
+    if host in ("127.0.0.1", "localhost", "::1"):
+        for base in bases:
+            if port in (base, base + 1):
+                return f'PC/SC reader "Virtual PCD 00 {port - base:02d}"'
     return "the vpcd slot on that port"
 
 
@@ -37,7 +44,9 @@ def command() -> None:
 @command.command("serve")
 @click.option("--profile", "profile_name", required=True, help="Card profile with a chip (name or TOML path).")
 @click.option("--vpcd", "endpoint", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}", show_default=True,
-              metavar="HOST:PORT", help="vpcd slot to connect to (35963 = slot 0, 35964 = slot 1).")
+              envvar="POSEMU_VPCD_PORT", metavar="[HOST:]PORT",
+              help="vpcd slot to connect to (35963 = slot 0, 35964 = slot 1). Default from "
+                   "$POSEMU_VPCD_PORT when set (the test run's private pcscd).")
 @click.option("--wait", "wait_s", type=float, default=60.0, show_default=True,
               help="Seconds to keep retrying while vpcd (pcscd) is not up.")
 def serve(profile_name: str, endpoint: str, wait_s: float) -> None:
