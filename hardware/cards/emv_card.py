@@ -232,6 +232,11 @@ class EmvCard:
         i = self._s.app_index
         return None if i is None else self.spec.applications[i]
 
+    @property
+    def gpo_done(self) -> bool:
+        """GET PROCESSING OPTIONS has run for the selected application."""
+        return self._s.gpo_done
+
     def _app(self) -> tuple[int, EmvApplication]:
         i = self._s.app_index
         if i is None:
