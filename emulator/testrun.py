@@ -16,9 +16,12 @@ machine, this run starts its own pcscd as a child process:
 
 The run exports ``PCSCLITE_CSOCK_NAME``, ``POSEMU_PCSCD_SOCKET`` and ``POSEMU_VPCD_PORT`` to the
 tests (and to any process they start), or ``POSEMU_PCSCD_SKIP=<reason>`` when pcscd could not be
-started (not installed, vpcd driver missing, not root). The ``pcscd`` fixture
+started (not installed, vpcd driver missing, pyscard missing). The ``pcscd`` fixture
 (``tests/pcsc_fixtures.py``) turns that reason into a skip — or a failure when ``CI=true``.
-pcscd needs root (it writes ``/run/pcscd/pcscd.pid``); ``/run/pcscd`` is created if missing.
+
+Root is not needed: a socket-activated pcscd only fails to write its pid file. Run as root, the
+private pcscd drops to the ``nobody`` user before it starts, so it cannot touch a system pcscd's
+``/run/pcscd`` files (``/run/pcscd`` is still created if missing, for a system pcscd later).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ ENV_SOCKET = "POSEMU_PCSCD_SOCKET"
 ENV_PORT = "POSEMU_VPCD_PORT"
 ENV_SKIP = "POSEMU_PCSCD_SKIP"
 ENV_CLIENT_SOCKET = "PCSCLITE_CSOCK_NAME"
+DAEMON_USER = "nobody"           # the private pcscd's user when the tests run as root
 
 
 class PcscdStartError(Exception):
@@ -70,8 +74,6 @@ def pcscd_unavailable_reason() -> str | None:
         return "pcscd is not installed (Debian: apt-get install pcscd vsmartcard-vpcd; `make test` does it)"
     if not VPCD_DRIVER.exists():
         return f"the vsmartcard vpcd driver is missing ({VPCD_DRIVER}; apt-get install vsmartcard-vpcd)"
-    if hasattr(os, "geteuid") and os.geteuid() != 0:
-        return "pcscd needs root to run (it writes /run/pcscd); run the tests as root, e.g. in CI"
     try:
         import smartcard.scard  # noqa: F401
     except ImportError:
@@ -101,9 +103,17 @@ def _free_port_pair(attempts: int = 50) -> int:
 
 
 _TRAMPOLINE = """
-import ctypes, os, signal, sys
-fd, parent, pcscd, conf = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-try:
+import ctypes, os, pwd, signal, sys
+fd, parent, pcscd, conf, user = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+if user and os.geteuid() == 0:                 # stay off the system pcscd's /run/pcscd files
+    try:
+        pw = pwd.getpwnam(user)
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    except (KeyError, OSError):
+        pass
+try:                                           # after setuid: a credential change clears it
     ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))   # PR_SET_PDEATHSIG
 except (OSError, AttributeError):
     pass
@@ -182,15 +192,16 @@ def start_pcscd(socket_path: Path | None = None, *, ready_timeout: float = 10.0)
     reason = pcscd_unavailable_reason()
     if reason:
         raise PcscdStartError(reason)
-    if not RUN_DIR.exists():
+    if os.geteuid() == 0 and not RUN_DIR.exists():
         RUN_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="posemu-pcscd-"))
     sock_path = socket_path or workdir / "pcscd.comm"
     sock_path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         sock_path.unlink()
+    workdir.chmod(0o755)                       # the daemon may run as DAEMON_USER
     conf = workdir / "reader.conf.d"
-    conf.mkdir()
+    conf.mkdir(mode=0o755)
     port = _free_port_pair()
     (conf / "vpcd").write_text(
         f'FRIENDLYNAME "Virtual PCD"\nDEVICENAME   /dev/null:0x{port:04X}\n'
@@ -204,11 +215,12 @@ def start_pcscd(socket_path: Path | None = None, *, ready_timeout: float = 10.0)
     log_path = workdir / "pcscd.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed in PrivatePcscd.stop
     # Socket activation (sd_listen_fds): the socket must be fd 3 and LISTEN_PID pcscd's own pid.
-    # A small Python trampoline arranges both, and asks the kernel to SIGTERM pcscd if this
-    # process dies without stopping it (PR_SET_PDEATHSIG), so a killed test run leaves no daemon.
+    # A small Python trampoline arranges both, drops root, and asks the kernel to SIGTERM pcscd
+    # if this process dies without stopping it (PR_SET_PDEATHSIG): a killed run leaves no daemon.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "PCSCLITE_"))}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _TRAMPOLINE, str(fd), str(os.getpid()), _pcscd_binary(), str(conf)],
+        [sys.executable, "-c", _TRAMPOLINE, str(fd), str(os.getpid()), _pcscd_binary(), str(conf),
+         DAEMON_USER],
         pass_fds=(fd,),
         stdin=subprocess.DEVNULL,
         stdout=log,

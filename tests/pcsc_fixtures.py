@@ -5,7 +5,7 @@ it is; then the fixture just hands that over. Under a plain ``pytest`` run the f
 one itself, once per session, on a socket chosen when this module is imported — before any
 test touches PC/SC, because libpcsclite reads ``PCSCLITE_CSOCK_NAME`` only once per process.
 
-When pcscd cannot run (not installed, no vpcd driver, not root) the tests are **skipped** with
+When pcscd cannot run (not installed, no vpcd driver, no pyscard) the tests are **skipped** with
 the reason — except under ``CI=true``, where that is a **failure**: CI installs pcscd, so a
 missing one is a broken pipeline, not an excuse.
 

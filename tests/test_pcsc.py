@@ -204,9 +204,6 @@ def test_missing_pcscd_is_a_skip_locally_and_a_failure_in_ci(ci: str, code: int,
 def test_unavailable_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
     from emulator import testrun
 
-    monkeypatch.setattr("os.geteuid", lambda: 1000)
-    reason = testrun.pcscd_unavailable_reason()
-    assert reason is not None and ("root" in reason or "not installed" in reason or "vpcd" in reason)
     monkeypatch.setattr("shutil.which", lambda _name: None)
     monkeypatch.setattr(testrun, "Path", lambda _p: type("P", (), {"exists": lambda self: False})())
     assert "not installed" in (testrun.pcscd_unavailable_reason() or "")
