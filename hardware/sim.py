@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 
 from hardware.cards.profiles import CardProfile, load_profile
 from hardware.clock import Clock
 from hardware.errors import CardAbsentError, CardMuteError
+from hardware.magstripe import SwipeParams, simulate_swipe
 from hardware.ports import ReaderEvent, ReaderEventKind, SwipeResult, TrackRead, TrackStatus, VirtualCard
 from hardware.registry import ReaderURL
 
@@ -112,12 +114,32 @@ class SimReader:
         self._powered = False
         self._events.put_nowait(ReaderEvent(ReaderEventKind.CARD_REMOVED))
 
-    def swipe(self, card: VirtualCard | None = None, result: SwipeResult | None = None) -> SwipeResult:
-        """Swipe a card through the magstripe head; returns (and queues) what the head decoded."""
+    def swipe(
+        self,
+        card: VirtualCard | None = None,
+        result: SwipeResult | None = None,
+        params: SwipeParams | None = None,
+        seed: int | None = None,
+    ) -> SwipeResult:
+        """Swipe a card through the magstripe head; returns (and queues) what the head decoded.
+
+        ``result`` forces the outcome. With ``params`` (or just a ``seed``) the swipe runs through
+        the physical model (:func:`hardware.magstripe.simulate_swipe`: speed, skew, dirt, noise,
+        damage → head signal → reader-ASIC decoder); ``seed`` overrides ``params.seed``. With
+        neither, every track on the stripe reads back exactly (:func:`ideal_swipe`).
+        """
         card = card or self.default_card
         if card is None:
             raise CardAbsentError("no card to swipe")
-        res = result if result is not None else ideal_swipe(card)
+        if result is not None:
+            res = result
+        elif params is not None or seed is not None:
+            physics = params or SwipeParams()
+            if seed is not None:
+                physics = dataclasses.replace(physics, seed=seed)
+            res = simulate_swipe(card.stripe, physics).result
+        else:
+            res = ideal_swipe(card)
         self._events.put_nowait(ReaderEvent(ReaderEventKind.CARD_SWIPED, swipe=res))
         return res
 

@@ -11,11 +11,15 @@ Three stages, as in magstripe decoder chips:
    (ISO/IEC 7811-2 §6.2) give a run of equal intervals; after ``lock_cells`` of them within
    ±25 % the clock is locked with their mean as the bit period ``T``. Each interval is then
    classified: shorter than ``decision × T`` (¾ T) → the first half of a 1, and the next interval
-   must complete the cell; otherwise a full cell, a 0. The period follows the card's speed through
-   an α–β (second-order) filter — predicted cell ``T + D``, then ``T ← T + D + α·e`` and
-   ``D ← D + β·e`` with ``e`` the measured cell minus the prediction — so a card that speeds up or
-   slows down steadily is tracked without lag. An interval longer than 1.5 T, or a 1 whose two
-   halves do not add up to a cell, loses the clock: the decoder stops there.
+   must be a half cell too, the two adding up to a cell (within ½ T … 1½ T); otherwise a full
+   cell, a 0. Insisting that *both* halves are short stops a single late or early peak from
+   turning ``10`` into ``01`` — a parity-preserving error that the LRC misses when it strikes two
+   equal characters in the same columns (the demo card's run of ``0`` characters on track 1).
+   The period follows the card's speed through an α–β (second-order) filter — predicted cell
+   ``T + D``, then ``T ← T + D + α·e`` and ``D ← D + β·e`` with ``e`` the measured cell minus
+   the prediction — so a card that speeds up or slows down steadily is tracked without lag.
+   An interval longer than 1.5 T, or a 1 whose two halves are not two half cells making up one
+   cell, loses the clock: the decoder stops there.
 3. **Characters** (:func:`hardware.magstripe.tracks.read_track`): start sentinel, parity, end
    sentinel, LRC, both swipe directions.
 
@@ -163,11 +167,12 @@ def recover_bits(samples: tuple[int, ...], reader: ReaderModel) -> RecoveredCloc
         if d < dec * expect:
             if p + 1 >= n:
                 break                      # the signal ended in mid-cell: nothing more to read
-            cellw = d + iv[p + 1]
-            if cellw > 1.5 * expect or cellw < 0.5 * expect:
+            d2 = iv[p + 1]
+            cellw = d + d2
+            if d2 >= dec * expect or cellw > 1.5 * expect or cellw < 0.5 * expect:
                 lost = p
-                reason = (f"half cell of {d} samples not completed to a cell "
-                          f"(next {iv[p + 1]}, T={expect:.1f})")
+                reason = (f"half cell of {d} samples not followed by a second half "
+                          f"(next interval {d2}, T={expect:.1f})")
                 break
             bits.append(1)
             p += 2
@@ -213,8 +218,7 @@ def decode_signal(signal: HeadSignal, reader: ReaderModel) -> tuple[TrackRead, T
             ):
                 t_ms = lost_sample / signal.adc_rate_hz * 1e3
                 read = TrackRead(n, TrackStatus.CLOCK_LOST, "",
-                                 f"clock lost after bit {lost_bit} (t={t_ms:.2f} ms): {clock.lost_reason}; "
-                                 f"then {read.detail}")
+                                 f"clock lost after bit {lost_bit} (t={t_ms:.2f} ms): {clock.lost_reason}")
             if not read.ok:
                 break_sample, break_bit, break_reason = lost_sample, lost_bit, clock.lost_reason
         if not read.ok and break_reason == "" and err is not None:

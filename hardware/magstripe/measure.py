@@ -129,7 +129,7 @@ def impaired_params(rng: random.Random, seed: int) -> SwipeParams:
         accel_ips2=rng.uniform(-20.0, 20.0),
         skew_deg=rng.uniform(-4.0, 4.0),
         dirt_um=rng.uniform(0.0, 25.0),
-        noise=rng.uniform(0.0, 0.12),
+        noise=rng.uniform(0.0, 0.08),
         damage=damage,
         reverse=rng.random() < 0.25,
         seed=seed,

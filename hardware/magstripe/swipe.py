@@ -204,6 +204,8 @@ def arrival_times(xs: list[float], v0: float, a: float, j: float) -> tuple[list[
         inv = 1.0 / v0
         return [x * inv for x in xs], [v0] * len(xs)
     t_stop = _stop_time(v0, a, j)
+    if t_stop > 1e6:                 # stops after a million seconds: it does not stop on the stripe
+        t_stop = math.inf
     s_stop = v0 * t_stop + a * t_stop * t_stop / 2 + j * t_stop ** 3 / 6 if math.isfinite(t_stop) else math.inf
     times: list[float] = []
     speeds: list[float] = []
@@ -408,8 +410,8 @@ def synthesize(track: int, bits: list[int], params: SwipeParams, rng: random.Ran
         elif dt < -half_w:
             dt = -half_w
         t_peak = times[i] + dx / v + dt
-        k = round((t_peak - phase) * fs)
-        off = v * (k * ts + phase - t_peak)
+        k = round((t_peak + phase) * fs)
+        off = v * (k * ts - phase - t_peak)
         if lorentz:
             z = off * w2
             seen = height / (1.0 + z * z)
@@ -432,7 +434,7 @@ def synthesize(track: int, bits: list[int], params: SwipeParams, rng: random.Ran
             extra = 0
             while t < t1 and extra < MAX_NOISE_PEAKS:
                 amp = math.sqrt(thr * thr - 2.0 * sigma * sigma * math.log(1.0 - rng.random()))
-                emit((round((t - phase) * fs), amp, 1 if rng.random() < 0.5 else -1, -1))
+                emit((round((t + phase) * fs), amp, 1 if rng.random() < 0.5 else -1, -1))
                 extra += 1
                 ordered = False
                 t += rng.expovariate(rate)

@@ -208,6 +208,8 @@ class _Attempt:
     direction: _Direction
     outcome: str | DecodeError
     progress: int
+    clean_start: bool = False   # the start sentinel was the first 1 after the clocking zeros
+    end: int = 0                # bit index just past the LRC (successful decodes)
 
     @property
     def ok(self) -> bool:
@@ -265,6 +267,7 @@ def _decode_direction(spec: TrackSpec, bits: list[int], direction: _Direction, t
         err = DecodeError("no start sentinel after the clocking zeros", field=f"{name}.ss",
                           pos=pos_of(first_one), partial={"direction": direction.value})
         return _Attempt(direction, err, 0)
+    clean = start == bits.index(1)
     acc = ss_val
     chars: list[str] = []
     i = start + cb
@@ -274,12 +277,12 @@ def _decode_direction(spec: TrackSpec, bits: list[int], direction: _Direction, t
             why = "bits ran out" if i + cb > len(bits) else f"{spec.max_chars - 2} characters read"
             err = DecodeError(f"no end sentinel ({why})", field=f"{name}.es", pos=pos_of(min(i, total - 1)),
                               partial={"data": "".join(chars), "direction": direction.value})
-            return _Attempt(direction, err, index)
+            return _Attempt(direction, err, index, clean)
         word = bits[i:i + cb]
         if sum(word) & 1 == 0:
             err = DecodeError(f"parity error at character {index}", field=f"{name}.char[{index}].parity",
                               pos=pos_of(i), partial={"data": "".join(chars), "direction": direction.value})
-            return _Attempt(direction, err, index)
+            return _Attempt(direction, err, index, clean)
         v = 0
         for k in range(db):
             v |= word[k] << k
@@ -293,40 +296,53 @@ def _decode_direction(spec: TrackSpec, bits: list[int], direction: _Direction, t
     if i + cb > len(bits):
         err = DecodeError("no LRC character after the end sentinel (bits ran out)", field=f"{name}.lrc",
                           pos=pos_of(min(i, total - 1)), partial={"data": data, "direction": direction.value})
-        return _Attempt(direction, err, index)
+        return _Attempt(direction, err, index, clean)
     word = bits[i:i + cb]
     if sum(word) & 1 == 0:
         err = DecodeError("parity error in the LRC character", field=f"{name}.lrc.parity", pos=pos_of(i),
                           partial={"data": data, "direction": direction.value})
-        return _Attempt(direction, err, index)
+        return _Attempt(direction, err, index, clean)
     v = 0
     for k in range(db):
         v |= word[k] << k
     if v != acc:
         err = DecodeError(f"LRC mismatch (read {v:#x}, computed {acc:#x})", field=f"{name}.lrc", pos=pos_of(i),
                           partial={"data": data, "direction": direction.value})
-        return _Attempt(direction, err, index)
-    return _Attempt(direction, data, index + 1)
+        return _Attempt(direction, err, index, clean)
+    return _Attempt(direction, data, index + 1, clean, i + cb)
 
 
 def _attempts(n: int, bits: Sequence[int]) -> tuple[_Attempt, _Attempt | None]:
     spec = track_spec(n)
     seq = _as_bits(n, bits)
     fwd = _decode_direction(spec, seq, _Direction.FORWARD, len(seq))
-    if fwd.ok:
-        return fwd, None
+    if fwd.ok and 1 not in seq[fwd.end:]:
+        return fwd, None            # a frame followed by nothing but clocking zeros
     seq.reverse()
     rev = _decode_direction(spec, seq, _Direction.REVERSE, len(seq))
     return fwd, rev
 
 
 def _pick(fwd: _Attempt, rev: _Attempt | None) -> _Attempt:
-    """The successful direction, or the one that got further (ties: forward)."""
+    """The successful direction — the longer frame if both decode; else the one whose start
+    sentinel followed the clocking zeros (a sentinel "found" later is a misframe, however far it
+    got); else the one that got further. Ties go to the forward direction.
+
+    Both directions can decode: a character read backwards keeps its parity, track 2/3's end
+    sentinel ``11111`` reads the same both ways, and an LRC of 0xA reads backwards as the start
+    sentinel — so one reversed track 2 in ~256 looks like a short valid frame ``;?`` followed by
+    more data. A forward frame followed by further 1 bits is therefore checked against the reverse
+    reading, and the frame that spans the track wins.
+    """
     if rev is None:
         return fwd
-    if rev.ok or rev.progress > fwd.progress:
-        return rev
-    return fwd
+    if rev.ok and fwd.ok:
+        return rev if rev.progress > fwd.progress else fwd
+    if rev.ok or fwd.ok:
+        return rev if rev.ok else fwd
+    if rev.clean_start != fwd.clean_start:
+        return rev if rev.clean_start else fwd
+    return rev if rev.progress > fwd.progress else fwd
 
 
 def parse_track(n: int, bits: Sequence[int]) -> str:
