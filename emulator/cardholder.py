@@ -40,7 +40,9 @@ class Cardholder:
     def _swipe(self) -> SwipeResult:
         self.actions.append("swipe")
         if self.swipe_params is not None:
-            return self.reader.swipe(self.card, params=self.swipe_params)
+            # each swipe is a new physical event: same habits, fresh randomness
+            n = self.actions.count("swipe")
+            return self.reader.swipe(self.card, params=self.swipe_params, seed=self.swipe_params.seed + n)
         return self.reader.swipe(self.card)
 
     def __call__(self, screen: Screen) -> None:

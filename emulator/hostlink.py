@@ -30,6 +30,13 @@ Connector = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.S
 
 
 async def system_resolver(host: str, port: int) -> list[tuple[str, int]]:
+    """The operating system's resolver. An IP literal needs no lookup (and no worker thread)."""
+    import ipaddress
+
+    try:
+        return [(str(ipaddress.ip_address(host)), port)]
+    except ValueError:
+        pass
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -77,7 +84,11 @@ class HostLink:
         self._session = ClientSession(self.profile)
         try:
             async with asyncio.timeout(self.connect_timeout):
-                addrs = await self.resolver(self.host, self.port)
+                if self.resolver is system_resolver:
+                    with self.clock.external():     # getaddrinfo runs in a worker thread
+                        addrs = await self.resolver(self.host, self.port)
+                else:
+                    addrs = await self.resolver(self.host, self.port)
                 if not addrs:
                     raise DnsError(f"{self.host!r} resolved to no address")
                 self.trace.record(Kind.TCP, "resolved", host=self.host, addresses=[a for a, _ in addrs])

@@ -480,6 +480,8 @@ class Terminal:
     # --- end of transaction ----------------------------------------------------------------
     async def _finish(self, kind: str, approved: bool, headline: Msg, detail: Msg | None, *, rc: str | None = None,
                       error: str | None = None, journal_id: int | None = None, shown: bool = False) -> Outcome:
+        if detail is Msg.CARD_REMOVED_EARLY:
+            headline = Msg.REMOVE_CARD_FAILED       # 拔出卡失败: the card left the reader mid-transaction
         if not shown:
             self.show(headline)
             if detail is not None and detail is not headline:
@@ -503,7 +505,14 @@ class Terminal:
         deadline = self.clock.now() + self.cfg.timeouts.removal
         while True:
             left = deadline - self.clock.now()
-            ev = await self.reader.next_event(max(0.0, left)) if left > 0 else None
+            try:
+                ev = await self.reader.next_event(max(0.0, left)) if left > 0 else None
+            except HardwareError as e:      # the reader cannot tell us the card left
+                self.trace.record(Kind.READER, "removal not confirmed: reader error", error=str(e))
+                self._fire(Event.REMOVAL_TIMEOUT)
+                self.show(Msg.REMOVE_CARD_FAILED)
+                self._fire(Event.CANCEL)
+                return False
             if ev is not None and ev.kind is ReaderEventKind.CARD_REMOVED:
                 self.trace.record(Kind.READER, ev.kind.value)
                 self._fire(Event.CARD_REMOVED)

@@ -20,7 +20,7 @@ from protocol.errors import ConfigError
 
 LAYERS = ("hardware", "card", "software", "network", "user", "account", "environment", "management",
           "consumer")
-JOURNAL_EXPECT = ("none", "failed", "declined", "approved", "reversed", "any")
+JOURNAL_EXPECT = ("none", "failed", "declined", "approved", "unknown", "reversed", "any")
 
 
 @dataclass(frozen=True, slots=True)

@@ -273,9 +273,19 @@ def swipe(ev: Evidence) -> Finding | None:
             speed = d
     statuses = {t.get("status") for t in last}
     details = " ".join(str(t.get("detail", "")) for t in last).lower()
-    if "damage" in details or "dropout" in details or (t1.get("status") == "ok" and t2.get("status") != "ok"):
-        return Finding(("A10",), "damaged magnetic stripe",
-                       f"track 2 {t2.get('status')} while track 1 {t1.get('status')}: a local defect", 2.5)
+    # a defect sits at one place on the card: repeated swipes break at the same time along the stripe
+    import re
+
+    where = []
+    for sw in bad:
+        for t in sw:
+            if t.get("track") == 2:
+                m = re.search(r"t=([\d.]+) ms", str(t.get("detail", "")))
+                if m:
+                    where.append(float(m.group(1)))
+    if len(where) >= 2 and max(where) - min(where) < 0.1 * max(where) and min(where) > 5.0:
+        return Finding(("A10",), "damaged magnetic stripe", f"{len(where)} swipes broke at the same spot "
+                       f"(≈{sum(where) / len(where):.0f} ms into the swipe): a local defect on the stripe", 2.5)
     if "skew" in details or "tilt" in details:
         return Finding(("A14",), "card swiped at an angle", details[:160], 2.5)
     if "fast" in details or "slow" in details or speed or statuses & {"clock lost", "no data"}:
@@ -411,6 +421,11 @@ def keys_unreadable(ev: Evidence) -> Finding | None:
 
 @rule
 def incompatible(ev: Evidence) -> Finding | None:
+    closed = ev.tcp("connection closed by peer")
+    if closed and not ev.tcp("read error") and not ev.rcs() and not ev.tcp("response timeout"):
+        return Finding(("B18", "A19"), "the host drops our requests: message specification mismatch",
+                       "the host closed the connection on every request without answering (it could not parse "
+                       "them); TCP itself works", 2.5)
     if ev.any_error("undecodable", "format") or "30" in ev.rcs() or ev.shown("FORMAT_ERROR"):
         return Finding(("B18", "A19"), "incompatible installation or corrupted data",
                        ev.any_error("undecodable", "format") or "format error (30)", 2.0)

@@ -45,6 +45,7 @@ class Setup:
     reader_url: str | None = None
     hold_port: bool = False             # another program holds the serial port
     pcsc_service: bool = True
+    cancel_pin: bool = False
     seed: int = 0
 
 
@@ -62,6 +63,8 @@ def inject_reader(setup: Setup, p: dict[str, Any]) -> None:
     setup.reader_faults = replace(rf, seed=setup.seed)
     if "fallback" in p:
         setup.cfg = replace(setup.cfg, allow_fallback=bool(int(p["fallback"])))
+    if "chip_retries" in p:
+        setup.cfg = replace(setup.cfg, chip_retries=int(_num(p, "chip_retries", 3)))
     if p.get("removes_card") in (0, "0", False):
         setup.removes_card = False
 
@@ -80,6 +83,9 @@ def inject_stripe_data(setup: Setup, p: dict[str, Any]) -> None:
 
 
 def inject_pin(setup: Setup, p: dict[str, Any]) -> None:
+    if p.get("cancel") in (1, "1", True):
+        setup.cancel_pin = True
+        return
     wrong = str(p.get("wrong_pin", "000000"))
     setup.pins = [wrong] * int(_num(p, "times", 1)) + ([str(p["then"])] if "then" in p else [])
 

@@ -90,6 +90,10 @@ class FaultProxy:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._serve(r, w)
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         self.stats["connections"] += 1
         if self.faults.refuse:
             self.stats["refused"] += 1

@@ -121,8 +121,7 @@ class FaultyReader:
         return self.inner.name
 
     async def next_event(self, timeout: float | None = None) -> ReaderEvent | None:
-        if self.faults.dead:
-            raise NoReaderError("the card reader does not respond (no USB/serial answer)")
+        self._flap()
         deadline = None if timeout is None or self.clock is None else self.clock.now() + timeout
         while True:
             left = timeout if deadline is None or self.clock is None else max(0.0, deadline - self.clock.now())
@@ -144,6 +143,8 @@ class FaultyReader:
             return ev
 
     async def card_present(self) -> bool:
+        if self.faults.dead:
+            raise NoReaderError("the card reader does not respond (no USB/serial answer)")
         if self.faults.seat_stuck and self._seat_closed:
             return True
         if self.faults.sensor_dead:

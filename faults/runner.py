@@ -35,7 +35,7 @@ from emulator.host.server import HostServer
 from emulator.hostlink import Resolver, system_resolver
 from emulator.journal import Reversal, Status
 from emulator.messages import Msg
-from emulator.ports import ScriptedPinPad
+from emulator.ports import CancelPinPad, PinPad, ScriptedPinPad
 from emulator.terminal import Outcome
 from faults.card import StripeOverride, truncated_stripe
 from faults.catalogue import Catalogue, Fault, Scenario, load
@@ -132,6 +132,7 @@ class Run:
         self.extras: list[Any] = []
         self.pan = load_profile(setup.card).pan
         self.balance_before = 0
+        self.screens: list[str] = []
 
     async def start_host(self) -> None:
         s = self.setup
@@ -198,7 +199,8 @@ class Run:
         pins = s.pins or [load_profile(s.card).pin]
         with _env("PCSCLITE_CSOCK_NAME", None if s.pcsc_service else str(self.state / "no-pcscd.comm")):
             reader = await self._reader()
-        rig = await open_rig(cfg, clock=self.clock, state_dir=self.state / "terminal", pinpad=ScriptedPinPad(*pins),
+        pinpad: PinPad = CancelPinPad() if s.cancel_pin else ScriptedPinPad(*pins)
+        rig = await open_rig(cfg, clock=self.clock, state_dir=self.state / "terminal", pinpad=pinpad,
                              reader=reader, resolver=resolver, host_name=host_name)
         if rig.cardholder is not None:
             rig.cardholder.prefer_chip = s.prefer_chip
@@ -215,6 +217,7 @@ class Run:
                 if dmg is not None:
                     params = replace(params, damage=(Damage(*dmg),))
                 rig.cardholder.swipe_params = params
+        rig.terminal.add_display(lambda sc: self.screens.append(sc.code))
         self.rig = rig
         return rig
 
@@ -269,7 +272,6 @@ async def _steps(run: Run, result: RunResult) -> None:
                 await task
             continue
         elif name == "restart":
-            result.codes.extend(sc.code for sc in rig.terminal._screens)
             await rig.terminal.close()
             rig.journal.close()
             run.rig = None
@@ -278,7 +280,6 @@ async def _steps(run: Run, result: RunResult) -> None:
         else:
             raise PosemuError(f"unknown scenario step {step!r}")
         result.outcomes.append(out)
-        result.codes.extend(out.codes)
 
 
 def _journal_checks(run: Run, result: RunResult) -> list[Check]:
@@ -339,6 +340,7 @@ async def run_scenario(fault: Fault, scenario: Scenario, *, clock: Clock, state:
     try:
         await run.start_host()
         await _steps(run, result)
+        result.codes = run.screens
         rig = run.rig
         assert rig is not None
         measurements = await self_test(rig)

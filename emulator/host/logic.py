@@ -230,7 +230,9 @@ class HostLogic:
         if card.pin_tries_left <= 0:
             return RC.PIN_TRIES_EXCEEDED
         if not isinstance(block, bytes):
-            return RC.WRONG_PIN if card.pin_required else RC.APPROVED
+            if not card.pin_required or _offline_pin_verified(req):
+                return RC.APPROVED
+            return RC.WRONG_PIN
         if term.pik is None:
             return RC.SIGN_ON_REQUIRED
         try:
@@ -267,3 +269,18 @@ class HostLogic:
         self.store.log_tx(tid=term.tid, stan=stan, date=date, mti=req.mti, kind=kind,
                           pan_masked=mask_pan(card.pan) if card else "", account_id=card.account_id if card
                           else None, amount=amount, rc=rc.value)
+
+
+def _offline_pin_verified(req: Message) -> bool:
+    """Chip data (field 55) says the card itself verified the PIN: CVM Results 9F34, method
+    plaintext/enciphered offline PIN (01, 03, 04, 05) with result 02 successful (EMV Book 3 C3)."""
+    icc = req.get(55)
+    if not isinstance(icc, bytes) or not str(req.get(22, "")).startswith("05"):
+        return False
+    from protocol import tlv
+
+    try:
+        cvm = tlv.flatten(tlv.decode(icc)).get(0x9F34)
+    except PosemuError:
+        return False
+    return cvm is not None and len(cvm) == 3 and (cvm[0] & 0x3F) in (0x01, 0x03, 0x04, 0x05) and cvm[2] == 0x02
