@@ -177,7 +177,8 @@ def parse(causes_doc: dict[str, Any], doc: dict[str, Any], injectors: set[str] |
         detect = raw.get("detect", {})
         fix = raw.get("fix", {})
         faults[fid] = Fault(
-            id=fid, causes=cause_ids, layer=layer, title_zh=_text(title, "zh", where), title_en=_text(title, "en", where),
+            id=fid, causes=cause_ids, layer=layer, title_zh=_text(title, "zh", where),
+            title_en=_text(title, "en", where),
             injector=injector, params=tuple(params), expect=_codes(raw.get("expect"), where),
             detect_zh=_text(detect, "zh", where), detect_en=_text(detect, "en", where),
             fix_zh=_text(fix, "zh", where), fix_en=_text(fix, "en", where), journal=journal,

@@ -264,8 +264,6 @@ def swipe(ev: Evidence) -> Finding | None:
     if noise > 0.1:
         return None   # EMI rule covers it
     last = bad[-1]
-    by = {t.get("track"): t for t in last}
-    t1, t2 = by.get(1, {}), by.get(2, {})
     speed = None
     for t in last:
         d = str(t.get("detail", ""))
@@ -308,8 +306,9 @@ def stripe_incomplete(ev: Evidence) -> Finding | None:
 def wrong_pin(ev: Evidence) -> Finding | None:
     rcs = ev.rcs()
     if "55" in rcs or "75" in rcs or ev.shown("PIN_RETRY", "PIN_BLOCKED"):
-        return Finding(("A12", "A20"), "wrong PIN", f"host answered {', '.join(r for r in rcs if r in ('55', '75'))}"
-                       or "card refused the PIN", 3.0)
+        codes = [r for r in rcs if r in ("55", "75")]
+        evidence = f"host answered {', '.join(codes)}" if codes else "the card refused the PIN (offline)"
+        return Finding(("A12", "A20"), "wrong PIN", evidence, 3.0)
     return None
 
 
@@ -398,7 +397,7 @@ def unstable_network(ev: Evidence) -> Finding | None:
         ev_txt = ", ".join(sorted({e.what for e in ev.trace if e.kind is Kind.TCP and e.what != "resolved"}))
         return Finding(("A7", "A22", "B7"), "unstable network (weak WiFi, interference, drops)", ev_txt, 2.0)
     times = ev.response_times()
-    if len(times) >= 1 and max(times) > 3.0 and not ev.rcs() == []:
+    if len(times) >= 1 and max(times) > 3.0 and ev.rcs():
         return Finding(("A7", "A22"), "slow network", f"response times {', '.join(f'{t:.1f}' for t in times)} s", 1.5)
     return None
 

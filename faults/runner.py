@@ -49,6 +49,7 @@ from hardware.ports import CardReader
 from hardware.registry import open_reader
 from hardware.sim import SimReader, card_for_profile
 from protocol.errors import PosemuError
+from protocol.iso import Message
 from protocol.specs import get_profile
 
 
@@ -264,7 +265,12 @@ async def _steps(run: Run, result: RunResult) -> None:
             # the application dies right after the purchase request left: the task is killed
             assert run.host is not None
             sent = asyncio.Event()
-            run.host.observers.append(lambda m: sent.set() if m.mti == "0200" else None)
+
+            def on_request(m: Message, ev: asyncio.Event = sent) -> None:
+                if m.mti == "0200":
+                    ev.set()
+
+            run.host.observers.append(on_request)
             task = asyncio.ensure_future(t.purchase(int(arg) if arg else s.amount))
             await sent.wait()
             task.cancel()
