@@ -153,6 +153,8 @@ def _parse_tag_at(data: bytes, pos: int, path: str, end: int | None = None) -> t
     if pos >= end:
         raise DecodeError("truncated tag", field=path, pos=pos, raw=data)
     first = data[pos]
+    if first == 0x00:
+        raise DecodeError("00 is padding, not a tag", field=path, pos=pos, raw=data)
     tag = first
     i = pos + 1
     if first & 0x1F == 0x1F:

@@ -49,10 +49,10 @@ def test_round_trip(objs: list[Tlv]) -> None:
     assert encode(decode(raw)) == raw
 
 
-@given(st.binary(max_size=200))
-def test_arbitrary_bytes_raise_only_decode_error(data: bytes) -> None:
+@given(st.binary(max_size=200), st.booleans())
+def test_arbitrary_bytes_raise_only_decode_error(data: bytes, skip_padding: bool) -> None:
     try:
-        objs = decode(data)
+        objs = decode(data, skip_padding=skip_padding)
     except DecodeError as e:
         assert e.pos is not None and 0 <= e.pos <= len(data)
         assert e.raw == data
