@@ -8,6 +8,8 @@ import pickle
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from emulator.emv import (
     FIELD55_TAGS,
@@ -395,3 +397,51 @@ def test_every_bundled_chip_profile_reads_or_fails_cleanly(vclock: VirtualClock,
     assert outcomes["chip_blocked"] == "CardBlockedError"
     assert outcomes["pin_blocked"] == "PinBlockedError"
     assert outcomes["blocked"] == outcomes["restricted"] == "ONLINE_PIN"
+
+
+# --- robustness: a card answering garbage never crashes the kernel --------------------------------
+class MutatingCard(EmvCard):
+    """A real card whose answers to chosen commands are replaced, truncated or bit-flipped."""
+
+    def __init__(self, name: str, plan: dict[int, tuple[str, bytes]]) -> None:
+        super().__init__(load_profile(name))
+        self.plan = plan
+        self.calls = 0
+
+    def execute(self, apdu: bytes) -> bytes:
+        resp = super().execute(apdu)
+        i = self.calls
+        self.calls += 1
+        if i not in self.plan:
+            return resp
+        kind, extra = self.plan[i]
+        if kind == "replace":
+            return extra
+        if kind == "truncate":
+            return resp[: len(extra) % (len(resp) + 1)] + resp[-2:]
+        pos = int.from_bytes(extra[:2] or b"\x00", "big") % len(resp)
+        return resp[:pos] + bytes([resp[pos] ^ (extra[-1] or 0x01 if extra else 0x01)]) + resp[pos + 1 :]
+
+
+plans = st.dictionaries(
+    st.integers(0, 14),
+    st.tuples(st.sampled_from(["replace", "truncate", "flip"]), st.binary(max_size=40)),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["cup_debit", "intl_credit", "multi_app"]), plans)
+def test_garbage_from_the_card_raises_only_emv_errors(name: str, plan: dict[int, tuple[str, bytes]]) -> None:
+    clock = VirtualClock()
+    card = MutatingCard(name, plan)
+    k = EmvKernel(reader_with(clock, card), clock, unpredictable=lambda: UN)
+    pin = load_profile(name).pin
+    with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
+        try:
+            read = runner.run(k.read(Transaction(100), Pins(pin, pin, pin)))
+        except EmvError:
+            return
+    assert read.pan.isdigit()
+    decode(read.icc_data)
