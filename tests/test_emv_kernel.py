@@ -339,6 +339,24 @@ def test_missing_mandatory_data(vclock: VirtualClock, vrun: asyncio.Runner) -> N
     assert pickle.loads(pickle.dumps(ei.value)).args == ei.value.args
 
 
+def test_profile_with_explicit_records(vclock: VirtualClock, vrun: asyncio.Runner) -> None:
+    from hardware.cards.emv_card import build_records
+
+    prof = load_profile("cup_debit")
+    assert prof.emv is not None
+    app = prof.emv.applications[0]
+    _, generated = build_records(prof, app)
+    explicit = tuple((sfi, rec, body) for (sfi, rec), body in generated.items())
+    card = EmvCard(prof, dataclasses.replace(prof.emv, applications=(dataclasses.replace(app, records=explicit),)))
+    read = vrun.run(kernel(vclock, card).read(Transaction(1), Pins("123456")))
+    assert read.pan == prof.pan
+    # without the PAN record the read stops with the missing tags named
+    no_pan = tuple(r for r in explicit if (r[0], r[1]) != (2, 1))
+    card = EmvCard(prof, dataclasses.replace(prof.emv, applications=(dataclasses.replace(app, records=no_pan),)))
+    with pytest.raises(ChipReadError, match="5A, 5F24"):
+        vrun.run(kernel(vclock, card).read(Transaction(1), Pins("123456")))
+
+
 def test_cancelled_pin_entry(vclock: VirtualClock, vrun: asyncio.Runner) -> None:
     with pytest.raises(CardholderCancelledError):
         vrun.run(kernel(vclock, "intl_credit").read(Transaction(1), Pins(None)))

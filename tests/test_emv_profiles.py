@@ -87,8 +87,27 @@ def test_stripe_damage() -> None:
         ({"stripe": {"damage": [{"start_in": 2, "end_in": 1}]}}, "start_in < end_in"),
         ({"stripe": {"damage": [{"start_in": "a"}]}}, "numeric"),
         ({"pin_tries": 0}, "pin_tries"),
+        ({"chip": {"applications": [{"aid": "A0000000031010", "records": [{"sfi": 0, "record": 1}]}]}},
+         "sfi must be 1..30"),
+        ({"chip": {"applications": [{"aid": "A0000000031010", "records": [{"sfi": 1, "record": 1,
+                                                                           "tlv": "7005"}]}]}}, "not BER-TLV"),
+        ({"chip": {"applications": [{"aid": "A0000000031010", "records": [{"sfi": 1, "record": 1,
+                                                                           "tlv": "5A00"}]}]}}, "one 70 record"),
+        ({"chip": {"applications": [{"aid": "A0000000031010", "records": ["x"]}]}}, "must be a table"),
     ],
 )
 def test_profile_errors(extra: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_profile({**BASE, **extra}, "x")
+
+
+def test_explicit_records_replace_the_generated_files() -> None:
+    from hardware.cards.emv_card import build_records
+
+    recs = [{"sfi": 1, "record": 1, "tlv": "7000"}, {"sfi": 1, "record": 2, "tlv": "7000"},
+            {"sfi": 1, "record": 4, "tlv": "70035A0111"}, {"sfi": 3, "record": 1, "tlv": "7000"}]
+    p = parse_profile({**BASE, "chip": {"applications": [{"aid": "A0000000031010", "records": recs}]}}, "x")
+    assert p.emv is not None
+    afl, records = build_records(p, p.emv.applications[0])
+    assert afl.hex().upper() == "08010200" "08040400" "18010100"
+    assert records[(1, 4)] == bytes.fromhex("70035A0111")

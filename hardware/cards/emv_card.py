@@ -116,7 +116,24 @@ def build_records(profile: CardProfile, app: EmvApplication) -> tuple[bytes, dic
     country (5F28), PAN sequence (5F34), usage control (9F07), application version (9F08),
     currency (9F42, 9F44), service code (5F30). SFI 2 record 2: CDOL1 (8C), CDOL2 (8D), CVM
     list (8E), issuer action codes (9F0D/9F0E/9F0F) and any extra tags.
+
+    An application with explicit ``records`` uses exactly those; its AFL (Book 3 §10.2)
+    has one entry per run of consecutive records in an SFI, none for offline authentication.
     """
+    if app.records:
+        given = {(sfi, rec): body for sfi, rec, body in app.records}
+        entries = bytearray()
+        for sfi in sorted({k[0] for k in given}):
+            nums = sorted(r for s, r in given if s == sfi)
+            start = prev = nums[0]
+            for n in [*nums[1:], None]:
+                if n is not None and n == prev + 1:
+                    prev = n
+                    continue
+                entries += bytes((sfi << 3, start, prev, 0))
+                if n is not None:
+                    start = prev = n
+        return bytes(entries), given
     t2 = f"{profile.pan}D{profile.expiry}{profile.service_code}{profile.discretionary}"
     rec11 = [
         Tlv(0x57, _bcd(t2)),

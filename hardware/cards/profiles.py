@@ -37,6 +37,9 @@ A profile file (``hardware/cards/profiles/<name>.toml``)::
     cvm = ["offline_pin"]     # offline_pin | online_pin | signature | no_cvm, in CVM-list order
     ac_key = "…32 hex digits…" # the card's application-cryptogram master key (test keys only)
     response_format = 2       # GPO / GENERATE AC response template 80 (1) or 77 (2)
+    # optional: the application's files record by record instead of the generated ones
+    # (the AFL then lists every record given); see hardware.cards.emv_card.build_records
+    # records = [{ sfi = 1, record = 1, tlv = "7007…" }]
 """
 
 from __future__ import annotations
@@ -139,6 +142,7 @@ class EmvApplication:
     blocked: bool = False          # application blocked: SELECT answers 6283, GPO 6985
     offline_approve: bool = False  # the card may answer a TC request with a TC
     extra: tuple[tuple[int, bytes], ...] = ()   # more primitive tags for the last record
+    records: tuple[tuple[int, int, bytes], ...] = ()   # (sfi, record, 70-template): replaces the generated files
 
     @property
     def aid_hex(self) -> str:
@@ -234,7 +238,7 @@ def _num4(value: Any, where: str, key: str) -> str:
 
 def _parse_app(d: dict[str, Any], where: str) -> EmvApplication:
     from protocol.errors import DecodeError
-    from protocol.tlv import decode_dol, parse_tag
+    from protocol.tlv import decode, decode_dol, parse_tag
 
     aid = _hex(_req(d, "aid", where), where, "aid", min_len=5, max_len=16)
     cvm_raw = d.get("cvm", ["offline_pin"])
@@ -269,6 +273,25 @@ def _parse_app(d: dict[str, Any], where: str) -> EmvApplication:
         except PosemuError:
             raise ConfigError(f"{where}: extra tag {k!r} is not a valid tag") from None
         extra.append((tag, _hex(v, where, f"extra.{k}")))
+    records = []
+    for i, r in enumerate(d.get("records", [])):
+        rw = f"{where} records[{i}]"
+        if not isinstance(r, dict):
+            raise ConfigError(f"{rw}: must be a table with sfi, record, tlv")
+        try:
+            sfi, number = int(r["sfi"]), int(r["record"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{rw}: needs integer sfi and record") from None
+        if not (1 <= sfi <= 30 and 1 <= number <= 255):
+            raise ConfigError(f"{rw}: sfi must be 1..30 and record 1..255")
+        body = _hex(r.get("tlv", ""), rw, "tlv", min_len=2)
+        try:
+            objs = decode(body)
+        except DecodeError as e:
+            raise ConfigError(f"{rw}: tlv is not BER-TLV ({e.msg} at {e.field or '?'})") from None
+        if len(objs) != 1 or objs[0].tag != 0x70:
+            raise ConfigError(f"{rw}: tlv must be one 70 record template (EMV Book 3 §6.5.11)")
+        records.append((sfi, number, body))
     effective = str(d.get("effective", ""))
     if effective and (len(effective) != 6 or not effective.isdigit()):
         raise ConfigError(f"{where}: effective must be YYMMDD")
@@ -298,6 +321,7 @@ def _parse_app(d: dict[str, Any], where: str) -> EmvApplication:
         blocked=bool(d.get("blocked", False)),
         offline_approve=bool(d.get("offline_approve", False)),
         extra=tuple(extra),
+        records=tuple(records),
     )
 
 
