@@ -31,7 +31,7 @@ from emulator.emv import (
     read_chip,
 )
 from hardware.cards.emv_card import EmvCard
-from hardware.cards.emv_crypto import CryptogramType, verify_cryptogram
+from hardware.cards.emv_crypto import CryptogramType, verify_cryptogram, verify_icc_data
 from hardware.cards.profiles import load_profile
 from hardware.clock import VirtualClock
 from hardware.errors import CardAbsentError
@@ -119,6 +119,12 @@ def test_field55_and_cryptogram(vclock: VirtualClock, vrun: asyncio.Runner) -> N
     assert len(cmd.data) == sum(n for _, n in decode_dol(app.cdol1))
     assert verify_cryptogram(app.ac_key, int.from_bytes(f55[0x9F36], "big"), cmd.data, f55[0x82],
                              f55[0x9F10], f55[0x9F26])
+    # the host's view: field 55 alone plus the card's CDOL1 and key
+    assert verify_icc_data(app.ac_key, app.cdol1, read.icc_data)
+    assert not verify_icc_data(bytes(16), app.cdol1, read.icc_data)
+    tampered = read.icc_data.replace(bytes.fromhex("9F0206000000012345"), bytes.fromhex("9F0206000000099999"))
+    assert tampered != read.icc_data and not verify_icc_data(app.ac_key, app.cdol1, tampered)
+    assert not verify_icc_data(app.ac_key, app.cdol1, b"\x9F")
 
 
 def test_offline_pin_with_a_wrong_try(vclock: VirtualClock, vrun: asyncio.Runner) -> None:

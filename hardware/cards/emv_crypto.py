@@ -43,6 +43,7 @@ __all__ = [
     "iso9797_mac3",
     "session_key",
     "verify_cryptogram",
+    "verify_icc_data",
 ]
 
 
@@ -127,3 +128,27 @@ def verify_cryptogram(master_key: bytes, atc: int, dol_data: bytes, aip: bytes, 
                       cryptogram: bytes) -> bool:
     """Recompute and compare in constant time (what an issuer host does with an ARQC)."""
     return hmac.compare_digest(application_cryptogram(master_key, atc, dol_data, aip, iad), cryptogram)
+
+
+def verify_icc_data(master_key: bytes, cdol: bytes, icc_data: bytes) -> bool:
+    """Verify the cryptogram in ISO 8583 field 55 the way an issuer host does.
+
+    ``cdol`` is the card's CDOL1 (tag 8C, known to the issuer from personalisation: the
+    profile); the CDOL data is rebuilt from the field's own tags (Book 3 §5.4), then AIP (82),
+    ATC (9F36), IAD (9F10) and AC (9F26) are taken from the field. Missing tags → ``False``.
+    """
+    from protocol.errors import DecodeError
+    from protocol.tlv import build_dol_data, decode, flatten
+
+    try:
+        values = flatten(decode(icc_data))
+        dol_data = build_dol_data(cdol, values)
+    except DecodeError:
+        return False
+    try:
+        aip, atc, iad, ac = values[0x82], values[0x9F36], values[0x9F10], values[0x9F26]
+    except KeyError:
+        return False
+    if len(atc) != 2 or len(ac) != 8:
+        return False
+    return verify_cryptogram(master_key, int.from_bytes(atc, "big"), dol_data, aip, iad, ac)
