@@ -135,10 +135,11 @@ def _m(ev: Evidence, key: str, default: float | None = None) -> float | None:
 def contacts(ev: Evidence) -> Finding | None:
     ohms = _m(ev, "contact_ohms")
     err = ev.any_error("parity", "reset during", "no answer to reset: card supply", "atr unreadable")
-    if ohms is not None and ohms > 5.0 and (err or ev.m.get("retransmissions", 0)):
-        what = err or f"{ev.m.get('retransmissions')} characters repeated (parity errors)"
+    if ohms is not None and ohms > 5.0:
+        what = err or (f"{ev.m.get('retransmissions')} characters repeated (parity errors)"
+                       if ev.m.get("retransmissions") else "no read error yet")
         return Finding(("A1", "B2"), "dirty or worn contacts", f"contact resistance {ohms:g} Ω (clean < 1 Ω); {what}",
-                       3.0)
+                       3.0 if err or ev.m.get("retransmissions") else 1.5)
     return None
 
 

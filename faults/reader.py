@@ -36,6 +36,7 @@ class ReaderFaults:
     """What is wrong with the reader, its contacts, its supply or the card in it."""
 
     contact_ohms: float = 0.05          # per contact (VCC, GND, I/O)
+    contact_from_apdu: int = 0          # schedule: contacts go bad from this APDU on (0 = from the start)
     supply_v: float = 5.0
     emi_v: float = 0.0                  # EMI noise on the contact line (V rms)
     temperature_c: float = 25.0
@@ -94,7 +95,8 @@ class FaultyReader:
         supply = f.supply_v
         if f.sag_from_apdu and f.sag_from_apdu <= self.apdus < f.sag_from_apdu + f.sag_apdus:
             supply -= f.sag_v
-        return ContactModel(supply_v=supply, contact_ohms=f.contact_ohms + self.extra_ohms, emi_v=f.emi_v,
+        base = f.contact_ohms if not f.contact_from_apdu or self.apdus >= f.contact_from_apdu else 0.05
+        return ContactModel(supply_v=supply, contact_ohms=base + self.extra_ohms, emi_v=f.emi_v,
                             temperature_c=f.temperature_c)
 
     def clean(self) -> None:

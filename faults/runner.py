@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from emulator.host.logic import seed_demo
 from emulator.host.server import HostServer
 from emulator.hostlink import Resolver, system_resolver
 from emulator.journal import Reversal, Status
-from emulator.messages import Msg
+from emulator.messages import Msg, Screen
 from emulator.ports import CancelPinPad, PinPad, ScriptedPinPad
 from emulator.terminal import Outcome
 from faults.card import StripeOverride, truncated_stripe
@@ -88,20 +88,34 @@ def subsequence(expected: tuple[str, ...], seen: list[str]) -> bool:
 
 
 def build_setup(fault: Fault, scenario: Scenario, *, seed: int, overrides: dict[str, Any] | None = None) -> Setup:
+    """The setup for one catalogue scenario."""
+    return combine([(fault, {**scenario.params, **(overrides or {})})], scenario=scenario, seed=seed)
+
+
+def combine(faults: list[tuple[Fault, dict[str, Any]]], *, scenario: Scenario | None = None, seed: int = 7,
+            card: str | None = None, txn: str | None = None, steps: list[str] | None = None,
+            reader_url: str | None = None, config: dict[str, Any] | None = None) -> Setup:
+    """One setup with several faults active at once (each injector wraps what the previous left)."""
     cfg = TerminalConfig()
-    conf = dict(scenario.config)
+    conf = {**(scenario.config if scenario else {}), **(config or {})}
     if conf:
         timeouts = conf.pop("timeouts", None)
         if timeouts:
             cfg = replace(cfg, timeouts=replace(cfg.timeouts, **{k: float(v) for k, v in timeouts.items()}))
         cfg = replace(cfg, **conf)
-    setup = Setup(cfg=cfg, card=scenario.card or fault.card, txn=scenario.txn or fault.txn, seed=seed)
-    params: dict[str, Any] = {**fault.defaults(), **scenario.params, **(overrides or {})}
-    INJECTORS[fault.injector](setup, params)
-    if scenario.steps:
+    first = faults[0][0] if faults else None
+    setup = Setup(cfg=cfg, card=card or (scenario.card if scenario else None) or (first.card if first else "demo"),
+                  txn=txn or (scenario.txn if scenario else None) or (first.txn if first else "balance"), seed=seed)
+    for fault, params in faults:
+        INJECTORS[fault.injector](setup, {**fault.defaults(), **params})
+    if scenario is not None and scenario.steps:
         setup.steps = list(scenario.steps)
-    if scenario.reader:
+    if steps:
+        setup.steps = list(steps)
+    if scenario is not None and scenario.reader:
         setup.reader_url = scenario.reader
+    if reader_url:
+        setup.reader_url = reader_url
     return setup
 
 
@@ -134,6 +148,7 @@ class Run:
         self.pan = load_profile(setup.card).pan
         self.balance_before = 0
         self.screens: list[str] = []
+        self.display: Callable[[Screen], None] | None = None
 
     async def start_host(self) -> None:
         s = self.setup
@@ -219,6 +234,8 @@ class Run:
                     params = replace(params, damage=(Damage(*dmg),))
                 rig.cardholder.swipe_params = params
         rig.terminal.add_display(lambda sc: self.screens.append(sc.code))
+        if self.display is not None:
+            rig.terminal.add_display(self.display)
         self.rig = rig
         return rig
 
@@ -233,6 +250,10 @@ class Run:
         if self.host is not None:
             await self.host.close()
 
+
+_ADHOC_SCENARIO = Scenario("adhoc", {}, (), None, ())
+_ADHOC_FAULT = Fault("adhoc", ("A1",), "hardware", "-", "-", "reader", (), (), "-", "-", "-", "-", "any", "demo",
+                     "balance", (_ADHOC_SCENARIO,))
 
 DEFAULT_STEPS = {"balance": ["sign_on", "balance"], "purchase": ["sign_on", "purchase"]}
 
@@ -337,20 +358,32 @@ def _evidence_check(run: Run, kind: str) -> Check:
     return Check(f"evidence: {kind} > 0", value > 0, f"{kind} = {value}")
 
 
+async def run_setup(setup: Setup, *, clock: Clock, state: Path,
+                    display: Callable[[Screen], None] | None = None) -> tuple[Run, list[Outcome], Diagnosis]:
+    """Build the world for ``setup``, run its steps, self-test and diagnose. The caller closes the run."""
+    run = Run(setup, clock, state)
+    run.display = display
+    result = RunResult(_ADHOC_FAULT, _ADHOC_SCENARIO)
+    await run.start_host()
+    await _steps(run, result)
+    rig = run.rig
+    if rig is None:
+        raise PosemuError("the scenario left no terminal running")
+    measurements = await self_test(rig)
+    return run, result.outcomes, diagnose(list(rig.trace), result.outcomes, measurements)
+
+
 async def run_scenario(fault: Fault, scenario: Scenario, *, clock: Clock, state: Path, seed: int = 7,
-                       overrides: dict[str, Any] | None = None) -> RunResult:
+                       overrides: dict[str, Any] | None = None, setup: Setup | None = None) -> RunResult:
     result = RunResult(fault, scenario)
     t0_wall, t0_virtual = time.perf_counter(), clock.now()
-    setup = build_setup(fault, scenario, seed=seed, overrides=overrides)
-    run = Run(setup, clock, state)
+    setup = setup or build_setup(fault, scenario, seed=seed, overrides=overrides)
+    run: Run | None = None
     try:
-        await run.start_host()
-        await _steps(run, result)
-        result.codes = run.screens
+        run, result.outcomes, result.diagnosis = await run_setup(setup, clock=clock, state=state)
         rig = run.rig
         assert rig is not None
-        measurements = await self_test(rig)
-        result.diagnosis = diagnose(list(rig.trace), result.outcomes, measurements)
+        result.codes = run.screens
         result.trace = [e.to_json() for e in rig.trace]
         result.checks.append(Check("screens", subsequence(scenario.expect, result.codes),
                                    f"expected {list(scenario.expect)} in {result.codes}"))
@@ -369,7 +402,8 @@ async def run_scenario(fault: Fault, scenario: Scenario, *, clock: Clock, state:
     except PosemuError as e:
         result.error = f"{type(e).__name__}: {e}"
     finally:
-        await run.close()
+        if run is not None:
+            await run.close()
     result.wall_s = time.perf_counter() - t0_wall
     result.virtual_s = clock.now() - t0_virtual
     return result

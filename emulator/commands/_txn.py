@@ -22,7 +22,8 @@ from hardware.clock import Clock, RealClock, VirtualClock
 from protocol.errors import PosemuError
 
 TXN_OPTIONS = [
-    click.option("--card", "card", default="demo", show_default=True, help="Card profile (bundled name or TOML path)."),
+    click.option("--card", "card", default=None,
+                 help="Card profile (bundled name or TOML path). Default: demo, or the fault's own card."),
     click.option("--pin", default=None, help="PIN the cardholder types (default: the profile's PIN)."),
     click.option("--host", default=None, metavar="HOST:PORT",
                  help="Acquirer host; omitted: the bundled host runs in-process on a loopback port."),
@@ -38,6 +39,8 @@ TXN_OPTIONS = [
                  help="Write the masked event trace (JSON lines)."),
     click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON."),
     click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug)."),
+    click.option("--fault", "fault_specs", multiple=True, metavar="ID[:param=value,…]",
+                 help="Run with this fault active (repeatable; see `posemu faults list`). Uses the bundled host."),
 ]
 
 
@@ -64,12 +67,21 @@ def build_config(*, config_path: str | None, host: str | None, profile: str | No
     return replace(cfg, **changes).validate()
 
 
-def run_transaction(kind: str, amount: int | None, *, card: str, pin: str | None, host: str | None,
+def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str | None, host: str | None,
                     profile: str | None, reader: str | None, config_path: str | None, state_dir: str | None,
                     lang: str | None, virtual_time: bool, trace_path: str | None, as_json: bool, verbose: int,
-                    extra_setup: Any = None) -> None:
+                    fault_specs: tuple[str, ...] = (), extra_setup: Any = None) -> None:
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if fault_specs and card is None:
+        from faults.catalogue import load as load_catalogue
+        from faults.catalogue import parse_fault_spec
+
+        try:
+            card = load_catalogue().get(parse_fault_spec(fault_specs[0])[0]).card
+        except PosemuError as e:
+            raise click.ClickException(str(e)) from None
+    card = card or "demo"
     try:
         cfg = build_config(config_path=config_path, host=host, profile=profile, reader=reader, card=card, lang=lang)
         the_pin = pin if pin is not None else load_profile(card).pin
@@ -84,6 +96,11 @@ def run_transaction(kind: str, amount: int | None, *, card: str, pin: str | None
         printed.append(line)
         if not as_json:
             click.echo(f"  [{s.code}] {line}")
+
+    if fault_specs:
+        _run_with_faults(kind, amount, fault_specs, card=card, reader=reader, clock=clock, display=display,
+                         state_dir=state_dir, trace_path=trace_path, as_json=as_json, lang=language)
+        return
 
     async def main() -> Outcome:
         rig: Rig = await open_rig(cfg, clock=clock, state_dir=Path(state_dir) if state_dir else default_state_dir(),
@@ -120,4 +137,70 @@ def run_transaction(kind: str, amount: int | None, *, card: str, pin: str | None
         detail = f" ({out.detail.value})" if out.detail else ""
         click.echo(f"result: {status} {out.headline.value}{detail}" + (f" rc={out.rc}" if out.rc else ""))
     if not out.approved:
+        sys.exit(1)
+
+
+def _run_with_faults(kind: str, amount: int | None, specs: tuple[str, ...], *, card: str, reader: str | None,
+                     clock: Clock, display: Any, state_dir: str | None, trace_path: str | None, as_json: bool,
+                     lang: str) -> None:
+    """One transaction with faults active: the same machinery as ``posemu regress``."""
+    import tempfile
+
+    from faults.catalogue import load, parse_fault_spec
+    from faults.runner import combine, run_setup
+
+    try:
+        cat = load()
+        chosen = []
+        for spec in specs:
+            fid, params = parse_fault_spec(spec)
+            fault = cat.get(fid)
+            for k, v in params.items():
+                p = fault.param(k)
+                if p is not None:
+                    try:
+                        num = float(v)
+                    except ValueError:
+                        raise click.BadParameter(f"{fid}: {k}={v!r} is not a number") from None
+                    if not p.min <= num <= p.max:
+                        raise click.BadParameter(f"{fid}: {k}={v} outside {p.min:g}…{p.max:g} {p.unit}")
+            chosen.append((fault, dict(params)))
+        setup = combine(chosen, card=card, txn=kind, reader_url=reader if reader and not reader.startswith("sim")
+                        else None)
+        if amount is not None:
+            setup.amount = amount
+    except PosemuError as e:
+        raise click.ClickException(str(e)) from None
+
+    async def main() -> tuple[list[Outcome], str, list[str]]:
+        with tempfile.TemporaryDirectory(prefix="posemu-fault-") as tmp:
+            state = Path(state_dir) if state_dir else Path(tmp)
+            run, outcomes, diag = await run_setup(setup, clock=clock, state=state, display=display)
+            try:
+                if trace_path and run.rig is not None:
+                    run.rig.trace.export(trace_path)
+                return outcomes, diag.render(lang), run.screens
+            finally:
+                await run.close()
+
+    try:
+        with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
+            outcomes, diagnosis, screens = runner.run(main())
+    except PosemuError as e:
+        raise click.ClickException(str(e)) from None
+    out = outcomes[-1] if outcomes else None
+    ok = out is not None and out.approved
+    if as_json:
+        click.echo(json.dumps({"approved": ok, "screens": screens, "faults": list(specs),
+                               "headline": out.headline.value if out else None,
+                               "detail": out.detail.value if out and out.detail else None,
+                               "diagnosis": diagnosis}, ensure_ascii=False))
+    else:
+        click.echo(f"message codes: {' '.join(screens)}")
+        click.echo("diagnosis 诊断:")
+        click.echo(diagnosis)
+        if out is not None:
+            detail = f" ({out.detail.value})" if out.detail else ""
+            click.echo(f"result: {'APPROVED' if ok else 'FAILED'} {out.headline.value}{detail}")
+    if not ok:
         sys.exit(1)

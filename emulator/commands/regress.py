@@ -1,0 +1,75 @@
+"""``posemu regress``: the fault-regression suite."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from protocol.errors import PosemuError
+
+
+@click.command("regress")
+@click.option("--fault", "only", multiple=True, metavar="ID", help="Only these faults (repeatable).")
+@click.option("--scenario", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Also run this scenario file (TOML, repeatable).")
+@click.option("--no-bundled-scenarios", is_flag=True, help="Skip the bundled scenario files.")
+@click.option("--seed", default=7, show_default=True, help="Seed for every random choice in the runs.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML.")
+@click.option("--trace-dir", type=click.Path(file_okay=False), default=None,
+              help="Write each run's trace (JSON lines; replay with --replay).")
+@click.option("--replay", "replay_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Run the scenario a trace file recorded again and compare the event sequence.")
+@click.option("-v", "--verbose", is_flag=True, help="Print the diagnosis of every run.")
+def command(only: tuple[str, ...], files: tuple[str, ...], no_bundled_scenarios: bool, seed: int,
+            junit_path: str | None, trace_dir: str | None, replay_path: str | None, verbose: bool) -> None:
+    """Run every fault's scenarios through the real stack on the virtual clock and check screens,
+    diagnosis, journal and money. Exits non-zero on any failure."""
+    from faults import regress
+
+    console = Console()
+    try:
+        cat = regress.load()
+        if replay_path:
+            result, diffs = regress.replay(Path(replay_path), cat)
+            console.print(f"replayed {result.name}: {'ok' if result.ok else 'FAILED'}; "
+                          f"{'same event sequence' if not diffs else f'{len(diffs)} differences'}")
+            for d in diffs[:20]:
+                console.print(f"  {d}")
+            sys.exit(0 if result.ok and not diffs else 1)
+        for fid in only:
+            cat.get(fid)
+        cases = regress.catalogue_cases(cat, list(only) or None, seed)
+        if not only and not no_bundled_scenarios:
+            cases += regress.bundled_scenario_files(cat)
+        cases += [regress.load_scenario_file(f, cat) for f in files]
+    except PosemuError as e:
+        raise click.ClickException(str(e)) from None
+    t0 = time.perf_counter()
+    results = regress.run_cases(cases, trace_dir=Path(trace_dir) if trace_dir else None)
+    wall = time.perf_counter() - t0
+    table = Table(title="posemu regress")
+    for col in ("fault", "scenario", "causes", "result", "virtual s", "screens / failed checks"):
+        table.add_column(col)
+    for r in results:
+        bad = [f"{c.name}: {c.detail}" for c in r.checks if not c.ok] + ([r.error] if r.error else [])
+        table.add_row(r.fault.id, r.scenario.name, " ".join(r.fault.causes),
+                      "[green]ok[/green]" if r.ok else "[red]FAIL[/red]", f"{r.virtual_s:.1f}",
+                      "\n".join(bad) if bad else " ".join(r.codes[-4:]))
+    console.print(table)
+    if verbose:
+        for r in results:
+            if r.diagnosis is not None:
+                console.print(f"[bold]{r.name}[/bold]\n{r.diagnosis.render()}")
+    failed = [r for r in results if not r.ok]
+    virtual = sum(r.virtual_s for r in results)
+    covered = sorted({c for r in results if r.ok for c in r.fault.causes}, key=lambda c: (c[0], int(c[1:])))
+    console.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    console.print(f"wall {wall:.2f} s for {virtual:.0f} s of simulated time; causes checked: {len(covered)}")
+    if junit_path:
+        regress.junit(results, Path(junit_path))
+    sys.exit(1 if failed else 0)
