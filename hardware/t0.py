@@ -24,7 +24,9 @@ TPDU rules implemented (§10.3.3, procedure bytes after the 5-byte header
 data bytes; ``INS ⊕ FF`` — transfer the next data byte only; ``6X``/``9X`` (not ``60``) —
 SW1, then SW2. APDU mapping (§12.2): case 1 is sent with P3 = 00; case 2 with P3 = Le
 (``00`` = 256) and ``6Cxx`` → resend the header with P3 = xx; case 3 with P3 = Lc; case 4 as
-case 3, then ``61xx`` → GET RESPONSE ``00 C0 00 00 xx`` repeated while more data remains.
+case 3, then ``61xx`` → GET RESPONSE ``00 C0 00 00 xx`` repeated while more data remains; a
+case 4 command answered with a warning (``62xx``, ``63xx``, ``9xxx``) is followed by GET
+RESPONSE with P3 = 00 and the data returned with the warning (EMV Book 1 §9.3.1.3, Annex A7).
 Extended-length APDUs would need ENVELOPE and are refused (:class:`EncodeError`).
 """
 
@@ -234,6 +236,7 @@ class T0Terminal:
         self._response: bytes | None = None
         self._outgoing = bytearray()
         self._get_response_phase = False
+        self._warning: bytes | None = None    # case 4 warning kept across GET RESPONSE (Annex A7)
         if self.case is CommandCase.CASE_1:
             # P3 = 00 (§12.2.1); a card that reads it as Le = 256 may send data or 6Cxx
             self._start(cmd.header + b"\x00", b"", 256)
@@ -328,8 +331,23 @@ class T0Terminal:
             self._get_response_phase = True
             self._start(bytes((0x00, GET_RESPONSE_INS, 0x00, 0x00, sw2)), b"", sw2 or 256)
             return
+        warning = sw1 in (0x62, 0x63) or (sw1 & 0xF0 == 0x90 and (sw1, sw2) != (0x90, 0x00))
+        if self.case is CommandCase.CASE_4S and not self._get_response_phase and warning:
+            # EMV Book 1 §9.3.1.3 / Annex A7: a case 4 command answered with a warning —
+            # fetch the data with GET RESPONSE (P3 = 00) and return it with the warning.
+            self._warning = bytes((sw1, sw2))
+            self._get_response_phase = True
+            self._start(bytes((0x00, GET_RESPONSE_INS, 0x00, 0x00, 0x00)), b"", 256)
+            return
         self._collected += data
-        self._response = bytes(self._collected) + bytes((sw1, sw2))
+        final = bytes((sw1, sw2))
+        if self._warning is not None:
+            if final == b"\x90\x00":
+                final = self._warning
+            else:   # no data after all: the warning alone
+                self._collected.clear()
+                final = self._warning
+        self._response = bytes(self._collected) + final
         self._phase = _Phase.DONE
 
 
@@ -346,7 +364,9 @@ class T0Card:
     :meth:`outgoing`. ``nulls`` NULL bytes precede each procedure byte (a slow card);
     ``byte_by_byte`` makes it use ``INS ⊕ FF`` for every data byte instead of one ACK.
     Case 4 answers ``61xx`` and waits for GET RESPONSE; a wrong Le gets ``6Cxx`` and the
-    response is kept for the resend, so a command is never executed twice.
+    response is kept for the resend, so a command is never executed twice. With
+    ``warning_first`` a case 4 response carrying a warning (``62xx``/``63xx``/``9xxx``) is
+    announced by the warning itself and its data fetched with GET RESPONSE (EMV Book 1 Annex A7).
     """
 
     def __init__(
@@ -357,8 +377,10 @@ class T0Card:
         case4_ins: Iterable[int] = DEFAULT_CASE4_INS,
         nulls: int = 0,
         byte_by_byte: bool = False,
+        warning_first: bool = False,
     ) -> None:
         self.card = card
+        self.warning_first = warning_first
         self.incoming_ins = frozenset(incoming_ins)
         self.case4_ins = frozenset(case4_ins)
         self.nulls = nulls
@@ -447,7 +469,12 @@ class T0Card:
             self._end()  # the card stays mute; the terminal's waiting time expires
             return
         data, sw = resp[:-2], resp[-2:]
-        if data:
+        warning = sw[0] in (0x62, 0x63) or (sw[0] & 0xF0 == 0x90 and sw != b"\x90\x00")
+        if data and warning and self.warning_first:
+            # EMV Book 1 Annex A7 style: the warning now, the data through GET RESPONSE
+            self._pending, self._pending_sw = data, b"\x90\x00"
+            self._sw(sw)
+        elif data:
             self._pending, self._pending_sw = data, sw
             self._sw(bytes((0x61, len(data) & 0xFF)))   # len 256+ → 61 00
         else:
@@ -588,11 +615,12 @@ class T0WiredCard:
         max_repeats: int = MAX_REPEATS,
         nulls: int = 0,
         byte_by_byte: bool = False,
+        warning_first: bool = False,
     ) -> None:
         self.inner = card
         self.channel: CharChannel = channel or CleanChannel()
         self.max_repeats = max_repeats
-        self.port = T0Card(card, nulls=nulls, byte_by_byte=byte_by_byte)
+        self.port = T0Card(card, nulls=nulls, byte_by_byte=byte_by_byte, warning_first=warning_first)
         self.stats = LineStats()
         self.last_tpdus: tuple[bytes, ...] = ()
 
@@ -654,6 +682,8 @@ def wire_t0(card: VirtualCard, channel: CharChannel | None = None, **options: in
     max_repeats = int(options.pop("max_repeats", MAX_REPEATS))
     nulls = int(options.pop("nulls", 0))
     byte_by_byte = bool(options.pop("byte_by_byte", False))
+    warning_first = bool(options.pop("warning_first", False))
     if options:
         raise TypeError(f"unknown option(s): {', '.join(options)}")
-    return T0WiredCard(card, channel, max_repeats=max_repeats, nulls=nulls, byte_by_byte=byte_by_byte)
+    return T0WiredCard(card, channel, max_repeats=max_repeats, nulls=nulls, byte_by_byte=byte_by_byte,
+                       warning_first=warning_first)
