@@ -1,0 +1,129 @@
+"""The terminal's face: its screen, the status line and the keypad.
+
+The screen shows only text from the message catalogue (:mod:`emulator.messages`), in the
+language the user picked; entry lines show asterisks for PINs and passwords.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Grid
+from textual.message import Message
+from textual.widgets import Button, Static
+
+from emulator.messages import Lang, Msg, Screen, text
+
+
+class Page(enum.Enum):
+    """What the terminal's screen is showing."""
+
+    MENU = "menu"
+    BUSY = "busy"          # a terminal action runs (its screens are shown)
+    RESULT = "result"      # the last action's screens, until a key returns to the menu
+    AMOUNT = "amount"      # purchase amount entry
+    OPERATOR = "operator"  # operator password entry
+
+
+MENU: tuple[tuple[str, Msg], ...] = (
+    ("1", Msg.MENU_SIGN_ON), ("2", Msg.MENU_BALANCE), ("3", Msg.MENU_PURCHASE), ("4", Msg.MENU_JOURNAL),
+    ("5", Msg.MENU_SETTINGS), ("6", Msg.MENU_OPERATOR), ("7", Msg.MENU_REVERSAL),
+)
+
+
+def say(msg: Msg, lang: Lang, params: dict[str, str] | None = None) -> str:
+    """One catalogue message on one line (``zh en`` for both languages)."""
+    if lang == "both":
+        return f"{text(msg, 'zh', params)} {text(msg, 'en', params)}"
+    return text(msg, lang, params)
+
+
+def _screen_lines(s: Screen, lang: Lang, current: bool) -> list[Text]:
+    if not current:
+        line = say(s.msg, lang, s.params) if lang != "both" else (
+            f"{text(s.msg, 'zh', s.params)} / {text(s.msg, 'en', s.params)}")
+        return [Text(line, "#839496", no_wrap=True, overflow="ellipsis")]
+    if lang == "both":
+        return [Text(text(s.msg, "zh", s.params), "bold", no_wrap=False),
+                Text(text(s.msg, "en", s.params), "italic", no_wrap=False)]
+    return [Text(text(s.msg, lang, s.params), "bold", no_wrap=False)]
+
+
+@dataclass(frozen=True, slots=True)
+class FaceState:
+    page: Page
+    screens: tuple[Screen, ...]
+    lang: Lang
+    entry: str | None = None       # the entry line (asterisks, an amount), or None
+    title: Screen | None = None    # the menu's first line (e.g. 签到成功 or 请先签到)
+
+
+def face_renderable(st: FaceState, max_lines: int) -> RenderableType:
+    """What the terminal screen shows for ``st`` in at most ``max_lines`` lines (roughly)."""
+    if st.page is Page.MENU:
+        parts: list[RenderableType] = []
+        head = Text(say(Msg.MAIN_MENU, st.lang), "bold")
+        if st.title is not None:
+            head.append("  ")
+            head.append(say(st.title.msg, st.lang, st.title.params), "#839496")
+        parts.append(head)
+        grid = Table.grid(expand=True, padding=(0, 1))
+        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        cells = [Text.assemble((f"{k} ", "bold"), say(m, st.lang)) for k, m in MENU]
+        for i in range(0, len(cells), 2):
+            grid.add_row(cells[i], cells[i + 1] if i + 1 < len(cells) else Text(""))
+        parts.append(grid)
+        return Group(*parts)
+    lines: list[Text] = []
+    shown: Sequence[Screen] = st.screens
+    for i, s in enumerate(shown):
+        lines.extend(_screen_lines(s, st.lang, current=i == len(shown) - 1))
+    if st.entry is not None:
+        lines.append(Text(f"  {st.entry}", "bold reverse" if st.entry else "bold"))
+    keep = max(1, max_lines)
+    return Group(*lines[-keep:])
+
+
+class ScreenView(Static):
+    """The terminal's LCD."""
+
+    def show(self, st: FaceState) -> None:
+        height = self.content_size.height if self.is_mounted and self.content_size.height else 6
+        self.update(face_renderable(st, height))
+
+
+class KeyButton(Button, can_focus=False):
+    """A keypad key: clickable, but never takes the keyboard focus (Enter stays 确认)."""
+
+
+class Keypad(Grid):
+    """Digits, 取消/Esc, 更正/Backspace, 确认/Enter, 菜单 (menu) and 00."""
+
+    KEYS: tuple[tuple[str, str], ...] = (
+        ("1", "1"), ("2", "2"), ("3", "3"), ("cancel", "取消 Esc"),
+        ("4", "4"), ("5", "5"), ("6", "6"), ("correct", "更正 ⌫"),
+        ("7", "7"), ("8", "8"), ("9", "9"), ("confirm", "确认 ⏎"),
+        ("menu", "菜单 M"), ("0", "0"), ("00", "00"), ("help", "帮助 ?"),
+    )
+
+    class Pressed(Message):
+        def __init__(self, key: str) -> None:
+            super().__init__()
+            self.key = key
+
+    def compose(self) -> ComposeResult:
+        for key, label in self.KEYS:
+            classes = "key digit" if key.isdigit() else f"key fn key-{key}"
+            yield KeyButton(label, id=f"key-{key}", classes=classes, compact=True)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id and event.button.id.startswith("key-"):
+            event.stop()
+            self.post_message(self.Pressed(event.button.id.removeprefix("key-")))
