@@ -50,7 +50,7 @@ from hardware.ports import CardReader
 from protocol.apdu import SW, CommandApdu, ResponseApdu, sw_meaning
 from protocol.errors import DecodeError, EncodeError, PosemuError
 from protocol.masking import mask_hex, mask_pan
-from protocol.tlv import Tlv, build_dol_data, decode, encode, find, tag_hex
+from protocol.tlv import Tlv, build_dol_data, decode, encode, find, redacted, tag_hex
 
 __all__ = [
     "DEFAULT_AIDS",
@@ -239,8 +239,9 @@ class ApduLogEntry:
     response: bytes
 
     def __repr__(self) -> str:
-        return (f"ApduLogEntry({self.step}, {mask_hex(self.command.hex().upper())} -> "
-                f"{mask_hex(self.response.hex().upper())})")
+        body, sw = self.response[:-2], self.response[-2:]
+        shown = (redacted(body) + " " if body else "") + sw.hex().upper()
+        return f"ApduLogEntry({self.step}, {mask_hex(self.command.hex().upper())} -> {shown})"
 
 
 FIELD55_TAGS: tuple[int, ...] = (

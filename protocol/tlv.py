@@ -50,6 +50,7 @@ __all__ = [
     "find_all",
     "flatten",
     "parse_tag",
+    "redacted",
     "tag_bytes",
     "tag_hex",
     "tag_is_constructed",
@@ -378,6 +379,29 @@ def decode(data: bytes, *, skip_padding: bool = True) -> tuple[Tlv, ...]:
     """
     data = _as_bytes(data, "data")
     return _decode_seq(data, 0, len(data), "", 1, skip_padding)
+
+
+def redacted(data: bytes) -> str:
+    """A one-line view of BER-TLV bytes for traces: sensitive values (PAN, track data, name)
+    replaced by their length, everything else as masked hex; bytes that are not BER-TLV are
+    shown as masked hex.
+
+    >>> redacted(bytes.fromhex("700E5A0899000200000000185F340101"))
+    '70[5A=<8 bytes redacted> 5F34=01]'
+    """
+    try:
+        objs = decode(data)
+    except DecodeError:
+        return mask_hex(data.hex().upper())
+
+    def one(o: Tlv) -> str:
+        if o.is_constructed:
+            return f"{o.tag_hex}[{' '.join(one(c) for c in o.children)}]"
+        if o.tag in SENSITIVE_TAGS:
+            return f"{o.tag_hex}=<{len(o.value)} bytes redacted>"
+        return f"{o.tag_hex}={mask_hex(o.value.hex().upper())}"
+
+    return " ".join(one(o) for o in objs)
 
 
 def decode_one(data: bytes, *, skip_padding: bool = True) -> Tlv:

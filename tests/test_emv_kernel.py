@@ -93,6 +93,9 @@ def test_online_pin_card(vclock: VirtualClock, vrun: asyncio.Runner) -> None:
     # nothing secret in the repr
     text = repr(read)
     assert "9900020000000018" not in text and "123456" not in text and "990002******0018" in text
+    log = " ".join(repr(e) for e in read.apdu_log)
+    assert "0000000018" not in log and "D3012" not in log.upper()
+    assert "57=<" in log and "5A=<" in log
 
 
 def test_field55_and_cryptogram(vclock: VirtualClock, vrun: asyncio.Runner) -> None:
