@@ -58,3 +58,12 @@ def test_bad_options_are_usage_errors() -> None:
     assert res.exit_code == 1 and "speed must be positive" in res.output
     res = CliRunner().invoke(main, ["swipe", "--card", "no-such-card"])
     assert res.exit_code == 1 and "unknown card profile" in res.output
+
+
+def test_sweep_prints_read_rates_and_the_tolerated_range() -> None:
+    code, out = run("--sweep", "skew", "--swipes", "2")
+    assert code == 0, out
+    assert "read rate over 2 swipes per value (skew in °" in out
+    assert "track 1: every swipe read over 0 … " in out and "track 2: every swipe read over 0 … " in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert rows[0] == ["0", "1.00", "1.00"] and rows[-1] == ["15", "0.00", "0.00"]

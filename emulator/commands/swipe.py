@@ -6,13 +6,41 @@ PAN as first 6 + last 4, name and discretionary data hidden.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Sequence
+
 import click
 
 from hardware.cards.profiles import load_profile
 from hardware.magstripe import Damage, SwipeParams, SwipeReport, TrackDiagnostics, mask_track, simulate_swipe
+from hardware.magstripe.measure import geometric, sweep, tolerated
 from hardware.magstripe.tracks import track_spec
 from hardware.sim import card_for_profile
 from protocol.errors import PosemuError
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Sweep:
+    unit: str
+    get: Callable[[SwipeParams], float]
+    set: Callable[[SwipeParams, float, int], SwipeParams]     # (base, value, seed offset)
+    values: tuple[float, ...]
+
+
+SWEEPS: dict[str, _Sweep] = {
+    "speed": _Sweep("in/s", lambda p: p.speed_ips,
+                    lambda p, v, i: dataclasses.replace(p, speed_ips=v, seed=p.seed + i),
+                    tuple(geometric(1.0, 1000.0, 31))),
+    "skew": _Sweep("°", lambda p: p.skew_deg,
+                   lambda p, v, i: dataclasses.replace(p, skew_deg=v, seed=p.seed + i),
+                   tuple(k / 4 for k in range(61))),
+    "noise": _Sweep("σ", lambda p: p.noise,
+                    lambda p, v, i: dataclasses.replace(p, noise=v, seed=p.seed + i),
+                    tuple(k / 200 for k in range(21))),
+    "dirt": _Sweep("µm", lambda p: p.dirt_um,
+                   lambda p, v, i: dataclasses.replace(p, dirt_um=v, seed=p.seed + i),
+                   tuple(k * 2.5 for k in range(25))),
+}
 
 
 def _damage(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[Damage, ...]:
@@ -36,14 +64,27 @@ def _damage(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 @click.option("--reverse", is_flag=True, help="Swipe the card the other way round.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (noise, jitter).")
 @click.option("-v", "--verbose", is_flag=True, help="Show the decoder's diagnostics per track.")
+@click.option("--sweep", type=click.Choice(sorted(SWEEPS)), default=None,
+              help="Instead of one swipe, measure the read rate over a range of one setting "
+                   "(the other options are the base).")
+@click.option("--swipes", type=click.IntRange(1, 10_000), default=100, show_default=True,
+              help="Swipes per value with --sweep (seeds SEED, SEED+1, …).")
 def command(card: str, speed: float, accel: float, skew: float, dirt: float, noise: float,
-            damage: tuple[Damage, ...], reverse: bool, seed: int, verbose: bool) -> None:
-    """Swipe a card through the simulated reader and show what each track read."""
+            damage: tuple[Damage, ...], reverse: bool, seed: int, verbose: bool, sweep: str | None,
+            swipes: int) -> None:
+    """Swipe a card through the simulated reader and show what each track read.
+
+    With --sweep, swipe many times per value of one setting and print how often each track read
+    exactly, and the range around the base value where every swipe read.
+    """
     try:
         profile = load_profile(card)
         params = SwipeParams(speed_ips=speed, accel_ips2=accel, skew_deg=skew, dirt_um=dirt, noise=noise,
                              damage=damage, reverse=reverse, seed=seed)
         stripe = card_for_profile(profile).stripe
+        if sweep is not None:
+            _sweep(stripe, params, sweep, swipes)
+            return
         report = simulate_swipe(stripe, params)
     except PosemuError as e:
         raise click.ClickException(str(e)) from None
@@ -69,6 +110,27 @@ def command(card: str, speed: float, accel: float, skew: float, dirt: float, noi
             click.echo(_diagnostics(diag))
         all_ok = all_ok and read.ok and read.data == data
     click.get_current_context().exit(0 if all_ok else 1)
+
+
+def _sweep(stripe: Sequence[str | None], base: SwipeParams, what: str, swipes: int) -> None:
+    spec = SWEEPS[what]
+    unit = spec.unit
+    around = spec.get(base)
+    values = sorted({*spec.values, around})
+
+    def setting(value: float, i: int) -> SwipeParams:
+        return spec.set(base, value, i)
+
+    rates = sweep(stripe, values, setting, swipes)
+    tracks = [n for n in (1, 2, 3) if stripe[n - 1] is not None]
+    click.echo(f"read rate over {swipes} swipes per value ({what} in {unit}; other settings as given)")
+    click.echo(f"{what:>10}  " + "  ".join(f"track {n}" for n in tracks))
+    for r in rates:
+        click.echo(f"{r.value:>10g}  " + "  ".join(f"{r.rate(n):>7.2f}" for n in tracks))
+    for n in tracks:
+        lo, hi = tolerated(rates, n, around)
+        span = "none (the base value does not read every time)" if lo != lo else f"{lo:g} … {hi:g} {unit}"
+        click.echo(f"track {n}: every swipe read over {span}")
 
 
 def _headline(name: str, p: SwipeParams, report: SwipeReport) -> str:
