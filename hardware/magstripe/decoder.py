@@ -5,10 +5,10 @@ Three stages, as in magstripe decoder chips:
 1. **Peak detector** (:func:`detect_peaks`). A peak counts when its height reaches the threshold
    ``max(floor, ratio × running average of accepted peaks)`` (the running average is the ASIC's
    automatic gain control) and its polarity is the opposite of the last accepted peak — flux
-   transitions alternate (ISO/IEC 7811-2 §6.1), so a second peak of the same polarity belongs
+   transitions alternate (ISO/IEC 7811-2, encoding technique), so a second peak of the same polarity belongs
    to the same lobe and only the higher one is kept.
 2. **Clock recovery** (:func:`recover_bits`). The clocking zeros ahead of the start sentinel
-   (ISO/IEC 7811-2 §6.2) give a run of equal intervals; after ``lock_cells`` of them within
+   (ISO/IEC 7811-2, location of the data) give a run of equal intervals; after ``lock_cells`` of them within
    ±25 % the clock is locked with their mean as the bit period ``T``. Each interval is then
    classified: shorter than ``decision × T`` (¾ T) → the first half of a 1, and the next interval
    must be a half cell too, the two adding up to a cell (within ½ T … 1½ T); otherwise a full

@@ -1,6 +1,6 @@
 """F2F (Aiken biphase) recording: bits → flux transitions along the stripe.
 
-ISO/IEC 7811-2 §6.1: every bit cell begins with a flux transition, and a 1 has one more in the
+ISO/IEC 7811-2, encoding technique (F2F): every bit cell begins with a flux transition, and a 1 has one more in the
 middle of the cell. The magnetisation alternates at each transition, so consecutive transitions
 have opposite polarity and the head's readback pulses alternate in sign. Positions are in inches
 from the card edge that passes the head first in a forward swipe.
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from protocol.errors import EncodeError
 
 SS_POSITION_IN = 0.293
-"""Distance of the start sentinel's first bit from the card's leading edge (ISO/IEC 7811-2 §6.2)."""
+"""Distance of the start sentinel's first bit from the card's leading edge (ISO/IEC 7811-2, location of the data)."""
 
 CARD_LENGTH_IN = 3.370
 """ID-1 card length (ISO/IEC 7810: 85.60 mm)."""

@@ -1,21 +1,19 @@
 """Magnetic-stripe track codecs: characters, parity, LRC and the recorded bit stream.
 
-The three ISO tracks (ISO/IEC 7811-2 §6 and ISO/IEC 7813 for tracks 1 and 2, ISO 4909 for
-track 3):
+The three ISO tracks (ISO/IEC 7811-2 and ISO/IEC 7813 for tracks 1 and 2, ISO 4909 for
+track 3)::
 
-=====  =========  ===============  =====  ==  ==  ==  ===  ============  =============
-track  data bits  value            SS     FS  ES  bpi  max chars incl. SS, ES, LRC
-=====  =========  ===============  =====  ==  ==  ==  ===  ============  =============
-1      6 + odd P  ASCII − 0x20     ``%``  ``^``   ``?``  210  79
-2      4 + odd P  ASCII − 0x30     ``;``  ``=``   ``?``  75   40
-3      4 + odd P  ASCII − 0x30     ``;``  ``=``   ``?``  210  107
-=====  =========  ===============  =====  ==  ==  ==  ===  ============  =============
+    track  bits/char   value         SS  FS  ES  density  max chars (SS, ES, LRC included)
+    1      6 + odd P   ASCII - 0x20  %   ^   ?   210 bpi  79
+    2      4 + odd P   ASCII - 0x30  ;   =   ?    75 bpi  40
+    3      4 + odd P   ASCII - 0x30  ;   =   ?   210 bpi  107
 
-Each character is recorded least significant bit first, its parity bit last (ISO/IEC 7811-2
-§6.3). The LRC character follows the end sentinel: every data-bit column of SS…ES XORed (even
-column parity), with its own odd parity bit (ISO/IEC 7811-2 §6.4). Clocking zeros precede and
-follow the data so that the reader can lock onto the bit rate (ISO/IEC 7811-2 §6.2: the start
-sentinel begins 0.293 in from the card's edge — 61 zeros at 210 bpi, 22 at 75 bpi).
+Each character is recorded least significant bit first, its parity bit last (ISO/IEC 7811-2,
+coded character sets). The LRC character follows the end sentinel: every data-bit column of
+SS…ES XORed (even column parity), with its own odd parity bit (ISO/IEC 7811-2, longitudinal
+redundancy check). Clocking zeros precede and follow the data so that the reader can lock onto
+the bit rate (ISO/IEC 7811-2, location of the data: the start sentinel begins 0.293 in from the
+card's edge — 61 zeros at 210 bpi, 22 at 75 bpi).
 
 >>> "".join(map(str, encode_chars(2, "12345")[:5]))  # ';' = 0xB: bits 1101, parity 0
 '11010'
@@ -109,14 +107,14 @@ def track_spec(n: int) -> TrackSpec:
 # --- encoding ---------------------------------------------------------------------------------
 
 def _char_bits(value: int, data_bits: int) -> list[int]:
-    """One character: data bits LSB first, then the odd-parity bit (ISO/IEC 7811-2 §6.3)."""
+    """One character: data bits LSB first, then the odd-parity bit (ISO/IEC 7811-2, coded character sets)."""
     bits = [(value >> i) & 1 for i in range(data_bits)]
     bits.append(1 - (sum(bits) & 1))
     return bits
 
 
 def lrc(n: int, framed: str) -> int:
-    """The LRC value (data bits only) over ``framed`` = SS + data + ES (ISO/IEC 7811-2 §6.4)."""
+    """The LRC value (data bits only) over ``framed`` = SS + data + ES (ISO/IEC 7811-2, LRC)."""
     spec = track_spec(n)
     acc = 0
     for c in framed:
@@ -229,7 +227,7 @@ def _as_bits(n: int, bits: Sequence[int]) -> list[int]:
 def _find_ss(bits: list[int], pattern: list[int]) -> int:
     """First offset where the start-sentinel pattern (parity included) follows ≥4 zeros or the start.
 
-    Readers frame on the start sentinel after the clocking zeros (ISO/IEC 7811-2 §6.2); demanding
+    Readers frame on the start sentinel after the clocking zeros (ISO/IEC 7811-2, location of the data); demanding
     preceding zeros keeps a missed sentinel from being "found" inside the data.
     """
     w = len(pattern)
@@ -403,7 +401,7 @@ def mask_track(n: int, data: str) -> str:
     """Track data made safe to show: PAN as first 6 + last 4, name and discretionary data hidden.
 
     Keeps the sentinels, the separators, expiry (YYMM) and service code, which a user exploring
-    the reader needs to see (ISO/IEC 7813 §4: track 1 format B and track 2 layouts).
+    the reader needs to see (ISO/IEC 7813: track 1 format B and track 2 layouts).
 
     >>> mask_track(2, "9900010000000019=30121010000000000")
     ';990001******0019=3012101**********?'
