@@ -152,6 +152,7 @@ class Run:
 
     async def start_host(self) -> None:
         s = self.setup
+        self.state.mkdir(parents=True, exist_ok=True)
         profile = get_profile("cup")      # the bundled host speaks the terminal's default profile
         self.host = await HostServer.start(profile, clock=self.clock, db=self.state / "host.sqlite3",
                                            rules=s.host_rules, seed=False)

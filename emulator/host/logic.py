@@ -79,6 +79,7 @@ class HostLogic:
                 return Decision(self._respond(req, rule.rc), delay=rule.delay)
         delay = rule.delay if rule is not None and rule.action is RuleAction.DELAY else 0.0
         drop = rule is not None and rule.action is RuleAction.DROP_RESPONSE
+        wrong_stan = rule is not None and rule.action is RuleAction.WRONG_STAN
         try:
             decision = self._process(req, raw)
         except PosemuError as e:   # a request whose fields do not make sense: format error
@@ -86,6 +87,9 @@ class HostLogic:
             decision = Decision(self._respond(req, RC.FORMAT_ERROR))
         if delay:
             decision = replace(decision, delay=delay)
+        if wrong_stan and decision.response is not None and 11 in decision.response:
+            stan = decision.response.text(11)
+            decision = replace(decision, response=decision.response.replace(f11=f"{(int(stan) + 1) % 1_000_000:06d}"))
         if drop:
             log.info("rule: response to %s STAN %s processed and dropped", req.mti, req.get(11))
             decision = replace(decision, response=None)

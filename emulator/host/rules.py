@@ -21,6 +21,7 @@ class RuleAction(enum.Enum):
     NO_RESPONSE = "no-response"  # process nothing, answer nothing (a hung host)
     DROP_RESPONSE = "drop-response"  # process the request, but its answer is lost on the way back
     CLOSE = "close"              # close the connection without answering
+    WRONG_STAN = "wrong-stan"    # answer, but with another STAN (field 11): the answer matches nothing
     REFUSE = "refuse"            # refuse new connections (server level)
 
 
