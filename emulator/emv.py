@@ -48,7 +48,7 @@ from hardware.clock import Clock
 from hardware.errors import CardAbsentError, ReaderError
 from hardware.ports import CardReader
 from protocol.apdu import SW, CommandApdu, ResponseApdu, sw_meaning
-from protocol.errors import DecodeError, EncodeError, PosemuError
+from protocol.errors import ConfigError, DecodeError, EncodeError, PosemuError
 from protocol.masking import mask_hex, mask_pan
 from protocol.tlv import Tlv, build_dol_data, decode, encode, find, redacted, tag_hex
 
@@ -182,12 +182,21 @@ class TerminalConfig:
     max_pin_prompts: int = 3                              # malformed entries tolerated per try
 
     def __post_init__(self) -> None:
-        for name in ("country", "currency"):
+        for name in ("country", "currency", "merchant_category"):
             v = getattr(self, name)
-            if not isinstance(v, str) or len(v) != 4 or not v.isdigit():
-                raise TypeError(f"{name} must be 4 digits")
-        if len(self.capabilities) != 3 or len(self.additional_capabilities) != 5:
-            raise EncodeError("9F33 is 3 bytes and 9F40 is 5 bytes")
+            if not isinstance(v, str):
+                raise TypeError(f"{name} must be str")
+            if len(v) != 4 or not v.isdigit():
+                raise ConfigError(f"terminal {name} must be 4 digits, got {v!r}")
+        for name, n in (("capabilities", 3), ("additional_capabilities", 5), ("app_version", 2),
+                        ("ttq", 4), ("tac_default", 5), ("tac_denial", 5), ("tac_online", 5)):
+            v = getattr(self, name)
+            if not isinstance(v, bytes):
+                raise TypeError(f"{name} must be bytes")
+            if len(v) != n:
+                raise ConfigError(f"terminal {name} must be {n} bytes")
+        if not all(isinstance(a, TerminalAid) for a in self.aids):
+            raise TypeError("aids must be TerminalAid entries")
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,6 +445,7 @@ class EmvKernel:
             raise TypeError(f"txn must be a Transaction, not {type(txn).__name__}")
         if not callable(pin_entry):
             raise TypeError("pin_entry must be an async callable")
+        self._read = None
         self._log.clear()
         self._tvr = bytearray(5)
         self._tsi = bytearray(2)

@@ -38,7 +38,7 @@ from hardware.errors import CardAbsentError
 from hardware.ports import VirtualCard
 from hardware.sim import SimReader, card_for_profile
 from protocol.apdu import CommandApdu
-from protocol.errors import PosemuError
+from protocol.errors import ConfigError, PosemuError
 from protocol.tlv import decode, decode_dol, flatten
 
 UN = bytes.fromhex("A1B2C3D4")
@@ -404,6 +404,12 @@ def test_read_chip_helper_and_types(vclock: VirtualClock, vrun: asyncio.Runner) 
     with pytest.raises(TypeError):
         vrun.run(EmvKernel(r, vclock).read(1, Pins()))  # type: ignore[arg-type]
     assert issubclass(EmvError, PosemuError)
+    with pytest.raises(ConfigError):
+        TerminalConfig(country="156")
+    with pytest.raises(ConfigError):
+        TerminalConfig(capabilities=b"\xE0")
+    with pytest.raises(TypeError):
+        TerminalConfig(aids=("A0000000031010",))  # type: ignore[arg-type]
 
 
 def test_every_bundled_chip_profile_reads_or_fails_cleanly(vclock: VirtualClock, vrun: asyncio.Runner) -> None:
