@@ -8,7 +8,7 @@ these ports from outside; backends never know about faults.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
@@ -30,7 +30,7 @@ class TrackRead:
 
     track: int
     status: TrackStatus
-    data: str = ""
+    data: str = field(default="", repr=False)   # card data: never in a repr
     detail: str = ""                        # e.g. "parity error at character 12"
 
     @property

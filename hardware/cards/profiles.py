@@ -45,6 +45,7 @@ A profile file (``hardware/cards/profiles/<name>.toml``)::
 from __future__ import annotations
 
 import enum
+import functools
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -457,13 +458,22 @@ def list_profiles() -> list[str]:
 
 
 def load_profile(name_or_path: str) -> CardProfile:
-    """Load a bundled profile by name, or a profile file by path."""
+    """Load a bundled profile by name, or a profile file by path (parsed once per file version)."""
     files = _profile_files()
     path = files.get(name_or_path) or Path(name_or_path)
     if not path.is_file():
         raise ConfigError(f"unknown card profile {name_or_path!r}; bundled: {', '.join(sorted(files))}")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        stat = path.stat()
+    except OSError as e:
+        raise ConfigError(f"card profile {path}: {e}") from None
+    return _load_file(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=128)
+def _load_file(path: str, mtime_ns: int, size: int) -> CardProfile:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"card profile {path}: {e}") from None
-    return parse_profile(data, str(path))
+    return parse_profile(data, path)
