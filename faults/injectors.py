@@ -163,7 +163,10 @@ def inject_port_busy(setup: Setup, p: dict[str, Any]) -> None:
 
 
 def inject_pcsc(setup: Setup, p: dict[str, Any]) -> None:
-    mode = str(p.get("mode", "service-down"))
+    # "service-down" points pyscard at a socket with no pcscd behind it; pyscard reads that setting
+    # once per process, so the regression suite uses "driver-missing" (works with or without pcscd)
+    # and the service-down path is tested in a subprocess (tests/test_pcsc.py).
+    mode = str(p.get("mode", "driver-missing"))
     if mode == "service-down":
         setup.pcsc_service = False
         setup.reader_url = "pcsc://0"

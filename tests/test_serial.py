@@ -50,6 +50,11 @@ def run_with_device(vrun: asyncio.Runner, vclock: VirtualClock, body: Body, *, a
             await body(server, reader)
         finally:
             await reader.close()
+            # let the device read what the reader sent on close (its RESET) before the pty goes away
+            for _ in range(100):
+                if device.commands and device.commands[-1] == Command.RESET:
+                    break
+                await vclock.sleep(0.01)
             await server.close()
 
     vrun.run(main())
