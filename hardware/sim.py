@@ -188,10 +188,20 @@ class SimReader:
 
 
 def open_sim_reader(url: ReaderURL, clock: Clock) -> SimReader:
-    """Factory for ``sim://<profile>``."""
+    """Factory for ``sim://<profile>[?protocol=t0|direct&present=1&swipe=1]``."""
     reader = SimReader(clock)
     if url.target:
         reader.default_card = card_for_profile(load_profile(url.target))
+    protocol = url.params.get("protocol")
+    if protocol == "t0" and reader.default_card is not None and reader.default_card.atr:
+        from hardware.t0 import T0WiredCard, wire_t0
+
+        if not isinstance(reader.default_card, T0WiredCard):
+            reader.default_card = wire_t0(reader.default_card)   # APDUs cross a T=0 character line
+    elif protocol not in (None, "t0", "direct"):
+        from protocol.errors import ConfigError
+
+        raise ConfigError(f"sim:// protocol must be t0 or direct, got {protocol!r}")
     if url.params.get("present") == "1":
         reader.insert()
     if url.params.get("swipe") == "1":

@@ -188,3 +188,18 @@ def test_reversal_retried_until_acknowledged(vrun: asyncio.Runner, vclock: Virtu
     assert first.reversal is Reversal.PENDING and first.reversal_attempts == 1
     assert second_txn.approved and mid.reversal is Reversal.PENDING and mid.reversal_attempts == 2
     assert last.reversal is Reversal.DONE and last.reversal_attempts == 3
+
+
+def test_chip_inquiry_over_a_t0_character_line(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path) -> None:
+    """sim://…?protocol=t0 puts the ISO 7816-3 T=0 transport between kernel and card."""
+    from hardware.t0 import T0WiredCard
+
+    cfg = replace(TerminalConfig(), reader="sim://cup_debit?protocol=t0")
+    rig = make_rig(vrun, vclock, tmp_path, cfg=cfg)
+    try:
+        assert rig.cardholder is not None and isinstance(rig.cardholder.card, T0WiredCard)
+        vrun.run(rig.terminal.sign_on())
+        out = vrun.run(rig.terminal.balance_inquiry())
+    finally:
+        vrun.run(rig.close())
+    assert out.approved and out.codes[-2:] == ["APPROVED_BALANCE", "REMOVE_CARD"]
