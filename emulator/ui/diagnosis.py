@@ -120,8 +120,13 @@ def built_in(outcome: Outcome) -> list[CauseReport]:
 class DiagnosisPane(Static):
     """What went wrong with the last failed action."""
 
+    plain = ""
+    """The pane's text without styles (what a user reads; used by tests)."""
+
     def show_nothing(self) -> None:
-        self.update(Text("No failure yet. After a failed transaction its diagnosis appears here.", "#839496"))
+        t = Text("No failure yet. After a failed transaction its diagnosis appears here.", "#839496")
+        self.plain = t.plain
+        self.update(t)
 
     def show_outcome(self, outcome: Outcome, entries: Sequence[TraceEntry], lang: Lang,
                      reports: Sequence[CauseReport] = ()) -> None:
@@ -158,4 +163,5 @@ class DiagnosisPane(Static):
             parts.append(Text("evidence (trace)", "bold"))
             for line in trail:
                 parts.append(Text(f"  {line}", "#839496", no_wrap=True, overflow="ellipsis"))
+        self.plain = "\n".join(p.plain for p in parts)
         self.update(Group(*parts))

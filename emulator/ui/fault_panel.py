@@ -35,16 +35,16 @@ class FaultPanel(Vertical):
         yield Static(id="faults-active")
         yield Vertical(id="faults-body")
 
-    def on_mount(self) -> None:
-        self.populate()
+    async def on_mount(self) -> None:
+        await self.populate()
 
     # --- building --------------------------------------------------------------------------
-    def populate(self) -> None:
+    async def populate(self) -> None:
         self.adapter.load()
         body = self.query_one("#faults-body", Vertical)
-        body.remove_children()
+        await body.remove_children()
         if not self.adapter.available:
-            body.mount(Static(Text(self.adapter.reason or "fault catalogue not available", "#b58900"),
+            await body.mount(Static(Text(self.adapter.reason or "fault catalogue not available", "#b58900"),
                               id="faults-missing"),
                        Button("Reload catalogue", id="faults-reload", compact=True))
             self._show_active()
@@ -55,7 +55,7 @@ class FaultPanel(Vertical):
             node = tree.root.add(layer, expand=True)
             for f in faults:
                 node.add_leaf(self._label(f), data=f.id)
-        body.mount(tree, VerticalScroll(id="fault-detail"))
+        await body.mount(tree, VerticalScroll(id="fault-detail"))
         self._show_active()
 
     def _label(self, f: FaultInfo) -> Text:
@@ -83,10 +83,10 @@ class FaultPanel(Vertical):
             t.append("none", "#839496")
         self.query_one("#faults-active", Static).update(t)
 
-    def _show_detail(self, info: FaultInfo) -> None:
+    async def show_detail(self, info: FaultInfo) -> None:
         self.current = info
         detail = self.query_one("#fault-detail", VerticalScroll)
-        detail.remove_children()
+        await detail.remove_children()
         lines = Text()
         lines.append(info.id, "bold")
         lines.append(f"  [{info.layer}]  causes {' '.join(info.cause_ids) or '—'}\n", "#839496")
@@ -94,6 +94,8 @@ class FaultPanel(Vertical):
             lines.append(info.title + "\n")
         if info.messages:
             lines.append("screens: " + ", ".join(info.messages) + "\n", "#839496")
+        if info.card:
+            lines.append(f"card: {info.card}   injector: {info.injector}\n", "#839496")
         if info.detect:
             lines.append("detect: " + info.detect + "\n", "#839496")
         if info.remedy:
@@ -113,27 +115,27 @@ class FaultPanel(Vertical):
         widgets.append(Button("Switch off" if on else "Switch on", id="fault-toggle", compact=True,
                               variant="error" if on else "primary"))
         widgets.append(Static(id="fault-error"))
-        detail.mount(*widgets)
+        await detail.mount(*widgets)
 
     # --- events ----------------------------------------------------------------------------
-    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
+    async def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
         if event.node.data is not None:
             info = self.adapter.get(str(event.node.data))
             if info is not None:
-                self._show_detail(info)
+                await self.show_detail(info)
 
-    def on_tree_node_selected(self, event: Tree.NodeSelected[str]) -> None:
+    async def on_tree_node_selected(self, event: Tree.NodeSelected[str]) -> None:
         if event.node.data is not None:
-            self.toggle(str(event.node.data))
+            await self.toggle(str(event.node.data))
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
+    async def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "faults-reload":
             event.stop()
             self.adapter.load(force=True)
-            self.populate()
+            await self.populate()
         elif event.button.id == "fault-toggle" and self.current is not None:
             event.stop()
-            self.toggle(self.current.id)
+            await self.toggle(self.current.id)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if self.current is not None and self.current.id in self.active:
@@ -150,7 +152,7 @@ class FaultPanel(Vertical):
                 values.append((p.name, value))
         return ActiveFault(info.id, tuple(values))
 
-    def toggle(self, fault_id: str) -> None:
+    async def toggle(self, fault_id: str) -> None:
         """Switch a fault on (with the parameters shown) or off."""
         info = self.adapter.get(fault_id)
         if info is None:
@@ -169,7 +171,7 @@ class FaultPanel(Vertical):
         self._refresh_labels()
         self._show_active()
         if self.current is info:
-            self._show_detail(info)
+            await self.show_detail(info)
         self.post_message(self.Changed(tuple(self.active.values())))
 
 

@@ -5,26 +5,29 @@ diagnosis pane go through :class:`FaultsAdapter`, which imports the package lazi
 what it finds into the small, stable records below. When ``faults.catalogue`` is missing the
 panel says "fault catalogue not available" and everything else works.
 
-Wiring still to be completed by the fault package's owner (only this file changes):
+* :meth:`FaultsAdapter.load` reads ``faults.catalogue.load()``.
+* :meth:`FaultsAdapter.arm` applies the active faults to the running rig for the next action,
+  built with the fault package's own injectors (``faults.runner.combine`` → a ``Setup``):
+  reader faults wrap the reader under the UI's :class:`~emulator.ui.readers.UiReader`, host
+  rules go to the bundled host, configuration changes to the terminal; ``disarm`` undoes them.
+  Injectors that need a different world (a network proxy, DNS, another reader backend, host
+  account state, scripted steps) raise :class:`FaultWiringError` — the place to extend.
+* :meth:`FaultsAdapter.diagnose` runs ``faults.diagnose.self_test`` and ``diagnose`` on the
+  trace while the faults are still armed, and adds the article's remedy for each cause.
 
-* :meth:`FaultsAdapter._load_raw` / :func:`_info` — read the catalogue (today: tries
-  ``load_catalogue()``, ``load()``, ``CATALOGUE``/``FAULTS`` and common attribute names);
-* :meth:`FaultsAdapter.arm` — apply the active faults to the running rig before the next action
-  (wrap ``rig.terminal.reader``, the host link's connector/resolver, the host rules…) and
-  return an :class:`Armed` whose ``disarm`` undoes it. Until then it raises
-  :class:`FaultWiringError` when a fault is active, so a user is never misled into thinking a
-  fault was applied;
-* :meth:`FaultsAdapter.diagnose` — name the likely cause ids from the trace (calls
-  ``faults.diagnose.diagnose(entries, outcome)`` when it exists).
+User faults (swipe speed/tilt, wrong PIN, cancelling) need no injector here: the user does them.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
+from emulator.config import TerminalConfig
+from emulator.trace import Kind
 from protocol.errors import PosemuError
 
 if TYPE_CHECKING:
@@ -79,6 +82,8 @@ class FaultInfo:
     messages: tuple[str, ...] = ()
     detect: str = ""
     remedy: str = ""
+    card: str = ""
+    injector: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,96 +115,34 @@ class Armed(Protocol):
     async def disarm(self) -> None: ...
 
 
-class _Nothing:
+class _Undo:
+    def __init__(self, steps: list[Callable[[], None]]) -> None:
+        self._steps = steps
+
     async def disarm(self) -> None:
-        return None
+        while self._steps:
+            self._steps.pop()()
 
 
-def _get(obj: Any, *names: str, default: Any = None) -> Any:
-    for n in names:
-        if isinstance(obj, Mapping) and n in obj:
-            return obj[n]
-        if not isinstance(obj, Mapping) and hasattr(obj, n):
-            return getattr(obj, n)
-    return default
+USER_INJECTORS = frozenset({"swipe", "pin"})
+"""Faults the user performs in the UI (swipe speed/tilt, typing a wrong PIN): nothing to arm."""
+WIRED_INJECTORS = frozenset({"reader", "host-rule", "config"}) | USER_INJECTORS
 
 
-def _text(value: Any) -> str:
-    """Plain text from a string or a bilingual ``{"en": …, "zh": …}`` table/object."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    en, zh = _get(value, "en"), _get(value, "zh")
-    if en is not None or zh is not None:
-        return " / ".join(str(x) for x in (zh, en) if x)
-    return str(value)
-
-
-def _strs(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, Mapping):
-        return tuple(str(k) for k in value)
-    if isinstance(value, Iterable):
-        return tuple(str(getattr(v, "value", v)) for v in value)
-    return (str(value),)
-
-
-def _num(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _param(name: str, spec: Any) -> FaultParam:
-    if not isinstance(spec, Mapping) and not hasattr(spec, "__dict__") and not hasattr(spec, "__slots__"):
-        return FaultParam(name, default=str(spec))
-    rng = _get(spec, "range")
-    lo = _get(spec, "min", "minimum", default=rng[0] if isinstance(rng, list | tuple) and rng else None)
-    hi = _get(spec, "max", "maximum", default=rng[-1] if isinstance(rng, list | tuple) and rng else None)
-    default = _get(spec, "default")
-    return FaultParam(str(_get(spec, "name", default=name)), str(_get(spec, "unit", "units", default="") or ""),
-                      "" if default is None else str(default), _num(lo), _num(hi),
-                      _text(_get(spec, "help", "description", "doc")))
-
-
-def _params(value: Any) -> tuple[FaultParam, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, Mapping):
-        return tuple(_param(str(k), v) for k, v in value.items())
-    if isinstance(value, Iterable) and not isinstance(value, str):
-        return tuple(_param(str(_get(v, "name", default=f"p{i}")), v) for i, v in enumerate(value))
-    return ()
-
-
-def _info(key: str | None, obj: Any) -> FaultInfo:
-    fid = str(_get(obj, "id", "fault_id", "name", default=key or "?"))
-    layer = str(_get(obj, "layer", "category", default="") or (fid.split(".", 1)[0] if "." in fid else "other"))
-    return FaultInfo(
-        id=fid,
-        layer=str(getattr(layer, "value", layer)),
-        cause_ids=_strs(_get(obj, "cause_ids", "causes", "covers")),
-        title=_text(_get(obj, "title", "summary", "description", "name")),
-        params=_params(_get(obj, "params", "parameters")),
-        messages=_strs(_get(obj, "messages", "message_codes", "expect_messages", "screens", "codes")),
-        detect=_text(_get(obj, "detect", "detection")),
-        remedy=_text(_get(obj, "remedy", "fix")),
-    )
+def _both(zh: str, en: str) -> str:
+    return " / ".join(x for x in (zh, en) if x)
 
 
 @dataclass(slots=True)
 class FaultsAdapter:
-    """The fault catalogue and injector as the UI sees them (see the module docstring)."""
+    """The fault catalogue, injector and diagnosis as the UI sees them (see the module docstring)."""
 
     module: str = CATALOGUE_MODULE
     available: bool = False
     reason: str = NOT_AVAILABLE
     faults: list[FaultInfo] = field(default_factory=list)
+    seed: int = 7
+    _catalogue: Any = None
     _loaded: bool = False
 
     def load(self, *, force: bool = False) -> FaultsAdapter:
@@ -208,39 +151,29 @@ class FaultsAdapter:
             return self
         self._loaded = True
         try:
-            raw = self._load_raw()
-            infos = self._infos(raw)
+            cat = importlib.import_module(self.module).load()
+            infos = [self._info(f) for f in cat.faults.values()]
         except ModuleNotFoundError as e:
-            self.available, self.faults = False, []
+            self.available, self.faults, self._catalogue = False, [], None
             self.reason = f"{NOT_AVAILABLE} ({e.name or self.module} is not installed yet)"
             return self
-        except Exception as e:
-            self.available, self.faults = False, []
+        except Exception as e:  # a broken catalogue must not take the UI down
+            self.available, self.faults, self._catalogue = False, [], None
             self.reason = f"{NOT_AVAILABLE}: {type(e).__name__}: {e}"
             return self
+        self._catalogue = cat
         self.available, self.faults = True, sorted(infos, key=lambda f: (f.layer, f.id))
         self.reason = "" if infos else "the fault catalogue is empty"
         return self
 
-    def _load_raw(self) -> Any:
-        mod = importlib.import_module(self.module)
-        for name in ("load_catalogue", "load", "catalogue"):
-            fn = getattr(mod, name, None)
-            if callable(fn):
-                return fn()
-        for name in ("CATALOGUE", "FAULTS", "catalogue", "faults"):
-            if hasattr(mod, name):
-                return getattr(mod, name)
-        raise LookupError(f"{self.module} offers no load_catalogue()/CATALOGUE")
-
     @staticmethod
-    def _infos(raw: Any) -> list[FaultInfo]:
-        inner = _get(raw, "faults") if not isinstance(raw, Mapping | list | tuple) else None
-        if inner is not None:
-            raw = inner
-        if isinstance(raw, Mapping):
-            return [_info(str(k), v) for k, v in raw.items()]
-        return [_info(None, v) for v in raw]
+    def _info(f: Any) -> FaultInfo:
+        params = tuple(FaultParam(str(p.name), str(p.unit), f"{p.default:g}", float(p.min), float(p.max), str(p.help))
+                       for p in f.params)
+        return FaultInfo(id=str(f.id), layer=str(f.layer), cause_ids=tuple(str(c) for c in f.causes),
+                         title=_both(f.title_zh, f.title_en), params=params,
+                         messages=tuple(str(m) for m in f.expect), detect=_both(f.detect_zh, f.detect_en),
+                         remedy=_both(f.fix_zh, f.fix_en), card=str(f.card), injector=str(f.injector))
 
     def by_layer(self) -> dict[str, list[FaultInfo]]:
         out: dict[str, list[FaultInfo]] = {}
@@ -267,35 +200,72 @@ class FaultsAdapter:
         return None
 
     async def arm(self, rig: Rig, active: Sequence[ActiveFault]) -> Armed:
-        """Apply ``active`` to ``rig`` for the next action; ``disarm`` afterwards.
-
-        Not wired yet: raises :class:`FaultWiringError` when any fault is active.
-        """
+        """Apply ``active`` to ``rig`` for the next action; the result's ``disarm`` undoes it."""
         if not active:
-            return _Nothing()
-        specs = ", ".join(a.spec() for a in active)
-        raise FaultWiringError(f"fault injection from the UI is not wired yet (active: {specs}); "
-                               "switch the faults off, or use `posemu inquiry --fault …`")
+            return _Undo([])
+        cat = self._catalogue
+        if cat is None:
+            raise FaultWiringError(self.reason or NOT_AVAILABLE)
+        infos = [self.get(a.id) for a in active]
+        unwired = [i.id + f" ({i.injector})" for i in infos if i is not None and i.injector not in WIRED_INJECTORS]
+        if unwired:
+            raise FaultWiringError("not applicable from the UI yet: " + ", ".join(unwired)
+                                   + "; use `posemu inquiry --fault …` or `posemu regress`")
+        runner = importlib.import_module("faults.runner")
+        reader_mod = importlib.import_module("faults.reader")
+        pairs = [(cat.get(a.id), dict(a.params)) for a in active]
+        setup = runner.combine(pairs, seed=self.seed)
+        undo: list[Callable[[], None]] = []
+        if setup.reader_faults is not None:
+            outer = rig.terminal.reader
+            inner = getattr(outer, "inner", None)
+            if inner is None:
+                raise FaultWiringError("reader faults need the UI's reader wrapper")
+            setattr(outer, "inner", reader_mod.FaultyReader(inner, setup.reader_faults, rig.clock))  # noqa: B010
+            undo.append(lambda: setattr(outer, "inner", inner))
+        for rule in list(setup.host_rules.rules):
+            if rig.host is None:
+                raise FaultWiringError("host rules apply to the bundled host only (settings: empty host)")
+            rules = rig.host.rules
+            rules.add(rule)
+            undo.append(partial(rules.rules.remove, rule))
+        base = TerminalConfig()
+        diff = {f.name: getattr(setup.cfg, f.name) for f in fields(TerminalConfig)
+                if getattr(setup.cfg, f.name) != getattr(base, f.name)}
+        if diff:
+            term = rig.terminal
+            old = term.cfg
+            term.cfg = replace(old, **diff)
+            undo.append(lambda: setattr(term, "cfg", old))
+        rig.trace.record(Kind.NOTE, "faults armed", faults=[a.spec() for a in active])
+        return _Undo(undo)
 
-    def diagnose(self, entries: Sequence[TraceEntry], outcome: Outcome) -> list[CauseReport]:
-        """Cause ids for a failure from the fault package's diagnosis (``[]`` until it exists)."""
+    async def diagnose(self, rig: Rig, entries: Sequence[TraceEntry], outcome: Outcome) -> list[CauseReport]:
+        """Likely causes of a failure (``[]`` without the fault package). Call it while armed:
+        the self-test then measures the faulty reader, as a technician would."""
         try:
             mod = importlib.import_module(DIAGNOSE_MODULE)
         except ImportError:
             return []
-        fn = getattr(mod, "diagnose", None)
-        if not callable(fn):
-            return []
         try:
-            raw = fn(list(entries), outcome)
-        except Exception:
+            measurements = await mod.self_test(rig)
+        except Exception:  # the self-test is advisory
+            measurements = {}
+        try:
+            result = mod.diagnose(list(entries), [outcome], measurements)
+        except Exception:  # diagnosis is advisory; the built-in hints remain
             return []
+        cat = self._catalogue
         out: list[CauseReport] = []
-        for r in raw or ():
-            out.append(CauseReport(
-                cause_ids=_strs(_get(r, "cause_ids", "causes", "cause_id", "id")),
-                summary=_text(_get(r, "summary", "title", "explanation", "why")),
-                evidence=_strs(_get(r, "evidence")),
-                remedy=_text(_get(r, "remedy", "fix")),
-            ))
+        for f in sorted(result.findings, key=lambda f: -f.score):
+            remedy = ""
+            if cat is not None:
+                for cid in f.causes:
+                    covering = cat.covering(cid)
+                    if covering:
+                        remedy = _both(covering[0].fix_zh, covering[0].fix_en)
+                        break
+            out.append(CauseReport(tuple(f.causes), str(f.title), (str(f.evidence),), remedy))
+        for note in result.explanations:
+            out.append(CauseReport((), str(note), (), "", "faults.diagnose note"))
         return out

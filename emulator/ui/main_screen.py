@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
@@ -23,8 +23,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen as TScreen
-from textual.widgets import Footer, Input, ProgressBar, Select, Static, TabbedContent, TabPane
 from textual.timer import Timer
+from textual.widgets import Footer, Input, ProgressBar, Select, Static, TabbedContent, TabPane
 from textual.worker import Worker
 
 from emulator import config as configmod
@@ -38,7 +38,7 @@ from emulator.ui.card_slot import CardSlot
 from emulator.ui.diagnosis import DiagnosisPane
 from emulator.ui.face import MENU, FaceState, Keypad, Page, ScreenView, face_renderable
 from emulator.ui.fault_panel import FaultPanel
-from emulator.ui.faults_adapter import ActiveFault, Armed, FaultsAdapter, FaultWiringError
+from emulator.ui.faults_adapter import ActiveFault, Armed, CauseReport, FaultsAdapter, FaultWiringError
 from emulator.ui.pinpad import KeypadPinPad
 from emulator.ui.readers import SIM_URL, UiReader, discover_blocking, find_sim
 from emulator.ui.screens import ExportScreen, HelpScreen, JournalScreen, SettingsScreen
@@ -391,7 +391,8 @@ class TerminalScreen(TScreen[None]):
                 return
             out = await op(rig.terminal)
             if out is not None:
-                self._finished(rig, out)
+                reports = [] if out.approved else await self.faults.diagnose(rig, rig.trace.entries, out)
+                self._finished(rig, out, reports)
         except asyncio.CancelledError:
             await self._cancelled(rig)
             raise
@@ -411,14 +412,13 @@ class TerminalScreen(TScreen[None]):
             self.page = Page.RESULT
         self.refresh_all()
 
-    def _finished(self, rig: Rig, out: Outcome) -> None:
+    def _finished(self, rig: Rig, out: Outcome, reports: Sequence[CauseReport]) -> None:
         self.last_outcome = out
         self.menu_title = None
         if out.kind == "sign_on" and out.approved:
             self.menu_title = Screen(Msg.SIGN_ON_OK)
             self.page = Page.MENU  # signed on: straight back to the menu
         if not out.approved:
-            reports = self.faults.diagnose(list(rig.trace.entries), out)
             self.diag.show_outcome(out, rig.trace.entries, self.lang, reports)
             if out.kind != "sign_on" or self.page is Page.BUSY:
                 self.action_pane("diag")

@@ -101,11 +101,13 @@ class UiReader:
         self._wake.set()
 
     async def next_event(self, timeout: float | None = None) -> ReaderEvent | None:
-        deadline = None if timeout is None else self._clock.now() + timeout
+        # Waiting runs on the loop's time (the clock port's own rule: the loop's time is the clock).
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         while True:
             if not self._injected.empty():
                 return self._injected.get_nowait()
-            left = None if deadline is None else deadline - self._clock.now()
+            left = None if deadline is None else deadline - loop.time()
             if left is not None and left <= 0:
                 return None
             step = self._slice if left is None else min(self._slice, left)
