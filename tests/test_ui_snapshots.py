@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_textual_snapshot import SVGImageExtension  # type: ignore[import-untyped]
 from syrupy.assertion import SnapshotAssertion
 from syrupy.location import PyTestLocation
 from textual._doc import take_svg_screenshot
@@ -29,13 +30,12 @@ from emulator.ui import PosemuApp
 from emulator.ui.diagnosis import DiagnosisPane
 from emulator.ui.faults_adapter import FaultInfo, FaultParam, FaultsAdapter
 from emulator.ui.trace_view import TracePane, field_names
-from pytest_textual_snapshot import SVGImageExtension
 from tests.test_ui import FAST, codes, until
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
-class _InTestsSnapshots(SVGImageExtension):
+class _InTestsSnapshots(SVGImageExtension):  # type: ignore[misc]
     """pytest-textual-snapshot's SVG extension, storing files in tests/snapshots/."""
 
     @classmethod
