@@ -23,6 +23,7 @@ class Cardholder:
     prefer_chip: bool = True
     removes_card: bool = True
     swipe_params: Any = None                  # hardware.magstripe.SwipeParams, when physics is wanted
+    reaction_s: float = 1.5                   # a person reads the screen, then acts (event-loop clock)
     actions: list[str] = field(default_factory=list)
 
     def _has_chip(self) -> bool:
@@ -46,6 +47,17 @@ class Cardholder:
         return self.reader.swipe(self.card)
 
     def __call__(self, screen: Screen) -> None:
+        if self.reaction_s > 0:
+            import asyncio
+
+            try:
+                asyncio.get_running_loop().call_later(self.reaction_s, self._react, screen)
+                return
+            except RuntimeError:      # no running loop: act at once
+                pass
+        self._react(screen)
+
+    def _react(self, screen: Screen) -> None:
         m = screen.msg
         if m is Msg.INSERT_OR_SWIPE:
             if self.prefer_chip and self._has_chip():

@@ -57,7 +57,7 @@ class Clock(Protocol):
         ...
 
 
-async def _loop_sleep(seconds: float) -> None:
+async def loop_sleep(seconds: float) -> None:
     """Sleep on the running loop's timer (virtual or real, whichever loop this is)."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
@@ -89,7 +89,7 @@ class RealClock:
         return dt.datetime.now(dt.UTC)
 
     async def sleep(self, seconds: float) -> None:
-        await _loop_sleep(seconds)  # real-time: an ordinary asyncio timer on a real loop
+        await loop_sleep(seconds)  # real-time: an ordinary asyncio timer on a real loop
 
     @contextlib.contextmanager
     def external(self) -> Iterator[None]:
@@ -134,7 +134,7 @@ class VirtualClock:
             self._t += seconds
 
     async def sleep(self, seconds: float) -> None:
-        await _loop_sleep(seconds)
+        await loop_sleep(seconds)
 
     @property
     def external_in_flight(self) -> int:

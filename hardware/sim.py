@@ -75,12 +75,31 @@ def ideal_swipe(card: VirtualCard) -> SwipeResult:
     return SwipeResult(tuple(reads))
 
 
-class SimReader:
-    """A virtual combined IC + magstripe reader."""
+# Card processing times (seconds) by INS, typical of contact EMV cards: GENERATE AC computes a
+# 3DES/AES cryptogram, VERIFY writes the try counter to EEPROM.
+CARD_PROCESSING_S: dict[int, float] = {0xAE: 0.25, 0x20: 0.06, 0xA8: 0.04, 0xB2: 0.02, 0xA4: 0.02, 0xCA: 0.01}
 
-    def __init__(self, clock: Clock, name: str = "posemu virtual reader") -> None:
+
+def transfer_seconds(n_chars: int, baud: int = 9600, etu_per_char: int = 12) -> float:
+    """Time for ``n_chars`` characters on the I/O line (ISO/IEC 7816-3: 1 start + 8 data + parity
+    + 2 guard etu; at the default 9600 bps, ~1.25 ms per character)."""
+    return n_chars * etu_per_char / baud
+
+
+class SimReader:
+    """A virtual combined IC + magstripe reader.
+
+    With ``timing`` (the default) the card takes the time a real one does: characters cross the
+    I/O line at ``baud`` and the card spends :data:`CARD_PROCESSING_S` on its commands, all on
+    the Clock — real milliseconds in the UI, free on the virtual clock.
+    """
+
+    def __init__(self, clock: Clock, name: str = "posemu virtual reader", *, timing: bool = True,
+                 baud: int = 9600) -> None:
         self._clock = clock
         self._name = name
+        self.timing = timing
+        self.baud = baud
         self._card: VirtualCard | None = None
         self._powered = False
         self._events: asyncio.Queue[ReaderEvent] = asyncio.Queue()
@@ -172,6 +191,10 @@ class SimReader:
         resp = card.execute(apdu)
         if len(resp) < 2:
             raise CardMuteError("the card did not answer the command")
+        if self.timing:
+            ins = apdu[1] if len(apdu) > 1 else 0
+            await self._clock.sleep(transfer_seconds(len(apdu) + len(resp) + 1, self.baud)
+                                    + CARD_PROCESSING_S.get(ins, 0.01))
         return resp
 
     async def power_off(self) -> None:
@@ -188,8 +211,8 @@ class SimReader:
 
 
 def open_sim_reader(url: ReaderURL, clock: Clock) -> SimReader:
-    """Factory for ``sim://<profile>[?protocol=t0|direct&present=1&swipe=1]``."""
-    reader = SimReader(clock)
+    """Factory for ``sim://<profile>[?protocol=t0|direct&present=1&swipe=1&timing=0|1&baud=9600]``."""
+    reader = SimReader(clock, timing=url.params.get("timing", "1") != "0", baud=url.int_param("baud", 9600))
     if url.target:
         reader.default_card = card_for_profile(load_profile(url.target))
     protocol = url.params.get("protocol")
