@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .PHONY: run test lint unit bench sysdeps venv clean ui
 
 run: venv
-	$(BIN)/posemu inquiry
+	$(BIN)/posemu ui
 
 test: venv lint unit
 
