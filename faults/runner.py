@@ -154,7 +154,7 @@ class Run:
         s = self.setup
         self.state.mkdir(parents=True, exist_ok=True)
         profile = get_profile("cup")      # the bundled host speaks the terminal's default profile
-        self.host = await HostServer.start(profile, clock=self.clock, db=self.state / "host.sqlite3",
+        self.host = await HostServer.start(profile, clock=self.clock, db=":memory:",
                                            rules=s.host_rules, seed=False)
         seed_demo(self.host.store, profiles=[s.card])     # only what this run uses: PIN hashing is slow on purpose
         for change in s.store_changes:

@@ -103,8 +103,8 @@ class VirtualClock:
     """Virtual time that jumps to the next deadline whenever the world is idle.
 
     ``settle`` is how long (real seconds) the loop waits for real I/O before it decides the
-    world is idle and jumps; loopback sockets in the same process deliver synchronously, so
-    this is only a guard.
+    world is idle and jumps. Loopback sockets in the same process deliver synchronously and work
+    in other threads or processes is announced with :meth:`external`, so the default is 0.
 
     >>> c = VirtualClock()
     >>> c.advance(60.0); c.now()
@@ -113,7 +113,7 @@ class VirtualClock:
     '2026-01-01T09:01:00+00:00'
     """
 
-    def __init__(self, start: dt.datetime = EPOCH, *, settle: float = 0.002) -> None:
+    def __init__(self, start: dt.datetime = EPOCH, *, settle: float = 0.0) -> None:
         self._t = 0.0
         self._start = start
         self.settle = settle
@@ -187,10 +187,11 @@ class _VirtualSelector(selectors.BaseSelector):
         ready = self._inner.select(0)
         if ready or timeout == 0:
             return ready
-        wait = clock.settle if timeout is None else min(timeout, clock.settle)
-        ready = self._inner.select(wait)  # real-time: settle guard before a jump
-        if ready:
-            return ready
+        if clock.settle > 0:
+            wait = clock.settle if timeout is None else min(timeout, clock.settle)
+            ready = self._inner.select(wait)  # real-time: settle guard before a jump
+            if ready:
+                return ready
         if timeout is None:
             # Nothing scheduled and nothing ready: only the outside world can wake us.
             t0 = time.monotonic()

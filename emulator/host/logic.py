@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from emulator.demo import ACQUIRER_ID, DEMO_MID, DEMO_TID, DEMO_TMK, LOAD_TIDS
 from emulator.host.rules import HostRules, RuleAction
-from emulator.host.store import CardRow, HostStore, TerminalRow
+from emulator.host.store import CardRow, HostStore, TerminalRow, hash_pin
 from hardware.cards.profiles import list_profiles, load_profile
 from hardware.clock import Clock
 from protocol import keys as keymod
@@ -42,6 +42,19 @@ class Decision:
     mak: bytes | None = None       # seal the response with this MAC key
 
 
+_PIN_HASHES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def _hashed(pan: str, pin: str) -> tuple[bytes, bytes]:
+    """(salt, scrypt hash) for a demo card, computed once per process: demo data is reseeded often
+    (every regression scenario) and scrypt is slow on purpose."""
+    key = (pan, pin)
+    if key not in _PIN_HASHES:
+        salt = os.urandom(16)
+        _PIN_HASHES[key] = (salt, hash_pin(pin, salt))
+    return _PIN_HASHES[key]
+
+
 def seed_demo(store: HostStore, *, profiles: list[str] | None = None) -> None:
     """Seed the demo terminal, the load-test terminals and every bundled card profile."""
     store.begin()
@@ -50,7 +63,8 @@ def seed_demo(store: HostStore, *, profiles: list[str] | None = None) -> None:
         store.add_terminal(tid, DEMO_MID, DEMO_TMK, require_sign_on=False)
     for name in profiles if profiles is not None else list_profiles():
         prof = load_profile(name)
-        store.add_card(prof, pin_required=not name.startswith("load"))
+        salt, digest = _hashed(prof.pan, prof.pin)
+        store.add_card(prof, pin_required=not name.startswith("load"), salt=salt, pin_hash=digest)
     store.commit()
 
 

@@ -167,8 +167,10 @@ class HostStore:
     def empty(self) -> bool:
         return not self._cards and not self._terminals
 
-    def add_card(self, profile: CardProfile, *, pin_required: bool = True, salt: bytes | None = None) -> None:
-        """Seed a card and its account from a card profile (idempotent by PAN)."""
+    def add_card(self, profile: CardProfile, *, pin_required: bool = True, salt: bytes | None = None,
+                 pin_hash: bytes | None = None) -> None:
+        """Seed a card and its account from a card profile (idempotent by PAN). ``salt`` and
+        ``pin_hash`` may come precomputed (``hash_pin(profile.pin, salt)``)."""
         if profile.pan in self._cards:
             return
         acc = profile.account
@@ -176,7 +178,9 @@ class HostStore:
                               (acc.balance, acc.currency))
         account_id = int(cur.lastrowid or 0)
         salt = salt or os.urandom(16)
-        row = CardRow(profile.pan, account_id, acc.status, profile.expiry, salt, hash_pin(profile.pin, salt),
+        if pin_hash is None or salt is None:
+            pin_hash = hash_pin(profile.pin, salt)
+        row = CardRow(profile.pan, account_id, acc.status, profile.expiry, salt, pin_hash,
                       profile.pin_tries, profile.pin_tries, pin_required, frozenset(acc.permissions))
         self.db.execute(
             "INSERT INTO cards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
