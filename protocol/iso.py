@@ -84,7 +84,7 @@ class Message:
 
     def response_mti(self) -> str:
         """The MTI of the response to this request (0200 → 0210, 0400 → 0410, 0800 → 0810)."""
-        if len(self.mti) != 4 or not self.mti.isdigit() or self.mti[2] not in "0246":
+        if len(self.mti) != 4 or not self.mti.isdigit() or self.mti[2] not in "02468":
             raise TypeError(f"MTI {self.mti} is not a request")
         return self.mti[:2] + str(int(self.mti[2]) + 1) + self.mti[3]
 

@@ -82,6 +82,9 @@ class HostLogic:
     # --- entry points -----------------------------------------------------------------------
     def handle(self, req: Message, raw: bytes) -> Decision:
         """Decide the answer to a decoded request."""
+        if req.mti[2] not in "02468":   # a response or acknowledgement: nothing to answer
+            log.warning("ignoring %s: a host answers requests, not responses", req.mti)
+            return Decision(None)
         rule = self.rules.first_match(req.mti)
         if rule is not None:
             if rule.action is RuleAction.NO_RESPONSE:
