@@ -57,7 +57,7 @@ def test_garbage_on_many_connections_does_not_stop_the_server(vclock: VirtualClo
         host = await HostServer.start(ISO87ASCII, clock=vclock)
         try:
             for _ in range(20):                  # bounded: 20 connections of garbage
-                r, w = await asyncio.open_connection("127.0.0.1", host.port)
+                _, w = await asyncio.open_connection("127.0.0.1", host.port)
                 w.write(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))))
                 await w.drain()
                 w.close()
