@@ -18,7 +18,7 @@ import pytest
 from textual import events
 from textual.keys import _character_to_key
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Button, Input, Select
 
 from emulator.config import TerminalConfig, Timeouts
 from emulator.host.rules import HostRule, HostRules
@@ -272,3 +272,25 @@ async def test_resize_to_80x24(tmp_path: Path) -> None:
         await until(pilot, lambda: Msg.INSERT_OR_SWIPE.value in codes(scr), "请插卡或刷卡")
         await pilot.press("escape")
         await until(pilot, lambda: not scr.is_busy, "the cancel")
+
+
+async def test_settings_after_operator_password_save_and_apply(tmp_path: Path) -> None:
+    from emulator import config as configmod
+    from emulator.ui.screens import SettingsScreen
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        scr = app.main
+        await ready(pilot, scr)
+        await pilot.press("5", *"0000", "enter")      # settings ask for the operator password first
+        await until(pilot, lambda: isinstance(app.screen, SettingsScreen), "the settings screen")
+        settings = app.screen
+        assert isinstance(settings, SettingsScreen)
+        settings.query_one("#set-language", Select).value = "en"
+        await pilot.press("ctrl+s")
+        saved = configmod.load(tmp_path / "terminal.toml")
+        assert saved.language == "en" and saved.tmk == scr.cfg.tmk
+        settings.query_one("#set-apply", Button).press()
+        await until(pilot, lambda: scr.cfg.language == "en" and scr.rig is not None and not scr.is_busy,
+                    "the terminal to reopen")
+        assert scr.lang == "en" and "Balance" in scr.lcd_text() and "查询余额" not in scr.lcd_text()

@@ -160,8 +160,8 @@ class SettingsScreen(ModalScreen[configmod.TerminalConfig | None]):
     def compose(self) -> ComposeResult:
         c = self.cfg
         with VerticalScroll(classes="dialog", id="settings-body"):
-            yield Label("Settings — terminal configuration (TOML)", classes="dialog-title")
-            yield Static(Text(f"host now: {self.host_address}", "#839496"))
+            yield Label(Text.assemble(("Settings (TOML)", "bold"), (f"  host now: {self.host_address}", "#839496")),
+                        classes="dialog-title")
             yield from self._row("Terminal id", Input(c.terminal_id, id="set-terminal_id", compact=True))
             yield from self._row("Merchant id", Input(c.merchant_id, id="set-merchant_id", compact=True))
             yield from self._row("ISO profile", Select([("cup", "cup"), ("iso87ascii", "iso87ascii")],
@@ -176,8 +176,8 @@ class SettingsScreen(ModalScreen[configmod.TerminalConfig | None]):
             yield from self._row("Software ver.", Input(str(c.software_version), type="integer",
                                                         id="set-software_version", compact=True))
             for name in _TIMEOUTS:
-                yield from self._row(f"Timeout {name} s", Input(f"{getattr(c.timeouts, name):g}", type="number",
-                                                                id=f"set-t-{name}", compact=True))
+                field = Input(f"{getattr(c.timeouts, name):g}", type="number", id=f"set-t-{name}", compact=True)
+                yield from self._row(f"{name.replace('_', ' ')} (s)", field)
             yield from self._row("Operator pw", Input(c.operator_password, password=True, id="set-operator_password",
                                                       compact=True))
             yield from self._row("Config file", Input(str(self.path), id="set-path", compact=True))
