@@ -510,6 +510,8 @@ async def self_test(rig: Any) -> dict[str, Any]:
         m["dns_ok"] = False
     m["dns_seconds"] = round(rig.clock.now() - t0, 3)
     m["signed_on"] = rig.terminal.signed_on
+    m["software_version"] = rig.terminal.cfg.software_version
+    m["profile"] = rig.terminal.cfg.profile
     m["config_host_reachable"] = link.connected or None
     m["clock"] = rig.clock.wall().isoformat()
     return m

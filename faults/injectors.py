@@ -46,6 +46,7 @@ class Setup:
     hold_port: bool = False             # another program holds the serial port
     pcsc_service: bool = True
     cancel_pin: bool = False
+    ambient_emi_v: float = 0.0          # the room's electromagnetic noise (what an oscilloscope shows)
     seed: int = 0
 
 
@@ -62,7 +63,7 @@ def inject_reader(setup: Setup, p: dict[str, Any]) -> None:
     rf = ReaderFaults.from_params({k: str(v) for k, v in known.items()})
     setup.reader_faults = replace(rf, seed=setup.seed)
     if "fallback" in p:
-        setup.cfg = replace(setup.cfg, allow_fallback=bool(int(p["fallback"])))
+        setup.cfg = replace(setup.cfg, allow_fallback=_num(p, "fallback", 1.0) >= 0.5)
     if "chip_retries" in p:
         setup.cfg = replace(setup.cfg, chip_retries=int(_num(p, "chip_retries", 3)))
     if p.get("removes_card") in (0, "0", False):
@@ -71,6 +72,8 @@ def inject_reader(setup: Setup, p: dict[str, Any]) -> None:
 
 def inject_swipe(setup: Setup, p: dict[str, Any]) -> None:
     setup.prefer_chip = False
+    if "ambient_emi_v" in p:
+        setup.ambient_emi_v = _num(p, "ambient_emi_v", 0.0)
     setup.swipe = {k: v for k, v in p.items() if k in ("speed_ips", "skew_deg", "noise", "dirt_um", "accel_ips2")}
     if "damage_start" in p:
         setup.swipe["damage"] = (float(p["damage_start"]), float(p.get("damage_end", float(p["damage_start"]) + 0.3)),

@@ -42,6 +42,7 @@ class ReaderFaults:
     temperature_c: float = 25.0
     dirt_per_insert_ohms: float = 0.0   # dirt accumulating with every insertion (until cleaned)
     wear_per_insert_ohms: float = 0.0   # aging: contacts wear with every insertion
+    supply_wear_v: float = 0.0          # a battery/cable that wears out: supply drops by this per insertion
     sag_v: float = 0.0                  # supply sag depth…
     sag_from_apdu: int = 0              # …from this APDU (1-based; 0 = no sag)…
     sag_apdus: int = 1                  # …for this many APDUs
@@ -92,7 +93,7 @@ class FaultyReader:
     # --- the model ----------------------------------------------------------------------------
     def model(self) -> ContactModel:
         f = self.faults
-        supply = f.supply_v
+        supply = f.supply_v - f.supply_wear_v * self.insertions
         if f.sag_from_apdu and f.sag_from_apdu <= self.apdus < f.sag_from_apdu + f.sag_apdus:
             supply -= f.sag_v
         base = f.contact_ohms if not f.contact_from_apdu or self.apdus >= f.contact_from_apdu else 0.05

@@ -179,7 +179,8 @@ def replay(path: Path, cat: Catalogue | None = None) -> tuple[RunResult, list[st
 def junit(results: list[RunResult], path: Path) -> None:
     """JUnit XML: one testsuite, one testcase per scenario, a failure per failed check."""
     suite = ET.Element("testsuite", name="posemu-regress", tests=str(len(results)),
-                       failures=str(sum(1 for r in results if r.error is None and not r.ok)),
+                       failures=str(sum(1 for r in results if r.error is None and not r.ok and not r.skipped)),
+                       skipped=str(sum(1 for r in results if r.skipped)),
                        errors=str(sum(1 for r in results if r.error is not None)),
                        time=f"{sum(r.wall_s for r in results):.3f}")
     for r in results:
@@ -190,6 +191,8 @@ def junit(results: list[RunResult], path: Path) -> None:
             ET.Element("property", name="virtual_seconds", value=f"{r.virtual_s:.3f}"),
             ET.Element("property", name="screens", value=",".join(r.codes)),
         ])
+        if r.skipped is not None:
+            ET.SubElement(tc, "skipped", message=r.skipped)
         if r.error is not None:
             ET.SubElement(tc, "error", message=r.error)
         for c in r.checks:

@@ -72,14 +72,27 @@ class RunResult:
     wall_s: float = 0.0
     trace: list[str] = field(default_factory=list)
     error: str | None = None
+    skipped: str | None = None          # why this run could not happen here (e.g. no pcscd)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and all(c.ok for c in self.checks)
+        return self.skipped is None and self.error is None and all(c.ok for c in self.checks)
 
     @property
     def name(self) -> str:
         return f"{self.fault.id}[{self.scenario.name}]"
+
+
+def vpcd_available() -> bool:
+    """Is a pcscd with vpcd listening for virtual cards (the test run's private one, or the system's)?"""
+    import socket
+
+    port = int(os.environ.get("POSEMU_VPCD_PORT", "35963"))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 def subsequence(expected: tuple[str, ...], seen: list[str]) -> bool:
@@ -148,6 +161,8 @@ class Run:
         self.pan = load_profile(setup.card).pan
         self.balance_before = 0
         self.screens: list[str] = []
+        self.vpcd: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.display: Callable[[Screen], None] | None = None
 
     async def start_host(self) -> None:
@@ -189,6 +204,13 @@ class Run:
                 await holder.open()
                 self.extras.append(holder)
             reader: CardReader = open_reader(f"serial://{path}", clock=self.clock)
+        elif s.reader_url == "vpcd":
+            # a real PC/SC stack: pyscard → pcscd → vpcd → our virtual card (posemu card serve)
+            from hardware.vpcd import VpcdClient
+
+            port = int(os.environ.get("POSEMU_VPCD_PORT", "35963"))
+            self.vpcd = VpcdClient(card_for_profile(load_profile(s.card)), clock=self.clock, port=port)
+            reader = open_reader("pcsc://Virtual PCD 00 00?poll=0.2", clock=self.clock)
         elif s.reader_url:
             reader = open_reader(s.reader_url, clock=self.clock)
         else:
@@ -235,14 +257,35 @@ class Run:
                     params = replace(params, damage=(Damage(*dmg),))
                 rig.cardholder.swipe_params = params
         rig.terminal.add_display(lambda sc: self.screens.append(sc.code))
+        if self.vpcd is not None:
+            rig.terminal.add_display(self._vpcd_cardholder)
         if self.display is not None:
             rig.terminal.add_display(self.display)
         self.rig = rig
         return rig
 
+    def _vpcd_cardholder(self, screen: Screen) -> None:
+        """A person at a PC/SC reader: inserts when asked, takes the card out and back in after a chip
+        error, removes it at the end."""
+        vpcd = self.vpcd
+
+        async def reinsert() -> None:
+            await vpcd.remove()
+            await vpcd.insert()
+
+        action = {Msg.INSERT_OR_SWIPE: vpcd.insert, Msg.INSERT_CHIP: vpcd.insert, Msg.READER_ERROR: reinsert,
+                  Msg.REMOVE_CARD: vpcd.remove}.get(screen.msg)
+        if action is not None:
+            t = asyncio.ensure_future(action())
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
     async def close(self) -> None:
         if self.rig is not None:
             await self.rig.close()
+        if self.vpcd is not None:
+            with contextlib.suppress(Exception):
+                await self.vpcd.remove()
         for x in reversed(self.extras):
             with contextlib.suppress(Exception):
                 await x.close()
@@ -371,6 +414,8 @@ async def run_setup(setup: Setup, *, clock: Clock, state: Path,
     if rig is None:
         raise PosemuError("the scenario left no terminal running")
     measurements = await self_test(rig)
+    if setup.ambient_emi_v:
+        measurements["line_noise_v"] = max(measurements.get("line_noise_v", 0.0), setup.ambient_emi_v)
     return run, result.outcomes, diagnose(list(rig.trace), result.outcomes, measurements)
 
 
@@ -379,6 +424,9 @@ async def run_scenario(fault: Fault, scenario: Scenario, *, clock: Clock, state:
     result = RunResult(fault, scenario)
     t0_wall, t0_virtual = time.perf_counter(), clock.now()
     setup = setup or build_setup(fault, scenario, seed=seed, overrides=overrides)
+    if setup.reader_url == "vpcd" and not vpcd_available():
+        result.skipped = "needs pcscd with the vsmartcard vpcd driver (started by `make test`)"
+        return result
     run: Run | None = None
     try:
         run, result.outcomes, result.diagnosis = await run_setup(setup, clock=clock, state=state)

@@ -25,7 +25,7 @@ import iso8583.decoder
 import iso8583.encoder
 
 from protocol.errors import DecodeError, EncodeError
-from protocol.masking import mask_pan
+from protocol.masking import mask_hex, mask_pan, mask_text
 from protocol.specs import Kind, Profile
 
 Value = str | bytes
@@ -35,6 +35,9 @@ _TRACK = frozenset("0123456789=")
 # but noise); PAN fields are masked 6 + 4.
 SECRET_FIELDS = frozenset({35, 36, 45, 52, 62})
 PAN_FIELDS = frozenset({2})
+# Numeric/coded fields that never hold a PAN: shown as they are (amounts, balances, codes, ids).
+PLAIN_FIELDS = frozenset({3, 4, 7, 11, 12, 13, 14, 15, 22, 23, 25, 26, 32, 37, 38, 39, 41, 42, 49, 53, 54, 60, 61,
+                          70, 90})
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +101,11 @@ class Message:
             elif n in SECRET_FIELDS:
                 out[n] = f"<{len(v)} {'bytes' if isinstance(v, bytes) else 'chars'} hidden>"
             elif isinstance(v, bytes):
-                out[n] = v.hex().upper()
-            else:
+                out[n] = mask_hex(v.hex().upper())     # chip data (55) carries the PAN in 5A/57
+            elif n in PLAIN_FIELDS:
                 out[n] = v
+            else:
+                out[n] = mask_text(v)                   # free text: mask anything PAN-like
         return out
 
     def __repr__(self) -> str:  # never leak card data through repr
@@ -157,8 +162,6 @@ def encode(msg: Message, profile: Profile) -> bytes:
 
 
 def _strip_pan(text: str) -> str:
-    from protocol.masking import mask_text
-
     return mask_text(text)
 
 

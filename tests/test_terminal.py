@@ -208,3 +208,23 @@ def test_chip_inquiry_over_a_t0_character_line(vrun: asyncio.Runner, vclock: Vir
     finally:
         vrun.run(rig.close())
     assert out.approved and out.codes[-2:] == ["APPROVED_BALANCE", "REMOVE_CARD"]
+
+
+@pytest.mark.parametrize("card", ["demo", "cup_debit"])
+def test_trace_never_holds_card_data(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path, card: str) -> None:
+    """A full inquiry's trace (ISO messages, APDUs, reader events) shows the PAN only as 6+4."""
+    from hardware.cards.profiles import load_profile
+
+    prof = load_profile(card)
+    cfg = replace(TerminalConfig(), reader=f"sim://{card}")
+    rig = make_rig(vrun, vclock, tmp_path, cfg=cfg)
+    try:
+        vrun.run(rig.terminal.sign_on())
+        assert vrun.run(rig.terminal.balance_inquiry()).approved
+        rig.trace.export(tmp_path / "trace.jsonl")
+    finally:
+        vrun.run(rig.close())
+    text = (tmp_path / "trace.jsonl").read_text(encoding="utf-8")
+    assert prof.pan not in text and prof.track2 not in text
+    assert prof.pan[:6] + "******" + prof.pan[-4:] in text
+    assert '"54": "1001156C000001234567' in text       # balances are not mistaken for card numbers

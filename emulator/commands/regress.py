@@ -57,18 +57,22 @@ def command(only: tuple[str, ...], files: tuple[str, ...], no_bundled_scenarios:
         table.add_column(col)
     for r in results:
         bad = [f"{c.name}: {c.detail}" for c in r.checks if not c.ok] + ([r.error] if r.error else [])
-        table.add_row(r.fault.id, r.scenario.name, " ".join(r.fault.causes),
-                      "[green]ok[/green]" if r.ok else "[red]FAIL[/red]", f"{r.virtual_s:.1f}",
+        if r.skipped:
+            bad = [r.skipped]
+        status = "[yellow]skipped[/yellow]" if r.skipped else ("[green]ok[/green]" if r.ok else "[red]FAIL[/red]")
+        table.add_row(r.fault.id, r.scenario.name, " ".join(r.fault.causes), status, f"{r.virtual_s:.1f}",
                       "\n".join(bad) if bad else " ".join(r.codes[-4:]))
     console.print(table)
     if verbose:
         for r in results:
             if r.diagnosis is not None:
                 console.print(f"[bold]{r.name}[/bold]\n{r.diagnosis.render()}")
-    failed = [r for r in results if not r.ok]
+    skipped = [r for r in results if r.skipped]
+    failed = [r for r in results if not r.ok and not r.skipped]
     virtual = sum(r.virtual_s for r in results)
     covered = sorted({c for r in results if r.ok for c in r.fault.causes}, key=lambda c: (c[0], int(c[1:])))
-    console.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    console.print(f"{len(results) - len(failed) - len(skipped)} passed, {len(failed)} failed"
+                  + (f", {len(skipped)} skipped" if skipped else ""))
     console.print(f"wall {wall:.2f} s for {virtual:.0f} s of simulated time; causes checked: {len(covered)}")
     if junit_path:
         regress.junit(results, Path(junit_path))
