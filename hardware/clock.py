@@ -73,6 +73,17 @@ async def loop_sleep(seconds: float) -> None:
         handle.cancel()
 
 
+def poll_slice(clock: Clock, deadline: float | None, poll: float) -> float | None:
+    """How long the next poll may wait: ``poll``, cut to what is left before ``deadline``
+    (clock seconds, ``None`` = no deadline); ``None`` when the deadline has passed."""
+    if deadline is None:
+        return poll
+    remaining = deadline - clock.now()
+    if remaining <= 0:
+        return None
+    return min(poll, remaining)
+
+
 async def run_external(clock: Clock, fn: Callable[..., T], *args: Any) -> T:
     """Run a blocking call (pyscard, pyserial) in a thread, announced to the clock."""
     with clock.external():

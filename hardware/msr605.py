@@ -50,7 +50,7 @@ import contextlib
 import enum
 from dataclasses import dataclass
 
-from hardware.clock import Clock
+from hardware.clock import Clock, poll_slice
 from hardware.errors import LinkError, NoReaderError, ReaderError
 from hardware.ports import ByteLink, ReaderEvent, ReaderEventKind, SwipeResult, TrackRead, TrackStatus
 from hardware.registry import ReaderURL
@@ -527,13 +527,9 @@ class SerialMsrReader:
             ev = self._client.next_event()
             if ev is not None:
                 return ev
-            if deadline is None:
-                chunk = self._poll
-            else:
-                remaining = deadline - self._clock.now()
-                if remaining <= 0:
-                    return None
-                chunk = min(self._poll, remaining)
+            chunk = poll_slice(self._clock, deadline, self._poll)
+            if chunk is None:
+                return None
             data = await self._link.read(1024, chunk)
             if data:
                 self._client.receive_data(data)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from hardware.clock import Clock, run_external
+from hardware.clock import Clock, poll_slice, run_external
 from hardware.errors import (
     CardAbsentError,
     CardMuteError,
@@ -500,13 +500,9 @@ class PcscReader:
                 return self._pending.popleft()
             if self._closed:
                 return None
-            if deadline is None:
-                chunk = self._poll
-            else:
-                remaining = deadline - self._clock.now()
-                if remaining <= 0:
-                    return None
-                chunk = min(self._poll, remaining)
+            chunk = poll_slice(self._clock, deadline, self._poll)
+            if chunk is None:
+                return None
             new = await run_external(self._clock, self._wait_change, self._state, chunk)
             if new is None:
                 continue

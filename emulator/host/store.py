@@ -204,6 +204,9 @@ class HostStore:
     def card(self, pan: str) -> CardRow | None:
         return self._cards.get(pan)
 
+    def pans(self) -> list[str]:
+        return list(self._cards)
+
     def terminal(self, tid: str) -> TerminalRow | None:
         return self._terminals.get(tid)
 

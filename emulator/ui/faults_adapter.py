@@ -20,6 +20,7 @@ User faults (swipe speed/tilt, wrong PIN, cancelling) need no injector here: the
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -126,7 +127,7 @@ class _Undo:
 
 USER_INJECTORS = frozenset({"swipe", "pin"})
 """Faults the user performs in the UI (swipe speed/tilt, typing a wrong PIN): nothing to arm."""
-WIRED_INJECTORS = frozenset({"reader", "host-rule", "config"}) | USER_INJECTORS
+WIRED_INJECTORS = frozenset({"reader", "host-rule", "config", "dns", "link", "host-state"}) | USER_INJECTORS
 
 
 def _both(zh: str, en: str) -> str:
@@ -144,6 +145,7 @@ class FaultsAdapter:
     seed: int = 7
     _catalogue: Any = None
     _loaded: bool = False
+    _pending: set[asyncio.Task[None]] = field(default_factory=set)
 
     def load(self, *, force: bool = False) -> FaultsAdapter:
         """Import the catalogue (once, or again with ``force``); never raises."""
@@ -229,6 +231,52 @@ class FaultsAdapter:
             rules = rig.host.rules
             rules.add(rule)
             undo.append(partial(rules.rules.remove, rule))
+        link = rig.terminal.link
+        if setup.dns is not None:
+            net = importlib.import_module("faults.network")
+            old_resolver, old_host = link.resolver, link.host
+            target = (old_host, link.port)
+            link.resolver = (net.failing_resolver() if setup.dns == "fail"
+                             else net.slow_resolver(old_resolver, setup.dns_delay, rig.clock, target))
+            link.host = "acquirer.example"
+            await link.close()
+
+            def undo_dns() -> None:
+                link.resolver, link.host = old_resolver, old_host
+            undo.append(undo_dns)
+        if setup.link is not None:
+            net = importlib.import_module("faults.network")
+            proxy = await net.FaultProxy.start((link.host, link.port), setup.link, rig.clock)
+            old_addr = (link.host, link.port)
+            link.host, link.port = "127.0.0.1", proxy.port
+            await link.close()                       # the next exchange connects through the proxy
+
+            def undo_link() -> None:
+                link.host, link.port = old_addr
+                task = asyncio.ensure_future(proxy.close())
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+            undo.append(undo_link)
+        if setup.store_changes:
+            if rig.host is None:
+                raise FaultWiringError("account faults apply to the bundled host only (settings: empty host)")
+            store = rig.host.store
+            from emulator.demo import DEMO_TID
+
+            pans = store.pans()                      # the account faults apply to every card at this host
+            saved_cards = [store.card(p) for p in pans]
+            saved_term = store.terminal(DEMO_TID)
+            for change in setup.store_changes:
+                for p in pans:
+                    change(store, p)
+
+            def undo_store() -> None:
+                for row in saved_cards:
+                    if row is not None:
+                        store.set_card(row)
+                if saved_term is not None:
+                    store.set_terminal(saved_term)
+            undo.append(undo_store)
         base = TerminalConfig()
         diff = {f.name: getattr(setup.cfg, f.name) for f in fields(TerminalConfig)
                 if getattr(setup.cfg, f.name) != getattr(base, f.name)}
