@@ -271,6 +271,7 @@ class Run:
 
         async def reinsert() -> None:
             await vpcd.remove()
+            await self.clock.sleep(0.6)        # out long enough for the reader's poll to see it
             await vpcd.insert()
 
         action = {Msg.INSERT_OR_SWIPE: vpcd.insert, Msg.INSERT_CHIP: vpcd.insert, Msg.READER_ERROR: reinsert,
