@@ -294,3 +294,25 @@ async def test_settings_after_operator_password_save_and_apply(tmp_path: Path) -
         await until(pilot, lambda: scr.cfg.language == "en" and scr.rig is not None and not scr.is_busy,
                     "the terminal to reopen")
         assert scr.lang == "en" and "Balance" in scr.lcd_text() and "查询余额" not in scr.lcd_text()
+
+
+async def test_regression_run_from_the_ui_shows_progress_and_cancels(tmp_path: Path) -> None:
+    from emulator.ui.regress_screen import RegressScreen
+
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        one = RegressScreen(only=["user.wrong-pin"])
+        app.push_screen(one)
+        await until(pilot, lambda: one.finished, "the regression run", timeout=30)
+        assert (one.passed, one.failed, one.total) == (3, 0, 3)
+        await pilot.press("escape")                      # finished: Esc closes
+        await until(pilot, lambda: not isinstance(app.screen, RegressScreen), "the dialog to close")
+        await pilot.press("e")                           # the whole suite, from the key binding…
+        await until(pilot, lambda: isinstance(app.screen, RegressScreen), "the regression dialog")
+        run = app.screen
+        assert isinstance(run, RegressScreen)
+        await until(pilot, lambda: run.passed >= 1, "the first result", timeout=30)
+        await pilot.press("escape")                      # …cancelled while it runs
+        await until(pilot, lambda: run.finished, "the cancel to take effect", timeout=30)
+        assert run.cancelled and run.passed + run.failed + run.skipped < run.total

@@ -117,6 +117,7 @@ class TerminalScreen(TScreen[None]):
         Binding("d", "pane('diag')", "Diagnosis pane", show=False),
         Binding("x", "export", "Export trace", show=False),
         Binding("z", "zoom", "Zoom swipe plot", show=False),
+        Binding("e", "regress", "Regression run", show=False),
     ]
 
     def __init__(self, cfg: configmod.TerminalConfig, *, state_dir: Path, config_path: Path | None = None,
@@ -700,6 +701,12 @@ class TerminalScreen(TScreen[None]):
             await t.send_pending_reversals()
 
         self.start("reversals", op)
+
+    def action_regress(self) -> None:
+        """Run the fault-regression suite (in a worker thread, with progress and cancel)."""
+        from emulator.ui.regress_screen import RegressScreen
+
+        self.app.push_screen(RegressScreen())
 
     def action_journal(self) -> None:
         if self.rig is not None:

@@ -61,6 +61,7 @@ its keystrokes (`%B…?;…?` + Enter) are recognised as a swipe.
 | g | swipe view: the head signal of the last swipe, **z** zooms to where decoding broke |
 | f | faults: switch catalogue faults on for the next action |
 | d | diagnosis of the last failure |
+| e | run the fault-regression suite: progress, results, Esc cancels |
 
 **?** or **F1** shows this help, **Ctrl+P** the command palette, **Ctrl+Q** quits.
 """
