@@ -11,8 +11,8 @@ fault schedules — waits on the asyncio event loop, and the loop's time *is* th
   process) is announced with :meth:`Clock.external`; while any is in flight the virtual clock
   follows real time instead of jumping, so a slow real peer is never mistaken for a timeout.
 
-Code never calls ``time.sleep`` or ``asyncio.sleep(n)``; it awaits :meth:`Clock.sleep` or uses
-``asyncio.timeout``/``wait_for``, which run on the loop's time.
+Code never sleeps on wall time (no ``time.sleep``, no asyncio sleeps with a delay); it awaits
+:meth:`Clock.sleep` or uses ``asyncio.timeout``/``wait_for``, which run on the loop's time.
 """
 
 from __future__ import annotations
