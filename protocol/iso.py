@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import binascii
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,7 +130,7 @@ def encode(msg: Message, profile: Profile) -> bytes:
     table = profile.table
     doc: dict[str, Any] = {"t": mti}
     if header:
-        doc["h"] = header.hex()
+        doc["h"] = _header_hex(header)
     for n, v in msg.fields.items():
         entry = table.get(n)
         if entry is None:
@@ -223,7 +224,18 @@ def _from_doc(doc: dict[str, Any], raw: bytes, profile: Profile) -> Message:
             fields[n] = text
         else:
             fields[n] = text
-    return Message(mti, fields, bytes.fromhex(header_hex) if header_hex else b"")
+    return Message(mti, fields, _header_bytes(header_hex) if header_hex else b"")
 
 
 _N, _B, _Z = Kind.N, Kind.B, Kind.Z
+
+
+@functools.lru_cache(maxsize=64)
+def _header_hex(header: bytes) -> str:
+    """Envelope headers (TPDU + application header) repeat on every message of a terminal."""
+    return header.hex()
+
+
+@functools.lru_cache(maxsize=64)
+def _header_bytes(header_hex: str) -> bytes:
+    return bytes.fromhex(header_hex)
