@@ -7,8 +7,9 @@ link and trace, all on the given clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -44,6 +45,7 @@ class Rig:
     journal: Journal
     host: HostServer | None
     cardholder: Cardholder | None
+    swipe_faults: dict[str, Any] = field(default_factory=dict)   # armed swipe faults (damage, noise…) for a UI
 
     async def close(self) -> None:
         await self.terminal.close()

@@ -43,3 +43,34 @@ def test_link_dns_and_account_faults_apply_and_undo(vrun: asyncio.Runner, vclock
     assert results[1][:2] == (Msg.QUERY_CARD_FAILED, Msg.DNS_FAILED)
     assert results[2][:2] == (Msg.QUERY_CARD_FAILED, Msg.NOT_PERMITTED)
     assert results[3] == (Msg.APPROVED_BALANCE, None, True)
+
+
+def test_stripe_and_swipe_faults_reach_the_next_swipe(vrun: asyncio.Runner, vclock: VirtualClock,
+                                                      tmp_path: Path) -> None:
+    from emulator.app import _find_sim
+    from hardware.magstripe import Damage, SwipeParams, simulate_swipe
+
+    adapter = FaultsAdapter().load()
+
+    async def main() -> None:
+        rig = await open_rig(TerminalConfig(), clock=vclock, state_dir=tmp_path, pinpad=ScriptedPinPad("123456"),
+                             auto_cardholder=False)
+        sim = _find_sim(rig.reader)
+        assert sim is not None and sim.default_card is not None
+        full = sim.default_card.stripe
+        try:
+            armed = await adapter.arm(rig, [ActiveFault("stripe.incomplete", (("keep_chars", "12"),))])
+            assert sim.default_card.stripe[1] == (full[1] or "")[:12]
+            await armed.disarm()
+            assert sim.default_card.stripe == full
+            armed = await adapter.arm(rig, [ActiveFault("stripe.damaged", ())])
+            damage = rig.swipe_faults["damage"]
+            report = simulate_swipe(full, SwipeParams(damage=(Damage(*damage),), seed=1))
+            t2 = report.result.track(2)
+            assert t2 is not None and not t2.ok          # what the UI's next swipe will meet
+            await armed.disarm()
+            assert rig.swipe_faults == {}
+        finally:
+            await rig.close()
+
+    vrun.run(main())

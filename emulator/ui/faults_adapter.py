@@ -126,8 +126,10 @@ class _Undo:
 
 
 USER_INJECTORS = frozenset({"swipe", "pin"})
-"""Faults the user performs in the UI (swipe speed/tilt, typing a wrong PIN): nothing to arm."""
-WIRED_INJECTORS = frozenset({"reader", "host-rule", "config", "dns", "link", "host-state"}) | USER_INJECTORS
+"""Faults the user performs in the UI (swipe speed/tilt, typing a wrong PIN); a swipe fault's other
+parameters (stripe damage, noise, head dirt) are applied to the user's next swipe."""
+WIRED_INJECTORS = frozenset({"reader", "host-rule", "config", "dns", "link", "host-state", "stripe-data"}) \
+    | USER_INJECTORS
 
 
 def _both(zh: str, en: str) -> str:
@@ -231,6 +233,29 @@ class FaultsAdapter:
             rules = rig.host.rules
             rules.add(rule)
             undo.append(partial(rules.rules.remove, rule))
+        if setup.swipe:
+            extra = {k: v for k, v in setup.swipe.items() if k not in ("speed_ips", "skew_deg")}
+            if extra:
+                saved_swipe = dict(rig.swipe_faults)
+                rig.swipe_faults.update(extra)
+
+                def undo_swipe() -> None:
+                    rig.swipe_faults.clear()
+                    rig.swipe_faults.update(saved_swipe)
+                undo.append(undo_swipe)
+        if setup.stripe_keep is not None:
+            from emulator.app import _find_sim
+
+            sim = _find_sim(rig.terminal.reader)
+            if sim is None or sim.default_card is None:
+                raise FaultWiringError("stripe faults need a virtual card (reader sim://…)")
+            card_mod = importlib.import_module("faults.card")
+            original = sim.default_card
+            sim.default_card = card_mod.StripeOverride(original, card_mod.truncated_stripe(original, setup.stripe_keep))
+
+            def undo_stripe() -> None:
+                sim.default_card = original
+            undo.append(undo_stripe)
         link = rig.terminal.link
         if setup.dns is not None:
             net = importlib.import_module("faults.network")

@@ -819,6 +819,18 @@ class TerminalScreen(TScreen[None]):
         except ValueError:
             self.notify("Speed and tilt must be numbers.", severity="error")
             return
+        armed = self.rig.swipe_faults if self.rig is not None else {}
+        if armed:                                   # armed swipe faults: stripe damage, EMI noise, head dirt
+            from dataclasses import replace as dc_replace
+
+            from hardware.magstripe import Damage
+
+            if "noise" in armed:
+                params = dc_replace(params, noise=float(armed["noise"]))
+            if "dirt_um" in armed:
+                params = dc_replace(params, dirt_um=float(armed["dirt_um"]))
+            if "damage" in armed:
+                params = dc_replace(params, damage=(Damage(*armed["damage"]),))
         self.swipe_seed += 1
         card = sim.default_card
         report = simulate_swipe(card.stripe, params)
