@@ -47,6 +47,7 @@ from construct import (
     this,
 )
 
+from protocol.binary import require_bytes as _as_bytes
 from protocol.errors import DecodeError, EncodeError
 
 __all__ = [
@@ -80,13 +81,6 @@ class Convention(enum.Enum):
     INVERSE = 0x3F
 
 
-def _as_bytes(value: object, name: str) -> bytes:
-    """``bytes`` from bytes-like input; ``TypeError`` for anything else."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
 
 
 # --- the construct declaration -------------------------------------------------------------

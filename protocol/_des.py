@@ -27,6 +27,7 @@ from typing import cast
 from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, CipherContext, modes
 from cryptography.utils import CryptographyDeprecationWarning
 
+from protocol.binary import require_bytes as require_bytes  # re-exported for the crypto modules
 from protocol.errors import CryptoError
 
 BLOCK_SIZE = 8
@@ -47,19 +48,6 @@ def _load_triple_des() -> _TripleDESFactory:
 
 
 _TripleDES = _load_triple_des()
-
-
-def require_bytes(value: object, name: str) -> bytes:
-    """``value`` as ``bytes`` (bytes, bytearray and memoryview accepted); ``TypeError`` otherwise.
-
-    >>> require_bytes(bytearray(b"ab"), "data")
-    b'ab'
-    """
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
 
 
 def check_key(key: object, name: str = "key", lengths: tuple[int, ...] = KEY_LENGTHS) -> bytes:

@@ -28,6 +28,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocol.binary import require_bytes as _as_bytes
 from protocol.errors import DecodeError, EncodeError, ProtocolError
 
 __all__ = [
@@ -82,13 +83,6 @@ class CommandCase(enum.Enum):
         return self in (CommandCase.CASE_2S, CommandCase.CASE_4S, CommandCase.CASE_2E, CommandCase.CASE_4E)
 
 
-def _as_bytes(value: object, name: str) -> bytes:
-    """``bytes`` from bytes-like input; ``TypeError`` for anything else."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
 
 
 def _byte(value: Any, name: str) -> int:

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from protocol.binary import require_bytes as _as_bytes
 from protocol.errors import DecodeError, EncodeError
 from protocol.masking import mask_hex
 
@@ -138,13 +139,6 @@ NUMERIC_TAGS: frozenset[int] = frozenset({
 """Tags of EMV format ``n`` (BCD, right-justified): DOL padding/truncation is on the left (§5.4)."""
 
 
-def _as_bytes(value: object, name: str) -> bytes:
-    """``bytes`` from bytes-like input; ``TypeError`` for anything else."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
 
 
 # --- tags -----------------------------------------------------------------------------------

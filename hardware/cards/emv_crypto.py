@@ -26,14 +26,8 @@ from __future__ import annotations
 
 import enum
 import hmac
-import importlib
-import warnings
-from collections.abc import Callable
-from typing import cast
 
-from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, modes
-from cryptography.utils import CryptographyDeprecationWarning
-
+from protocol import _des
 from protocol.errors import CryptoError
 
 __all__ = [
@@ -60,19 +54,6 @@ class CryptogramType(enum.IntEnum):
         return cls(cid & 0xC0)
 
 
-def _load_triple_des() -> Callable[[bytes], BlockCipherAlgorithm]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        try:
-            module = importlib.import_module("cryptography.hazmat.decrepit.ciphers.algorithms")
-        except ImportError:  # pragma: no cover - cryptography < 43
-            module = importlib.import_module("cryptography.hazmat.primitives.ciphers.algorithms")
-    return cast(Callable[[bytes], BlockCipherAlgorithm], module.TripleDES)
-
-
-_TripleDES = _load_triple_des()
-
-
 def _key16(key: object) -> bytes:
     if not isinstance(key, bytes):
         raise TypeError(f"key must be bytes, not {type(key).__name__}")
@@ -82,13 +63,11 @@ def _key16(key: object) -> bytes:
 
 
 def _ecb(key24: bytes, data: bytes) -> bytes:
-    enc = Cipher(_TripleDES(key24), modes.ECB()).encryptor()
-    return enc.update(data) + enc.finalize()
+    return _des.ecb_encrypt(key24, data)
 
 
 def _cbc(key24: bytes, data: bytes) -> bytes:
-    enc = Cipher(_TripleDES(key24), modes.CBC(bytes(8))).encryptor()
-    return enc.update(data) + enc.finalize()
+    return _des.cbc_encrypt(key24, data)
 
 
 def session_key(master_key: bytes, atc: int) -> bytes:
