@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
-_DIGIT_RUN = re.compile(r"\d{13,19}")
+_DIGIT_RUN = re.compile(r"\d{13,}")   # a PAN, or a longer run that may hold one: keep 6 + 4 only
 # A hex dump of BCD or ASCII-encoded digits: 13–19 digits as BCD nibbles, or as ASCII 3x pairs.
-_ASCII_DIGITS_HEX = re.compile(r"(?:3[0-9]){13,19}")
+_ASCII_DIGITS_HEX = re.compile(r"(?:3[0-9]){13,}")
 
 
 def mask_pan(pan: str) -> str:
@@ -29,7 +29,7 @@ def mask_pan(pan: str) -> str:
 
 
 def mask_text(text: str) -> str:
-    """Mask every run of 13–19 digits in free text.
+    """Mask every run of 13 or more digits in free text (first 6 + last 4 stay).
 
     >>> mask_text("card 6212345678901232 declined")
     'card 621234******1232 declined'
@@ -41,9 +41,9 @@ def mask_hex(hexstr: str) -> str:
     """Mask PAN-like content in an uppercase hex dump (BCD digit runs and ASCII digit runs).
 
     >>> mask_hex("0200" + "16" + "6212345678901232" + "FF")
-    '020016621234******1232FF'
+    '020016************1232FF'
     >>> mask_hex("36323132333435363738393031323332")
-    '363231323334************33333332'
+    '363231323334************31323332'
     """
     out = _ASCII_DIGITS_HEX.sub(lambda m: m.group(0)[:12] + "*" * (len(m.group(0)) - 20) + m.group(0)[-8:],
                                 hexstr)
