@@ -105,3 +105,27 @@ def test_cli_inquiry_with_a_serial_reader(tmp_path: Path) -> None:
     finally:
         dev.terminate()
         dev.wait(timeout=10)
+
+
+@pytest.mark.pcsc
+def test_cli_inquiry_with_pcsc_reader_index(pcscd: Pcscd, tmp_path: Path) -> None:
+    """`posemu card serve` in its own process puts the chip card in vpcd's reader;
+    `posemu inquiry --reader pcsc://0` completes an EMV balance inquiry through pcscd."""
+    serve = subprocess.Popen([sys.executable, "-m", "emulator.cli", "card", "serve", "--profile", "cup_debit",
+                              "--vpcd", f"127.0.0.1:{pcscd.slot_port(0)}"],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env={**os.environ, **pcscd.env(), "PYTHONPATH": str(ROOT)})
+    cfg = tmp_path / "terminal.toml"
+    cfg.write_text("[timeouts]\nremoval = 1\ncard = 20\n", encoding="utf-8")   # nobody pulls the card out
+    try:
+        assert serve.stdout is not None
+        for _ in range(20):                      # bounded: wait until the card is in the reader
+            if "serving" in serve.stdout.readline():
+                break
+        res = CliRunner().invoke(main, ["inquiry", "--virtual-time", "--reader", "pcsc://0", "--card", "cup_debit",
+                                        "--config", str(cfg), "--state", str(tmp_path), "--lang", "en"])
+        assert "[APPROVED_BALANCE] Approved  balance: CNY 12,345.67" in res.output, res.output
+        assert "[REMOVE_CARD] Remove card" in res.output
+    finally:
+        serve.terminate()
+        serve.wait(timeout=10)
