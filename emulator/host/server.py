@@ -95,7 +95,7 @@ class _Conn(asyncio.Protocol):
             if self.transport:
                 self.transport.abort()
         finally:
-            host.store.commit()
+            host.commit_soon()
             self._out = None
             if out and self.transport is not None and not self.transport.is_closing():
                 self.transport.write(b"".join(out))
@@ -148,6 +148,7 @@ class HostServer:
         self.stats = HostStats()
         self.conns: set[_Conn] = set()
         self.observers: list[Callable[[Message], None]] = []   # called with every decoded request
+        self._commit_handle: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
 
     @classmethod
@@ -171,12 +172,28 @@ class HostServer:
     def port(self) -> int:
         return self.address[1]
 
+    COMMIT_EVERY = 0.02
+    """Seconds a batch of log rows (balance inquiries, declines) may wait before it is committed.
+    Money-moving changes (purchase, reversal) are committed before their response is sent."""
+
+    def commit_soon(self) -> None:
+        """Group commits: one SQLite commit for everything served in the next few milliseconds."""
+        if self._commit_handle is None:
+            self._commit_handle = asyncio.get_running_loop().call_later(self.COMMIT_EVERY, self._commit_now)
+
+    def _commit_now(self) -> None:
+        self._commit_handle = None
+        self.store.commit()
+
     def drop_connections(self) -> None:
         for c in list(self.conns):
             if c.transport:
                 c.transport.abort()
 
     async def close(self) -> None:
+        if self._commit_handle is not None:
+            self._commit_handle.cancel()
+            self._commit_handle = None
         if self._server is not None:
             self._server.close()
             self.drop_connections()
