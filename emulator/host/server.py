@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from emulator.host.logic import Decision, HostLogic, seed_demo
 from emulator.host.rules import HostRules
@@ -47,8 +48,7 @@ class _Conn(asyncio.Protocol):
         self._out: list[bytes] | None = None    # responses batched during one data_received
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)   # any loop's stream transport (asyncio, uvloop)
         self.peer = str(transport.get_extra_info("peername"))
         if self.host.rules.refuse_connection():
             self.host.stats.refused += 1
