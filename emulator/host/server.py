@@ -52,7 +52,7 @@ class _Conn(asyncio.Protocol):
         self.peer = str(transport.get_extra_info("peername"))
         if self.host.rules.refuse_connection():
             self.host.stats.refused += 1
-            transport.abort()
+            self.transport.abort()
             return
         self.host.stats.connections += 1
         self.host.conns.add(self)
