@@ -228,3 +228,48 @@ def test_trace_never_holds_card_data(vrun: asyncio.Runner, vclock: VirtualClock,
     assert prof.pan not in text and prof.track2 not in text
     assert prof.pan[:6] + "******" + prof.pan[-4:] in text
     assert '"54": "1001156C000001234567' in text       # balances are not mistaken for card numbers
+
+
+def test_chip_card_swiped_is_told_to_insert(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path) -> None:
+    """Service code 2xx: a swiped chip card must be inserted (no fallback without chip failures)."""
+    from emulator.trace import Kind
+
+    cfg = replace(TerminalConfig(), reader="sim://cup_debit")
+    rig = make_rig(vrun, vclock, tmp_path, cfg=cfg)
+    assert rig.cardholder is not None
+    rig.cardholder.prefer_chip = False
+    try:
+        vrun.run(rig.terminal.sign_on())
+        out = vrun.run(rig.terminal.balance_inquiry())
+    finally:
+        vrun.run(rig.close())
+    assert out.approved
+    assert out.codes[:4] == ["INSERT_OR_SWIPE", "READING_CARD", "INSERT_CHIP", "READING_CARD"]
+    assert rig.cardholder.actions[:2] == ["swipe", "insert"]
+    req = next(e for e in rig.trace if e.kind is Kind.ISO_OUT and e.what == "0200")
+    assert req.data["fields"]["22"].startswith("05")          # POS entry mode: chip
+
+
+def test_fallback_to_the_stripe_after_chip_failures(vrun: asyncio.Runner, vclock: VirtualClock,
+                                                    tmp_path: Path) -> None:
+    """Three chip failures: the terminal asks for a swipe and sends entry mode 80x (fallback)."""
+    from emulator.trace import Kind
+    from faults.reader import FaultyReader, ReaderFaults
+    from hardware.registry import open_reader
+
+    async def go() -> tuple[list[str], str]:
+        reader = FaultyReader(open_reader("sim://cup_debit", clock=vclock), ReaderFaults(chip_dead=True), vclock)
+        rig = await open_rig(TerminalConfig(), clock=vclock, state_dir=tmp_path, pinpad=ScriptedPinPad("123456"),
+                             reader=reader)
+        try:
+            await rig.terminal.sign_on()
+            out = await rig.terminal.balance_inquiry()
+            assert out.approved
+            req = next(e for e in rig.trace if e.kind is Kind.ISO_OUT and e.what == "0200")
+            return out.codes, req.data["fields"]["22"]
+        finally:
+            await rig.close()
+
+    codes, entry = vrun.run(go())
+    assert codes.count("READER_ERROR") == 2 and "FALLBACK_SWIPE" in codes
+    assert entry.startswith("80")
