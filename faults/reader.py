@@ -217,10 +217,15 @@ def with_faults(reader: CardReader, faults: ReaderFaults, clock: Clock | None = 
 
 
 def _open_fault_url(url: ReaderURL, clock: Clock) -> CardReader:
-    inner_scheme = url.scheme.split("+", 1)[1]
+    """``fault+<inner>://target?…``: the fault parameters are taken out, the rest goes to the inner
+    reader (``fault+sim://cup_debit?contact_ohms=12&protocol=t0``)."""
+    from urllib.parse import urlencode
 
-    faults = ReaderFaults.from_params(url.params)
-    inner_url = f"{inner_scheme}://{url.target}"
+    inner_scheme = url.scheme.split("+", 1)[1]
+    known = {f.name for f in fields(ReaderFaults)}
+    faults = ReaderFaults.from_params({k: v for k, v in url.params.items() if k in known})
+    rest = {k: v for k, v in url.params.items() if k not in known}
+    inner_url = f"{inner_scheme}://{url.target}" + (f"?{urlencode(rest)}" if rest else "")
     return FaultyReader(open_reader(inner_url, clock=clock), faults, clock)
 
 

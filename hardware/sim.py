@@ -212,6 +212,12 @@ class SimReader:
 
 def open_sim_reader(url: ReaderURL, clock: Clock) -> SimReader:
     """Factory for ``sim://<profile>[?protocol=t0|direct&present=1&swipe=1&timing=0|1&baud=9600]``."""
+    unknown = set(url.params) - {"present", "swipe", "protocol", "timing", "baud"}
+    if unknown:
+        from protocol.errors import ConfigError
+
+        raise ConfigError(f"sim:// has no parameter {', '.join(sorted(unknown))} "
+                          "(known: present, swipe, protocol, timing, baud)")
     reader = SimReader(clock, timing=url.params.get("timing", "1") != "0", baud=url.int_param("baud", 9600))
     if url.target:
         reader.default_card = card_for_profile(load_profile(url.target))

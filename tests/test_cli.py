@@ -56,3 +56,16 @@ def test_iso87ascii_profile_end_to_end(tmp_path: Path) -> None:
 def test_help(cmd: str) -> None:
     code, out = run(cmd, "--help")
     assert code == 0 and "Usage:" in out
+
+
+def test_fault_reader_url(tmp_path: Path) -> None:
+    """`fault+<reader URL>` wraps any reader: 900 Ω contacts kill the chip; the terminal falls back to the stripe."""
+    code, out = run("inquiry", "--virtual-time", "--card", "cup_debit", "--state", str(tmp_path),
+                    "--reader", "fault+sim://cup_debit?contact_ohms=900&seed=7")
+    assert code == 0, out
+    assert "[READER_ERROR]" in out and "[FALLBACK_SWIPE]" in out and "[APPROVED_BALANCE]" in out
+    code, out = run("inquiry", "--virtual-time", "--state", str(tmp_path / "b"), "--reader", "fault+sim://demo?bogus=1")
+    assert code == 1 and "sim:// has no parameter bogus" in out
+    code, out = run("inquiry", "--virtual-time", "--card", "cup_debit", "--state", str(tmp_path / "c"),
+                    "--reader", "fault+sim://cup_debit?contact_ohms=7.5&protocol=t0&seed=7")
+    assert code == 0, out                       # inner parameters reach the inner reader
