@@ -69,3 +69,14 @@ def test_fault_reader_url(tmp_path: Path) -> None:
     code, out = run("inquiry", "--virtual-time", "--card", "cup_debit", "--state", str(tmp_path / "c"),
                     "--reader", "fault+sim://cup_debit?contact_ohms=7.5&protocol=t0&seed=7")
     assert code == 0, out                       # inner parameters reach the inner reader
+
+
+def test_diagnose_root_cause_from_a_trace_file(tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+    code, _ = run("inquiry", "--virtual-time", "--state", str(tmp_path), "--pin", "000000", "--trace", str(trace))
+    assert code == 1 and trace.exists()
+    code, out = run("diagnose", "--trace", str(trace), "--lang", "en")
+    assert code == 0
+    assert "[A12, A20]" in out and "host answered 55" in out and "remedy" in out
+    code, out = run("diagnose", "--trace", str(tmp_path / "journal.sqlite3"))
+    assert code != 0 and "not a JSON-lines trace" in out

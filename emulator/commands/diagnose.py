@@ -30,7 +30,11 @@ def command(trace_path: str | None, reader: str, host: str | None, fault_specs: 
 
     if trace_path:
         entries = []
-        for line in Path(trace_path).read_text(encoding="utf-8").splitlines():
+        try:
+            text = Path(trace_path).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise click.ClickException(f"{trace_path}: not a JSON-lines trace (not UTF-8 text)") from None
+        for line in text.splitlines():
             try:
                 e = json.loads(line)
             except json.JSONDecodeError:
