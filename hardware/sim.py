@@ -18,7 +18,7 @@ import dataclasses
 from hardware.cards.profiles import CardProfile, load_profile
 from hardware.clock import Clock
 from hardware.errors import CardAbsentError, CardMuteError
-from hardware.magstripe import SwipeParams, simulate_swipe
+from hardware.magstripe import Damage, SwipeParams, simulate_swipe
 from hardware.ports import ReaderEvent, ReaderEventKind, SwipeResult, TrackRead, TrackStatus, VirtualCard
 from hardware.registry import ReaderURL
 
@@ -62,6 +62,21 @@ def card_for_profile(profile: CardProfile) -> VirtualCard:
 
         card = wire_t0(card)
     return card
+
+
+def stripe_damage(card: VirtualCard) -> tuple[Damage, ...]:
+    """The damaged regions a card's profile gives its stripe (``[stripe] damage = […]``)."""
+    profile = None
+    c: object = card
+    for _ in range(4):                    # through wrappers (T=0 wire, stripe overrides)
+        profile = getattr(c, "profile", None)
+        if profile is not None:
+            break
+        c = getattr(c, "inner", None) or getattr(c, "card", None)
+        if c is None:
+            break
+    regions = getattr(profile, "stripe_damage", ()) if profile is not None else ()
+    return tuple(Damage(r.start_in, r.end_in, r.severity) for r in regions)
 
 
 def ideal_swipe(card: VirtualCard) -> SwipeResult:
@@ -150,10 +165,13 @@ class SimReader:
         card = card or self.default_card
         if card is None:
             raise CardAbsentError("no card to swipe")
+        worn = stripe_damage(card)
         if result is not None:
             res = result
-        elif params is not None or seed is not None:
+        elif params is not None or seed is not None or worn:
             physics = params or SwipeParams()
+            if worn:                              # the card's own stripe damage (its profile)
+                physics = dataclasses.replace(physics, damage=physics.damage + worn)
             if seed is not None:
                 physics = dataclasses.replace(physics, seed=seed)
             res = simulate_swipe(card.stripe, physics).result

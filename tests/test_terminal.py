@@ -273,3 +273,20 @@ def test_fallback_to_the_stripe_after_chip_failures(vrun: asyncio.Runner, vclock
     codes, entry = vrun.run(go())
     assert codes.count("READER_ERROR") == 2 and "FALLBACK_SWIPE" in codes
     assert entry.startswith("80")
+
+
+def test_profile_stripe_damage_makes_swipes_fail(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path) -> None:
+    """A card profile's `[stripe] damage` reaches the swipe physics: the stripe cannot be read."""
+    prof = tmp_path / "worn.toml"
+    prof.write_text('name = "worn"\npan = "9900010000000019"\nexpiry = "3012"\nservice_code = "101"\n'
+                    'pin = "123456"\n[stripe]\ndamage = [{ start_in = 1.0, end_in = 1.6, severity = 1.0 }]\n',
+                    encoding="utf-8")
+    cfg = replace(TerminalConfig(), reader=f"sim://{prof}")
+    rig = make_rig(vrun, vclock, tmp_path / "state", cfg=cfg)
+    try:
+        vrun.run(rig.terminal.sign_on())
+        out = vrun.run(rig.terminal.balance_inquiry())
+    finally:
+        vrun.run(rig.close())
+    assert (out.headline, out.detail) == (Msg.QUERY_CARD_FAILED, Msg.SWIPE_AGAIN)
+    assert out.codes.count("SWIPE_AGAIN") >= 3

@@ -833,6 +833,13 @@ class TerminalScreen(TScreen[None]):
                 params = dc_replace(params, damage=(Damage(*armed["damage"]),))
         self.swipe_seed += 1
         card = sim.default_card
+        from hardware.sim import stripe_damage
+
+        worn = stripe_damage(card)              # the card profile's own damaged stripe regions
+        if worn:
+            from dataclasses import replace as dc_replace
+
+            params = dc_replace(params, damage=params.damage + worn)
         report = simulate_swipe(card.stripe, params)
         sim.swipe(card, result=report.result)
         self.query_one("#swipe", SwipeView).show_report(report)
