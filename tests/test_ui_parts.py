@@ -6,7 +6,6 @@ import asyncio
 import sys
 import types
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
@@ -116,39 +115,14 @@ def test_fault_adapter_without_the_package() -> None:
     assert ad.faults == []
 
 
-@dataclass
-class _P:
-    name: str
-    unit: str
-    min: float
-    max: float
-    default: float
-    help: str = ""
-
-
-@dataclass
-class _F:
-    id: str
-    causes: tuple[str, ...]
-    layer: str
-    title_zh: str
-    title_en: str
-    injector: str
-    params: tuple[_P, ...]
-    expect: tuple[str, ...]
-    detect_zh: str
-    detect_en: str
-    fix_zh: str
-    fix_en: str
-    card: str
-
-
 @pytest.fixture
 def fake_catalogue() -> Iterator[str]:
     mod = types.ModuleType("posemu_test_catalogue")
-    faults = {"reader.x": _F("reader.x", ("A1",), "hardware", "脏", "dirty", "reader",
-                             (_P("contact_ohms", "Ω", 0, 1000, 30),), ("READER_ERROR",), "测", "measure", "洗",
-                             "clean", "cup_debit")}
+    from faults.catalogue import Fault, Param
+
+    faults = {"reader.x": Fault("reader.x", ("A1",), "hardware", "脏", "dirty", "reader",
+                                (Param("contact_ohms", "Ω", 0, 1000, 30),), ("READER_ERROR",), "测", "measure", "洗",
+                                "clean", "none", "cup_debit", "balance", ())}
     mod.load = lambda: types.SimpleNamespace(faults=faults)  # type: ignore[attr-defined]
     sys.modules[mod.__name__] = mod
     yield mod.__name__

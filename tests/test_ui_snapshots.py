@@ -97,16 +97,22 @@ def test_main_menu_light_theme(tmp_path: Path, snap: Compare) -> None:
     assert snap(app, run_before=signed_on(app))
 
 
+async def to_pin_prompt(app: Any, pilot: Pilot[Any]) -> Any:
+    """Sign on, start a balance inquiry, swipe the demo card: the terminal asks for the PIN."""
+    await signed_on(app)(pilot)
+    scr = app.main
+    await pilot.press("b")
+    await until(pilot, lambda: Msg.INSERT_OR_SWIPE.value in codes(scr), "请插卡或刷卡")
+    await pilot.press("w")
+    await until(pilot, lambda: scr.pinpad.active, "the PIN prompt")
+    return scr
+
+
 def test_pin_entry_shows_asterisks(tmp_path: Path, snap: Compare) -> None:
     app = app_for(tmp_path)
 
     async def run(pilot: Pilot[Any]) -> None:
-        await signed_on(app)(pilot)
-        scr = app.main
-        await pilot.press("b")
-        await until(pilot, lambda: Msg.INSERT_OR_SWIPE.value in codes(scr), "请插卡或刷卡")
-        await pilot.press("w")
-        await until(pilot, lambda: scr.pinpad.active, "the PIN prompt")
+        await to_pin_prompt(app, pilot)
         await pilot.press(*"1234")
 
     assert snap(app, run_before=run)
@@ -116,12 +122,7 @@ def test_approved_balance_100x30(tmp_path: Path, snap: Compare) -> None:
     app = app_for(tmp_path)
 
     async def run(pilot: Pilot[Any]) -> None:
-        await signed_on(app)(pilot)
-        scr = app.main
-        await pilot.press("b")
-        await until(pilot, lambda: Msg.INSERT_OR_SWIPE.value in codes(scr), "请插卡或刷卡")
-        await pilot.press("w")
-        await until(pilot, lambda: scr.pinpad.active, "the PIN prompt")
+        scr = await to_pin_prompt(app, pilot)
         await pilot.press("k")
         await until(pilot, lambda: not scr.is_busy, "the inquiry")
 
