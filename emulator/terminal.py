@@ -338,10 +338,7 @@ class Terminal:
         while True:
             try:
                 ev = await self.reader.next_event(self.cfg.timeouts.card)
-            except ServiceUnavailableError as e:
-                self._fire(Event.TIMEOUT)
-                raise CardReadFailed(Msg.NO_READER, str(e)) from None
-            except NoReaderError as e:
+            except (ServiceUnavailableError, NoReaderError) as e:
                 self._fire(Event.TIMEOUT)
                 raise CardReadFailed(Msg.NO_READER, str(e)) from None
             except HardwareError as e:
@@ -508,22 +505,22 @@ class Terminal:
             try:
                 ev = await self.reader.next_event(max(0.0, left)) if left > 0 else None
             except HardwareError as e:      # the reader cannot tell us the card left
-                self.trace.record(Kind.READER, "removal not confirmed: reader error", error=str(e))
-                self._fire(Event.REMOVAL_TIMEOUT)
-                self.show(Msg.REMOVE_CARD_FAILED)
-                self._fire(Event.CANCEL)
-                return False
+                return self._removal_failed("removal not confirmed: reader error", error=str(e))
             if ev is not None and ev.kind is ReaderEventKind.CARD_REMOVED:
                 self.trace.record(Kind.READER, ev.kind.value)
                 self._fire(Event.CARD_REMOVED)
                 return True
             if ev is None:
-                self.trace.record(Kind.READER, "card still detected after removal timeout",
-                                  seconds=self.cfg.timeouts.removal)
-                self._fire(Event.REMOVAL_TIMEOUT)
-                self.show(Msg.REMOVE_CARD_FAILED)
-                self._fire(Event.CANCEL)
-                return False
+                return self._removal_failed("card still detected after removal timeout",
+                                            seconds=self.cfg.timeouts.removal)
+
+    def _removal_failed(self, what: str, **data: object) -> bool:
+        """拔出卡失败: the terminal cannot confirm the card left the reader."""
+        self.trace.record(Kind.READER, what, **data)
+        self._fire(Event.REMOVAL_TIMEOUT)
+        self.show(Msg.REMOVE_CARD_FAILED)
+        self._fire(Event.CANCEL)
+        return False
 
     def _outcome(self, kind: str, approved: bool, headline: Msg, detail: Msg | None = None, *,
                  rc: str | None = None, error: str | None = None, journal_id: int | None = None) -> Outcome:
