@@ -5,18 +5,21 @@ message. :class:`Framer` turns a byte stream — split anywhere, frames back to 
 frame payloads; :func:`frame` does the reverse. A zero or oversized length is a
 :class:`DecodeError`; after one, the stream is unusable (the caller closes the connection).
 
+It speaks the sans-IO vocabulary of :mod:`protocol.sansio`:
+
 >>> f = Framer()
->>> f.feed(frame(b"abc") + frame(b"de")[:2]); f.next_frame()
+>>> f.receive_data(frame(b"abc") + frame(b"de")[:2]); f.next_event()
 b'abc'
->>> f.next_frame() is None
-True
->>> f.feed(b"de"); f.next_frame()
+>>> f.next_event()
+NEED_DATA
+>>> f.receive_data(b"de"); f.next_event()
 b'de'
 """
 
 from __future__ import annotations
 
 from protocol.errors import DecodeError
+from protocol.sansio import NEED_DATA, NeedData
 
 HEADER_LEN = 2
 MAX_FRAME = 8192
@@ -43,7 +46,7 @@ class Framer:
         self._broken = False
         self.max_frame = max_frame
 
-    def feed(self, data: bytes) -> None:
+    def receive_data(self, data: bytes) -> None:
         """Add bytes read from the stream."""
         self._buf += data
 
@@ -51,13 +54,13 @@ class Framer:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def next_frame(self) -> bytes | None:
-        """The next complete payload, or ``None`` when more bytes are needed."""
+    def next_event(self) -> bytes | NeedData:
+        """The next complete payload, or :data:`NEED_DATA` when more bytes are needed."""
         if self._broken:
             raise DecodeError("stream is out of sync after a framing error", field="length")
         buf = self._buf
         if len(buf) < HEADER_LEN:
-            return None
+            return NEED_DATA
         n = (buf[0] << 8) | buf[1]
         if n == 0 or n > self.max_frame:
             self._broken = True
@@ -65,7 +68,7 @@ class Framer:
                               pos=self._consumed, raw=bytes(buf[:HEADER_LEN]))
         end = HEADER_LEN + n
         if len(buf) < end:
-            return None
+            return NEED_DATA
         payload = bytes(buf[HEADER_LEN:end])
         del buf[:end]
         self._consumed += end
@@ -74,6 +77,6 @@ class Framer:
     def frames(self) -> list[bytes]:
         """Every complete payload buffered now."""
         out = []
-        while (p := self.next_frame()) is not None:
+        while (p := self.next_event()) is not NEED_DATA:
             out.append(p)
         return out

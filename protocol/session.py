@@ -18,7 +18,6 @@ MACs: :func:`seal` encodes a message with field 64 computed over MTI … last fi
 
 from __future__ import annotations
 
-import enum
 import hmac
 from dataclasses import dataclass
 from typing import Any
@@ -27,15 +26,9 @@ from protocol.errors import DecodeError, ProtocolError
 from protocol.framing import Framer, frame
 from protocol.iso import Message, decode, encode
 from protocol.mac import compute_mac
+from protocol.sansio import NEED_DATA, NeedData
 from protocol.specs import Profile
 from protocol.txn import match_key
-
-
-class _NeedData(enum.Enum):
-    NEED_DATA = "need data"
-
-
-NEED_DATA = _NeedData.NEED_DATA
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +63,8 @@ class MalformedRequest:
     partial: dict[str, Any]
 
 
-ClientEvent = ResponseReceived | UnmatchedResponse | _NeedData
-ServerEvent = RequestReceived | MalformedRequest | _NeedData
+ClientEvent = ResponseReceived | UnmatchedResponse | NeedData
+ServerEvent = RequestReceived | MalformedRequest | NeedData
 
 
 def mac_input(payload: bytes, profile: Profile) -> bytes:
@@ -122,11 +115,11 @@ class ClientSession:
         self._pending.pop(match_key(msg), None)
 
     def receive_data(self, data: bytes) -> None:
-        self._framer.feed(data)
+        self._framer.receive_data(data)
 
     def next_event(self) -> ClientEvent:
-        payload = self._framer.next_frame()
-        if payload is None:
+        payload = self._framer.next_event()
+        if payload is NEED_DATA:
             return NEED_DATA
         resp = decode(payload, self.profile)
         key = match_key(resp)
@@ -144,11 +137,11 @@ class ServerSession:
         self._framer = Framer(profile.max_frame)
 
     def receive_data(self, data: bytes) -> None:
-        self._framer.feed(data)
+        self._framer.receive_data(data)
 
     def next_event(self) -> ServerEvent:
-        payload = self._framer.next_frame()   # DecodeError here: stream lost, close
-        if payload is None:
+        payload = self._framer.next_event()   # DecodeError here: stream lost, close
+        if payload is NEED_DATA:
             return NEED_DATA
         try:
             return RequestReceived(decode(payload, self.profile), payload)

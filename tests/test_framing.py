@@ -20,7 +20,7 @@ def test_any_split_of_the_stream_yields_the_same_frames(payloads: list[bytes], c
     f = Framer()
     got: list[bytes] = []
     for a, b in itertools.pairwise(points):
-        f.feed(stream[a:b])
+        f.receive_data(stream[a:b])
         got.extend(f.frames())
     assert got == payloads
     assert f.buffered == 0
@@ -30,7 +30,7 @@ def test_one_byte_at_a_time() -> None:
     f = Framer()
     out = []
     for b in frame(b"hello") + frame(b"world"):
-        f.feed(bytes([b]))
+        f.receive_data(bytes([b]))
         out.extend(f.frames())
     assert out == [b"hello", b"world"]
 
@@ -38,12 +38,12 @@ def test_one_byte_at_a_time() -> None:
 @pytest.mark.parametrize("header", [b"\x00\x00", b"\xff\xff"])
 def test_zero_or_oversized_length_breaks_the_stream(header: bytes) -> None:
     f = Framer(max_frame=1000)
-    f.feed(header + b"x")
+    f.receive_data(header + b"x")
     with pytest.raises(DecodeError) as ei:
-        f.next_frame()
+        f.next_event()
     assert ei.value.field == "length"
     with pytest.raises(DecodeError):
-        f.next_frame()        # stays broken: the caller must close the connection
+        f.next_event()        # stays broken: the caller must close the connection
 
 
 def test_frame_rejects_empty_or_huge_payloads() -> None:
@@ -56,6 +56,6 @@ def test_frame_rejects_empty_or_huge_payloads() -> None:
 @given(st.binary(max_size=64))
 def test_arbitrary_bytes_raise_only_decode_error(raw: bytes) -> None:
     f = Framer()
-    f.feed(raw)
+    f.receive_data(raw)
     with contextlib.suppress(DecodeError):
         f.frames()

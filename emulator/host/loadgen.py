@@ -75,7 +75,7 @@ class _Conn(asyncio.Protocol):
             self.done.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        self.framer.feed(data)
+        self.framer.receive_data(data)
         now = time.perf_counter()
         res = self.result
         try:
