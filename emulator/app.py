@@ -19,6 +19,7 @@ from emulator.host.rules import HostRules
 from emulator.host.server import HostServer
 from emulator.hostlink import Connector, HostLink, Resolver, system_resolver, tcp_connector
 from emulator.journal import Journal
+from emulator.keystore import LocalKey, private_dir
 from emulator.ports import Display, PinPad
 from emulator.terminal import Terminal
 from emulator.trace import Trace
@@ -65,7 +66,7 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
     With a ``sim://`` reader and ``auto_cardholder``, a scripted :class:`Cardholder` answers the
     terminal's prompts (the CLI and the regression suite); an interactive UI passes ``False`` and
     lets its user insert, swipe and remove cards."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     trace = Trace(clock)
     host: HostServer | None = None
     if cfg.host is None:
@@ -79,7 +80,8 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
     import faults.reader  # noqa: F401  (registers the fault+… reader URLs; hardware never imports faults)
 
     opened = reader or open_reader(cfg.reader, clock=clock)
-    journal = Journal(state_dir / "journal.sqlite3", clock=clock, key_material=cfg.tmk)
+    journal = Journal(state_dir / "journal.sqlite3", clock=clock, local_key=LocalKey.at(state_dir / "local.key"),
+                      legacy_key_material=cfg.tmk)
     link = HostLink(addr, port, get_profile(cfg.profile), clock=clock, trace=trace,
                     connect_timeout=cfg.timeouts.connect, response_timeout=cfg.timeouts.response,
                     resolver=resolver, connector=connector)

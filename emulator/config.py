@@ -22,6 +22,9 @@ to the bundled host. Example::
     scheme = "003"                  # 001 single DES, 003 double length, 004 double + TDK
     [reversal]
     retries = 3
+    [security]
+    mac = true                      # responses must carry a valid MAC (false only for a MAC-less host)
+    sign_on_mac = true              # the sign-on carries a MAC under the TMK (the bundled host requires it)
     [emv]
     aids = ["A000000333010101", "A0000000031010", "A0000000041010"]
     chip_retries = 3                # chip failures before falling back to the stripe
@@ -70,6 +73,8 @@ class TerminalConfig:
     chip_retries: int = 3
     allow_fallback: bool = True               # magstripe fallback after repeated chip failures
     disabled_entry: tuple[str, ...] = ()      # e.g. ("swipe",) — card types switched off
+    mac_required: bool = True                 # every response must carry a valid MAC once keys exist
+    sign_on_mac: bool = True                  # the 0800 carries a MAC under the TMK (proof of the key)
     timeouts: Timeouts = field(default_factory=Timeouts)
 
     def __repr__(self) -> str:
@@ -111,7 +116,7 @@ _SIMPLE = {"terminal_id", "merchant_id", "profile", "host", "reader", "language"
 def from_dict(data: dict[str, Any], where: str = "config") -> TerminalConfig:
     cfg = TerminalConfig()
     changes: dict[str, Any] = {}
-    known = _SIMPLE | {"timeouts", "keys", "reversal", "emv", "disabled_entry"}
+    known = _SIMPLE | {"timeouts", "keys", "reversal", "emv", "disabled_entry", "security"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r}")
@@ -144,6 +149,16 @@ def from_dict(data: dict[str, Any], where: str = "config") -> TerminalConfig:
                 changes["chip_retries"] = int(e["chip_retries"])
             if "allow_fallback" in e:
                 changes["allow_fallback"] = bool(e["allow_fallback"])
+        if "security" in data:
+            sec = data["security"]
+            unknown = set(sec) - {"mac", "sign_on_mac"}
+            if unknown:
+                raise ConfigError(f"{where}: unknown security keys {sorted(unknown)}")
+            for key, attr in (("mac", "mac_required"), ("sign_on_mac", "sign_on_mac")):
+                if key in sec:
+                    if not isinstance(sec[key], bool):
+                        raise ConfigError(f"{where}: security.{key} must be true or false")
+                    changes[attr] = sec[key]
         if "disabled_entry" in data:
             changes["disabled_entry"] = tuple(str(x) for x in data["disabled_entry"])
     except (ValueError, TypeError, AttributeError) as e:
@@ -171,6 +186,7 @@ def to_dict(cfg: TerminalConfig) -> dict[str, Any]:
     out["timeouts"] = {f.name: getattr(cfg.timeouts, f.name) for f in fields(Timeouts)}
     out["keys"] = {"tmk": cfg.tmk.hex().upper(), "scheme": cfg.key_scheme}
     out["reversal"] = {"retries": cfg.reversal_retries}
+    out["security"] = {"mac": cfg.mac_required, "sign_on_mac": cfg.sign_on_mac}
     out["emv"] = {"aids": list(cfg.aids), "chip_retries": cfg.chip_retries, "allow_fallback": cfg.allow_fallback}
     return out
 

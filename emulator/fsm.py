@@ -50,6 +50,7 @@ class Event(enum.Enum):
     TIMEOUT = "timeout"
     CARD_REMOVED = "card removed"
     SENT = "request sent"
+    RESEND = "resend under a new STAN"   # the host refused a reused STAN (94)
     RESPONSE = "response"
     HOST_FAILED = "host failed"
     CARD_IN_SLOT = "card still in slot"
@@ -85,6 +86,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.PIN_ENTRY, E.READ_FAILED): S.RESULT,      # offline PIN blocked / chip failed during CVM
     # online
     (S.ONLINE, E.SENT): S.ONLINE,
+    (S.ONLINE, E.RESEND): S.ONLINE,
     (S.ONLINE, E.RESPONSE): S.RESULT,
     (S.ONLINE, E.HOST_FAILED): S.RESULT,
     (S.ONLINE, E.CARD_REMOVED): S.ONLINE,        # noted; the host answer still decides

@@ -22,7 +22,8 @@ from emulator.trace import Kind, Trace
 from hardware.clock import Clock
 from protocol.errors import DecodeError
 from protocol.iso import Message
-from protocol.session import NEED_DATA, ClientSession, ResponseReceived, UnmatchedResponse
+from protocol.sansio import NEED_DATA
+from protocol.session import ClientSession, ResponseReceived, UnmatchedResponse
 from protocol.specs import Profile
 
 Resolver = Callable[[str, int], Awaitable[list[tuple[str, int]]]]
@@ -75,6 +76,9 @@ class HostLink:
 
     @property
     def connected(self) -> bool:
+        """A usable connection: open, and not closed by the host meanwhile (its idle timeout)."""
+        if self._reader is not None and self._reader.at_eof():
+            return False
         return self._writer is not None and not self._writer.is_closing()
 
     async def connect(self) -> None:

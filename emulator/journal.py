@@ -6,8 +6,10 @@ unknown — timeout, connection lost, a crash after sending — the reversal bec
 the terminal sends it, and retries it, until the host acknowledges it, also after a restart.
 
 The data a reversal needs (the original's data elements, with the PAN) is stored encrypted
-(AES-GCM under a key derived from the terminal master key); the readable columns hold only the
-masked PAN. Track data, PIN blocks and keys are never stored.
+(AES-GCM under the terminal's local key, :mod:`emulator.keystore`, a 0600 file in the state
+folder) and erased as soon as the transaction can no longer need a reversal (approved, declined,
+failed, or reversed and acknowledged); the readable columns hold only the masked PAN. Track data,
+PIN blocks and keys are never stored. The journal file is 0600.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from emulator.keystore import LocalKey, private_dir, private_file
 from hardware.clock import Clock
 from protocol.errors import ConfigError, CryptoError
 from protocol.iso import Message, Value
@@ -90,20 +93,31 @@ class Entry:
 
 
 class Journal:
-    def __init__(self, path: str | Path, *, clock: Clock, key_material: bytes) -> None:
+    """The terminal's write-ahead transaction journal and its counters (STAN, batch).
+
+    ``local_key`` seals reversal data; ``legacy_key_material`` (the terminal master key) opens
+    records sealed by releases before the local key existed."""
+
+    def __init__(self, path: str | Path, *, clock: Clock, local_key: LocalKey | None = None,
+                 legacy_key_material: bytes | None = None) -> None:
         self.path = str(path)
         self.clock = clock
+        self.local_key = local_key or LocalKey.ephemeral()
         try:
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                private_dir(Path(self.path).parent)
+                private_file(Path(self.path))
             self.db = sqlite3.connect(self.path, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
+            self.db.execute("UPDATE journal SET reversal_blob=NULL WHERE reversal NOT IN ('armed', 'pending')"
+                            " AND reversal_blob IS NOT NULL")       # records of older releases
         except (sqlite3.Error, OSError) as e:
             raise ConfigError(f"cannot open journal {self.path}: {e}") from None
-        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                         info=b"posemu journal v1").derive(key_material)
+        self._key = self.local_key.subkey("journal reversal v2")
+        self._legacy = None if legacy_key_material is None else HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"posemu journal v1").derive(legacy_key_material)
 
     def close(self) -> None:
         self.db.close()
@@ -149,6 +163,8 @@ class Journal:
         if reason is not None:
             sets.append("reversal_reason=?")
             args.append(reason)
+        # card data is kept only while a reversal may still be needed
+        sets.append("reversal_blob=CASE WHEN reversal IN ('armed', 'pending') THEN reversal_blob ELSE NULL END")
         self.db.execute(f"UPDATE journal SET {', '.join(sets)} WHERE id=?", (*args, entry_id))
 
     def recover(self) -> int:
@@ -193,11 +209,18 @@ class Journal:
         return nonce + AESGCM(self._key).encrypt(nonce, doc, b"posemu-reversal")
 
     def _open(self, blob: bytes) -> Message:
-        try:
-            doc = json.loads(AESGCM(self._key).decrypt(blob[:12], blob[12:], b"posemu-reversal"))
-        except (InvalidTag, ValueError) as e:
-            raise CryptoError(f"journal reversal record cannot be opened ({type(e).__name__}): "
-                              "was the terminal master key changed?") from None
+        doc = None
+        for key in (self._key, self._legacy):
+            if key is None:
+                continue
+            try:
+                doc = json.loads(AESGCM(key).decrypt(blob[:12], blob[12:], b"posemu-reversal"))
+                break
+            except (InvalidTag, ValueError):
+                continue
+        if doc is None:
+            raise CryptoError("journal reversal record cannot be opened: the local key "
+                              f"({self.local_key.path or 'in memory'}) is not the one it was sealed under")
         fields: dict[int, Value] = {int(k): (bytes.fromhex(v) if is_b else v)
                                     for k, (v, is_b) in doc["fields"].items()}
         return Message(doc["mti"], fields, bytes.fromhex(doc["header"]))

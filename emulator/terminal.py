@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from dataclasses import dataclass, field
 
 from emulator import config as configmod
@@ -26,7 +27,7 @@ from emulator.errors import (
     TerminalLocked,
 )
 from emulator.fsm import Event, Machine, State
-from emulator.hostlink import HostLink
+from emulator.hostlink import Exchange, HostLink
 from emulator.journal import Journal, Reversal, Status
 from emulator.messages import Msg, Screen, format_amount
 from emulator.ports import Display, PinPad
@@ -38,7 +39,7 @@ from protocol import keys as keymod
 from protocol.errors import CryptoError, PosemuError
 from protocol.masking import mask_pan
 from protocol.pinblock import encrypt_pinblock
-from protocol.session import mac_ok
+from protocol.session import MacStatus, check_mac
 from protocol.specs import Profile, get_profile
 from protocol.txn import (
     RC,
@@ -113,6 +114,7 @@ class Terminal:
             header = header[:6] + bytes([cfg.software_version & 0xFF]) + header[7:]
         self.ids = TerminalIds(cfg.terminal_id, cfg.merchant_id, header,
                                f"{journal.counter('batch', 1):06d}")
+        self._seed_stan(journal)
         recovered = journal.recover()
         if recovered:
             self.trace.record(Kind.JOURNAL, "recovered pending reversals", count=recovered)
@@ -141,6 +143,14 @@ class Terminal:
 
     def _stan(self) -> str:
         return f"{self.journal.next_counter('stan'):06d}"
+
+    @staticmethod
+    def _seed_stan(journal: Journal) -> None:
+        """A new journal (a new or reinstalled terminal) starts its STAN at a random point, so it does
+        not replay the STANs of a previous installation; the host refuses the rare collision (94) and
+        the terminal resends under the next STAN."""
+        if journal.counter("stan", -1) < 0:
+            journal.set_counter("stan", secrets.randbelow(999_000))
 
     # --- operator -------------------------------------------------------------------------
     def operator_login(self, password: str) -> bool:
@@ -171,8 +181,8 @@ class Terminal:
             self.show(Msg.SIGNING_ON)
             req = sign_on_request(self.profile, self.ids, stan=self._stan(), operator=self.cfg.operator,
                                   key_scheme=self.cfg.key_scheme)
-            try:
-                ex = await self.link.exchange(req)
+            try:   # the MAC under the terminal master key proves to the host that the sign-on is ours
+                ex = await self.link.exchange(req, mak=self.cfg.tmk if self.cfg.sign_on_mac else None)
             except HostLinkError as e:
                 self._fire(Event.SIGN_ON_FAILED)
                 detail = self._link_screen(e)
@@ -258,7 +268,7 @@ class Terminal:
             return None
 
     async def _online(self, txn: TxnType, kind: str, card: CardData, amount: int | None,
-                      pin_block: bytes | None, fail_head: Msg) -> Outcome:
+                      pin_block: bytes | None, fail_head: Msg, *, resent: bool = False) -> Outcome:
         assert self.keys is not None
         stan = self._stan()
         now = self.clock.wall()
@@ -287,9 +297,12 @@ class Terminal:
             return out
         resp = ex.response
         rc = str(resp.get(39, ""))
-        if 64 in resp.fields and not mac_ok(ex.raw, self.profile, self.keys.mak):
+        mac = self._response_mac(ex)
+        if mac is not None:
+            # a response we cannot authenticate says nothing about the outcome: a purchase is reversed
             self._fire(Event.RESPONSE)
-            rev = Reversal.PENDING if (reversible is not None and rc == "00") else Reversal.NONE
+            self.trace.record(Kind.ERROR, "response MAC " + mac.value, mti=resp.mti, rc=rc)
+            rev = Reversal.PENDING if reversible is not None else Reversal.NONE
             self.journal.complete(jid, Status.UNKNOWN if rev is Reversal.PENDING else Status.DECLINED, rc=rc,
                                   screen=Msg.MAC_ERROR.value, reversal=rev,
                                   reason=RC.MAC_ERROR.value if rev is Reversal.PENDING else None)
@@ -297,6 +310,13 @@ class Terminal:
             if rev is Reversal.PENDING:
                 await self._send_pending_reversals()
             return out
+        if rc == RC.DUPLICATE.value and not resent:
+            # the host has seen this STAN today for another transaction (a reinstalled terminal): it moved
+            # nothing; send the transaction again, once, under the next STAN
+            self.journal.complete(jid, Status.DECLINED, rc=rc, screen=Msg.DECLINED.value, reversal=Reversal.NONE)
+            self.trace.record(Kind.NOTE, "host refused a reused STAN (94): resending under a new STAN", stan=stan)
+            self._fire(Event.RESEND)
+            return await self._online(txn, kind, card, amount, pin_block, fail_head, resent=True)
         self._fire(Event.RESPONSE)
         if rc != "00":
             detail = RC_SCREENS.get(rc, Msg.DECLINED)
@@ -328,6 +348,15 @@ class Terminal:
         out = await self._finish(kind, True, head, None, rc=rc, journal_id=jid, shown=True)
         out.balance, out.currency = balance, currency
         return out
+
+    def _response_mac(self, ex: Exchange) -> MacStatus | None:
+        """``None`` when the response is authentic (or MACs are off); else what is wrong with its MAC.
+
+        With working keys every response must carry a valid MAC: a missing MAC is never skipped."""
+        if self.keys is None or not self.cfg.mac_required:
+            return None
+        status = check_mac(ex.response, ex.raw, self.profile, self.keys.mak)
+        return None if status.ok else status
 
     # --- card acquisition ------------------------------------------------------------------
     async def _acquire_card(self, txn: TxnType, amount: int | None) -> CardData:
@@ -559,6 +588,11 @@ class Terminal:
                 self._fire(Event.HOST_FAILED)
                 continue
             rc = ex.response.get(39)
+            mac = self._response_mac(ex)
+            if mac is not None:
+                self.trace.record(Kind.JOURNAL, "reversal answer not authentic", id=entry.id, mac=mac.value)
+                self._fire(Event.HOST_FAILED)
+                continue
             if rc in ("00", "25", "12"):
                 self.journal.reversal_done(entry.id)
                 self.trace.record(Kind.JOURNAL, "reversal acknowledged", id=entry.id, rc=rc)

@@ -414,6 +414,10 @@ def mac_error(ev: Evidence) -> Finding | None:
 @rule
 def keys_unreadable(ev: Evidence) -> Finding | None:
     err = ev.any_error("check value", "working keys")
+    refused = [e for e in ev.trace if e.kind is Kind.ISO_IN and e.what == "0810"
+               and e.data.get("fields", {}).get("39") == "A0"]
+    if refused and not err:
+        err = "the host refused the sign-on's MAC under the terminal master key (A0): the keys differ"
     if err and ev.shown("SIGN_ON_FAILED"):
         return Finding(("B17", "A5"), "keys unreadable or wrong master key", err, 3.0)
     return None

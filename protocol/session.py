@@ -12,12 +12,14 @@ The caller owns the socket: it passes received bytes to ``receive_data`` and sen
   goes on). A framing error (zero/oversized length) raises :class:`DecodeError`: the stream is
   lost and the caller closes the connection.
 
-MACs: :func:`seal` encodes a message with field 64 computed over MTI … last field before 64
-(the encoded bytes with bit 64 set), :func:`mac_ok` checks a received payload.
+MACs: :func:`seal` encodes a message with its MAC as the last data element (field 64, or 128
+when a secondary bitmap is present), computed over the encoded bytes from the MTI up to the MAC;
+:func:`check_mac` checks a received message and says what is wrong (missing, misplaced, mismatch).
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +27,7 @@ from typing import Any
 from protocol.errors import DecodeError, ProtocolError
 from protocol.framing import Framer, frame
 from protocol.iso import Message, decode, encode
-from protocol.mac import compute_mac
+from protocol.mac import MAC_SIZE, compute_mac
 from protocol.sansio import NEED_DATA, NeedData
 from protocol.specs import Profile
 from protocol.txn import match_key
@@ -67,26 +69,73 @@ ClientEvent = ResponseReceived | UnmatchedResponse | NeedData
 ServerEvent = RequestReceived | MalformedRequest | NeedData
 
 
-def mac_input(payload: bytes, profile: Profile) -> bytes:
-    """The MAC block input: MTI … last field before 64 (the payload minus header and MAC)."""
-    return payload[profile.header_len:-8]
+class MacStatus(enum.Enum):
+    """What :func:`check_mac` found in a received message."""
+
+    OK = "ok"
+    MISSING = "missing"          # neither field 64 nor field 128
+    MISPLACED = "misplaced"      # not the last data element, or both 64 and 128
+    MISMATCH = "mismatch"        # present, but not the MAC of the message under this key
+
+    @property
+    def ok(self) -> bool:
+        return self is MacStatus.OK
+
+
+def mac_field(msg: Message, profile: Profile) -> int:
+    """Where the MAC of ``msg`` goes: field 128 when the message has a secondary bitmap (a field
+    above 64), else field 64.
+
+    ISO 8583:1987 bit 64 / bit 128 and ISO 8583-1:2003 §4.3.5: the MAC is the *last* data element of
+    the message, in the primary bitmap's last field when there is no secondary bitmap and in the
+    secondary bitmap's last field when there is one. A reversal on ``iso87ascii`` carries field 90,
+    so its MAC is field 128.
+    """
+    if any(n > 64 for n in msg.fields if n != 128) and profile.has_field(128):
+        return 128
+    return 64
+
+
+def _mab(payload: bytes, profile: Profile) -> bytes:
+    """The MAC block: the encoded message from the MTI up to the MAC field, which is the last data
+    element — its 8 bytes end the payload (header bytes before the MTI are not MACed)."""
+    return payload[profile.header_len:-MAC_SIZE]
 
 
 def seal(msg: Message, profile: Profile, mak: bytes | None) -> bytes:
-    """Encode ``msg``; if it carries field 64 and a MAK is given, fill in the MAC."""
-    payload = encode(msg, profile)
-    if mak is None or 64 not in msg.fields:
-        return payload
-    mac = compute_mac(profile.mac_alg, mak, mac_input(payload, profile))
-    return payload[:-8] + mac
+    """Encode ``msg``; with a MAK, place the MAC in field 64 or 128 (:func:`mac_field`) and fill it in.
+
+    Any MAC value already in ``msg`` is replaced. Without a MAK the message is encoded as it is.
+    """
+    if mak is None:
+        return encode(msg, profile)
+    where = mac_field(msg, profile)
+    fields = {n: v for n, v in msg.fields.items() if n not in (64, 128)}
+    fields[where] = _ZERO_MAC
+    payload = encode(Message(msg.mti, fields, msg.header), profile)
+    return payload[:-MAC_SIZE] + compute_mac(profile.mac_alg, mak, _mab(payload, profile))
 
 
-def mac_ok(payload: bytes, profile: Profile, mak: bytes) -> bool:
-    """Does the MAC in field 64 (the last 8 bytes) match the message?"""
-    if len(payload) < profile.header_len + 8:
-        return False
-    expected = compute_mac(profile.mac_alg, mak, mac_input(payload, profile))
-    return hmac.compare_digest(expected, payload[-8:])
+def check_mac(msg: Message, payload: bytes, profile: Profile, mak: bytes) -> MacStatus:
+    """Check the MAC of a received message (``msg`` decoded from ``payload``), in constant time.
+
+    The MAC field must be present, be the last data element and be the right one for the message's
+    bitmap (:func:`mac_field`); a MAC anywhere else is :attr:`MacStatus.MISPLACED`, never skipped.
+    """
+    has64, has128 = 64 in msg.fields, 128 in msg.fields
+    if not has64 and not has128:
+        return MacStatus.MISSING
+    where = 128 if has128 else 64
+    if (has64 and has128) or max(msg.fields) != where or where != mac_field(msg, profile):
+        return MacStatus.MISPLACED
+    value = msg.fields[where]
+    if not isinstance(value, bytes) or len(value) != MAC_SIZE or payload[-MAC_SIZE:] != value:
+        return MacStatus.MISPLACED
+    expected = compute_mac(profile.mac_alg, mak, _mab(payload, profile))
+    return MacStatus.OK if hmac.compare_digest(expected, value) else MacStatus.MISMATCH
+
+
+_ZERO_MAC = bytes(MAC_SIZE)
 
 
 class ClientSession:

@@ -54,6 +54,35 @@ class TxnType(enum.Enum):
         return None
 
 
+class NetCode(enum.Enum):
+    """Network management information code: ISO 8583:1987 field 70 (``iso87ascii``), or CUP 60.3
+    of an 0820 (``cup``; a CUP 0800 is always a sign-on and its 60.3 names the key scheme)."""
+
+    SIGN_ON = "001"
+    SIGN_OFF = "002"
+    ECHO = "301"
+
+    @classmethod
+    def of(cls, msg: Message) -> NetCode | None:
+        """The network management function of an 08x0 message, or ``None`` if it has none."""
+        if msg.mti[:3] not in ("080", "081", "082", "083"):
+            return None
+        f70 = msg.get(70)
+        if isinstance(f70, str):
+            try:
+                return cls(f70)
+            except ValueError:
+                return None
+        if msg.mti[:3] in ("080", "081"):
+            return cls.SIGN_ON
+        f60 = msg.get(60)
+        code = f60[8:11] if isinstance(f60, str) and len(f60) >= 11 else ""
+        try:
+            return cls(code)
+        except ValueError:
+            return None
+
+
 class RC(enum.Enum):
     """ISO 8583 response codes (field 39) the host simulator gives, with their meaning."""
 
@@ -73,6 +102,7 @@ class RC(enum.Enum):
     ISSUER_UNAVAILABLE = "91"
     SYSTEM_MALFUNCTION = "96"
     SIGN_ON_REQUIRED = "77"          # CUP: batch/sign-on mismatch, terminal must sign on again
+    DUPLICATE = "94"                 # duplicate transmission: a STAN reused for another transaction
     MAC_ERROR = "A0"
     VERSION_NOT_ACCEPTED = "A4"      # posemu: terminal software version no longer accepted
     NO_RESPONSE = "98"               # reversal reason: no response within the timeout
@@ -214,10 +244,27 @@ def sign_on_request(profile: Profile, ids: TerminalIds, *, stan: str, operator: 
     return Message("0800", fields, ids.header)
 
 
+def network_request(profile: Profile, ids: TerminalIds, code: NetCode, *, stan: str) -> Message:
+    """A network management request other than sign-on: sign-off or echo test.
+
+    ``iso87ascii``: an 0800 with field 70 (002 sign-off, 301 echo). ``cup``: an 0820 with the code
+    in 60.3, as CUP POS terminals send 签退 and 回响测试.
+    """
+    if code is NetCode.SIGN_ON:
+        raise EncodeError("build a sign-on with sign_on_request", field="70")
+    fields: dict[int, Value] = {11: stan, 41: ids.tid, 42: ids.mid}
+    if profile.has_field(70):
+        fields[70] = code.value
+        return Message("0800", fields, ids.header)
+    fields[60] = Field60("00", ids.batch, code.value).encode()
+    return Message("0820", fields, ids.header)
+
+
 def financial_request(profile: Profile, ids: TerminalIds, txn: TxnType, card: CardData, *, stan: str,
                       now: dt.datetime, amount: int | None = None, currency: str = "156",
-                      pin_block: bytes | None = None, with_mac: bool = True) -> Message:
-    """A balance inquiry or purchase (0200)."""
+                      pin_block: bytes | None = None) -> Message:
+    """A balance inquiry or purchase (0200). The MAC is added when the request is sealed
+    (:func:`protocol.session.seal`), in field 64 or 128 as the bitmap requires."""
     if txn is TxnType.SIGN_ON:
         raise EncodeError("a sign-on is not a financial request", field="3")
     pc, type_code = _TXN_CODES[txn]
@@ -249,20 +296,16 @@ def financial_request(profile: Profile, ids: TerminalIds, txn: TxnType, card: Ca
     fields[60] = type_code + ids.batch + "000"          # Field60(type, batch, "000")
     if 7 in profile.table:
         fields[7] = f"{mo:02d}{dd:02d}{hh:02d}{mi:02d}{ss:02d}"
-    if with_mac:
-        fields[64] = _ZERO_MAC
     return Message("0200", fields, ids.header)
 
 
 _TXN_CODES = {t: (t.value[0], t.value[1]) for t in TxnType}
 _ENTRY_CODES = {e: e.value for e in EntryMode}
-_ZERO_MAC = bytes(8)
 
 _REVERSAL_KEEP = (2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 25, 38, 41, 42, 49, 55, 60)
 
 
-def reversal_request(profile: Profile, original: Message, *, reason: RC, ids: TerminalIds,
-                     with_mac: bool = True) -> Message:
+def reversal_request(profile: Profile, original: Message, *, reason: RC, ids: TerminalIds) -> Message:
     """A reversal (0400) carrying the original's data elements and the reason in field 39."""
     if original.mti != "0200":
         raise EncodeError(f"only a 0200 can be reversed, not {original.mti}", field="t")
@@ -275,8 +318,6 @@ def reversal_request(profile: Profile, original: Message, *, reason: RC, ids: Te
                       ).ljust(20, "0") + "0" * 22
     else:
         fields[61] = ids.batch + stan + date
-    if with_mac:
-        fields[64] = bytes(8)
     return Message("0400", fields, ids.header)
 
 

@@ -76,22 +76,23 @@ class Client:
         return f"{self.stan:06d}"
 
     async def sign_on(self) -> Message:
-        ex = await self.link.exchange(sign_on_request(self.profile, self.ids, stan=self.next_stan()))
+        ex = await self.link.exchange(sign_on_request(self.profile, self.ids, stan=self.next_stan()), mak=DEMO_TMK)
         if ex.response.get(39) == "00":
             self.keys = keymod.parse_field62(DEMO_TMK, ex.response.binary(62), keymod.KeyScheme.DOUBLE)
         return ex.response
 
     def request(self, txn: TxnType, c: CardProfile, *, pin: str | None = "123456", amount: int | None = None,
-                stan: str | None = None, mac: bool = True) -> Message:
+                stan: str | None = None) -> Message:
         assert self.keys is not None
         data = CardData(c.pan, EntryMode.SWIPE, c.expiry, c.track2)
         block = encrypt_pinblock(pin, c.pan, self.keys.pik) if pin else None
         return financial_request(self.profile, self.ids, txn, data, stan=stan or self.next_stan(), now=NOW,
-                                 amount=amount, pin_block=block, with_mac=mac)
+                                 amount=amount, pin_block=block)
 
-    async def send(self, msg: Message) -> Message:
+    async def send(self, msg: Message, *, mac: bool = True) -> Message:
+        """Send a request, MACed under the working MAK (``mac=False``: as it is, a forgery)."""
         assert self.keys is not None
-        return (await self.link.exchange(msg, mak=self.keys.mak)).response
+        return (await self.link.exchange(msg, mak=self.keys.mak if mac else None)).response
 
 
 def run_host(vrun: asyncio.Runner, vclock: VirtualClock, profile: Profile,
@@ -187,9 +188,9 @@ def test_terminal_permissions_mac_and_sign_on(vrun: asyncio.Runner, vclock: Virt
 def test_unknown_terminal_and_invalid_transaction(vrun: asyncio.Runner, vclock: VirtualClock) -> None:
     async def body(host: HostServer, c: Client) -> None:
         await c.sign_on()
-        odd = c.request(TxnType.BALANCE, CARDS["ok"], mac=False).replace(f3="400000")
+        odd = c.request(TxnType.BALANCE, CARDS["ok"]).replace(f3="400000")
         assert (await c.send(odd)).get(39) == "12"
-        stranger = c.request(TxnType.BALANCE, CARDS["ok"], mac=False).replace(f41="NOBODY01")
+        stranger = c.request(TxnType.BALANCE, CARDS["ok"]).replace(f41="NOBODY01")
         resp = await c.send(stranger)
         assert resp.get(39) == "58"
 

@@ -9,40 +9,45 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from emulator.app import open_rig
 from emulator.config import TerminalConfig
+from emulator.host.logic import Decision
 from emulator.host.rules import HostRule, HostRules
 from emulator.host.server import HostServer
 from emulator.journal import Reversal, Status
 from emulator.ports import ScriptedPinPad
 from hardware.clock import RealClock
 from protocol.iso import Message
-from protocol.specs import CUP
+from protocol.specs import PROFILES, Profile
 
 PAN = "9900010000000019"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_killed_terminal_sends_reversal_after_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
+def test_killed_terminal_sends_reversal_after_restart(tmp_path: Path, profile: Profile) -> None:
+    """On both profiles: the iso87ascii reversal carries field 90, so its MAC is field 128."""
     clock = RealClock()
 
     async def main() -> None:
         # the host never answers the purchase: the terminal is killed while it waits
         rules = HostRules([HostRule.parse("drop-response:mti=0200,count=1")])
-        host = await HostServer.start(CUP, clock=clock, db=tmp_path / "host.sqlite3", rules=rules)
+        host = await HostServer.start(profile, clock=clock, db=tmp_path / "host.sqlite3", rules=rules)
         got_purchase = asyncio.Event()
 
-        def watch(msg: Message) -> None:
+        def watch(msg: Message, decision: Decision) -> None:
             if msg.mti == "0200":
                 got_purchase.set()
 
-        host.observers.append(watch)
+        host.decided.append(watch)
         acct = host.store.card(PAN).account_id  # type: ignore[union-attr]
         before = host.store.balance(acct)[0]
         state = tmp_path / "terminal"
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "emulator.cli", "purchase", "--amount", "42.00", "--card", "demo",
-            "--host", f"127.0.0.1:{host.port}", "--state", str(state),
+            "--host", f"127.0.0.1:{host.port}", "--state", str(state), "--profile", profile.name,
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
         try:
@@ -58,7 +63,8 @@ def test_killed_terminal_sends_reversal_after_restart(tmp_path: Path) -> None:
                 await proc.wait()
 
         # restart: a new terminal on the same state folder
-        rig = await open_rig(TerminalConfig(host=f"127.0.0.1:{host.port}"), clock=clock, state_dir=state,
+        rig = await open_rig(TerminalConfig(host=f"127.0.0.1:{host.port}", profile=profile.name), clock=clock,
+                             state_dir=state,
                              pinpad=ScriptedPinPad("123456"))
         try:
             pending = rig.journal.pending_reversals()
@@ -68,6 +74,7 @@ def test_killed_terminal_sends_reversal_after_restart(tmp_path: Path) -> None:
             assert await rig.terminal.send_pending_reversals() == 1
             entry = rig.journal.get(pending[0][0].id)
             assert entry.reversal is Reversal.DONE
+            assert rig.journal.pending_reversals() == []
         finally:
             await rig.close()
             after = host.store.balance(acct)[0]

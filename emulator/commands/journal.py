@@ -27,8 +27,8 @@ def command(state_dir: str | None, config_path: str | None, limit: int, as_json:
     if not path.exists():
         raise click.ClickException(f"no journal at {path} (run a transaction first)")
     try:
-        cfg = configmod.load(config_path)
-        j = Journal(path, clock=RealClock(), key_material=cfg.tmk)
+        configmod.load(config_path)          # a bad --config is still reported
+        j = Journal(path, clock=RealClock())   # listing only: reversal data stays sealed
     except PosemuError as err:
         raise click.ClickException(str(err)) from None
     entries = j.entries(limit)

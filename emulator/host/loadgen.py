@@ -113,7 +113,7 @@ def build_frames(profile: Profile, tid: str, mid: str, pan: str, expiry: str, co
     out = []
     for i in range(count):
         stan = f"{(start_stan + i) % 1_000_000:06d}"
-        msg = financial_request(profile, ids, TxnType.BALANCE, card, stan=stan, now=now, with_mac=False)
+        msg = financial_request(profile, ids, TxnType.BALANCE, card, stan=stan, now=now)
         out.append((stan, frame(encode(msg, profile))))
     return out
 

@@ -4,7 +4,13 @@
 software version, host rules (overload), MAC, sign-on, card, expiry, permissions, PIN, then
 moves money. Every well-formed request gets a response with the echoed matching fields and a
 response code (see :class:`protocol.txn.RC`). Reversals are idempotent: a repeated ``0400``
-never refunds twice.
+never refunds twice. A retransmitted purchase (same terminal, STAN, date, processing code, amount
+and PAN) gets the original's answer and is debited once; a *different* transaction under a reused
+STAN is refused with ``94``.
+
+Network management (0800 field 70 on ``iso87ascii``; 0800/0820 with 60.3 on ``cup``): sign-on
+(001) needs a MAC under the terminal master key — an unauthenticated or replayed 0800 changes
+nothing —, sign-off (002) drops the working keys, echo (301) is answered and never re-keys.
 """
 
 from __future__ import annotations
@@ -21,12 +27,12 @@ from hardware.cards.profiles import list_profiles, load_profile
 from hardware.clock import Clock
 from protocol import keys as keymod
 from protocol.errors import DecodeError, PosemuError
-from protocol.iso import Message
+from protocol.iso import Message, encode
 from protocol.masking import mask_pan
 from protocol.pinblock import decrypt_pinblock
-from protocol.session import mac_ok
+from protocol.session import check_mac
 from protocol.specs import Profile
-from protocol.txn import RC, Balance, Field60, TxnType, encode_balances, response_to
+from protocol.txn import RC, Balance, Field60, NetCode, TxnType, encode_balances, response_to
 
 log = logging.getLogger("posemu.host")
 
@@ -68,7 +74,40 @@ def seed_demo(store: HostStore, *, profiles: list[str] | None = None) -> None:
     store.commit()
 
 
+@dataclass(frozen=True, slots=True)
+class PinJob:
+    """A PIN to check off the event loop: :meth:`run` (a salted scrypt, slow on purpose) belongs in a
+    worker thread; its answer goes back to :meth:`HostLogic.handle` as ``pin_ok``."""
+
+    card: CardRow
+    pin: str | None          # None: the PIN block did not decrypt to a PIN
+
+    def run(self) -> bool:
+        return self.pin is not None and self.card.pin_matches(self.pin)
+
+    def __repr__(self) -> str:
+        return f"PinJob({self.card!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One request being decided."""
+
+    req: Message
+    raw: bytes
+    pin_ok: bool | None = None
+
+
 class HostLogic:
+    """The acquirer's decisions, request by request, over a :class:`HostStore` (no sockets).
+
+    Checks run in the order an acquirer runs them: terminal, software version, host rules, MAC (or,
+    for a sign-on, proof of the terminal master key), duplicate transmission, card, expiry,
+    permissions, PIN; then money moves and is committed before the answer leaves. A terminal that
+    holds a MAC key must MAC every request (``TerminalRow.mac_required``); a request without a
+    valid MAC changes nothing and is answered ``A0``.
+    """
+
     def __init__(self, store: HostStore, profile: Profile, clock: Clock, *,
                  rules: HostRules | None = None,
                  token_bytes: Callable[[int], bytes] = os.urandom) -> None:
@@ -80,8 +119,9 @@ class HostLogic:
         self._rrn = 0
 
     # --- entry points -----------------------------------------------------------------------
-    def handle(self, req: Message, raw: bytes) -> Decision:
-        """Decide the answer to a decoded request."""
+    def handle(self, req: Message, raw: bytes, *, pin_ok: bool | None = None) -> Decision:
+        """Decide the answer to a decoded request. ``pin_ok`` is the verdict of this request's
+        :class:`PinJob` when the caller ran it off the event loop (``None``: check here)."""
         if req.mti[2] not in "02468":   # a response or acknowledgement: nothing to answer
             log.warning("ignoring %s: a host answers requests, not responses", req.mti)
             return Decision(None)
@@ -93,15 +133,15 @@ class HostLogic:
             if rule.action is RuleAction.CLOSE:
                 return Decision(None, close=True)
             if rule.action is RuleAction.RESPOND:
-                return Decision(self._respond(req, rule.rc), delay=rule.delay)
+                return Decision(self._respond(req, rule.rc), delay=rule.delay, mak=self._response_mak(req))
         delay = rule.delay if rule is not None and rule.action is RuleAction.DELAY else 0.0
         drop = rule is not None and rule.action is RuleAction.DROP_RESPONSE
         wrong_stan = rule is not None and rule.action is RuleAction.WRONG_STAN
         try:
-            decision = self._process(req, raw)
+            decision = self._process(_Call(req, raw, pin_ok))
         except PosemuError as e:   # a request whose fields do not make sense: format error
             log.warning("format error in %s: %s", req.mti, e)
-            decision = Decision(self._respond(req, RC.FORMAT_ERROR))
+            decision = self._format_error(req)
         if delay:
             decision = replace(decision, delay=delay)
         if wrong_stan and decision.response is not None and 11 in decision.response:
@@ -112,16 +152,43 @@ class HostLogic:
             decision = replace(decision, response=None)
         return decision
 
+    def pin_job(self, req: Message, raw: bytes) -> PinJob | None:
+        """The PIN check a financial request needs, if any, after the cheap checks (terminal, MAC,
+        card, tries left) — so the slow part can run off the event loop. ``None``: nothing slow to do
+        (:meth:`handle` decides everything)."""
+        if req.mti != "0200" or not isinstance(req.get(52), bytes):
+            return None
+        tid = req.get(41)
+        term = self.store.terminal(tid) if isinstance(tid, str) else None
+        if term is None or term.pik is None or not self._mac_ok(term, req, raw):
+            return None
+        pan, _ = self._card_from(req)
+        card = self.store.card(pan) if pan else None
+        if card is None or card.pin_tries_left <= 0:
+            return None
+        return PinJob(card, self._decrypt_pin(req.binary(52), card.pan, term.pik))
+
     def malformed(self, mti: str | None, partial: dict[str, object], error: DecodeError) -> Decision:
-        """A frame that did not decode: answer 30 when its MTI is readable, else close."""
+        """A frame that did not decode: a ``30`` echoing what can be echoed, or a close with a reason."""
         if mti is None or len(mti) != 4 or mti[2] not in "0246":
             log.warning("closing connection: unreadable request (%s)", error)
             return Decision(None, close=True)
-        fields = {int(k): v for k, v in partial.items()
-                  if k in ("11", "41", "42") and isinstance(v, str)}
-        req = Message(mti, dict(fields), self.profile.default_header)
+        fields = {int(k): v for k, v in partial.items() if k in ("11", "41", "42") and isinstance(v, str)}
         log.warning("format error: %s", error)
-        return Decision(self._respond(req, RC.FORMAT_ERROR))
+        return self._format_error(Message(mti, dict(fields), self.profile.default_header))
+
+    def _format_error(self, req: Message) -> Decision:
+        """A ``30`` with whichever of the matching fields (11, 41, 42) encode; a close if none does."""
+        for keep in ((11, 41, 42), (11, 41), (41,), (11,), ()):
+            fields = {n: v for n, v in req.fields.items() if n in keep}
+            resp = self._respond(Message(req.mti, fields, req.header), RC.FORMAT_ERROR)
+            try:
+                encode(resp, self.profile)
+            except (PosemuError, TypeError):
+                continue
+            return Decision(resp)
+        log.warning("closing connection: cannot answer a malformed %s", req.mti)
+        return Decision(None, close=True)
 
     # --- helpers ------------------------------------------------------------------------------
     def _respond(self, req: Message, rc: RC | str, **extra: str | bytes) -> Message:
@@ -131,19 +198,35 @@ class HostLogic:
         self._rrn += 1
         return f"{self.clock.wall():%y%m%d}{self._rrn % 1_000_000:06d}"
 
-    def _process(self, req: Message, raw: bytes) -> Decision:
-        txn = TxnType.from_request(req)
-        if req.mti == "0400":
-            return self._with_terminal(req, raw, self._reversal, "reversal")
-        if req.mti == "0800":
-            return self._with_terminal(req, raw, self._sign_on, None)
-        if req.mti != "0200" or txn is None:
-            return Decision(self._respond(req, RC.INVALID_TRANSACTION))
-        kind = "balance" if txn is TxnType.BALANCE else "purchase"
-        return self._with_terminal(req, raw, self._financial, kind)
+    def _response_mak(self, req: Message) -> bytes | None:
+        """The key to MAC a response with: the terminal's MAK once it holds one."""
+        tid = req.get(41)
+        term = self.store.terminal(tid) if isinstance(tid, str) else None
+        if term is None or term.mak is None or NetCode.of(req) is NetCode.SIGN_ON:
+            return None
+        return term.mak if term.mac_required or 64 in req or 128 in req else None
 
-    def _with_terminal(self, req: Message, raw: bytes,
-                       fn: Callable[[Message, TerminalRow], Decision], kind: str | None) -> Decision:
+    def _mac_ok(self, term: TerminalRow, req: Message, raw: bytes) -> bool:
+        if term.mak is None or not term.mac_required:
+            return True
+        return check_mac(req, raw, self.profile, term.mak).ok
+
+    def _process(self, c: _Call) -> Decision:
+        req = c.req
+        net = NetCode.of(req)
+        if req.mti in ("0800", "0820") and net is not None:
+            fn = {NetCode.SIGN_ON: self._sign_on, NetCode.SIGN_OFF: self._sign_off, NetCode.ECHO: self._echo}[net]
+            return self._with_terminal(c, fn, None)
+        if req.mti == "0400":
+            return self._with_terminal(c, self._reversal, "reversal")
+        txn = TxnType.from_request(req)
+        if req.mti != "0200" or txn is None or txn is TxnType.SIGN_ON:
+            return Decision(self._respond(req, RC.INVALID_TRANSACTION), mak=self._response_mak(req))
+        kind = "balance" if txn is TxnType.BALANCE else "purchase"
+        return self._with_terminal(c, self._financial, kind)
+
+    def _with_terminal(self, c: _Call, fn: Callable[[_Call, TerminalRow], Decision], kind: str | None) -> Decision:
+        req = c.req
         tid = req.get(41)
         term = self.store.terminal(tid) if isinstance(tid, str) else None
         if term is None:
@@ -152,20 +235,34 @@ class HostLogic:
             version = req.header[6] if len(req.header) > 6 else 0
             if version < term.min_version:
                 return Decision(self._respond(req, RC.VERSION_NOT_ACCEPTED))
-        if req.mti != "0800":
+        if NetCode.of(req) is not NetCode.SIGN_ON:
             if term.require_sign_on and not term.signed_on:
                 return Decision(self._respond(req, RC.SIGN_ON_REQUIRED))
-            if 64 in req.fields and (term.mak is None or not mac_ok(raw, self.profile, term.mak)):
-                return Decision(self._respond(req, RC.MAC_ERROR))
+            if term.mak is not None and term.mac_required:
+                status = check_mac(req, c.raw, self.profile, term.mak)
+                if not status.ok:
+                    log.warning("%s from %s STAN %s: MAC %s", req.mti, term.tid, req.get(11), status.value)
+                    return Decision(self._respond(req, RC.MAC_ERROR), mak=term.mak)
             if kind is not None and kind not in term.permissions:
-                return Decision(self._respond(req, RC.NOT_PERMITTED_TERMINAL), mak=term.mak)
-        decision = fn(req, term)
-        if decision.response is not None and 64 in req.fields and term.mak and req.mti != "0800":
-            resp = decision.response.replace(f64=bytes(8))
-            decision = replace(decision, response=resp, mak=term.mak)
+                return Decision(self._respond(req, RC.NOT_PERMITTED_TERMINAL), mak=self._response_mak(req))
+        decision = fn(c, term)
+        if decision.response is not None and decision.mak is None:
+            decision = replace(decision, mak=self._response_mak(req))
         return decision
 
-    def _sign_on(self, req: Message, term: TerminalRow) -> Decision:
+    # --- network management -------------------------------------------------------------------
+    def _sign_on(self, c: _Call, term: TerminalRow) -> Decision:
+        req = c.req
+        if term.sign_on_proof:
+            status = check_mac(req, c.raw, self.profile, term.tmk)
+            if not status.ok:   # no proof of the terminal master key: nothing changes
+                log.warning("sign-on of %s refused: MAC under the terminal master key %s", term.tid, status.value)
+                return Decision(self._respond(req, RC.MAC_ERROR))
+        stan = req.get(11)
+        stamp = f"{self.clock.wall():%Y%m%d}:{stan if isinstance(stan, str) else ''}"
+        if term.last_sign_on == stamp:
+            log.warning("sign-on of %s refused: a replay of the last one (STAN %s)", term.tid, req.get(11))
+            return Decision(self._respond(req, RC.DUPLICATE))
         f60 = req.get(60)
         scheme = Field60.parse(f60).net_code if isinstance(f60, str) else "003"
         try:
@@ -174,13 +271,27 @@ class HostLogic:
             block = keymod.build_field62(term.tmk, wk, ks)
         except (PosemuError, ValueError):
             return Decision(self._respond(req, RC.FORMAT_ERROR))
-        self.store.set_terminal(replace(term, pik=wk.pik, mak=wk.mak, signed_on=True))
+        self.store.begin()          # the new keys are committed before the 0810 leaves
+        self.store.set_terminal(replace(term, pik=wk.pik, mak=wk.mak, signed_on=True, last_sign_on=stamp))
+        self.store.commit()
         now = self.clock.wall()
         resp = self._respond(req, RC.APPROVED, f12=f"{now:%H%M%S}", f13=f"{now:%m%d}",
                              f32=ACQUIRER_ID, f37=self._next_rrn(), f62=block)
         log.info("terminal %s signed on (scheme %s)", term.tid, scheme)
         return Decision(resp)
 
+    def _sign_off(self, c: _Call, term: TerminalRow) -> Decision:
+        mak = term.mak
+        self.store.begin()
+        self.store.set_terminal(replace(term, pik=None, mak=None, signed_on=False))
+        self.store.commit()
+        log.info("terminal %s signed off", term.tid)
+        return Decision(self._respond(c.req, RC.APPROVED), mak=mak if term.mac_required else None)
+
+    def _echo(self, c: _Call, term: TerminalRow) -> Decision:
+        return Decision(self._respond(c.req, RC.APPROVED))
+
+    # --- financial ----------------------------------------------------------------------------
     def _card_from(self, req: Message) -> tuple[str | None, str | None]:
         pan = req.get(2)
         expiry = req.get(14)
@@ -192,32 +303,45 @@ class HostLogic:
                 expiry = rest[:4]
         return (pan if isinstance(pan, str) else None, expiry if isinstance(expiry, str) else None)
 
-    def _financial(self, req: Message, term: TerminalRow) -> Decision:
+    def _identity(self, req: Message) -> str:
+        """Who, what and how much: processing code, amount and PAN, as a keyed fingerprint."""
+        pan, _ = self._card_from(req)
+        pc, amount = req.get(3), req.get(4)
+        return self.store.fingerprint(pc if isinstance(pc, str) else "", amount if isinstance(amount, str) else "",
+                                      pan or "")
+
+    def _financial(self, c: _Call, term: TerminalRow) -> Decision:
+        req = c.req
         kind = "balance" if TxnType.from_request(req) is TxnType.BALANCE else "purchase"
-        pan, expiry = self._card_from(req)
-        card = self.store.card(pan) if pan else None
-        rc = self._check_card(req, term, card, expiry, kind)
         date = req.get(13) if isinstance(req.get(13), str) else f"{self.clock.wall():%m%d}"
         date_s = str(date)
         stan = req.text(11) if 11 in req else "000000"
+        ident = self._identity(req)
+        prior = self.store.find_tx(term.tid, stan, date_s, "0200")
+        if prior is not None and prior.ident != ident:
+            # a STAN reused for another transaction (a reinstalled terminal…): never the other's answer
+            log.warning("duplicate STAN %s from %s for a different transaction: 94", stan, term.tid)
+            return Decision(self._respond(req, RC.DUPLICATE))
+        if prior is not None and kind == "purchase":
+            # the same purchase again (a retransmission): the same answer, no second debit
+            extra = {"f38": prior.auth_code} if prior.auth_code else {}
+            return Decision(self._respond(req, prior.rc, **({"f37": prior.rrn} if prior.rrn else {}), **extra))
+        pan, expiry = self._card_from(req)
+        card = self.store.card(pan) if pan else None
+        rc = self._check_card(c, term, card, expiry, kind)
         if rc is not RC.APPROVED or card is None:
-            self._log(req, term, card, kind, stan, date_s, 0, rc)
+            self._log(req, term, card, kind, stan, date_s, 0, rc, ident)
             return Decision(self._respond(req, rc))
         bal, cur = self.store.balance(card.account_id)
         if kind == "balance":
-            self._log(req, term, card, kind, stan, date_s, 0, RC.APPROVED)
+            self._log(req, term, card, kind, stan, date_s, 0, RC.APPROVED, ident)
             f54 = encode_balances([Balance(bal, cur, "10", "01"), Balance(bal, cur, "10", "02")])
             return Decision(self._respond(req, RC.APPROVED, f37=self._next_rrn(), f54=f54))
-        # purchase: idempotent by (terminal, STAN, date)
-        prior = self.store.find_tx(term.tid, stan, date_s, "0200")
-        if prior is not None:
-            extra = {"f38": prior.auth_code} if prior.auth_code else {}
-            return Decision(self._respond(req, prior.rc, **({"f37": prior.rrn} if prior.rrn else {}), **extra))
         amount = int(req.text(4)) if 4 in req else 0
         if amount <= 0:
             return Decision(self._respond(req, RC.INVALID_AMOUNT))
         if amount > bal:
-            self._log(req, term, card, kind, stan, date_s, amount, RC.INSUFFICIENT_FUNDS)
+            self._log(req, term, card, kind, stan, date_s, amount, RC.INSUFFICIENT_FUNDS, ident)
             return Decision(self._respond(req, RC.INSUFFICIENT_FUNDS))
         self.store.begin()
         new_bal = self.store.move_money(card.account_id, -amount)
@@ -225,12 +349,12 @@ class HostLogic:
         auth = f"{self._rrn % 1_000_000:06d}"
         self.store.log_tx(tid=term.tid, stan=stan, date=date_s, mti="0200", kind=kind,
                           pan_masked=mask_pan(card.pan), account_id=card.account_id, amount=amount,
-                          rc=RC.APPROVED.value, auth_code=auth, rrn=rrn)
+                          rc=RC.APPROVED.value, auth_code=auth, rrn=rrn, ident=ident)
         self.store.commit()
         f54 = encode_balances([Balance(new_bal, cur, "10", "02")])
         return Decision(self._respond(req, RC.APPROVED, f37=rrn, f38=auth, f54=f54))
 
-    def _check_card(self, req: Message, term: TerminalRow, card: CardRow | None, expiry: str | None,
+    def _check_card(self, c: _Call, term: TerminalRow, card: CardRow | None, expiry: str | None,
                     kind: str) -> RC:
         if card is None:
             return RC.INVALID_CARD
@@ -244,9 +368,17 @@ class HostLogic:
             return RC.EXPIRED_CARD
         if kind not in card.permissions:
             return RC.NOT_PERMITTED_CARDHOLDER
-        return self._check_pin(req, term, card)
+        return self._check_pin(c, term, card)
 
-    def _check_pin(self, req: Message, term: TerminalRow, card: CardRow) -> RC:
+    @staticmethod
+    def _decrypt_pin(block: bytes, pan: str, pik: bytes) -> str | None:
+        try:
+            return decrypt_pinblock(block, pan, pik)
+        except PosemuError:
+            return None
+
+    def _check_pin(self, c: _Call, term: TerminalRow, card: CardRow) -> RC:
+        req = c.req
         block = req.get(52)
         if card.pin_tries_left <= 0:
             return RC.PIN_TRIES_EXCEEDED
@@ -256,11 +388,10 @@ class HostLogic:
             return RC.WRONG_PIN
         if term.pik is None:
             return RC.SIGN_ON_REQUIRED
-        try:
-            pin = decrypt_pinblock(block, card.pan, term.pik)
-        except PosemuError:
-            pin = None
-        if pin is not None and card.pin_matches(pin):
+        ok = c.pin_ok
+        if ok is None:
+            ok = PinJob(card, self._decrypt_pin(block, card.pan, term.pik)).run()
+        if ok:
             if card.pin_tries_left != card.pin_tries_max:
                 self.store.update_card(card.pan, pin_tries_left=card.pin_tries_max)
             return RC.APPROVED
@@ -268,11 +399,18 @@ class HostLogic:
         self.store.update_card(card.pan, pin_tries_left=left)
         return RC.PIN_TRIES_EXCEEDED if left <= 0 else RC.WRONG_PIN
 
-    def _reversal(self, req: Message, term: TerminalRow) -> Decision:
+    def _reversal(self, c: _Call, term: TerminalRow) -> Decision:
+        req = c.req
         stan = req.text(11) if 11 in req else ""
         date = req.get(13)
         date_s = date if isinstance(date, str) else f"{self.clock.wall():%m%d}"
         orig = self.store.find_tx(term.tid, stan, date_s, "0200")
+        rc = RC.APPROVED
+        if orig is not None and orig.ident is not None and orig.ident != self._identity(req):
+            # not the transaction it names (other card, amount or type): nothing is refunded
+            log.warning("reversal from %s STAN %s does not match its original: 25", term.tid, stan)
+            rc = RC.UNKNOWN_ORIGINAL
+            orig = None
         self.store.begin()
         if orig is not None and orig.rc == RC.APPROVED.value and not orig.reversed and orig.account_id:
             self.store.move_money(orig.account_id, orig.amount)
@@ -281,15 +419,15 @@ class HostLogic:
         self.store.log_tx(tid=term.tid, stan=stan, date=date_s, mti="0400", kind="reversal",
                           pan_masked=mask_pan(req.text(2)) if 2 in req else "",
                           account_id=orig.account_id if orig else None,
-                          amount=orig.amount if orig else 0, rc=RC.APPROVED.value)
+                          amount=orig.amount if orig else 0, rc=rc.value)
         self.store.commit()
-        return Decision(self._respond(req, RC.APPROVED))
+        return Decision(self._respond(req, rc))
 
     def _log(self, req: Message, term: TerminalRow, card: CardRow | None, kind: str, stan: str,
-             date: str, amount: int, rc: RC) -> None:
+             date: str, amount: int, rc: RC, ident: str | None = None) -> None:
         self.store.log_tx(tid=term.tid, stan=stan, date=date, mti=req.mti, kind=kind,
                           pan_masked=mask_pan(card.pan) if card else "", account_id=card.account_id if card
-                          else None, amount=amount, rc=rc.value)
+                          else None, amount=amount, rc=rc.value, ident=ident)
 
 
 def _offline_pin_verified(req: Message) -> bool:

@@ -3,7 +3,13 @@
 One :class:`protocol.session.ServerSession` per connection; requests are answered in the
 order they complete, several may be in flight per connection. A frame that does not decode
 gets a ``30`` response when its MTI can be read; a broken length header closes that
-connection with a logged reason. Nothing a client sends can stop the server.
+connection with a logged one-line reason. Nothing a client sends can stop the server:
+
+* PIN checks (a salted scrypt, slow on purpose) run in worker threads, so purchases with a PIN
+  do not stall the inquiries of other terminals;
+* a connection that completes no request for ``idle_timeout`` seconds is closed (idle terminals
+  and slowloris clients alike), and at most ``max_connections`` are open at once — more are
+  refused at once.
 """
 
 from __future__ import annotations
@@ -11,18 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
-from emulator.host.logic import Decision, HostLogic, seed_demo
+from emulator.host.logic import Decision, HostLogic, PinJob, seed_demo
 from emulator.host.rules import HostRules
 from emulator.host.store import HostStore
-from hardware.clock import Clock
+from hardware.clock import Clock, run_external
 from protocol.errors import DecodeError, PosemuError
 from protocol.iso import Message
-from protocol.session import NEED_DATA, RequestReceived, ServerSession
+from protocol.sansio import NEED_DATA
+from protocol.session import RequestReceived, ServerSession
 from protocol.specs import Profile
 
 log = logging.getLogger("posemu.host")
@@ -35,6 +42,9 @@ class HostStats:
     malformed: int = 0
     closed_bad_framing: int = 0
     refused: int = 0
+    refused_full: int = 0         # over max_connections
+    closed_idle: int = 0
+    pin_checks: int = 0
     by_rc: dict[str, int] = field(default_factory=dict)
 
 
@@ -46,19 +56,48 @@ class _Conn(asyncio.Protocol):
         self.peer = "?"
         self._tasks: set[asyncio.Task[None]] = set()
         self._out: list[bytes] | None = None    # responses batched during one data_received
+        self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)   # any loop's stream transport (asyncio, uvloop)
         self.peer = str(transport.get_extra_info("peername"))
-        if self.host.rules.refuse_connection():
-            self.host.stats.refused += 1
+        host = self.host
+        if host.rules.refuse_connection():
+            host.stats.refused += 1
             self.transport.abort()
             return
-        self.host.stats.connections += 1
-        self.host.conns.add(self)
+        if len(host.conns) >= host.max_connections:
+            host.stats.refused_full += 1
+            if host.stats.refused_full in (1, 10, 100) or host.stats.refused_full % 1000 == 0:
+                log.warning("refusing %s: %d connections open (max_connections); %d refused so far",
+                            self.peer, len(host.conns), host.stats.refused_full)
+            self.transport.abort()
+            return
+        host.stats.connections += 1
+        host.conns.add(self)
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        if self.host.idle_timeout > 0:
+            self._idle = asyncio.get_running_loop().call_later(self.host.idle_timeout, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        self._idle = None
+        if self._tasks:          # answers still being worked on: wait for them
+            self._arm_idle()
+            return
+        self.host.stats.closed_idle += 1
+        log.info("closing %s: no request completed in %g s", self.peer, self.host.idle_timeout)
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.host.conns.discard(self)
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         for t in self._tasks:
             t.cancel()
 
@@ -81,11 +120,17 @@ class _Conn(asyncio.Protocol):
                     return
                 if ev is NEED_DATA:
                     return
+                self._arm_idle()
                 if isinstance(ev, RequestReceived):
                     host.stats.requests += 1
                     for fn in host.observers:
                         fn(ev.request)
+                    job = host.logic.pin_job(ev.request, ev.raw)
+                    if job is not None:
+                        self._spawn(self._check_pin_then_answer(ev, job))
+                        continue
                     decision = host.logic.handle(ev.request, ev.raw)
+                    host.notify_decided(ev.request, decision)
                 else:
                     host.stats.malformed += 1
                     decision = host.logic.malformed(ev.mti, ev.partial, ev.error)
@@ -100,11 +145,29 @@ class _Conn(asyncio.Protocol):
             if out and self.transport is not None and not self.transport.is_closing():
                 self.transport.write(b"".join(out))
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _check_pin_then_answer(self, ev: RequestReceived, job: PinJob) -> None:
+        host = self.host
+        host.stats.pin_checks += 1
+        ok = await run_external(host.clock, job.run)       # scrypt in a worker thread
+        try:
+            decision = host.logic.handle(ev.request, ev.raw, pin_ok=ok)
+        except Exception:  # a bug must not take the server down
+            log.exception("internal error while serving %s; closing that connection", self.peer)
+            if self.transport:
+                self.transport.abort()
+            return
+        host.commit_soon()
+        host.notify_decided(ev.request, decision)
+        self._dispatch(decision)
+
     def _dispatch(self, d: Decision) -> None:
         if d.delay > 0:
-            t = asyncio.get_running_loop().create_task(self._later(d))
-            self._tasks.add(t)
-            t.add_done_callback(self._tasks.discard)
+            self._spawn(self._later(d))
             return
         self._send(d)
 
@@ -122,8 +185,13 @@ class _Conn(asyncio.Protocol):
                 self.host.stats.by_rc[rc] = self.host.stats.by_rc.get(rc, 0) + 1
             try:
                 data = self.session.send(d.response, mak=d.mak)
-            except PosemuError:
-                log.exception("could not encode a response for %s", self.peer)
+            except (PosemuError, TypeError) as e:
+                log.warning("closing %s: cannot encode the %s answer (%s)", self.peer, d.response.mti, e)
+                if self._out:
+                    tr.write(b"".join(self._out))
+                    self._out.clear()
+                tr.close()
+                return
             else:
                 if self._out is not None:
                     self._out.append(data)
@@ -139,8 +207,14 @@ class _Conn(asyncio.Protocol):
 class HostServer:
     """The bundled host: ``await HostServer.start(...)``, then ``.port``, ``.close()``."""
 
-    def __init__(self, profile: Profile, store: HostStore, clock: Clock, rules: HostRules | None = None) -> None:
+    DEFAULT_IDLE_TIMEOUT = 120.0
+    DEFAULT_MAX_CONNECTIONS = 2048
+
+    def __init__(self, profile: Profile, store: HostStore, clock: Clock, rules: HostRules | None = None, *,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.profile = profile
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
         self.store = store
         self.clock = clock
         self.rules = rules or HostRules()
@@ -148,16 +222,19 @@ class HostServer:
         self.stats = HostStats()
         self.conns: set[_Conn] = set()
         self.observers: list[Callable[[Message], None]] = []   # called with every decoded request
+        self.decided: list[Callable[[Message, Decision], None]] = []   # … and with its decision, once taken
         self._commit_handle: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
 
     @classmethod
     async def start(cls, profile: Profile, *, clock: Clock, host: str = "127.0.0.1", port: int = 0,
-                    db: str | Path = ":memory:", rules: HostRules | None = None, seed: bool = True) -> HostServer:
+                    db: str | Path = ":memory:", rules: HostRules | None = None, seed: bool = True,
+                    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                    max_connections: int = DEFAULT_MAX_CONNECTIONS) -> HostServer:
         store = HostStore(db)
         if seed and store.empty:
             seed_demo(store)
-        self = cls(profile, store, clock, rules)
+        self = cls(profile, store, clock, rules, idle_timeout=idle_timeout, max_connections=max_connections)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Conn(self), host, port)
         return self
@@ -171,6 +248,10 @@ class HostServer:
     @property
     def port(self) -> int:
         return self.address[1]
+
+    def notify_decided(self, req: Message, decision: Decision) -> None:
+        for fn in self.decided:
+            fn(req, decision)
 
     COMMIT_EVERY = 0.02
     """Seconds a batch of log rows (balance inquiries, declines) may wait before it is committed.

@@ -1,6 +1,9 @@
 """The host's state in SQLite (stdlib): accounts, cards, terminals, the transaction log.
 
-PINs are stored as salted scrypt hashes, never in clear. Cards and accounts are cached in
+PINs are stored as salted scrypt hashes, never in clear. Terminal keys (TMK, PIK, MAK) are stored
+sealed under the host's local key (:mod:`emulator.keystore`, a 0600 file beside the database);
+the database file itself is 0600. Each logged transaction carries a keyed fingerprint of its
+identity (processing code, amount, PAN) so a reused STAN cannot pass for the original. Cards and accounts are cached in
 memory (the host is their only writer) and written through on every change; money-moving
 changes (purchase, reversal) are committed before the response is sent, balance-inquiry log
 rows are committed in batches.
@@ -16,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from emulator.keystore import LocalKey, private_file
 from hardware.cards.profiles import CardProfile
 from protocol.errors import ConfigError
 
@@ -46,7 +50,10 @@ CREATE TABLE IF NOT EXISTS terminals (
   signed_on INTEGER NOT NULL DEFAULT 0,
   require_sign_on INTEGER NOT NULL DEFAULT 1,
   permissions TEXT NOT NULL,
-  min_version INTEGER NOT NULL DEFAULT 0
+  min_version INTEGER NOT NULL DEFAULT 0,
+  mac_required INTEGER NOT NULL DEFAULT 1,
+  sign_on_proof INTEGER NOT NULL DEFAULT 1,
+  last_sign_on TEXT
 );
 CREATE TABLE IF NOT EXISTS txlog (
   id INTEGER PRIMARY KEY,
@@ -61,10 +68,20 @@ CREATE TABLE IF NOT EXISTS txlog (
   rc TEXT NOT NULL,
   auth_code TEXT,
   rrn TEXT,
-  reversed INTEGER NOT NULL DEFAULT 0
+  reversed INTEGER NOT NULL DEFAULT 0,
+  ident TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS txlog_orig ON txlog (tid, stan, date, mti);
 """
+
+# columns added after the first release: (table, column, declaration) — added to older databases
+_MIGRATIONS = (
+    ("terminals", "mac_required", "INTEGER NOT NULL DEFAULT 1"),
+    ("terminals", "sign_on_proof", "INTEGER NOT NULL DEFAULT 1"),
+    ("terminals", "last_sign_on", "TEXT"),
+    ("txlog", "ident", "TEXT"),
+)
+_KEY_LENGTHS = (8, 16, 24)     # a key column of this length was written in clear by an older release
 
 SCRYPT_N = 2**12  # interactive-grade cost: a simulator, but never a clear or fast-hashed PIN
 
@@ -106,6 +123,13 @@ class TerminalRow:
     require_sign_on: bool
     permissions: frozenset[str]
     min_version: int
+    mac_required: bool = True
+    """Requests from this terminal must carry a valid MAC once it holds a MAC key (off only for a
+    host profile that speaks to MAC-less terminals, set explicitly)."""
+    sign_on_proof: bool = True
+    """A sign-on (0800) must carry a MAC under the terminal master key; without it nothing changes."""
+    last_sign_on: str | None = None
+    """Date and STAN of the last accepted sign-on: the same 0800 replayed is refused."""
 
     def __repr__(self) -> str:
         return f"TerminalRow(tid={self.tid}, signed_on={self.signed_on})"
@@ -126,26 +150,55 @@ class TxRow:
     auth_code: str | None
     rrn: str | None
     reversed: bool
+    ident: str | None = None
 
 
 class HostStore:
     """SQLite-backed host state with an in-memory read cache."""
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", *, local_key: LocalKey | None = None) -> None:
         self.path = str(path)
+        if self.path == ":memory:":
+            self.kek = local_key or LocalKey.ephemeral()
+        else:
+            p = Path(self.path)
+            self.kek = local_key or LocalKey.at(p.with_name(p.name + ".key"))
+            private_file(p)
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.Error as e:
             raise ConfigError(f"cannot open host database {self.path}: {e}") from None
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
         self._cards: dict[str, CardRow] = {}
         self._balances: dict[int, tuple[int, str]] = {}
         self._terminals: dict[str, TerminalRow] = {}
         self._in_batch = False
         self._log_rows: list[tuple[object, ...]] = []
         self._load()
+
+    def _migrate(self) -> None:
+        for table, column, decl in _MIGRATIONS:
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+    # --- keys at rest --------------------------------------------------------------------
+    def _seal_key(self, key: bytes | None, tid: str, name: str) -> bytes | None:
+        return None if key is None else self.kek.seal(key, f"host {name} {tid}")
+
+    def _open_key(self, blob: bytes | None, tid: str, name: str) -> bytes | None:
+        if blob is None:
+            return None
+        if len(blob) in _KEY_LENGTHS:          # written in clear by an older release: sealed on load
+            return bytes(blob)
+        return self.kek.open(bytes(blob), f"host {name} {tid}")
+
+    def fingerprint(self, *parts: str) -> str:
+        """A keyed fingerprint of a transaction's identity (see module docstring)."""
+        return self.kek.fingerprint("|".join(parts).encode(), "host txn identity")
 
     # --- loading and seeding ------------------------------------------------------------
     def _load(self) -> None:
@@ -157,11 +210,20 @@ class HostStore:
         ):
             self._cards[r[0]] = CardRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]),
                                         frozenset(filter(None, r[9].split(","))))
+        resealed = []
         for r in self.db.execute(
-            "SELECT tid, mid, tmk, pik, mak, signed_on, require_sign_on, permissions, min_version FROM terminals"
+            "SELECT tid, mid, tmk, pik, mak, signed_on, require_sign_on, permissions, min_version, mac_required,"
+            " sign_on_proof, last_sign_on FROM terminals"
         ):
-            self._terminals[r[0]] = TerminalRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), bool(r[6]),
-                                                frozenset(filter(None, r[7].split(","))), r[8])
+            tid = r[0]
+            row = TerminalRow(tid, r[1], self._open_key(r[2], tid, "tmk") or b"", self._open_key(r[3], tid, "pik"),
+                              self._open_key(r[4], tid, "mak"), bool(r[5]), bool(r[6]),
+                              frozenset(filter(None, r[7].split(","))), r[8], bool(r[9]), bool(r[10]), r[11])
+            self._terminals[tid] = row
+            if any(k is not None and len(k) in _KEY_LENGTHS for k in (r[2], r[3], r[4])):
+                resealed.append(row)
+        for row in resealed:
+            self._write_terminal(row)
 
     @property
     def empty(self) -> bool:
@@ -192,13 +254,14 @@ class HostStore:
 
     def add_terminal(self, tid: str, mid: str, tmk: bytes, *, require_sign_on: bool = True,
                      permissions: Iterable[str] = ("balance", "purchase", "reversal"),
-                     min_version: int = 0) -> None:
+                     min_version: int = 0, mac_required: bool = True, sign_on_proof: bool = True) -> None:
         if tid in self._terminals:
             return
-        row = TerminalRow(tid, mid, tmk, None, None, False, require_sign_on, frozenset(permissions), min_version)
-        self.db.execute("INSERT INTO terminals VALUES (?, ?, ?, NULL, NULL, 0, ?, ?, ?)",
-                        (tid, mid, tmk, int(require_sign_on), ",".join(sorted(row.permissions)), min_version))
-        self._terminals[tid] = row
+        row = TerminalRow(tid, mid, tmk, None, None, False, require_sign_on, frozenset(permissions), min_version,
+                          mac_required, sign_on_proof)
+        self.db.execute("INSERT INTO terminals (tid, mid, tmk, permissions) VALUES (?, ?, ?, '')",
+                        (tid, mid, self._seal_key(tmk, tid, "tmk")))
+        self._write_terminal(row)
 
     # --- reads ------------------------------------------------------------------------------
     def card(self, pan: str) -> CardRow | None:
@@ -216,16 +279,13 @@ class HostStore:
     def find_tx(self, tid: str, stan: str, date: str, mti: str) -> TxRow | None:
         self._flush_log()
         r = self.db.execute(
-            "SELECT id, tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn, reversed"
-            " FROM txlog WHERE tid=? AND stan=? AND date=? AND mti=?", (tid, stan, date, mti)
+            f"SELECT {_TX_COLS} FROM txlog WHERE tid=? AND stan=? AND date=? AND mti=?", (tid, stan, date, mti)
         ).fetchone()
         return None if r is None else _tx(r)
 
     def transactions(self) -> list[TxRow]:
         self._flush_log()
-        return [_tx(r) for r in self.db.execute(
-            "SELECT id, tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn, reversed"
-            " FROM txlog ORDER BY id")]
+        return [_tx(r) for r in self.db.execute(f"SELECT {_TX_COLS} FROM txlog ORDER BY id")]
 
     # --- writes -----------------------------------------------------------------------------
     def set_card(self, row: CardRow) -> None:
@@ -240,12 +300,20 @@ class HostStore:
         return new
 
     def set_terminal(self, row: TerminalRow) -> None:
+        if row.tid not in self._terminals:
+            raise ConfigError(f"unknown terminal {row.tid!r}")
+        self._write_terminal(row)
+
+    def _write_terminal(self, row: TerminalRow) -> None:
+        tid = row.tid
         self.db.execute(
-            "UPDATE terminals SET pik=?, mak=?, signed_on=?, require_sign_on=?, permissions=?, min_version=?"
-            " WHERE tid=?",
-            (row.pik, row.mak, int(row.signed_on), int(row.require_sign_on),
-             ",".join(sorted(row.permissions)), row.min_version, row.tid))
-        self._terminals[row.tid] = row
+            "UPDATE terminals SET tmk=?, pik=?, mak=?, signed_on=?, require_sign_on=?, permissions=?, min_version=?,"
+            " mac_required=?, sign_on_proof=?, last_sign_on=? WHERE tid=?",
+            (self._seal_key(row.tmk, tid, "tmk"), self._seal_key(row.pik, tid, "pik"),
+             self._seal_key(row.mak, tid, "mak"), int(row.signed_on), int(row.require_sign_on),
+             ",".join(sorted(row.permissions)), row.min_version, int(row.mac_required), int(row.sign_on_proof),
+             row.last_sign_on, tid))
+        self._terminals[tid] = row
 
     def move_money(self, account_id: int, delta: int) -> int:
         bal, cur = self._balances[account_id]
@@ -256,8 +324,9 @@ class HostStore:
 
     def log_tx(self, *, tid: str, stan: str, date: str, mti: str, kind: str, pan_masked: str,
                account_id: int | None, amount: int, rc: str, auth_code: str | None = None,
-               rrn: str | None = None) -> None:
-        self._log_rows.append((tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn))
+               rrn: str | None = None, ident: str | None = None) -> None:
+        self._log_rows.append((tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn,
+                               ident))
         if not self._in_batch:
             self._flush_log()
 
@@ -266,7 +335,7 @@ class HostStore:
             rows, self._log_rows = self._log_rows, []
             self.db.executemany(
                 "INSERT OR IGNORE INTO txlog (tid, stan, date, mti, kind, pan_masked, account_id, amount, rc,"
-                " auth_code, rrn) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                " auth_code, rrn, ident) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def mark_reversed(self, tx_id: int) -> None:
         self._flush_log()
@@ -289,7 +358,11 @@ class HostStore:
         self.db.close()
 
 
+_TX_COLS = "id, tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn, reversed, ident"
+
+
 def _tx(r: tuple[object, ...]) -> TxRow:
     return TxRow(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]),  # type: ignore[call-overload]
                  str(r[6]), None if r[7] is None else int(r[7]), int(r[8]), str(r[9]),  # type: ignore[call-overload]
-                 None if r[10] is None else str(r[10]), None if r[11] is None else str(r[11]), bool(r[12]))
+                 None if r[10] is None else str(r[10]), None if r[11] is None else str(r[11]), bool(r[12]),
+                 None if r[13] is None else str(r[13]))
