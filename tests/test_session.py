@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -128,7 +130,7 @@ def test_mac_goes_to_field_128_when_a_secondary_bitmap_is_present() -> None:
     assert _check(misplaced, ISO87ASCII, key) is MacStatus.MISPLACED
 
 
-_FIELD_VALUES: dict[int, st.SearchStrategy[str] | st.SearchStrategy[bytes]] = {
+_FIELD_VALUES: dict[int, st.SearchStrategy[Any]] = {
     2: st.text("0123456789", min_size=12, max_size=19), 3: st.sampled_from(["000000", "310000", "200000"]),
     4: st.integers(0, 10**12 - 1).map(lambda v: f"{v:012d}"), 11: st.integers(0, 999999).map(lambda v: f"{v:06d}"),
     39: st.sampled_from(["00", "05", "A0", "96"]), 41: st.text("ABCDEFGH0123456789", min_size=8, max_size=8),
@@ -143,9 +145,7 @@ def _messages(draw: st.DrawFn, profile: Profile) -> Message:
     usable = [n for n in _FIELD_VALUES if profile.has_field(n)]
     chosen = draw(st.lists(st.sampled_from(usable), min_size=1, unique=True))
     mti = draw(st.sampled_from(["0200", "0210", "0400", "0410", "0800"]))
-    fields: dict[int, str | bytes] = {}
-    for n in chosen:
-        fields[n] = draw(_FIELD_VALUES[n])
+    fields: dict[int, str | bytes] = {n: draw(_FIELD_VALUES[n]) for n in chosen}
     return Message(mti, fields, profile.default_header)
 
 
