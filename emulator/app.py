@@ -11,15 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from emulator.cardholder import Cardholder
 from emulator.config import TerminalConfig, parse_hostport
 from emulator.host.rules import HostRules
 from emulator.host.server import HostServer
 from emulator.hostlink import Connector, HostLink, Resolver, system_resolver, tcp_connector
 from emulator.journal import Journal
-from emulator.keystore import LocalKey, private_dir
+from emulator.keystore import LocalKey, private_dir, user_state_dir
 from emulator.ports import Display, PinPad
 from emulator.terminal import Terminal
 from emulator.trace import Trace
@@ -33,7 +31,7 @@ from protocol.specs import get_profile
 
 def default_state_dir() -> Path:
     """The per-user state folder (journal, host database)."""
-    return Path(platformdirs.user_data_dir("posemu", appauthor=False))
+    return user_state_dir()
 
 
 @dataclass(slots=True)

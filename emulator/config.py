@@ -18,7 +18,9 @@ to the bundled host. Example::
     card = 60
     removal = 30
     [keys]
-    tmk = "0123456789ABCDEFFEDCBA9876543210"   # terminal master key (test key)
+    tmk = "0123456789ABCDEFFEDCBA9876543210"   # terminal master key: a TEST key may be given in clear;
+    # a real one never: tmk_sealed = "v1:…" (`posemu config seal-key`, sealed under the user's local
+    # key) or tmk_file = "/path/0600-file-with-hex"
     scheme = "003"                  # 001 single DES, 003 double length, 004 double + TDK
     [reversal]
     retries = 3
@@ -40,6 +42,7 @@ from typing import Any
 import tomli_w
 
 from emulator.demo import DEMO_MID, DEMO_TID, DEMO_TMK
+from emulator.keystore import user_key, write_private
 from protocol.errors import ConfigError
 from protocol.specs import PROFILES
 
@@ -135,8 +138,15 @@ def from_dict(data: dict[str, Any], where: str = "config") -> TerminalConfig:
             changes["timeouts"] = replace(cfg.timeouts, **{k: float(v) for k, v in t.items()})
         if "keys" in data:
             k = data["keys"]
+            given = [n for n in ("tmk", "tmk_sealed", "tmk_file") if n in k]
+            if len(given) > 1:
+                raise ConfigError(f"{where}: give one of keys.tmk, keys.tmk_sealed, keys.tmk_file")
             if "tmk" in k:
                 changes["tmk"] = bytes.fromhex(str(k["tmk"]))
+            elif "tmk_sealed" in k:
+                changes["tmk"] = user_key().open_text(str(k["tmk_sealed"]), TMK_PURPOSE)
+            elif "tmk_file" in k:
+                changes["tmk"] = read_key_file(Path(str(k["tmk_file"])))
             if "scheme" in k:
                 changes["key_scheme"] = str(k["scheme"])
         if "reversal" in data:
@@ -184,7 +194,11 @@ def to_dict(cfg: TerminalConfig) -> dict[str, Any]:
     out: dict[str, Any] = {k: getattr(cfg, k) for k in sorted(_SIMPLE) if getattr(cfg, k) is not None}
     out["disabled_entry"] = list(cfg.disabled_entry)
     out["timeouts"] = {f.name: getattr(cfg.timeouts, f.name) for f in fields(Timeouts)}
-    out["keys"] = {"tmk": cfg.tmk.hex().upper(), "scheme": cfg.key_scheme}
+    # the terminal master key is never written in clear: the public test key is the default
+    # (written as nothing), any other key is sealed under the user's local key
+    out["keys"] = {"scheme": cfg.key_scheme}
+    if cfg.tmk != DEMO_TMK:
+        out["keys"]["tmk_sealed"] = user_key().seal_text(cfg.tmk, TMK_PURPOSE)
     out["reversal"] = {"retries": cfg.reversal_retries}
     out["security"] = {"mac": cfg.mac_required, "sign_on_mac": cfg.sign_on_mac}
     out["emv"] = {"aids": list(cfg.aids), "chip_retries": cfg.chip_retries, "allow_fallback": cfg.allow_fallback}
@@ -192,4 +206,25 @@ def to_dict(cfg: TerminalConfig) -> dict[str, Any]:
 
 
 def save(cfg: TerminalConfig, path: str | Path) -> None:
-    Path(path).write_text(tomli_w.dumps(to_dict(cfg)), encoding="utf-8")
+    """Write the config (mode 0600; keys sealed, see :func:`to_dict`)."""
+    write_private(Path(path), tomli_w.dumps(to_dict(cfg)).encode("utf-8"))
+
+
+TMK_PURPOSE = "config tmk"
+
+
+def read_key_file(path: Path) -> bytes:
+    """A key as hex text in a file only its owner can read."""
+    import stat
+
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"key file {path}: {getattr(e, 'strerror', None) or e}") from None
+    if mode & 0o077:
+        raise ConfigError(f"key file {path} is readable by others (mode {mode:o}); run: chmod 600 {path}")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"key file {path} does not hold a hex key") from None

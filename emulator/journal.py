@@ -164,7 +164,10 @@ class Journal:
             sets.append("reversal_reason=?")
             args.append(reason)
         # card data is kept only while a reversal may still be needed
-        sets.append("reversal_blob=CASE WHEN reversal IN ('armed', 'pending') THEN reversal_blob ELSE NULL END")
+        # (SET expressions see the row as it was: the new reversal state is passed in)
+        sets.append("reversal_blob=CASE WHEN COALESCE(?, reversal) IN ('armed', 'pending') THEN reversal_blob"
+                    " ELSE NULL END")
+        args.append(reversal.value if reversal is not None else None)
         self.db.execute(f"UPDATE journal SET {', '.join(sets)} WHERE id=?", (*args, entry_id))
 
     def recover(self) -> int:

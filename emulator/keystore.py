@@ -20,6 +20,7 @@ import os
 import stat
 from pathlib import Path
 
+import platformdirs
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -31,6 +32,16 @@ KEY_SIZE = 32
 _NONCE = 12
 SEALED_PREFIX = "v1:"
 """Text form of a sealed secret (in TOML): ``v1:`` + base64(nonce ‖ ciphertext ‖ tag)."""
+
+
+def user_state_dir() -> Path:
+    """The per-user state folder (journal, host database, the user's local key)."""
+    return Path(platformdirs.user_data_dir("posemu", appauthor=False))
+
+
+def user_key() -> LocalKey:
+    """The user's local key (``local.key`` in the state folder): seals keys kept in config files."""
+    return LocalKey.at(user_state_dir() / "local.key")
 
 
 def private_dir(path: Path) -> Path:
