@@ -27,8 +27,13 @@ from protocol.specs import get_profile
 @click.option("--rule", "rules", multiple=True, metavar="ACTION[:k=v,…]",
               help="Behaviour rule, e.g. respond:rc=96,every=2 · delay:delay=30 · no-response:mti=0200 · refuse.")
 @click.option("--seed", default=0, show_default=True, help="Seed for the rules' randomness.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0), default=HostServer.DEFAULT_IDLE_TIMEOUT,
+              show_default=True, help="Close a connection that completes no request for this many seconds (0: never).")
+@click.option("--max-connections", type=click.IntRange(min=1), default=HostServer.DEFAULT_MAX_CONNECTIONS,
+              show_default=True, help="Connections open at once; more are refused.")
 @click.option("-v", "--verbose", count=True)
-def command(listen: str, profile: str, db: str | None, rules: tuple[str, ...], seed: int, verbose: int) -> None:
+def command(listen: str, profile: str, db: str | None, rules: tuple[str, ...], seed: int, idle_timeout: float,
+            max_connections: int, verbose: int) -> None:
     """Run the host simulator until interrupted (Ctrl-C)."""
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose + 1, 2)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -42,7 +47,8 @@ def command(listen: str, profile: str, db: str | None, rules: tuple[str, ...], s
     db_path.parent.mkdir(parents=True, exist_ok=True)
 
     async def main() -> None:
-        server = await HostServer.start(prof, clock=RealClock(), host=host, port=port, db=db_path, rules=parsed)
+        server = await HostServer.start(prof, clock=RealClock(), host=host, port=port, db=db_path, rules=parsed,
+                                        idle_timeout=idle_timeout, max_connections=max_connections)
         h, p = server.address
         click.echo(f"posemu host: profile {profile}, listening on {h}:{p}, database {db_path}", err=False)
         sys.stdout.flush()

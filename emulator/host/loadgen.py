@@ -2,7 +2,10 @@
 
 Requests are built and encoded before the clock starts; each connection keeps a window of
 outstanding requests and matches responses by STAN. Latency is measured per request from
-write to response. Used by ``make bench`` and the concurrency tests; it talks to the address
+write to response. With ``purchase_share`` > 0 each connection first signs on (a MAC under the
+terminal master key), then mixes PIN'd purchases (PIN block under the PIK) into its balance
+inquiries, everything MACed under the MAK — the path where the host verifies PINs.
+Used by ``make bench`` and the concurrency tests; it talks to the address
 it is given (loopback in everything posemu ships).
 """
 
@@ -14,11 +17,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from protocol.errors import DecodeError
+from protocol.errors import DecodeError, ProtocolError
 from protocol.framing import Framer, frame
-from protocol.iso import decode, encode
+from protocol.iso import decode
+from protocol.keys import KeyScheme, WorkingKeys, parse_field62
+from protocol.pinblock import encrypt_pinblock
+from protocol.session import seal
 from protocol.specs import Profile
-from protocol.txn import CardData, EntryMode, TerminalIds, TxnType, financial_request
+from protocol.txn import CardData, EntryMode, TerminalIds, TxnType, financial_request, sign_on_request
 
 
 @dataclass(slots=True)
@@ -104,29 +110,75 @@ class _Conn(asyncio.Protocol):
             self.done.set_result(None)
 
 
+@dataclass(frozen=True, slots=True)
+class PinCard:
+    """The card PIN'd purchases are made with (its PIN is typed by the load client)."""
+
+    pan: str
+    expiry: str
+    pin: str
+
+    def __repr__(self) -> str:
+        return "PinCard(…)"
+
+
 def build_frames(profile: Profile, tid: str, mid: str, pan: str, expiry: str, count: int,
-                 start_stan: int = 1) -> list[tuple[str, bytes]]:
-    """``count`` encoded balance inquiries for one terminal (no PIN, no MAC: a load profile)."""
+                 start_stan: int = 1, *, keys: WorkingKeys | None = None, purchase_share: float = 0.0,
+                 pin_card: PinCard | None = None) -> list[tuple[str, bytes]]:
+    """``count`` encoded requests for one terminal: balance inquiries (no PIN; MACed when ``keys``
+    are given) and, every ``1/purchase_share``-th, a 0.01 purchase with a PIN on ``pin_card``."""
     ids = TerminalIds(tid, mid, profile.default_header)
     card = CardData(pan, EntryMode.SWIPE, expiry, f"{pan}={expiry}1010000000000")
+    pcard = None if pin_card is None else CardData(pin_card.pan, EntryMode.SWIPE, pin_card.expiry,
+                                                   f"{pin_card.pan}={pin_card.expiry}1010000000000")
     now = dt.datetime(2026, 1, 1, 9, 0, tzinfo=dt.UTC)
+    every = round(1 / purchase_share) if purchase_share > 0 else 0
     out = []
     for i in range(count):
         stan = f"{(start_stan + i) % 1_000_000:06d}"
-        msg = financial_request(profile, ids, TxnType.BALANCE, card, stan=stan, now=now)
-        out.append((stan, frame(encode(msg, profile))))
+        if every and i % every == every - 1 and pcard is not None and pin_card is not None and keys is not None:
+            block = encrypt_pinblock(pin_card.pin, pin_card.pan, keys.pik)
+            msg = financial_request(profile, ids, TxnType.PURCHASE, pcard, stan=stan, now=now, amount=1,
+                                    pin_block=block)
+        else:
+            msg = financial_request(profile, ids, TxnType.BALANCE, card, stan=stan, now=now)
+        out.append((stan, frame(seal(msg, profile, keys.mak if keys else None))))
     return out
 
 
+async def sign_on(host: str, port: int, profile: Profile, *, tid: str, mid: str, tmk: bytes,
+                  stan: str = "999999") -> WorkingKeys:
+    """Sign a load terminal on (MAC under its master key) and return its working keys."""
+    ids = TerminalIds(tid, mid, profile.default_header)
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(frame(seal(sign_on_request(profile, ids, stan=stan), profile, tmk)))
+        n = int.from_bytes(await reader.readexactly(2), "big")
+        resp = decode(await reader.readexactly(n), profile)
+    finally:
+        writer.close()
+    if resp.get(39) != "00":
+        raise ProtocolError(f"sign-on of {tid} refused: {resp.get(39)!r}")
+    return parse_field62(tmk, resp.binary(62), KeyScheme.DOUBLE)
+
+
 async def run_load(host: str, port: int, profile: Profile, *, tids: Sequence[str], mid: str, pan: str,
-                   expiry: str, total: int, concurrency: int) -> LoadResult:
-    """Send ``total`` balance inquiries over ``len(tids)`` connections with ``concurrency`` in flight."""
+                   expiry: str, total: int, concurrency: int, purchase_share: float = 0.0,
+                   pin_card: PinCard | None = None, tmk: bytes | None = None) -> LoadResult:
+    """Send ``total`` requests over ``len(tids)`` connections with ``concurrency`` in flight: balance
+    inquiries, and with ``purchase_share`` that share of PIN'd purchases (signed on with ``tmk``)."""
     n = len(tids)
     per = [total // n + (1 if i < total % n else 0) for i in range(n)]
     window = max(1, concurrency // n)
     result = LoadResult()
     loop = asyncio.get_running_loop()
-    frames = [build_frames(profile, tid, mid, pan, expiry, k) for tid, k in zip(tids, per, strict=True)]
+    keys: list[WorkingKeys | None] = [None] * n
+    if purchase_share > 0:
+        if tmk is None or pin_card is None:
+            raise ProtocolError("PIN'd purchases need the terminals' master key and a card with its PIN")
+        keys = list(await asyncio.gather(*(sign_on(host, port, profile, tid=t, mid=mid, tmk=tmk) for t in tids)))
+    frames = [build_frames(profile, tid, mid, pan, expiry, k, keys=ks, purchase_share=purchase_share,
+                           pin_card=pin_card) for tid, k, ks in zip(tids, per, keys, strict=True)]
     conns = []
     dones: list[asyncio.Future[None]] = []
     for fr in frames:
