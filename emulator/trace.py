@@ -89,4 +89,7 @@ class Trace:
         return [e for e in self.entries if e.kind is kind]
 
     def export(self, path: str | Path) -> None:
-        Path(path).write_text("".join(e.to_json() + "\n" for e in self.entries), encoding="utf-8")
+        """Write the trace as JSON lines (mode 0600: masked, but still what happened at the counter)."""
+        from emulator.keystore import write_private
+
+        write_private(Path(path), "".join(e.to_json() + "\n" for e in self.entries).encode("utf-8"))

@@ -13,6 +13,7 @@ from emulator.app import default_state_dir
 from emulator.config import parse_hostport
 from emulator.host.rules import HostRule, HostRules
 from emulator.host.server import HostServer
+from emulator.keystore import private_dir
 from hardware.clock import RealClock
 from protocol.errors import PosemuError
 from protocol.specs import get_profile
@@ -44,7 +45,10 @@ def command(listen: str, profile: str, db: str | None, rules: tuple[str, ...], s
     except PosemuError as e:
         raise click.ClickException(str(e)) from None
     db_path = Path(db) if db else default_state_dir() / "host.sqlite3"
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        private_dir(db_path.parent)
+    except PosemuError as e:
+        raise click.ClickException(str(e)) from None
 
     async def main() -> None:
         server = await HostServer.start(prof, clock=RealClock(), host=host, port=port, db=db_path, rules=parsed,
