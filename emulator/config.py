@@ -68,6 +68,7 @@ class TerminalConfig:
     software_version: int = 0x31
     operator: str = "01"
     operator_password: str = "0000"
+    admin_password: str = "99999999"          # the administrator's: unlocks a terminal the operator locked
     operator_tries: int = 3
     tmk: bytes = DEMO_TMK
     key_scheme: str = "003"
@@ -113,7 +114,7 @@ def parse_hostport(text: str, *, allow_zero: bool = False) -> tuple[str, int]:
 
 
 _SIMPLE = {"terminal_id", "merchant_id", "profile", "host", "reader", "language", "currency",
-           "software_version", "operator", "operator_password", "operator_tries"}
+           "software_version", "operator", "operator_password", "operator_tries", "admin_password"}
 
 
 def from_dict(data: dict[str, Any], where: str = "config") -> TerminalConfig:

@@ -8,34 +8,58 @@ from protocol.errors import PosemuError
 class TerminalError(PosemuError):
     """The terminal could not do what was asked."""
 
+    code = "terminal.error"
+
 
 class StateError(TerminalError):
     """An event that the transaction state machine does not allow in its current state."""
+
+    code = "terminal.state"
 
 
 class NotSignedOn(TerminalError):
     """A transaction was attempted before a successful sign-on."""
 
+    code = "terminal.not_signed_on"
+
 
 class TerminalLocked(TerminalError):
     """The terminal is locked (operator password tries exhausted)."""
+
+    code = "terminal.locked"
 
 
 class HostLinkError(TerminalError):
     """Talking to the host failed."""
 
+    code = "link.error"
+
 
 class DnsError(HostLinkError):
     """The host name could not be resolved."""
+
+    code = "dns.failed"
 
 
 class ConnectError(HostLinkError):
     """The TCP connection to the host could not be made (refused, unreachable, timed out)."""
 
+    code = "tcp.connect_failed"
+
 
 class HostTimeout(HostLinkError):
     """The host did not answer within the response timeout."""
 
+    code = "tcp.response_timeout"
+
 
 class LinkLost(HostLinkError):
     """The connection closed or broke while a response was awaited."""
+
+    code = "tcp.closed"
+
+
+class JournalError(TerminalError):
+    """The journal could not be written (disk full, read-only, damaged): nothing is sent without it."""
+
+    code = "journal.error"

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from emulator.errors import JournalError
 from emulator.keystore import LocalKey, private_dir, private_file
 from hardware.clock import Clock
 from protocol.errors import ConfigError, CryptoError
@@ -124,10 +125,13 @@ class Journal:
 
     # --- counters ---------------------------------------------------------------------------
     def next_counter(self, name: str, start: int = 1, wrap: int = 999999) -> int:
-        with self.db:
-            row = self.db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
-            value = start if row is None else (row[0] % wrap) + 1
-            self.db.execute("INSERT OR REPLACE INTO counters VALUES (?, ?)", (name, value))
+        try:
+            with self.db:
+                row = self.db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+                value = start if row is None else (row[0] % wrap) + 1
+                self.db.execute("INSERT OR REPLACE INTO counters VALUES (?, ?)", (name, value))
+        except sqlite3.Error as e:
+            raise _journal_error(e, self.path) from None
         return int(value)
 
     def counter(self, name: str, default: int) -> int:
@@ -146,11 +150,14 @@ class Journal:
         """Write a transaction before its request is sent; arm its reversal if it has one."""
         blob = self._seal(reversible) if reversible is not None else None
         now = self._now()
-        cur = self.db.execute(
-            "INSERT INTO journal (created, updated, kind, stan, date, pan_masked, amount, currency, entry,"
-            " status, reversal, reversal_blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (now, now, kind, stan, date, pan_masked, amount, currency, entry, Status.PENDING.value,
-             (Reversal.ARMED if blob else Reversal.NONE).value, blob))
+        try:
+            cur = self.db.execute(
+                "INSERT INTO journal (created, updated, kind, stan, date, pan_masked, amount, currency, entry,"
+                " status, reversal, reversal_blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (now, now, kind, stan, date, pan_masked, amount, currency, entry, Status.PENDING.value,
+                 (Reversal.ARMED if blob else Reversal.NONE).value, blob))
+        except sqlite3.Error as e:
+            raise _journal_error(e, self.path) from None
         return int(cur.lastrowid or 0)
 
     def complete(self, entry_id: int, status: Status, *, rc: str | None = None, screen: str | None = None,
@@ -168,7 +175,10 @@ class Journal:
         sets.append("reversal_blob=CASE WHEN COALESCE(?, reversal) IN ('armed', 'pending') THEN reversal_blob"
                     " ELSE NULL END")
         args.append(reversal.value if reversal is not None else None)
-        self.db.execute(f"UPDATE journal SET {', '.join(sets)} WHERE id=?", (*args, entry_id))
+        try:
+            self.db.execute(f"UPDATE journal SET {', '.join(sets)} WHERE id=?", (*args, entry_id))
+        except sqlite3.Error as e:
+            raise _journal_error(e, self.path) from None
 
     def recover(self) -> int:
         """After a restart: an armed reversal whose transaction never completed becomes pending."""
@@ -227,6 +237,13 @@ class Journal:
         fields: dict[int, Value] = {int(k): (bytes.fromhex(v) if is_b else v)
                                     for k, (v, is_b) in doc["fields"].items()}
         return Message(doc["mti"], fields, bytes.fromhex(doc["header"]))
+
+
+def _journal_error(e: sqlite3.Error, path: str) -> JournalError:
+    """A write the journal could not make: ``journal.full`` (SQLITE_FULL), else ``journal.error``."""
+    full = "full" in str(e).lower() or getattr(e, "sqlite_errorname", "") == "SQLITE_FULL"
+    err = JournalError(f"cannot write the journal {path}: {e}")
+    return err.with_code("journal.full") if full else err
 
 
 _COLS = ("id, created, updated, kind, stan, date, pan_masked, amount, currency, entry, status, rc, screen,"

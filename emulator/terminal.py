@@ -3,29 +3,31 @@
 The terminal owns no I/O of its own: it drives a :class:`hardware.ports.CardReader`, a
 :class:`emulator.ports.PinPad`, a display callback, a :class:`emulator.hostlink.HostLink`, the
 :class:`emulator.journal.Journal` and the :class:`emulator.trace.Trace`, all on one Clock.
-Every step goes through the state machine in :mod:`emulator.fsm`.
+Every step goes through the state machine in :mod:`emulator.fsm`, which also holds the session
+flags (keys, lock, operator failures).
 
 Screens follow a real terminal: a failed balance inquiry shows 查询卡信息失败 with the reason
-below it; a card that is not removed (or is pulled out mid-transaction) shows 拔出卡失败.
+below it; a card that is not removed — or that leaves the reader (pulled out, reset by a
+brown-out, a contact that bounces) in the middle of a transaction — shows 拔出卡失败.
+
+**Evidence.** Every failure is recorded in the trace with a stable evidence code (``code``:
+``reader.card_mute``, ``pcsc.0x80100069``, ``tcp.refused``, ``mac.mismatch``, ``host.rc.55`` …),
+between a ``txn begin`` and ``txn end`` entry, so the diagnosis can look at the failed
+transaction alone and match codes, never message wording.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from emulator import config as configmod
-from emulator.errors import (
-    ConnectError,
-    DnsError,
-    HostLinkError,
-    HostTimeout,
-    LinkLost,
-    NotSignedOn,
-    TerminalLocked,
-)
+from emulator.errors import ConnectError, DnsError, HostLinkError, HostTimeout, JournalError, LinkLost
 from emulator.fsm import Event, Machine, State
 from emulator.hostlink import Exchange, HostLink
 from emulator.journal import Journal, Reversal, Status
@@ -33,7 +35,7 @@ from emulator.messages import Msg, Screen, format_amount
 from emulator.ports import Display, PinPad
 from emulator.trace import Kind, Trace
 from hardware.clock import Clock
-from hardware.errors import HardwareError, NoReaderError, ReaderError, ServiceUnavailableError
+from hardware.errors import CardAbsentError, CardResetError, HardwareError, NoReaderError, ServiceUnavailableError
 from hardware.ports import CardReader, ReaderEventKind, SwipeResult
 from protocol import keys as keymod
 from protocol.errors import CryptoError, PosemuError
@@ -46,33 +48,61 @@ from protocol.txn import (
     CardData,
     EntryMode,
     Field60,
+    NetCode,
     TerminalIds,
     TxnType,
     financial_request,
+    network_request,
     parse_balances,
     reversal_request,
     sign_on_request,
 )
 
+T = TypeVar("T")
+
 RC_SCREENS: dict[str, Msg] = {
     "12": Msg.NOT_PERMITTED, "13": Msg.DECLINED, "14": Msg.INVALID_CARD, "30": Msg.FORMAT_ERROR,
     "51": Msg.INSUFFICIENT_FUNDS, "54": Msg.EXPIRED_CARD, "55": Msg.WRONG_PIN, "57": Msg.NOT_PERMITTED,
     "58": Msg.NOT_PERMITTED, "62": Msg.RESTRICTED_CARD, "75": Msg.PIN_TRIES_EXCEEDED, "91": Msg.HOST_BUSY,
-    "96": Msg.HOST_BUSY, "77": Msg.SIGN_ON_REQUIRED, "A0": Msg.MAC_ERROR, "A4": Msg.VERSION_REJECTED,
+    "94": Msg.DUPLICATE, "96": Msg.HOST_BUSY, "77": Msg.SIGN_ON_REQUIRED, "A0": Msg.MAC_ERROR,
+    "A4": Msg.VERSION_REJECTED,
 }
+KEYS_REFUSED = frozenset({"77", "A0"})          # the host no longer takes our working keys: sign on again
 
 
-class CardReadFailed(PosemuError):
-    """The card could not be read (after the retries a terminal allows)."""
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a step of the flow could not go on (a value, not an exception)."""
 
-    def __init__(self, detail: Msg, reason: str) -> None:
-        self.detail = detail
-        super().__init__(reason)
+    detail: Msg
+    code: str                      # evidence code
+    reason: str
+    event: Event = Event.READ_FAILED
+    removal: bool = False          # the card left the reader mid-transaction: 拔出卡失败
+    retry: bool = False            # a chip read that may be tried again (READER_ERROR, then fallback)
+
+
+@dataclass(frozen=True, slots=True)
+class ChipCard:
+    """What the chip read gave: the card data and how the cardholder was verified."""
+
+    card: CardData
+    online_pin: str | None = field(default=None, repr=False)
+    offline_pin_ok: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """How the host and the terminal refer to one transaction: STAN (11), RRN (37), authorization code (38)."""
+
+    stan: str | None = None
+    rrn: str | None = None
+    auth_code: str | None = None
 
 
 @dataclass(slots=True)
 class Outcome:
-    """What a transaction ended with."""
+    """What a transaction ended with, with the data a receipt and the journal need."""
 
     kind: str
     approved: bool
@@ -84,6 +114,17 @@ class Outcome:
     journal_id: int | None = None
     screens: list[Screen] = field(default_factory=list)
     error: str | None = None
+    amount: int | None = None
+    pan_masked: str = ""
+    stan: str | None = None
+    rrn: str | None = None
+    auth_code: str | None = None
+    batch: str = ""
+    tid: str = ""
+    mid: str = ""
+    when: str = ""
+    entry: str = ""
+    evidence: list[str] = field(default_factory=list)
 
     @property
     def codes(self) -> list[str]:
@@ -91,6 +132,13 @@ class Outcome:
 
 
 class Terminal:
+    """A POS terminal over its ports: sign-on/off, balance inquiry, purchase, reversals.
+
+    One flow at a time (``_busy``); the state and the session flags live in ``self.machine``
+    (:mod:`emulator.fsm`). Front ends call the coroutines and :meth:`abort`; they never edit the
+    machine or the journal themselves.
+    """
+
     def __init__(self, cfg: configmod.TerminalConfig, *, clock: Clock, reader: CardReader, pinpad: PinPad,
                  journal: Journal, link: HostLink, trace: Trace | None = None,
                  display: Display | None = None) -> None:
@@ -102,12 +150,10 @@ class Terminal:
         self.link = link
         self.trace = trace or link.trace
         self.profile: Profile = get_profile(cfg.profile)
-        self.fsm = Machine()
+        self.machine = Machine()
         self._displays: list[Display] = [display] if display else []
         self._screens: list[Screen] = []
-        self.keys: keymod.WorkingKeys | None = None
-        self.locked = False
-        self._operator_failures = 0
+        self._evidence: list[str] = []
         self._busy = asyncio.Lock()
         header = self.profile.default_header
         if header:
@@ -117,9 +163,28 @@ class Terminal:
         self._seed_stan(journal)
         recovered = journal.recover()
         if recovered:
-            self.trace.record(Kind.JOURNAL, "recovered pending reversals", count=recovered)
+            self.trace.record(Kind.JOURNAL, "recovered pending reversals", count=recovered,
+                              code="journal.recovered")
 
-    # --- display --------------------------------------------------------------------------
+    # --- state (read-only views for front ends) ---------------------------------------------------
+    @property
+    def fsm(self) -> Machine:
+        return self.machine
+
+    @property
+    def signed_on(self) -> bool:
+        return self.machine.session.signed_on
+
+    @property
+    def locked(self) -> bool:
+        return self.machine.locked
+
+    @property
+    def keys(self) -> keymod.WorkingKeys | None:
+        keys: keymod.WorkingKeys | None = self.machine.session.keys
+        return keys
+
+    # --- display and evidence -----------------------------------------------------------------------
     def add_display(self, fn: Display) -> None:
         self._displays.append(fn)
 
@@ -131,15 +196,21 @@ class Terminal:
             fn(s)
         return s
 
+    def _note(self, kind: Kind, what: str, code: str, **data: object) -> None:
+        """Record an observation with its evidence code."""
+        self._evidence.append(code)
+        self.trace.record(kind, what, code=code, **data)
+
     def _fire(self, ev: Event) -> State:
-        old = self.fsm.state
-        new = self.fsm.fire(ev)
+        old = self.machine.state
+        new = self.machine.fire(ev)
         self.trace.record(Kind.STATE, f"{old.value} → {new.value}", event=ev.value)
         return new
 
-    @property
-    def signed_on(self) -> bool:
-        return self.keys is not None
+    def _begin(self, kind: str) -> None:
+        self._screens = []
+        self._evidence = []
+        self.trace.record(Kind.TXN, "begin", txn=kind)
 
     def _stan(self) -> str:
         return f"{self.journal.next_counter('stan'):06d}"
@@ -152,68 +223,126 @@ class Terminal:
         if journal.counter("stan", -1) < 0:
             journal.set_counter("stan", secrets.randbelow(999_000))
 
-    # --- operator -------------------------------------------------------------------------
+    # --- operator ---------------------------------------------------------------------------------------
     def operator_login(self, password: str) -> bool:
         """Check the operator password; too many failures lock the terminal (B12)."""
-        if self.locked:
+        session = self.machine.session
+        if self.machine.locked:
+            self._note(Kind.NOTE, "terminal locked", "terminal.locked")
             self.show(Msg.TERMINAL_LOCKED)
             return False
         if password == self.cfg.operator_password:
-            self._operator_failures = 0
+            session.operator_failures = 0
             return True
-        self._operator_failures += 1
-        self.trace.record(Kind.NOTE, "operator password wrong", failures=self._operator_failures)
-        if self._operator_failures >= self.cfg.operator_tries:
-            self.locked = True
+        session.operator_failures += 1
+        self._note(Kind.NOTE, "operator password wrong", "operator.wrong_password", failures=session.operator_failures)
+        if session.operator_failures >= self.cfg.operator_tries and self.machine.can(Event.LOCK):
+            self._fire(Event.LOCK)
             self.show(Msg.TERMINAL_LOCKED)
         else:
             self.show(Msg.OPERATOR_PASSWORD)
         return False
 
-    # --- sign-on ---------------------------------------------------------------------------
+    def unlock(self, admin_password: str) -> bool:
+        """The administrator's way out of an operator lock: the admin password (``operator_password``
+        of the configuration, reset by the administrator) unlocks and clears the failure count."""
+        if not self.machine.locked or admin_password != self.cfg.admin_password:
+            return False
+        self._fire(Event.UNLOCK)
+        self.machine.session.operator_failures = 0
+        self.trace.record(Kind.NOTE, "terminal unlocked by the administrator")
+        return True
+
+    async def abort(self, reason: str = "aborted") -> None:
+        """Abandon the flow in progress (the UI's Esc, a cancelled task): the journal row of a
+        transaction that may have reached the host becomes ``unknown`` with its reversal pending; the
+        machine goes back to IDLE as a recorded ``abort``."""
+        state = self.machine.state
+        recovered = self.journal.recover()
+        if recovered:
+            self.trace.record(Kind.JOURNAL, "abandoned transaction: reversal pending", count=recovered)
+        for e in self.journal.entries(limit=10):
+            if e.status is Status.PENDING:      # written before send: it may have reached the host
+                self.journal.complete(e.id, Status.UNKNOWN, screen=Msg.CANCELLED.value)
+        if state in (State.ONLINE, State.SIGNING_ON, State.SIGNING_OFF, State.REVERSING):
+            await self.link.close()             # a late answer must not be taken for the next request's
+        if self.machine.abort():
+            self.trace.record(Kind.NOTE, "flow aborted", reason=reason, state=state.value)
+
+    # --- sign-on / sign-off -------------------------------------------------------------------------------
     async def sign_on(self) -> Outcome:
         async with self._busy:
-            self._screens = []
-            if self.locked:
-                self.show(Msg.TERMINAL_LOCKED)
-                return self._outcome("sign_on", False, Msg.TERMINAL_LOCKED)
-            self._fire(Event.SIGN_ON)
-            self.show(Msg.SIGNING_ON)
+            return await self._sign_on()
+
+    async def _sign_on(self, *, again: bool = False) -> Outcome:
+        self._begin("sign_on")
+        if self.machine.locked:
+            self._note(Kind.NOTE, "terminal locked", "terminal.locked")
+            self.show(Msg.TERMINAL_LOCKED)
+            return self._end(self._outcome("sign_on", False, Msg.TERMINAL_LOCKED, error="terminal locked"))
+        self._fire(Event.SIGN_ON)
+        self.show(Msg.SIGNING_ON_AGAIN if again else Msg.SIGNING_ON)
+        try:
             req = sign_on_request(self.profile, self.ids, stan=self._stan(), operator=self.cfg.operator,
                                   key_scheme=self.cfg.key_scheme)
-            try:   # the MAC under the terminal master key proves to the host that the sign-on is ours
-                ex = await self.link.exchange(req, mak=self.cfg.tmk if self.cfg.sign_on_mac else None)
-            except HostLinkError as e:
-                self._fire(Event.SIGN_ON_FAILED)
-                detail = self._link_screen(e)
-                self.show(Msg.SIGN_ON_FAILED)
-                self.show(detail)
-                return self._outcome("sign_on", False, Msg.SIGN_ON_FAILED, detail, error=str(e))
-            rc = ex.response.get(39)
-            if rc != "00":
-                self._fire(Event.SIGN_ON_FAILED)
-                detail = RC_SCREENS.get(str(rc), Msg.DECLINED)
-                self.show(Msg.SIGN_ON_FAILED)
-                self.show(detail, rc=str(rc))
-                return self._outcome("sign_on", False, Msg.SIGN_ON_FAILED, detail, rc=str(rc))
-            try:
-                block = ex.response.binary(62)
-                self.keys = keymod.parse_field62(self.cfg.tmk, block, keymod.KeyScheme(self.cfg.key_scheme))
-            except (KeyError, TypeError, PosemuError) as e:
-                self._fire(Event.SIGN_ON_FAILED)
-                self.show(Msg.SIGN_ON_FAILED)
-                self.show(Msg.MAC_ERROR if isinstance(e, CryptoError) else Msg.FORMAT_ERROR)
-                return self._outcome("sign_on", False, Msg.SIGN_ON_FAILED, error=f"working keys: {e}")
-            f60 = ex.response.get(60)
-            if isinstance(f60, str):
-                with contextlib.suppress(PosemuError):
-                    batch = Field60.parse(f60).batch
-                    self.ids = TerminalIds(self.ids.tid, self.ids.mid, self.ids.header, batch)
-            self._fire(Event.SIGNED_ON)
-            self.show(Msg.SIGN_ON_OK)
-            return self._outcome("sign_on", True, Msg.SIGN_ON_OK, rc="00")
+            # the MAC under the terminal master key proves to the host that the sign-on is ours
+            ex = await self.link.exchange(req, mak=self.cfg.tmk if self.cfg.sign_on_mac else None)
+        except (HostLinkError, JournalError) as e:
+            self._note(Kind.ERROR, "sign-on not answered", e.code, error=str(e))
+            return self._sign_on_failed(self._error_screen(e), error=str(e))
+        rc = str(ex.response.get(39, ""))
+        self._note(Kind.NOTE, "sign-on answer", f"host.rc.{rc or 'none'}", rc=rc)
+        if rc != "00":
+            return self._sign_on_failed(RC_SCREENS.get(rc, Msg.DECLINED), rc=rc)
+        try:
+            keys = keymod.parse_field62(self.cfg.tmk, ex.response.binary(62), keymod.KeyScheme(self.cfg.key_scheme))
+        except (KeyError, TypeError, PosemuError) as e:
+            code = "keys.check_value" if isinstance(e, CryptoError) else "keys.malformed"
+            self._note(Kind.ERROR, "working keys refused", code, error=f"working keys: {e}")
+            return self._sign_on_failed(Msg.MAC_ERROR if isinstance(e, CryptoError) else Msg.FORMAT_ERROR,
+                                        error=f"working keys: {e}")
+        self.machine.session.keys = keys
+        self.machine.session.sign_on_owed = False
+        f60 = ex.response.get(60)
+        if isinstance(f60, str):
+            with contextlib.suppress(PosemuError):
+                batch = Field60.parse(f60).batch
+                self.ids = TerminalIds(self.ids.tid, self.ids.mid, self.ids.header, batch)
+        self._fire(Event.SIGNED_ON)
+        self.show(Msg.SIGN_ON_OK)
+        return self._end(self._outcome("sign_on", True, Msg.SIGN_ON_OK, rc="00"))
 
-    # --- transactions ----------------------------------------------------------------------
+    def _sign_on_failed(self, detail: Msg, *, rc: str | None = None, error: str | None = None) -> Outcome:
+        self._fire(Event.SIGN_ON_FAILED)
+        self.show(Msg.SIGN_ON_FAILED)
+        self.show(detail, rc=rc or "")
+        return self._end(self._outcome("sign_on", False, Msg.SIGN_ON_FAILED, detail, rc=rc, error=error))
+
+    async def sign_off(self) -> Outcome:
+        """Sign off (签退): the host drops the working keys; so does the terminal."""
+        async with self._busy:
+            self._begin("sign_off")
+            keys = self.keys
+            if keys is None or not self.machine.can(Event.SIGN_OFF):
+                return self._end(self._outcome("sign_off", False, Msg.SIGN_ON_REQUIRED))
+            self._fire(Event.SIGN_OFF)
+            self.show(Msg.SIGNING_OFF)
+            try:
+                req = network_request(self.profile, self.ids, NetCode.SIGN_OFF, stan=self._stan())
+                ex = await self.link.exchange(req, mak=keys.mak if self.cfg.mac_required else None)
+            except (HostLinkError, JournalError) as e:
+                self._note(Kind.ERROR, "sign-off not answered", e.code, error=str(e))
+                self._fire(Event.SIGN_OFF_FAILED)
+                self.show(Msg.SIGN_OFF_FAILED)
+                return self._end(self._outcome("sign_off", False, Msg.SIGN_OFF_FAILED, error=str(e)))
+            rc = str(ex.response.get(39, ""))
+            self.machine.session.keys = None           # whatever the host said, these keys are done
+            self._fire(Event.SIGNED_OFF if rc == "00" else Event.SIGN_OFF_FAILED)
+            head = Msg.SIGN_OFF_OK if rc == "00" else Msg.SIGN_OFF_FAILED
+            self.show(head)
+            return self._end(self._outcome("sign_off", rc == "00", head, rc=rc))
+
+    # --- transactions -------------------------------------------------------------------------------------
     async def balance_inquiry(self) -> Outcome:
         return await self._transaction(TxnType.BALANCE, None)
 
@@ -224,252 +353,149 @@ class Terminal:
         kind = "balance" if txn is TxnType.BALANCE else "purchase"
         fail_head = Msg.QUERY_CARD_FAILED if txn is TxnType.BALANCE else Msg.TXN_FAILED
         async with self._busy:
-            self._screens = []
-            if self.locked:
-                self.show(Msg.TERMINAL_LOCKED)
-                return self._outcome(kind, False, Msg.TERMINAL_LOCKED, error=str(TerminalLocked("locked")))
-            if not self.signed_on:
+            if self.machine.session.sign_on_owed and not self.machine.locked:
+                await self._sign_on(again=True)
+            if self.machine.locked or not self.signed_on:
+                self._begin(kind)
+                if self.machine.locked:
+                    self._note(Kind.NOTE, "terminal locked", "terminal.locked")
+                    self.show(Msg.TERMINAL_LOCKED)
+                    return self._end(self._outcome(kind, False, Msg.TERMINAL_LOCKED, error="terminal locked"))
+                self._note(Kind.NOTE, "transaction before sign-on", "terminal.not_signed_on")
                 self.show(Msg.SIGN_ON_REQUIRED)
-                return self._outcome(kind, False, Msg.SIGN_ON_REQUIRED, error=str(NotSignedOn("not signed on")))
+                return self._end(self._outcome(kind, False, Msg.SIGN_ON_REQUIRED, error="not signed on"))
             await self._send_pending_reversals()
+            self._begin(kind)
             self._fire(Event.START)
-            try:
-                card = await self._acquire_card(txn, amount)
-            except CardReadFailed as e:
-                return await self._finish(kind, False, fail_head, e.detail, error=str(e))
-            pin_block = None
-            assert self.keys is not None
-            if card.entry is not EntryMode.CHIP:
-                pin = await self._ask_pin()
-                if pin is None:
-                    self._fire(Event.CANCEL)
-                    return await self._finish(kind, False, fail_head, Msg.CANCELLED)
-                pin_block = encrypt_pinblock(pin, card.pan, self.keys.pik)
-                self._fire(Event.PIN_ENTERED)
-            elif self._chip_online_pin is not None:
-                pin_block = encrypt_pinblock(self._chip_online_pin, card.pan, self.keys.pik)
-                self._chip_online_pin = None
-                self._fire(Event.PIN_ENTERED)
-            else:
-                self._fire(Event.PIN_ENTERED if self._chip_pin_verified else Event.NO_PIN)
-            return await self._online(txn, kind, card, amount, pin_block, fail_head)
-
-    _chip_online_pin: str | None = None
-    _chip_pin_verified = False
-
-    async def _ask_pin(self) -> str | None:
-        prompt = self.show(Msg.ENTER_PIN)
-        waiter = asyncio.ensure_future(self.pinpad.get_pin(prompt, self.cfg.timeouts.pin_entry))
-        try:
-            async with asyncio.timeout(self.cfg.timeouts.pin_entry):
-                return await waiter
-        except TimeoutError:
-            self.trace.record(Kind.NOTE, "PIN entry timed out")
-            return None
-
-    async def _online(self, txn: TxnType, kind: str, card: CardData, amount: int | None,
-                      pin_block: bytes | None, fail_head: Msg, *, resent: bool = False) -> Outcome:
-        assert self.keys is not None
-        stan = self._stan()
-        now = self.clock.wall()
-        req = financial_request(self.profile, self.ids, txn, card, stan=stan, now=now, amount=amount,
-                                currency=self.cfg.currency, pin_block=pin_block)
-        reversible = req if txn is TxnType.PURCHASE else None
-        jid = self.journal.begin(kind=kind, stan=stan, date=now.strftime("%m%d"), pan_masked=mask_pan(card.pan),
-                                 amount=amount or 0, currency=self.cfg.currency, entry=card.entry.name,
-                                 reversible=reversible)
-        self.trace.record(Kind.JOURNAL, "written before send", id=jid, stan=stan)
-        self.show(Msg.PROCESSING)
-        try:
-            self._fire(Event.SENT)
-            ex = await self.link.exchange(req, mak=self.keys.mak)
-        except HostLinkError as e:
-            self._fire(Event.HOST_FAILED)
-            detail = self._link_screen(e)
-            sent = not isinstance(e, DnsError | ConnectError)
-            status = Status.UNKNOWN if sent else Status.FAILED
-            rev = Reversal.PENDING if (sent and reversible is not None) else Reversal.NONE
-            reason = RC.NO_RESPONSE.value if rev is Reversal.PENDING else None
-            self.journal.complete(jid, status, screen=detail.value, reversal=rev, reason=reason)
-            out = await self._finish(kind, False, fail_head, detail, error=str(e), journal_id=jid)
-            if rev is Reversal.PENDING:
-                await self._send_pending_reversals()
-            return out
-        resp = ex.response
-        rc = str(resp.get(39, ""))
-        mac = self._response_mac(ex)
-        if mac is not None:
-            # a response we cannot authenticate says nothing about the outcome: a purchase is reversed
-            self._fire(Event.RESPONSE)
-            self.trace.record(Kind.ERROR, "response MAC " + mac.value, mti=resp.mti, rc=rc)
-            rev = Reversal.PENDING if reversible is not None else Reversal.NONE
-            self.journal.complete(jid, Status.UNKNOWN if rev is Reversal.PENDING else Status.DECLINED, rc=rc,
-                                  screen=Msg.MAC_ERROR.value, reversal=rev,
-                                  reason=RC.MAC_ERROR.value if rev is Reversal.PENDING else None)
-            out = await self._finish(kind, False, fail_head, Msg.MAC_ERROR, rc=rc, journal_id=jid)
-            if rev is Reversal.PENDING:
-                await self._send_pending_reversals()
-            return out
-        if rc == RC.DUPLICATE.value and not resent:
-            # the host has seen this STAN today for another transaction (a reinstalled terminal): it moved
-            # nothing; send the transaction again, once, under the next STAN
-            self.journal.complete(jid, Status.DECLINED, rc=rc, screen=Msg.DECLINED.value, reversal=Reversal.NONE)
-            self.trace.record(Kind.NOTE, "host refused a reused STAN (94): resending under a new STAN", stan=stan)
-            self._fire(Event.RESEND)
-            return await self._online(txn, kind, card, amount, pin_block, fail_head, resent=True)
-        self._fire(Event.RESPONSE)
-        if rc != "00":
-            detail = RC_SCREENS.get(rc, Msg.DECLINED)
-            if rc == "77":
-                self.keys = None
-            self.journal.complete(jid, Status.DECLINED, rc=rc, screen=detail.value, reversal=Reversal.NONE)
-            return await self._finish(kind, False, fail_head, detail, rc=rc, journal_id=jid)
-        balance = None
-        currency = self.cfg.currency
-        f54 = resp.get(54)
-        if isinstance(f54, str):
-            try:
-                entries = parse_balances(f54)
-                avail = [b for b in entries if b.amount_type == "02"] or entries
-                balance, currency = avail[0].amount, avail[0].currency
-            except PosemuError as e:
-                self.trace.record(Kind.ERROR, "bad balance field", error=str(e))
-        if txn is TxnType.BALANCE and balance is None:
-            self.journal.complete(jid, Status.DECLINED, rc=rc, screen=Msg.FORMAT_ERROR.value)
-            return await self._finish(kind, False, fail_head, Msg.FORMAT_ERROR, rc=rc, journal_id=jid)
-        self.journal.complete(jid, Status.APPROVED, rc=rc, screen=Msg.APPROVED.value, reversal=Reversal.NONE)
-        if txn is TxnType.BALANCE:
-            assert balance is not None
-            head = Msg.APPROVED_BALANCE
-            self.show(head, balance=format_amount(balance, currency))
-        else:
-            head = Msg.APPROVED
-            self.show(head)
-        out = await self._finish(kind, True, head, None, rc=rc, journal_id=jid, shown=True)
-        out.balance, out.currency = balance, currency
+            got = await self._acquire_card(txn, amount)
+            if isinstance(got, Failure):
+                return await self._fail(kind, fail_head, got, amount=amount)
+            card = got.card
+            self._fire(Event.CARD_READ)
+            local = self._local_checks(card)
+            if local is not None:
+                return await self._fail(kind, fail_head, local, amount=amount, card=card)
+            verified = await self._verify_cardholder(got)
+            if isinstance(verified, Failure):
+                return await self._fail(kind, fail_head, verified, amount=amount, card=card)
+            out = await self._online(txn, kind, card, amount, verified, fail_head)
+        if self.machine.session.sign_on_owed:
+            async with self._busy:
+                await self._sign_on(again=True)
+                if self.signed_on:
+                    await self._send_pending_reversals()
         return out
 
-    def _response_mac(self, ex: Exchange) -> MacStatus | None:
-        """``None`` when the response is authentic (or MACs are off); else what is wrong with its MAC.
-
-        With working keys every response must carry a valid MAC: a missing MAC is never skipped."""
-        if self.keys is None or not self.cfg.mac_required:
-            return None
-        status = check_mac(ex.response, ex.raw, self.profile, self.keys.mak)
-        return None if status.ok else status
-
-    # --- card acquisition ------------------------------------------------------------------
-    async def _acquire_card(self, txn: TxnType, amount: int | None) -> CardData:
-        self.show(Msg.INSERT_OR_SWIPE)
-        swipe_failures = 0
-        chip_failures = 0
+    # --- card acquisition -------------------------------------------------------------------------------
+    async def _acquire_card(self, txn: TxnType, amount: int | None) -> ChipCard | Failure:
+        self.show(Msg.INSERT_OR_SWIPE, **self._amount_params(amount))
+        swipe_failures = chip_failures = 0
         fallback = False
         while True:
             try:
                 ev = await self.reader.next_event(self.cfg.timeouts.card)
             except (ServiceUnavailableError, NoReaderError) as e:
-                self._fire(Event.TIMEOUT)
-                raise CardReadFailed(Msg.NO_READER, str(e)) from None
+                return self._reader_failed(Msg.NO_READER, e)
             except HardwareError as e:
-                self._fire(Event.TIMEOUT)
-                raise CardReadFailed(Msg.READER_ERROR, str(e)) from None
+                return self._reader_failed(Msg.READER_ERROR, e)
             if ev is None:
-                self._fire(Event.TIMEOUT)
-                raise CardReadFailed(Msg.TIMEOUT, "no card presented in time")
+                self._note(Kind.READER, "no card presented in time", "reader.no_card",
+                           seconds=self.cfg.timeouts.card)
+                return Failure(Msg.TIMEOUT, "reader.no_card", "no card presented in time", Event.TIMEOUT)
             self.trace.record(Kind.READER, ev.kind.value)
+            if ev.kind is ReaderEventKind.READER_LOST:
+                self._note(Kind.READER, "the card reader went away", "reader.lost")
+                return Failure(Msg.NO_READER, "reader.lost", "the card reader went away", Event.READER_FAILED)
             if ev.kind is ReaderEventKind.CARD_SWIPED and ev.swipe is not None:
-                self.trace.record(Kind.READER, "swipe read", tracks=[
-                    {"track": t.track, "status": t.status.value, "detail": t.detail, "chars": len(t.data)}
-                    for t in ev.swipe.tracks])
                 self._fire(Event.CARD_SWIPED)
                 self.show(Msg.READING_CARD)
                 if "swipe" in self.cfg.disabled_entry:
-                    self._fire(Event.READ_FAILED)
-                    raise CardReadFailed(Msg.CARD_NOT_SUPPORTED, "magstripe entry is disabled in the config")
-                try:
-                    card = self._card_from_swipe(ev.swipe, fallback)
-                except CardReadFailed as e:
-                    if e.detail is Msg.INSERT_CHIP:
-                        self._fire(Event.RETRY_READ)
-                        self.show(Msg.INSERT_CHIP)
-                        continue
-                    swipe_failures += 1
-                    if swipe_failures >= 3:
-                        self._fire(Event.READ_FAILED)
-                        raise
+                    self._note(Kind.READER, "magstripe entry disabled", "config.entry_disabled.swipe")
+                    return Failure(Msg.CARD_NOT_SUPPORTED, "config.entry_disabled.swipe",
+                                   "magstripe entry is disabled in the config")
+                read = self._card_from_swipe(ev.swipe, fallback)
+                if isinstance(read, CardData):
+                    return ChipCard(read)
+                if read.detail is Msg.INSERT_CHIP:
                     self._fire(Event.RETRY_READ)
-                    self.show(Msg.SWIPE_AGAIN)
+                    self.show(Msg.INSERT_CHIP)
                     continue
-                self._fire(Event.CARD_READ)
-                return card
+                swipe_failures += 1
+                if swipe_failures >= 3:
+                    return read
+                self._fire(Event.RETRY_READ)
+                self.show(Msg.SWIPE_AGAIN)
+                continue
             if ev.kind is ReaderEventKind.CARD_INSERTED:
                 self._fire(Event.CARD_INSERTED)
-                self.show(Msg.READING_CARD)
+                self.show(Msg.READING_CARD, **self._amount_params(amount))
                 if "chip" in self.cfg.disabled_entry:
-                    self._fire(Event.READ_FAILED)
-                    raise CardReadFailed(Msg.CARD_NOT_SUPPORTED, "chip entry is disabled in the config")
-                try:
-                    card = await self._read_chip(txn, amount)
-                except CardReadFailed as e:
-                    if e.detail in (Msg.PIN_BLOCKED, Msg.CANCELLED, Msg.CARD_REMOVED_EARLY):
-                        self._fire(Event.READ_FAILED)
-                        raise
-                    chip_failures += 1
-                    self.trace.record(Kind.READER, "chip read failed", failures=chip_failures, error=str(e))
-                    if chip_failures >= self.cfg.chip_retries:
-                        if not self.cfg.allow_fallback:
-                            self._fire(Event.READ_FAILED)
-                            raise CardReadFailed(Msg.READER_ERROR, f"chip unreadable {chip_failures} times; "
-                                                 "fallback to the stripe is not allowed") from None
-                        fallback = True
-                        self._fire(Event.RETRY_READ)
-                        self.show(Msg.FALLBACK_SWIPE)
-                        continue
+                    self._note(Kind.READER, "chip entry disabled", "config.entry_disabled.chip")
+                    return Failure(Msg.CARD_NOT_SUPPORTED, "config.entry_disabled.chip",
+                                   "chip entry is disabled in the config")
+                chip = await self._read_chip(txn, amount)
+                if isinstance(chip, ChipCard):
+                    return chip
+                if not chip.retry:
+                    if chip.detail is Msg.PIN_BLOCKED:
+                        self.show(Msg.PIN_BLOCKED)
+                    return chip
+                chip_failures += 1
+                self.trace.record(Kind.READER, "chip read failed", failures=chip_failures, error=chip.reason,
+                                  code=chip.code)
+                if chip_failures >= self.cfg.chip_retries:
+                    if not self.cfg.allow_fallback:
+                        return Failure(Msg.READER_ERROR, chip.code, f"chip unreadable {chip_failures} times; "
+                                       "fallback to the stripe is not allowed")
+                    fallback = True
+                    self._note(Kind.READER, "fallback to the stripe", "chip.fallback", failures=chip_failures)
                     self._fire(Event.RETRY_READ)
-                    self.show(Msg.READER_ERROR)
+                    self.show(Msg.FALLBACK_SWIPE)
                     continue
-                self._fire(Event.CARD_READ)
-                return card
-            # CARD_REMOVED while waiting, READER_LOST…
-            if ev.kind is ReaderEventKind.READER_LOST:
-                self._fire(Event.TIMEOUT)
-                raise CardReadFailed(Msg.NO_READER, "the card reader went away")
+                self._fire(Event.RETRY_READ)
+                self.show(Msg.READER_ERROR)
+                continue
+            # CARD_REMOVED while waiting: nothing to do
 
-    def _card_from_swipe(self, swipe: SwipeResult, fallback: bool) -> CardData:
+    def _reader_failed(self, detail: Msg, e: PosemuError) -> Failure:
+        self._note(Kind.READER, "reader failed", e.code, error=str(e))
+        return Failure(detail, e.code, str(e), Event.READER_FAILED)
+
+    def _card_from_swipe(self, swipe: SwipeResult, fallback: bool) -> CardData | Failure:
+        tracks = [{"track": t.track, "status": t.status.value, "detail": t.detail, "chars": len(t.data)}
+                  for t in swipe.tracks]
         t2 = swipe.track(2)
         if t2 is None or not t2.ok:
             status = t2.status.value if t2 else "absent"
-            raise CardReadFailed(Msg.SWIPE_AGAIN, f"track 2 {status}")
+            code = f"stripe.t2.{status.replace(' ', '_')}"
+            self._note(Kind.READER, "swipe read", code, tracks=tracks)
+            return Failure(Msg.SWIPE_AGAIN, code, f"track 2 {status}")
         pan, sep, rest = t2.data.partition("=")
         if not sep or not pan.isdigit() or len(rest) < 7 or not rest[:7].isdigit():
-            raise CardReadFailed(Msg.SWIPE_AGAIN, "track 2 is not ISO/IEC 7813 format")
+            self._note(Kind.READER, "swipe read", "stripe.t2.format", tracks=tracks)
+            return Failure(Msg.SWIPE_AGAIN, "stripe.t2.format", "track 2 is not ISO/IEC 7813 format")
         service = rest[4:7]
         if service[0] in "26" and not fallback:
-            raise CardReadFailed(Msg.INSERT_CHIP, "chip card swiped: insert it")
+            self._note(Kind.READER, "swipe read", "card.chip_swiped", tracks=tracks)
+            return Failure(Msg.INSERT_CHIP, "card.chip_swiped", "chip card swiped: insert it")
+        self.trace.record(Kind.READER, "swipe read", tracks=tracks)
         t3 = swipe.track(3)
         return CardData(pan=pan, entry=EntryMode.FALLBACK if fallback else EntryMode.SWIPE, expiry=rest[:4],
                         track2=t2.data, track3=t3.data if t3 is not None and t3.ok and t3.data else None,
                         service_code=service)
 
-    async def _read_chip(self, txn: TxnType, amount: int | None) -> CardData:
-        """Read the chip with the EMV kernel (:mod:`emulator.emv`); the kernel runs the CVM and
-        collects the PIN through our PIN pad (offline PIN verified by the card, or online PIN kept
-        for the PIN block)."""
+    async def _read_chip(self, txn: TxnType, amount: int | None) -> ChipCard | Failure:
+        """Read the chip with the EMV kernel (:mod:`emulator.emv`); the kernel runs the CVM and collects
+        the PIN through our PIN pad (offline PIN verified by the card, or an online PIN for the PIN block)."""
         from emulator import emv
-
-        self._chip_online_pin = None
-        self._chip_pin_verified = False
 
         async def pin_entry(tries_left: int | None) -> str | None:
             if tries_left is not None and tries_left < 3:
                 prompt = self.show(Msg.PIN_RETRY, tries=str(tries_left))
             else:
-                prompt = self.show(Msg.ENTER_PIN)
-            try:
-                async with asyncio.timeout(self.cfg.timeouts.pin_entry):
-                    return await self.pinpad.get_pin(prompt, self.cfg.timeouts.pin_entry)
-            except TimeoutError:
-                return None
+                prompt = self.show(Msg.ENTER_PIN, **self._amount_params(amount))
+            got = await self._while_card_in(self._typed_pin(prompt))
+            return None if isinstance(got, _Pulled) else got
 
         kcfg = emv.TerminalConfig(
             aids=tuple(emv.TerminalAid(bytes.fromhex(a)) for a in self.cfg.aids),
@@ -479,23 +505,44 @@ class Terminal:
         try:
             read = await kernel.read(emv.Transaction(amount=amount or 0, type=ttype), pin_entry)
         except emv.PinBlockedError as e:
-            self.show(Msg.PIN_BLOCKED)
-            raise CardReadFailed(Msg.PIN_BLOCKED, str(e)) from None
+            self._note(Kind.READER, "PIN blocked", "chip.pin_blocked", error=str(e))
+            return Failure(Msg.PIN_BLOCKED, "chip.pin_blocked", str(e))
+        except emv.CardBlockedError as e:        # SELECT 6A81: never fall back to the stripe
+            self._note(Kind.READER, "card blocked", "chip.blocked", error=str(e))
+            return Failure(Msg.CARD_BLOCKED, "chip.blocked", str(e))
         except emv.CardholderCancelledError as e:
-            raise CardReadFailed(Msg.CANCELLED, str(e)) from None
-        except (ReaderError, PosemuError) as e:
             if not await self._card_present():
-                raise CardReadFailed(Msg.CARD_REMOVED_EARLY, str(e)) from None
-            raise CardReadFailed(Msg.READER_ERROR, str(e)) from None
+                return self._pulled("the card was pulled out during PIN entry")
+            self._note(Kind.NOTE, "PIN entry cancelled", "pin.cancelled", error=str(e))
+            return Failure(Msg.CANCELLED, "pin.cancelled", str(e), Event.CANCEL)
+        except PosemuError as e:
+            return await self._chip_error(e)
         for entry in read.apdu_log:     # steps and status words only: APDU data may hold card data
             sw = entry.response[-2:].hex().upper() if len(entry.response) >= 2 else ""
             self.trace.record(Kind.APDU, entry.step, ins=f"{entry.command[1]:02X}" if len(entry.command) > 1 else "",
                               sw=sw, lc=len(entry.command), le=len(entry.response))
-        self._chip_online_pin = read.online_pin if read.cvm is emv.Cvm.ONLINE_PIN else None
-        self._chip_pin_verified = read.cvm is emv.Cvm.OFFLINE_PIN_OK
         seq = None if read.pan_sequence is None else f"{read.pan_sequence:03d}"
-        return CardData(pan=read.pan, entry=EntryMode.CHIP, expiry=read.expiry, track2=read.track2_equivalent,
+        card = CardData(pan=read.pan, entry=EntryMode.CHIP, expiry=read.expiry, track2=read.track2_equivalent,
                         pan_seq=seq, icc=read.icc_data, service_code=read.service_code)
+        return ChipCard(card, online_pin=read.online_pin if read.cvm is emv.Cvm.ONLINE_PIN else None,
+                        offline_pin_ok=read.cvm is emv.Cvm.OFFLINE_PIN_OK)
+
+    async def _chip_error(self, e: PosemuError) -> Failure:
+        """A chip read that failed: the card left or was reset (拔出卡失败), or the read may be retried."""
+        root = _root_cause(e)
+        present = await self._card_present()
+        if isinstance(root, CardAbsentError) or not present:
+            return self._pulled(str(e), code=root.code if isinstance(root, CardAbsentError) else None)
+        if isinstance(root, CardResetError):
+            self._note(Kind.READER, "card reset during the transaction", root.code, error=str(e))
+            return Failure(Msg.CARD_RESET, root.code, str(e), Event.CARD_PULLED, removal=True)
+        self._note(Kind.READER, "chip read error", root.code, error=str(e))
+        return Failure(Msg.READER_ERROR, root.code, str(e), retry=True)
+
+    def _pulled(self, reason: str, *, code: str | None = None) -> Failure:
+        code = code or "reader.card_removed"
+        self._note(Kind.READER, "card left the reader during the transaction", code, error=reason)
+        return Failure(Msg.CARD_REMOVED_EARLY, code, reason, Event.CARD_PULLED, removal=True)
 
     async def _card_present(self) -> bool:
         try:
@@ -503,24 +550,263 @@ class Terminal:
         except PosemuError:
             return False
 
-    # --- end of transaction ----------------------------------------------------------------
+    # --- checks and cardholder verification ---------------------------------------------------------------
+    def _local_checks(self, card: CardData) -> Failure | None:
+        """What a terminal checks before going online: the card's expiry against its own clock."""
+        today = self.clock.wall()
+        if card.expiry and len(card.expiry) == 4 and card.expiry.isdigit() and card.expiry < f"{today:%y%m}":
+            self._note(Kind.NOTE, "card expired by the terminal's clock", "card.expired_local",
+                       expiry_before=f"{today:%y%m}", terminal_date=f"{today:%Y-%m-%d}")
+            return Failure(Msg.EXPIRED_CARD, "card.expired_local", "the card's expiry date has passed")
+        return None
+
+    async def _verify_cardholder(self, got: ChipCard) -> bytes | Failure | None:
+        """The PIN block to send (``None``: no online PIN), or why verification failed."""
+        keys = self.keys
+        assert keys is not None
+        card = got.card
+        if card.entry is EntryMode.CHIP:
+            if got.online_pin is not None:
+                self._fire(Event.PIN_ENTERED)
+                return encrypt_pinblock(got.online_pin, card.pan, keys.pik)
+            self._fire(Event.PIN_ENTERED if got.offline_pin_ok else Event.NO_PIN)
+            return None
+        prompt = self.show(Msg.ENTER_PIN)
+        pin = await self._typed_pin(prompt)
+        if pin is None:
+            self._note(Kind.NOTE, "PIN entry cancelled or timed out", "pin.cancelled")
+            return Failure(Msg.CANCELLED, "pin.cancelled", "PIN entry cancelled", Event.CANCEL)
+        self._fire(Event.PIN_ENTERED)
+        return encrypt_pinblock(pin, card.pan, keys.pik)
+
+    async def _typed_pin(self, prompt: Screen) -> str | None:
+        try:
+            async with asyncio.timeout(self.cfg.timeouts.pin_entry):
+                return await self.pinpad.get_pin(prompt, self.cfg.timeouts.pin_entry)
+        except TimeoutError:
+            self.trace.record(Kind.NOTE, "PIN entry timed out", code="pin.timeout")
+            return None
+
+    async def _while_card_in(self, work: Awaitable[T]) -> T | _Pulled:
+        """Run ``work`` while watching the reader: a card pulled out meanwhile ends it (:data:`_PULLED`)."""
+        task = asyncio.ensure_future(work)
+        watch = asyncio.ensure_future(self._removed())
+        try:
+            done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (task, watch):
+                if not t.done():
+                    t.cancel()
+            for t in (task, watch):
+                with contextlib.suppress(asyncio.CancelledError, PosemuError):
+                    await t
+        if task in done and not task.cancelled() and task.exception() is None:
+            return task.result()
+        if watch in done and not watch.cancelled() and watch.exception() is None and watch.result():
+            return _PULLED
+        if task in done and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+        return _PULLED
+
+    async def _removed(self) -> bool:
+        """Wait until the reader reports the card removed; ``False`` if it cannot tell."""
+        while True:
+            try:
+                ev = await self.reader.next_event(None)
+            except PosemuError:
+                return False
+            if ev is not None and ev.kind is ReaderEventKind.CARD_REMOVED:
+                self.trace.record(Kind.READER, ev.kind.value)
+                return True
+
+    # --- online -----------------------------------------------------------------------------------------
+    async def _online(self, txn: TxnType, kind: str, card: CardData, amount: int | None,
+                      pin_block: bytes | None, fail_head: Msg, *, resent: bool = False) -> Outcome:
+        keys = self.keys
+        assert keys is not None
+        try:
+            stan = self._stan()
+            now = self.clock.wall()
+            req = financial_request(self.profile, self.ids, txn, card, stan=stan, now=now, amount=amount,
+                                    currency=self.cfg.currency, pin_block=pin_block)
+            reversible = req if txn is TxnType.PURCHASE else None
+            jid = self.journal.begin(kind=kind, stan=stan, date=now.strftime("%m%d"), pan_masked=mask_pan(card.pan),
+                                     amount=amount or 0, currency=self.cfg.currency, entry=card.entry.name,
+                                     reversible=reversible)
+        except JournalError as e:       # nothing is sent without its journal row
+            self._note(Kind.ERROR, "journal not written: nothing sent", e.code, error=str(e))
+            return await self._fail(kind, fail_head, Failure(Msg.JOURNAL_FULL, e.code, str(e), Event.HOST_FAILED),
+                                    amount=amount, card=card)
+        self.trace.record(Kind.JOURNAL, "written before send", id=jid, stan=stan)
+        self.show(Msg.PROCESSING, **self._amount_params(amount))
+        self._fire(Event.SENT)
+        pulled = False
+        try:
+            if card.entry is EntryMode.CHIP:      # a chip card must stay in until the transaction completes
+                ex, pulled = await self._while_card_in_online(self.link.exchange(req, mak=keys.mak))
+            else:
+                ex = await self.link.exchange(req, mak=keys.mak)
+        except HostLinkError as e:
+            return await self._host_failed(kind, fail_head, e, jid, stan, reversible is not None, amount, card)
+        resp = ex.response
+        rc = str(resp.get(39, ""))
+        info = Ref(stan, _text(resp.get(37)), _text(resp.get(38)))
+        mac = self._response_mac(ex)
+        if mac is not None:
+            # an answer we cannot authenticate says nothing about the outcome: a purchase is reversed
+            self._note(Kind.ERROR, "response MAC " + mac.value, f"mac.{mac.value}", mti=resp.mti, rc=rc)
+            self.machine.session.sign_on_owed = True
+            self._fire(Event.RESPONSE)
+            return await self._unknown_outcome(kind, fail_head, jid, reversible is not None, Msg.MAC_ERROR,
+                                               RC.MAC_ERROR, rc=rc, amount=amount, card=card, info=info)
+        self._note(Kind.NOTE, "host answer", f"host.rc.{rc or 'none'}", rc=rc)
+        if rc == RC.DUPLICATE.value and not resent:
+            # the host saw this STAN today for another transaction (a reinstalled terminal): it moved
+            # nothing; send the transaction again, once, under the next STAN
+            self.journal.complete(jid, Status.DECLINED, rc=rc, screen=Msg.DUPLICATE.value, reversal=Reversal.NONE)
+            self.trace.record(Kind.NOTE, "host refused a reused STAN (94): resending under a new STAN", stan=stan)
+            self._fire(Event.RESEND)
+            return await self._online(txn, kind, card, amount, pin_block, fail_head, resent=True)
+        if rc != "00":
+            self._fire(Event.RESPONSE)
+            detail = RC_SCREENS.get(rc, Msg.DECLINED)
+            if rc in KEYS_REFUSED:
+                self.machine.session.keys = None
+                self.machine.session.sign_on_owed = True
+            self.journal.complete(jid, Status.DECLINED, rc=rc, screen=detail.value, reversal=Reversal.NONE)
+            return await self._fail(kind, fail_head, Failure(detail, f"host.rc.{rc}", f"declined {rc}",
+                                                             Event.RESPONSE),
+                                    amount=amount, card=card, rc=rc, journal_id=jid, fired=True, ref=info)
+        balance, currency = self._balance(resp)
+        if txn is TxnType.BALANCE and balance is None:
+            self._fire(Event.RESPONSE)
+            self._note(Kind.ERROR, "balance missing from the answer", "iso.no_balance")
+            self.journal.complete(jid, Status.DECLINED, rc=rc, screen=Msg.FORMAT_ERROR.value)
+            return await self._fail(kind, fail_head, Failure(Msg.FORMAT_ERROR, "iso.no_balance", "no balance",
+                                                             Event.RESPONSE),
+                                    amount=amount, card=card, rc=rc, journal_id=jid, fired=True, ref=info)
+        if pulled:
+            # the chip card left while the host was deciding: the transaction cannot be completed
+            self._fire(Event.RESPONSE)
+            return await self._unknown_outcome(kind, fail_head, jid, reversible is not None,
+                                               Msg.CARD_REMOVED_EARLY, RC.TERMINAL_ERROR, rc=rc, amount=amount,
+                                               card=card, info=info, removal=True)
+        self._fire(Event.RESPONSE)
+        self.journal.complete(jid, Status.APPROVED, rc=rc, screen=(Msg.APPROVED_BALANCE if balance is not None
+                                                                  and txn is TxnType.BALANCE else Msg.APPROVED).value,
+                              reversal=Reversal.NONE)
+        if txn is TxnType.BALANCE:
+            assert balance is not None
+            head = Msg.APPROVED_BALANCE
+            self.show(head, balance=format_amount(balance, currency))
+        else:
+            head = Msg.APPROVED
+            self.show(head, **self._amount_params(amount))
+        out = await self._finish(kind, True, head, None, rc=rc, journal_id=jid, shown=True, amount=amount,
+                                 card=card, ref=info)
+        out.balance, out.currency = balance, currency
+        return out
+
+    async def _while_card_in_online(self, work: Awaitable[Exchange]) -> tuple[Exchange, bool]:
+        """The host exchange of a chip transaction; a card pulled meanwhile is noted (the answer still
+        comes, and decides whether a reversal is owed)."""
+        task = asyncio.ensure_future(work)
+        watch = asyncio.ensure_future(self._removed())
+        pulled = False
+        try:
+            done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if watch in done and not watch.cancelled() and watch.exception() is None and watch.result():
+                pulled = True
+                self._note(Kind.READER, "card pulled out while online", "reader.card_removed")
+                self._fire(Event.CARD_PULLED)
+            return await task, pulled
+        finally:
+            for t in (task, watch):
+                if not t.done():
+                    t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, PosemuError):
+                await watch
+
+    def _balance(self, resp: object) -> tuple[int | None, str]:
+        from protocol.iso import Message
+
+        assert isinstance(resp, Message)
+        f54 = resp.get(54)
+        if isinstance(f54, str):
+            try:
+                entries = parse_balances(f54)
+                avail = [b for b in entries if b.amount_type == "02"] or entries
+                return avail[0].amount, avail[0].currency
+            except PosemuError as e:
+                self.trace.record(Kind.ERROR, "bad balance field", error=str(e), code="iso.bad_balance")
+        return None, self.cfg.currency
+
+    async def _host_failed(self, kind: str, fail_head: Msg, e: HostLinkError, jid: int, stan: str, reversible: bool,
+                           amount: int | None, card: CardData) -> Outcome:
+        self._note(Kind.ERROR, "no usable answer from the host", e.code, error=str(e))
+        self._fire(Event.HOST_FAILED)
+        detail = self._error_screen(e)
+        sent = not isinstance(e, DnsError | ConnectError)
+        if not sent:
+            self.journal.complete(jid, Status.FAILED, screen=detail.value, reversal=Reversal.NONE)
+            return await self._fail(kind, fail_head, Failure(detail, e.code, str(e), Event.HOST_FAILED),
+                                    amount=amount, card=card, journal_id=jid, fired=True, ref=Ref(stan))
+        return await self._unknown_outcome(kind, fail_head, jid, reversible, detail, RC.NO_RESPONSE, amount=amount,
+                                           card=card, info=Ref(stan), fired=True, error=str(e), code=e.code)
+
+    async def _unknown_outcome(self, kind: str, fail_head: Msg, jid: int, reversible: bool, detail: Msg, reason: RC, *,
+                               rc: str | None = None, amount: int | None, card: CardData,
+                               info: Ref, removal: bool = False, fired: bool = True,
+                               error: str | None = None, code: str | None = None) -> Outcome:
+        """The request may have moved money and we do not know: a purchase is reversed."""
+        rev = Reversal.PENDING if reversible else Reversal.NONE
+        status = Status.UNKNOWN
+        self.journal.complete(jid, status, rc=rc, screen=detail.value, reversal=rev,
+                              reason=reason.value if reversible else None)
+        failure = Failure(detail, code or reason.value, error or detail.value, Event.HOST_FAILED, removal=removal)
+        out = await self._fail(kind, fail_head, failure, amount=amount, card=card, rc=rc, journal_id=jid, fired=fired,
+                               ref=info)
+        if reversible:
+            await self._send_pending_reversals()
+        return out
+
+    def _response_mac(self, ex: Exchange) -> MacStatus | None:
+        """``None`` when the response is authentic (or MACs are off); else what is wrong with its MAC.
+
+        With working keys every response must carry a valid MAC: a missing MAC is never skipped."""
+        keys = self.keys
+        if keys is None or not self.cfg.mac_required:
+            return None
+        status = check_mac(ex.response, ex.raw, self.profile, keys.mak)
+        return None if status.ok else status
+
+    # --- end of transaction -------------------------------------------------------------------------------
+    async def _fail(self, kind: str, headline: Msg, failure: Failure, *, amount: int | None = None,
+                    card: CardData | None = None, rc: str | None = None, journal_id: int | None = None,
+                    fired: bool = False, ref: Ref | None = None) -> Outcome:
+        if not fired:
+            self._fire(failure.event)
+        return await self._finish(kind, False, headline, failure.detail, rc=rc, error=failure.reason,
+                                  journal_id=journal_id, amount=amount, card=card, removal=failure.removal, ref=ref)
+
     async def _finish(self, kind: str, approved: bool, headline: Msg, detail: Msg | None, *, rc: str | None = None,
-                      error: str | None = None, journal_id: int | None = None, shown: bool = False) -> Outcome:
-        if detail is Msg.CARD_REMOVED_EARLY:
+                      error: str | None = None, journal_id: int | None = None, shown: bool = False,
+                      amount: int | None = None, card: CardData | None = None, removal: bool = False,
+                      ref: Ref | None = None) -> Outcome:
+        if removal:
             headline = Msg.REMOVE_CARD_FAILED       # 拔出卡失败: the card left the reader mid-transaction
         if not shown:
             self.show(headline)
             if detail is not None and detail is not headline:
                 self.show(detail, rc=rc or "")
-        if self.fsm.state is not State.RESULT:
-            self.fsm.reset()
-            return self._outcome(kind, approved, headline, detail, rc=rc, error=error, journal_id=journal_id)
-        removal_ok = await self._remove_card()
-        if not removal_ok:
-            headline_out = Msg.REMOVE_CARD_FAILED
-            return self._outcome(kind, approved, headline_out, detail, rc=rc, error=error or "card removal failed",
-                                 journal_id=journal_id)
-        return self._outcome(kind, approved, headline, detail, rc=rc, error=error, journal_id=journal_id)
+        if self.machine.state is State.RESULT and not await self._remove_card():
+            headline = Msg.REMOVE_CARD_FAILED
+            error = error or "card removal failed"
+        elif self.machine.state is not State.IDLE:
+            self.machine.abort()
+        out = self._outcome(kind, approved, headline, detail, rc=rc, error=error, journal_id=journal_id,
+                            amount=amount, card=card, ref=ref)
+        return self._end(out)
 
     async def _remove_card(self) -> bool:
         if not await self._card_present():
@@ -534,29 +820,46 @@ class Terminal:
             try:
                 ev = await self.reader.next_event(max(0.0, left)) if left > 0 else None
             except HardwareError as e:      # the reader cannot tell us the card left
-                return self._removal_failed("removal not confirmed: reader error", error=str(e))
+                return self._removal_failed("removal not confirmed: reader error", e.code, error=str(e))
             if ev is not None and ev.kind is ReaderEventKind.CARD_REMOVED:
                 self.trace.record(Kind.READER, ev.kind.value)
                 self._fire(Event.CARD_REMOVED)
                 return True
             if ev is None:
-                return self._removal_failed("card still detected after removal timeout",
+                return self._removal_failed("card still detected after removal timeout", "reader.removal_unconfirmed",
                                             seconds=self.cfg.timeouts.removal)
 
-    def _removal_failed(self, what: str, **data: object) -> bool:
+    def _removal_failed(self, what: str, code: str, **data: object) -> bool:
         """拔出卡失败: the terminal cannot confirm the card left the reader."""
-        self.trace.record(Kind.READER, what, **data)
+        self._note(Kind.READER, what, code, **data)
         self._fire(Event.REMOVAL_TIMEOUT)
         self.show(Msg.REMOVE_CARD_FAILED)
-        self._fire(Event.CANCEL)
+        self._fire(Event.REMOVAL_ACKNOWLEDGED)
         return False
 
-    def _outcome(self, kind: str, approved: bool, headline: Msg, detail: Msg | None = None, *,
-                 rc: str | None = None, error: str | None = None, journal_id: int | None = None) -> Outcome:
-        return Outcome(kind, approved, headline, detail, rc, journal_id=journal_id, screens=list(self._screens),
-                       error=error)
+    def _end(self, out: Outcome) -> Outcome:
+        self.trace.record(Kind.TXN, "end", txn=out.kind, approved=out.approved, headline=out.headline.value,
+                          detail=out.detail.value if out.detail else None, evidence=list(self._evidence))
+        return out
 
-    def _link_screen(self, e: HostLinkError) -> Msg:
+    def _outcome(self, kind: str, approved: bool, headline: Msg, detail: Msg | None = None, *,
+                 rc: str | None = None, error: str | None = None, journal_id: int | None = None,
+                 amount: int | None = None, card: CardData | None = None, ref: Ref | None = None) -> Outcome:
+        ref = ref or Ref()
+        return Outcome(kind, approved, headline, detail, rc, journal_id=journal_id, screens=list(self._screens),
+                       error=error, amount=amount, pan_masked=mask_pan(card.pan) if card else "",
+                       stan=ref.stan, rrn=ref.rrn, auth_code=ref.auth_code,
+                       batch=self.ids.batch, tid=self.ids.tid, mid=self.ids.mid,
+                       when=self.clock.wall().isoformat(timespec="seconds"),
+                       entry=card.entry.name if card else "", evidence=list(self._evidence))
+
+    def _amount_params(self, amount: int | None) -> dict[str, str]:
+        return {} if amount is None else {"amount": format_amount(amount, self.cfg.currency)}
+
+    @staticmethod
+    def _error_screen(e: PosemuError) -> Msg:
+        if isinstance(e, JournalError):
+            return Msg.JOURNAL_FULL
         if isinstance(e, DnsError):
             return Msg.DNS_FAILED
         if isinstance(e, ConnectError):
@@ -564,44 +867,54 @@ class Terminal:
         if isinstance(e, HostTimeout):
             return Msg.TIMEOUT
         if isinstance(e, LinkLost):
-            return Msg.LINK_LOST
+            return Msg.FORMAT_ERROR if e.code == "iso.undecodable" else Msg.LINK_LOST
         return Msg.CONNECT_FAILED
 
-    # --- reversals -------------------------------------------------------------------------
+    # --- reversals -----------------------------------------------------------------------------------------
     async def _send_pending_reversals(self) -> int:
-        """Send every pending reversal once; those not acknowledged stay pending."""
+        """Send every pending reversal, each up to ``reversal.retries`` times now; those not acknowledged
+        stay pending and go again before the next transaction (also after a restart)."""
         done = 0
-        if self.keys is None:
+        keys = self.keys
+        if keys is None:
             return 0
         for entry, original in self.journal.pending_reversals():
-            if self.fsm.state is not State.IDLE:
-                self.fsm.reset()
-            self._fire(Event.REVERSE)
-            self.show(Msg.REVERSAL_PENDING)
+            if self.machine.state is not State.IDLE:
+                self.machine.abort()
             reason = RC.parse(entry.reversal_reason or "98") or RC.NO_RESPONSE
-            req = reversal_request(self.profile, original, reason=reason, ids=self.ids)
-            self.journal.reversal_attempted(entry.id)
-            try:
-                ex = await self.link.exchange(req, mak=self.keys.mak)
-            except HostLinkError as e:
-                self.trace.record(Kind.JOURNAL, "reversal not acknowledged", id=entry.id, error=str(e))
+            for _attempt in range(max(1, self.cfg.reversal_retries)):
+                self._fire(Event.REVERSE)
+                self.show(Msg.REVERSAL_PENDING)
+                req = reversal_request(self.profile, original, reason=reason, ids=self.ids)
+                self.journal.reversal_attempted(entry.id)
+                try:
+                    ex = await self.link.exchange(req, mak=keys.mak)
+                except HostLinkError as e:
+                    self.trace.record(Kind.JOURNAL, "reversal not acknowledged", id=entry.id, error=str(e),
+                                      code=e.code)
+                    self._fire(Event.HOST_FAILED)
+                    if isinstance(e, DnsError | ConnectError):
+                        break           # no network: try again later, not now
+                    continue
+                rc = ex.response.get(39)
+                mac = self._response_mac(ex)
+                if mac is not None:
+                    self.trace.record(Kind.JOURNAL, "reversal answer not authentic", id=entry.id, mac=mac.value,
+                                      code=f"mac.{mac.value}")
+                    self._fire(Event.HOST_FAILED)
+                    continue
+                if rc in ("00", "25", "12"):
+                    self.journal.reversal_done(entry.id)
+                    self.trace.record(Kind.JOURNAL, "reversal acknowledged", id=entry.id, rc=rc)
+                    self.show(Msg.REVERSAL_DONE)
+                    done += 1
+                    self._fire(Event.REVERSAL_DONE)
+                    break
+                self.trace.record(Kind.JOURNAL, "reversal refused", id=entry.id, rc=rc, code=f"host.rc.{_text(rc)}")
                 self._fire(Event.HOST_FAILED)
-                continue
-            rc = ex.response.get(39)
-            mac = self._response_mac(ex)
-            if mac is not None:
-                self.trace.record(Kind.JOURNAL, "reversal answer not authentic", id=entry.id, mac=mac.value)
-                self._fire(Event.HOST_FAILED)
-                continue
-            if rc in ("00", "25", "12"):
-                self.journal.reversal_done(entry.id)
-                self.trace.record(Kind.JOURNAL, "reversal acknowledged", id=entry.id, rc=rc)
-                self.show(Msg.REVERSAL_DONE)
-                done += 1
-                self._fire(Event.REVERSAL_DONE)
-            else:
-                self.trace.record(Kind.JOURNAL, "reversal refused", id=entry.id, rc=rc)
-                self._fire(Event.HOST_FAILED)
+                if rc in KEYS_REFUSED:
+                    self.machine.session.sign_on_owed = True
+                    break
         return done
 
     async def send_pending_reversals(self) -> int:
@@ -612,3 +925,30 @@ class Terminal:
         await self.link.close()
         with contextlib.suppress(Exception):
             await self.reader.close()
+
+
+class _Pulled:
+    def __repr__(self) -> str:
+        return "PULLED"
+
+
+_PULLED = _Pulled()
+
+
+def _root_cause(e: BaseException) -> PosemuError:
+    """The hardware error under a kernel error (the card's or the reader's own), else ``e`` itself."""
+    seen: BaseException | None = e
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, HardwareError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return e if isinstance(e, PosemuError) else PosemuError(str(e))
+
+
+def _text(v: object) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+_ = dt  # dates come from the Clock

@@ -31,6 +31,7 @@ class Kind(enum.Enum):
     JOURNAL = "journal"
     ERROR = "error"
     NOTE = "note"
+    TXN = "txn"          # a transaction's begin and end: the diagnosis looks at the failed one only
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,7 +166,7 @@ def pcsc_error(hr: int, action: str, reader: str = "") -> ReaderError:
     code = _u32(hr)
     cls, what, hint = _TABLE.get(code, (ReaderError, "PC/SC error", "see `pcscd -f -d` output for details"))
     where = f" ({reader})" if reader else ""
-    return cls(f"{action}{where}: {what} [0x{code:08X}]; {hint}")
+    return cls(f"{action}{where}: {what} [0x{code:08X}]; {hint}").with_code(f"pcsc.0x{code:08X}")
 
 
 def _scard() -> ModuleType:

@@ -10,18 +10,31 @@ subclasses (``hardware.errors``, ``emulator.errors``) but never root a second tr
 * :class:`EncodeError` — we were asked to build something invalid (local misuse).
 
 All errors pickle (``__reduce__``), so they cross process boundaries intact.
+
+Every error carries a stable **evidence code** (:attr:`PosemuError.code`, e.g. ``reader.atr_timeout``,
+``pcsc.0x80100069``, ``tcp.refused``, ``mac.mismatch``): each class has a default and a raise site
+may name the exact observation with :meth:`PosemuError.with_code`. Codes, not message wording, are
+what the trace records and what the diagnosis matches, so rewording a message never breaks it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 from protocol.masking import mask_hex, mask_text
 
 
 class PosemuError(Exception):
     """Root of every error posemu raises."""
+
+    code: str = "posemu.error"
+    """The stable evidence code of this error (class default; see :meth:`with_code`)."""
+
+    def with_code(self, code: str) -> Self:
+        """Name the exact observation: ``raise CardMuteError("…").with_code("reader.atr_timeout")``."""
+        self.code = code
+        return self
 
 
 class DecodeError(PosemuError):
@@ -31,6 +44,8 @@ class DecodeError(PosemuError):
     >>> str(e)
     'bad length: field 35, position 12, raw 0102'
     """
+
+    code = "decode.error"
 
     def __init__(
         self,
@@ -81,6 +96,8 @@ def _rebuild_decode_error(
 class EncodeError(PosemuError):
     """A message, APDU or record could not be built from the values given (local misuse)."""
 
+    code = "encode.error"
+
     def __init__(self, msg: str, *, field: str = "") -> None:
         self.msg = msg
         self.field = field
@@ -97,10 +114,16 @@ def _rebuild_encode_error(cls: type[EncodeError], msg: str, field: str) -> Encod
 class ProtocolError(PosemuError):
     """A peer broke the protocol's rules (unexpected message, unmatched response, wrong state)."""
 
+    code = "protocol.error"
+
 
 class CryptoError(PosemuError):
     """A cryptographic check failed (MAC mismatch, key check value mismatch, bad key length)."""
 
+    code = "crypto.error"
+
 
 class ConfigError(PosemuError):
     """A configuration file, profile or URL is invalid. The message says which key and why."""
+
+    code = "config.error"

@@ -106,6 +106,7 @@ class RC(enum.Enum):
     MAC_ERROR = "A0"
     VERSION_NOT_ACCEPTED = "A4"      # posemu: terminal software version no longer accepted
     NO_RESPONSE = "98"               # reversal reason: no response within the timeout
+    TERMINAL_ERROR = "06"            # reversal reason: the terminal could not complete (card pulled out…)
 
     @classmethod
     def parse(cls, code: str) -> RC | None:

@@ -178,7 +178,7 @@ def test_reversal_retried_until_acknowledged(vrun: asyncio.Runner, vclock: Virtu
     # the purchase's answer is lost, and so are the first two reversals
     rules = HostRules([HostRule.parse("drop-response:mti=0200,count=1"),
                        HostRule.parse("no-response:mti=0400,count=2")])
-    cfg = replace(TerminalConfig(), timeouts=Timeouts(response=30))
+    cfg = replace(TerminalConfig(), timeouts=Timeouts(response=30), reversal_retries=1)   # one try per flush
     rig = make_rig(vrun, vclock, tmp_path, rules=rules, cfg=cfg)
     try:
         vrun.run(rig.terminal.sign_on())
@@ -193,6 +193,21 @@ def test_reversal_retried_until_acknowledged(vrun: asyncio.Runner, vclock: Virtu
     assert first.reversal is Reversal.PENDING and first.reversal_attempts == 1
     assert second_txn.approved and mid.reversal is Reversal.PENDING and mid.reversal_attempts == 2
     assert last.reversal is Reversal.DONE and last.reversal_attempts == 3
+
+
+def test_reversal_retries_from_the_config(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path) -> None:
+    """``[reversal] retries = 3``: a reversal lost twice is acknowledged at the third try of the same flush."""
+    rules = HostRules([HostRule.parse("drop-response:mti=0200,count=1"),
+                       HostRule.parse("no-response:mti=0400,count=2")])
+    cfg = replace(TerminalConfig(), timeouts=Timeouts(response=30), reversal_retries=3)
+    rig = make_rig(vrun, vclock, tmp_path, rules=rules, cfg=cfg)
+    try:
+        vrun.run(rig.terminal.sign_on())
+        out = vrun.run(rig.terminal.purchase(10_00))
+        entry = rig.journal.get(out.journal_id or 0)
+    finally:
+        vrun.run(rig.close())
+    assert not out.approved and entry.reversal is Reversal.DONE and entry.reversal_attempts == 3
 
 
 def test_chip_inquiry_over_a_t0_character_line(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path) -> None:

@@ -29,8 +29,6 @@ from textual.worker import Worker
 
 from emulator import config as configmod
 from emulator.app import Rig, open_rig
-from emulator.fsm import State
-from emulator.journal import Status
 from emulator.messages import Lang, Msg, Screen, format_amount
 from emulator.terminal import Outcome, Terminal
 from emulator.trace import Kind, TraceEntry
@@ -398,7 +396,7 @@ class TerminalScreen(TScreen[None]):
             await self._cancelled(rig)
             raise
         except Exception as e:
-            self._crashed(rig, name, e)
+            await self._crashed(rig, name, e)
         finally:
             if armed is not None:
                 with contextlib.suppress(Exception):
@@ -427,25 +425,13 @@ class TerminalScreen(TScreen[None]):
     async def _cancelled(self, rig: Rig) -> None:
         """Put the terminal back to idle after the user cancelled the running action."""
         self.pinpad.cancel()
-        term = rig.terminal
-        state = term.fsm.state
-        if state in (State.ONLINE, State.SIGNING_ON, State.REVERSING):
-            pending = rig.journal.recover()
-            for e in rig.journal.entries(limit=10):
-                if e.status is Status.PENDING:
-                    rig.journal.complete(e.id, Status.UNKNOWN, screen=Msg.CANCELLED.value)
-            with contextlib.suppress(Exception):
-                await term.link.close()
-            rig.trace.record(Kind.NOTE, "cancelled while waiting for the host", reversals_pending=pending)
-        else:
-            rig.trace.record(Kind.NOTE, "cancelled by the operator", state=state.value)
-        term.fsm.reset()
-        term.show(Msg.CANCELLED)
+        await rig.terminal.abort("cancelled by the operator")
+        rig.terminal.show(Msg.CANCELLED)
 
-    def _crashed(self, rig: Rig, name: str, e: Exception) -> None:
+    async def _crashed(self, rig: Rig, name: str, e: Exception) -> None:
         error = mask_text(f"{type(e).__name__}: {e}")
-        rig.trace.record(Kind.ERROR, f"{name} failed", error=error)
-        rig.terminal.fsm.reset()
+        rig.trace.record(Kind.ERROR, f"{name} failed", error=error, code="terminal.crash")
+        await rig.terminal.abort(f"{name} failed")
         rig.terminal.show(Msg.SYSTEM_ERROR)
         out = Outcome(name, False, Msg.SYSTEM_ERROR, error=error)
         self.last_outcome = out
