@@ -18,7 +18,7 @@ run: venv
 test: venv lint unit
 
 unit: venv
-	$(BIN)/python -m emulator.testrun -- $(PYTEST_ARGS)
+	$(BIN)/python -m tests.testrun -- $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -9,6 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from emulator.app import open_rig
 from emulator.config import TerminalConfig
 from emulator.host.rules import HostRule, HostRules
@@ -23,6 +25,7 @@ PAN = "9900010000000019"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_killed_terminal_sends_reversal_after_restart(tmp_path: Path) -> None:
     clock = RealClock()
 
