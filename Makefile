@@ -4,28 +4,31 @@
 PYTHON  ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed
+# What each command installs into the venv: `make run` only the emulator (with PC/SC readers);
+# `make test`, `lint`, `unit` and `bench` the test tools and the linters too.
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 # System packages: pcscd + vsmartcard-vpcd give a real PC/SC reader with no hardware;
 # swig, libpcsclite-dev and gcc build pyscard.
 SYSTEM_PKGS := pcscd vsmartcard-vpcd swig libpcsclite-dev gcc
 PYTEST_ARGS ?=
 
-.PHONY: run test lint unit bench sysdeps venv clean ui
+.PHONY: run test lint unit bench sysdeps venv clean
 
-run: venv
+run: $(RUN_STAMP)
 	$(BIN)/posemu ui
 
-test: venv lint unit
+test: lint unit
 
-unit: venv
+unit: $(TEST_STAMP)
 	$(BIN)/python -m tests.testrun -- $(PYTEST_ARGS)
 
-lint: venv
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-bench: venv
+bench: $(TEST_STAMP)
 	$(BIN)/python -m tests.bench
 
 sysdeps:
@@ -40,13 +43,19 @@ sysdeps:
 	  fi; \
 	fi
 
-venv: $(STAMP)
+venv: $(TEST_STAMP)
 
-$(STAMP): pyproject.toml | sysdeps
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python: | sysdeps
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q -e '.[pcsc]'
 	@touch $@
 
+$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	@touch $@ $(RUN_STAMP)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache *.egg-info

@@ -4,6 +4,11 @@ Every screen, state change, reader event, APDU, ISO 8583 message and TCP event g
 The trace feeds the UI's trace pane, ``--trace FILE`` exports (JSON lines) and the diagnosis.
 Values are masked when recorded (PAN 6+4; track data, PIN blocks and keys never recorded),
 so nothing downstream can leak them.
+
+The file format lives here only: :meth:`TraceEntry.to_json` writes one entry per line
+(``{"t": …, "kind": …, "what": …, **data}``), :func:`parse_trace` / :func:`read_trace` read a
+file back. Lines without ``"kind"`` are headers (``posemu regress --trace-dir`` writes one with
+the scenario and seed) and are skipped.
 """
 
 from __future__ import annotations
@@ -16,8 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from hardware.clock import Clock
+from protocol.errors import DecodeError
 from protocol.iso import Message
 from protocol.masking import mask_text
+
+NOT_A_TRACE = "not a JSON-lines trace"
 
 
 class Kind(enum.Enum):
@@ -43,6 +51,51 @@ class TraceEntry:
     def to_json(self) -> str:
         return json.dumps({"t": round(self.t, 6), "kind": self.kind.value, "what": self.what, **self.data},
                           ensure_ascii=False, default=str)
+
+
+def parse_trace(data: str | bytes) -> list[TraceEntry]:
+    """The entries of a JSON-lines trace (as :meth:`Trace.export` writes it); headers are skipped.
+
+    Anything else raises :class:`~protocol.errors.DecodeError` naming the line.
+
+    >>> parse_trace('{"posemu_trace": 1}\\n{"t": 0.5, "kind": "screen", "what": "ENTER_PIN", "params": {}}\\n')
+    [TraceEntry(t=0.5, kind=<Kind.SCREEN: 'screen'>, what='ENTER_PIN', data={'params': {}})]
+    >>> parse_trace('{"t": 1, "kind": "nope", "what": "x"}')
+    Traceback (most recent call last):
+    ...
+    protocol.errors.DecodeError: unknown trace entry {'t': 1, 'kind': 'nope', 'what': 'x'}: field line 1
+    """
+    if isinstance(data, bytes | bytearray):
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise DecodeError(f"{NOT_A_TRACE} (not UTF-8 text)", pos=bad.start) from None
+    else:
+        text = data
+    lines = text.split("\n")             # not splitlines(): entries may hold U+0085, U+2028 unescaped
+    if lines[-1] == "":
+        lines.pop()
+    entries = []
+    for n, line in enumerate(lines, 1):
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError:
+            raise DecodeError(NOT_A_TRACE, field=f"line {n}") from None
+        if not isinstance(doc, dict):
+            raise DecodeError(NOT_A_TRACE, field=f"line {n}")
+        if "kind" not in doc:
+            continue                                     # a header line
+        extra = {k: v for k, v in doc.items() if k not in ("t", "kind", "what")}
+        try:
+            entries.append(TraceEntry(float(doc["t"]), Kind(doc["kind"]), str(doc["what"]), extra))
+        except (ValueError, KeyError, TypeError):
+            raise DecodeError(f"unknown trace entry {doc!r:.80}", field=f"line {n}") from None
+    return entries
+
+
+def read_trace(path: str | Path) -> list[TraceEntry]:
+    """:func:`parse_trace` of a file (``OSError`` when it cannot be read)."""
+    return parse_trace(Path(path).read_bytes())
 
 
 def _safe(value: Any) -> Any:
@@ -84,9 +137,6 @@ class Trace:
 
     def __iter__(self) -> Iterator[TraceEntry]:
         return iter(self.entries)
-
-    def of(self, kind: Kind) -> list[TraceEntry]:
-        return [e for e in self.entries if e.kind is kind]
 
     def export(self, path: str | Path) -> None:
         Path(path).write_text("".join(e.to_json() + "\n" for e in self.entries), encoding="utf-8")
