@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,42 +55,45 @@ class TraceEntry:
 
 
 def parse_trace(data: str | bytes) -> list[TraceEntry]:
-    """The entries of a JSON-lines trace (as :meth:`Trace.export` writes it); headers are skipped.
-
-    Anything else raises :class:`~protocol.errors.DecodeError` naming the line.
+    """The entries of a JSON-lines trace (as :meth:`Trace.export` writes it). Header lines (no
+    ``"kind"``) and blank lines are skipped; anything else raises
+    :class:`~protocol.errors.DecodeError` naming the line.
 
     >>> parse_trace('{"posemu_trace": 1}\\n{"t": 0.5, "kind": "screen", "what": "ENTER_PIN", "params": {}}\\n')
     [TraceEntry(t=0.5, kind=<Kind.SCREEN: 'screen'>, what='ENTER_PIN', data={'params': {}})]
     >>> parse_trace('{"t": 1, "kind": "nope", "what": "x"}')
     Traceback (most recent call last):
     ...
-    protocol.errors.DecodeError: unknown trace entry {'t': 1, 'kind': 'nope', 'what': 'x'}: field line 1
+    protocol.errors.DecodeError: line 1: unknown trace entry {'t': 1, 'kind': 'nope', 'what': 'x'}
     """
     if isinstance(data, bytes | bytearray):
         try:
             text = bytes(data).decode("utf-8")
-        except UnicodeDecodeError as bad:
-            raise DecodeError(f"{NOT_A_TRACE} (not UTF-8 text)", pos=bad.start) from None
+        except UnicodeDecodeError:
+            raise DecodeError(f"{NOT_A_TRACE} (not UTF-8 text)") from None
     else:
         text = data
-    lines = text.split("\n")             # not splitlines(): entries may hold U+0085, U+2028 unescaped
-    if lines[-1] == "":
-        lines.pop()
     entries = []
-    for n, line in enumerate(lines, 1):
+    # split on \n only, not splitlines(): an entry may hold U+0085 or U+2028 unescaped
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
         try:
             doc = json.loads(line)
-        except json.JSONDecodeError:
-            raise DecodeError(NOT_A_TRACE, field=f"line {n}") from None
+        except (json.JSONDecodeError, RecursionError):
+            raise DecodeError(f"line {n} is not JSON: {NOT_A_TRACE}") from None
         if not isinstance(doc, dict):
-            raise DecodeError(NOT_A_TRACE, field=f"line {n}")
+            raise DecodeError(f"line {n} is not a JSON object: {NOT_A_TRACE}")
         if "kind" not in doc:
             continue                                     # a header line
         extra = {k: v for k, v in doc.items() if k not in ("t", "kind", "what")}
         try:
-            entries.append(TraceEntry(float(doc["t"]), Kind(doc["kind"]), str(doc["what"]), extra))
+            t = float(doc["t"])
+            if not math.isfinite(t):
+                raise ValueError(t)
+            entries.append(TraceEntry(t, Kind(doc["kind"]), str(doc["what"]), extra))
         except (ValueError, KeyError, TypeError):
-            raise DecodeError(f"unknown trace entry {doc!r:.80}", field=f"line {n}") from None
+            raise DecodeError(f"line {n}: unknown trace entry {mask_text(repr(doc)):.80}") from None
     return entries
 
 

@@ -41,21 +41,25 @@ def test_arbitrary_bytes_raise_only_decode_error(data: bytes) -> None:
     try:
         es = parse_trace(data)
     except DecodeError as e:
-        assert str(e).startswith(("not a JSON-lines trace", "unknown trace entry"))
+        assert "not a JSON-lines trace" in str(e) or "unknown trace entry" in str(e)
         return
     assert all(isinstance(x, TraceEntry) and isinstance(x.kind, Kind) for x in es)
 
 
-@pytest.mark.parametrize(("text", "words"), [
+@pytest.mark.parametrize(("text", "message"), [
     (b"\xff\xfe", "not a JSON-lines trace (not UTF-8 text)"),
-    ('{"t": 0, "kind": "screen", "what": "x"}\nnot json', "not a JSON-lines trace: field line 2"),
-    ("[1, 2]", "not a JSON-lines trace: field line 1"),
-    ('{"t": [], "kind": "screen", "what": "x"}', "unknown trace entry"),
-    ('{"kind": "screen", "what": "x"}', "unknown trace entry"),
+    ('{"t": 0, "kind": "screen", "what": "x"}\nnot json', "line 2 is not JSON: not a JSON-lines trace"),
+    ("[" * 100_000, "line 1 is not JSON: not a JSON-lines trace"),
+    ("[1, 2]", "line 1 is not a JSON object: not a JSON-lines trace"),
+    ('{"t": NaN, "kind": "screen", "what": "x"}',
+     "line 1: unknown trace entry {'t': nan, 'kind': 'screen', 'what': 'x'}"),
+    ('{"t": 1, "kind": "nope", "what": "9900010000000019 and more text to cut at eighty characters ..."}',
+     "line 1: unknown trace entry {'t': 1, 'kind': 'nope', 'what': '990001******0019 and more text to cut at eight"),
 ])
-def test_bad_traces_are_clear_errors(text: str | bytes, words: str) -> None:
-    with pytest.raises(DecodeError, match=words.replace("(", r"\(").replace(")", r"\)")):
+def test_bad_traces_are_clear_errors(text: str | bytes, message: str) -> None:
+    with pytest.raises(DecodeError) as err:
         parse_trace(text)
+    assert str(err.value) == message
 
 
 def test_an_exported_trace_reads_back(tmp_path: Path, vclock: VirtualClock) -> None:
