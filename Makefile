@@ -1,51 +1,69 @@
 # posemu — the two commands a new user runs: `make run` and `make test`.
-# Both install what they need: Debian packages (when root and missing), a venv, the package.
+# Both install what they need: Debian packages (as root; otherwise make stops with the command), a venv, the package.
 
 PYTHON  ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed
-# System packages: pcscd + vsmartcard-vpcd give a real PC/SC reader with no hardware;
-# swig, libpcsclite-dev and gcc build pyscard.
-SYSTEM_PKGS := pcscd vsmartcard-vpcd swig libpcsclite-dev gcc
+# What each command installs into the venv: `make run` only the emulator (with PC/SC readers);
+# `make test`, `lint`, `unit` and `bench` the test tools and the linters too.
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+# System packages (Debian/Ubuntu): python3-venv makes the venv; pcscd + vsmartcard-vpcd give a real
+# PC/SC reader with no hardware; swig, libpcsclite-dev, gcc and python3-dev build pyscard from source.
+SYSTEM_PKGS := python3-venv python3-dev pcscd vsmartcard-vpcd swig libpcsclite-dev gcc
 PYTEST_ARGS ?=
 
-.PHONY: run test lint unit bench sysdeps venv clean ui
+.PHONY: run test lint unit bench sysdeps venv clean
 
-run: venv
+run: $(RUN_STAMP)
 	$(BIN)/posemu ui
 
-test: venv lint unit
+test: lint unit
 
-unit: venv
-	$(BIN)/python -m emulator.testrun -- $(PYTEST_ARGS)
+unit: $(TEST_STAMP)
+	$(BIN)/python -m tests.testrun -- $(PYTEST_ARGS)
 
-lint: venv
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
-bench: venv
+bench: $(TEST_STAMP)
 	$(BIN)/python -m tests.bench
 
+# As root, missing packages are installed; otherwise make stops at once with the command to run.
 sysdeps:
-	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing system packages:$$missing"; \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  else \
-	    echo "posemu: missing system packages:$$missing — run as root or: sudo apt-get install$$missing" >&2; \
-	  fi; \
-	fi
+	@if ! command -v dpkg-query >/dev/null 2>&1; then \
+	  echo "posemu: not a Debian/Ubuntu system; make sure these (or their equivalents) are installed:" \
+	       "$(SYSTEM_PKGS)" >&2; exit 0; \
+	fi; \
+	missing=""; for p in $(SYSTEM_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "posemu: missing system packages:$$missing" >&2; \
+	  echo "Install them, then run make again:" >&2; \
+	  echo "    sudo apt-get install -y$$missing" >&2; \
+	  exit 1; \
+	fi; \
+	echo "installing system packages:$$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null
 
-venv: $(STAMP)
+venv: $(TEST_STAMP)
 
-$(STAMP): pyproject.toml | sysdeps
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python: | sysdeps
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q -e '.[pcsc]'
 	@touch $@
 
+$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	@touch $@ $(RUN_STAMP)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache *.egg-info

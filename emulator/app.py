@@ -75,8 +75,6 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
         addr, port = parse_hostport(cfg.host)
     if host_name is not None:
         addr = host_name
-    import faults.reader  # noqa: F401  (registers the fault+… reader URLs; hardware never imports faults)
-
     opened = reader or open_reader(cfg.reader, clock=clock)
     journal = Journal(state_dir / "journal.sqlite3", clock=clock, local_key=LocalKey.at(state_dir / "local.key"),
                       legacy_key_material=cfg.tmk)

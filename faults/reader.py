@@ -25,7 +25,7 @@ from hardware.errors import (
     TransmissionError,
 )
 from hardware.ports import CardReader, ReaderEvent, ReaderEventKind
-from hardware.registry import ReaderURL, open_reader, register_reader
+from hardware.registry import ReaderURL, open_reader
 from protocol.errors import ConfigError
 
 CRYPTO_INS = {0xAE, 0x88}          # GENERATE AC, INTERNAL AUTHENTICATE: the card's current peaks
@@ -216,12 +216,15 @@ def with_faults(reader: CardReader, faults: ReaderFaults, clock: Clock | None = 
     return FaultyReader(reader, faults, clock)
 
 
-def _open_fault_url(url: ReaderURL, clock: Clock) -> CardReader:
+def open_fault_url(url: ReaderURL, clock: Clock) -> CardReader:
     """``fault+<inner>://target?…``: the fault parameters are taken out, the rest goes to the inner
-    reader (``fault+sim://cup_debit?contact_ohms=12&protocol=t0``)."""
+    reader (``fault+sim://cup_debit?contact_ohms=12&protocol=t0``). The ``fault+`` entry point of the
+    ``posemu.readers`` group (pyproject.toml) names this factory."""
     from urllib.parse import urlencode
 
-    inner_scheme = url.scheme.split("+", 1)[1]
+    inner_scheme = url.scheme.partition("+")[2]
+    if not inner_scheme:
+        raise ConfigError(f"reader URL {url.raw!r}: fault+ wraps another reader URL (fault+sim://demo?contact_ohms=12)")
     known = {f.name for f in fields(ReaderFaults)}
     faults = ReaderFaults.from_params({k: v for k, v in url.params.items() if k in known})
     rest = {k: v for k, v in url.params.items() if k not in known}
@@ -233,5 +236,4 @@ def faults_with(base: ReaderFaults, **changes: Any) -> ReaderFaults:
     return replace(base, **changes)
 
 
-register_reader("fault", _open_fault_url, prefix=True)
-__all__ = ["FaultyReader", "ReaderFaults", "with_faults"]
+__all__ = ["FaultyReader", "ReaderFaults", "open_fault_url", "with_faults"]

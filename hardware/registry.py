@@ -4,15 +4,21 @@
 * ``pcsc://<reader name or index>`` — any PC/SC reader through pyscard (:mod:`hardware.pcsc`).
 * ``serial:///dev/ttyUSB0?baud=9600`` — an MSR605-family serial magstripe reader.
 
-Other packages add schemes with :func:`register_reader` (the fault injector adds ``fault+…``);
-backends are imported lazily, so pyscard is needed only for ``pcsc://``.
+Schemes are found by name, as pyserial finds its URL handlers: each is an entry point of the
+``posemu.readers`` group (declared in ``pyproject.toml``), ``name = "module:factory"``. A URL whose
+scheme is ``name+inner`` goes to the ``name`` entry, which wraps the reader of the inner URL: the
+fault injector's ``fault`` entry handles ``fault+sim://demo?contact_ohms=12``. No package registers
+itself by being imported, and the hardware layer never names a package above it. Backends are
+loaded only when a URL names them (pyscard is needed only for ``pcsc://``). hardware's own three
+schemes are also known without installed metadata (a source tree on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hardware.clock import Clock
@@ -62,33 +68,58 @@ class ReaderURL:
 
 ReaderFactory = Callable[[ReaderURL, Clock], CardReader]
 
-_LAZY: dict[str, str] = {
-    "sim": "hardware.sim:open_sim_reader",
-    "pcsc": "hardware.pcsc:open_pcsc_reader",
-    "serial": "hardware.msr605:open_serial_reader",
-}
-_FACTORIES: dict[str, ReaderFactory] = {}
-_PREFIX_FACTORIES: dict[str, ReaderFactory] = {}
+ENTRY_POINT_GROUP = "posemu.readers"
+"""The entry-point group the registry reads: ``scheme = "module:factory"`` (``scheme+inner://…`` goes to ``scheme``)."""
 
 
-def register_reader(scheme: str, factory: ReaderFactory, *, prefix: bool = False) -> None:
-    """Add a scheme. With ``prefix=True`` the factory handles every ``scheme+inner://`` URL."""
-    (_PREFIX_FACTORIES if prefix else _FACTORIES)[scheme] = factory
+def _open_sim(url: ReaderURL, clock: Clock) -> CardReader:
+    from hardware.sim import open_sim_reader
+
+    return open_sim_reader(url, clock)
+
+
+def _open_pcsc(url: ReaderURL, clock: Clock) -> CardReader:
+    from hardware.pcsc import open_pcsc_reader
+
+    return open_pcsc_reader(url, clock)
+
+
+def _open_serial(url: ReaderURL, clock: Clock) -> CardReader:
+    from hardware.msr605 import open_serial_reader
+
+    return open_serial_reader(url, clock)
+
+
+_BUILTIN: dict[str, ReaderFactory] = {"sim": _open_sim, "pcsc": _open_pcsc, "serial": _open_serial}
+
+
+@cache
+def _entry_points() -> dict[str, EntryPoint]:
+    """The ``posemu.readers`` entry points by name (read once per process)."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def known_schemes() -> list[str]:
+    """Every scheme name a URL may start with."""
+    return sorted({*_BUILTIN, *_entry_points()})
 
 
 def _factory(scheme: str) -> ReaderFactory:
-    if scheme in _FACTORIES:
-        return _FACTORIES[scheme]
-    head = scheme.split("+", 1)[0]
-    if "+" in scheme and head in _PREFIX_FACTORIES:
-        return _PREFIX_FACTORIES[head]
-    if scheme in _LAZY:
-        mod, _, attr = _LAZY[scheme].partition(":")
-        fn: ReaderFactory = getattr(importlib.import_module(mod), attr)
-        _FACTORIES[scheme] = fn
+    eps = _entry_points()
+    head, plus, _ = scheme.partition("+")
+    if plus and head in _BUILTIN:
+        raise ConfigError(f"reader scheme {scheme!r}: {head}:// does not wrap another reader")
+    ep = eps.get(head)
+    if ep is not None:
+        try:
+            fn: ReaderFactory = ep.load()
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"reader scheme {scheme!r}: its entry point {ep.value!r} does not load ({e})") from None
         return fn
-    known = sorted({*_LAZY, *_FACTORIES, *(p + "+…" for p in _PREFIX_FACTORIES)})
-    raise ConfigError(f"unknown reader scheme {scheme!r}; known: {', '.join(known)}")
+    if scheme in _BUILTIN:
+        return _BUILTIN[scheme]
+    hint = "" if eps else f" (no {ENTRY_POINT_GROUP!r} entry points found: is posemu installed? pip install -e .)"
+    raise ConfigError(f"unknown reader scheme {scheme!r}; known: {', '.join(known_schemes())}{hint}")
 
 
 def open_reader(url: str, *, clock: Clock) -> CardReader:

@@ -120,13 +120,6 @@ def cbc_encrypt(key: bytes, data: bytes, iv: bytes = ZERO_BLOCK) -> bytes:
     return enc.update(raw) + enc.finalize()
 
 
-def cbc_decrypt(key: bytes, data: bytes, iv: bytes = ZERO_BLOCK) -> bytes:
-    """Triple-DES (single DES for an 8-byte key) CBC decryption, no padding."""
-    raw = _check_blocks(data)
-    dec = _cbc(key, iv).decryptor()
-    return dec.update(raw) + dec.finalize()
-
-
 def _check_iv(iv: bytes) -> bytes:
     raw = require_bytes(iv, "iv")
     if len(raw) != BLOCK_SIZE:

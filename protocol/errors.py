@@ -6,7 +6,8 @@ subclasses (``hardware.errors``, ``emulator.errors``) but never root a second tr
 * :class:`DecodeError` — a peer (card, host, reader, file) sent bytes we cannot decode.
   It carries the field path (``"55.9F26"``, ``"track2.lrc"``), the byte position, the raw
   bytes and the partial result, like ``json.JSONDecodeError`` and pyiso8583's
-  ``DecodeError``. Its message shows the raw bytes as hex with PAN-like digit runs masked.
+  ``DecodeError``, and like both it is also a :class:`ValueError`. Its message shows the raw
+  bytes as hex with PAN-like digit runs masked.
 * :class:`EncodeError` — we were asked to build something invalid (local misuse).
 
 All errors pickle (``__reduce__``), so they cross process boundaries intact.
@@ -37,12 +38,15 @@ class PosemuError(Exception):
         return self
 
 
-class DecodeError(PosemuError):
-    """Bytes from a peer could not be decoded.
+class DecodeError(PosemuError, ValueError):
+    """Bytes from a peer could not be decoded. A :class:`ValueError` too, as pyiso8583's and
+    ``json.JSONDecodeError`` are, so code that handles bad values handles bad bytes.
 
     >>> e = DecodeError("bad length", field="35", pos=12, raw=bytes.fromhex("0102"))
     >>> str(e)
     'bad length: field 35, position 12, raw 0102'
+    >>> isinstance(e, ValueError) and isinstance(e, PosemuError)
+    True
     """
 
     code = "decode.error"

@@ -223,10 +223,6 @@ def parse_balances(text: str) -> list[Balance]:
     return out
 
 
-def _stamp(now: dt.datetime) -> dict[int, Value]:
-    return {12: f"{now.hour:02d}{now.minute:02d}{now.second:02d}", 13: f"{now.month:02d}{now.day:02d}"}
-
-
 def _amount(amount: int) -> str:
     if not 0 <= amount < 10**12:
         raise EncodeError("amount must be 0..999999999999 minor units", field="4")

@@ -1,6 +1,6 @@
 """The ``pcscd`` fixture: a real pcscd with the vsmartcard vpcd driver for ``pcsc``-marked tests.
 
-``make unit`` (:mod:`emulator.testrun`) starts a private pcscd before pytest and exports where
+``make unit`` (:mod:`tests.testrun`) starts a private pcscd before pytest and exports where
 it is; then the fixture just hands that over. Under a plain ``pytest`` run the fixture starts
 one itself, once per session, on a socket chosen when this module is imported — before any
 test touches PC/SC, because libpcsclite reads ``PCSCLITE_CSOCK_NAME`` only once per process.
@@ -22,7 +22,7 @@ from typing import NoReturn
 
 import pytest
 
-from emulator.testrun import (
+from tests.testrun import (
     ENV_CLIENT_SOCKET,
     ENV_PORT,
     ENV_SKIP,

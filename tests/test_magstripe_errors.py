@@ -30,6 +30,7 @@ SWIPES = 2000
 MAX_UNDETECTED = 2
 
 
+@pytest.mark.slow
 def test_undetected_error_rate_is_tiny_and_bounded(
     record_property: Callable[[str, object], None], capsys: pytest.CaptureFixture[str]
 ) -> None:

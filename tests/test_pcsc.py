@@ -184,7 +184,7 @@ def test_service_down_is_service_unavailable(tmp_path: os.PathLike[str]) -> None
 # --- the test infrastructure itself: never pass silently -------------------------------------------
 @pytest.mark.parametrize(("ci", "code", "outcome"), [("", 0, "1 skipped"), ("true", 1, "1 error")])
 def test_missing_pcscd_is_a_skip_locally_and_a_failure_in_ci(ci: str, code: int, outcome: str) -> None:
-    from emulator import testrun
+    from tests import testrun
 
     env = {k: v for k, v in os.environ.items()
            if k not in (testrun.ENV_SOCKET, testrun.ENV_PORT, testrun.ENV_CLIENT_SOCKET, "CI")}
@@ -202,7 +202,7 @@ def test_missing_pcscd_is_a_skip_locally_and_a_failure_in_ci(ci: str, code: int,
 
 
 def test_unavailable_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
-    from emulator import testrun
+    from tests import testrun
 
     monkeypatch.setattr("shutil.which", lambda _name: None)
     monkeypatch.setattr(testrun, "Path", lambda _p: type("P", (), {"exists": lambda self: False})())
@@ -305,6 +305,7 @@ def test_card_pulled_mid_session_and_sharing_violation(
     vrun.run(main())
 
 
+@pytest.mark.slow
 @pytest.mark.pcsc
 def test_protocol_selection(pcscd: Pcscd, vrun: asyncio.Runner, vclock: VirtualClock) -> None:
     """``?protocol=`` is what pcscd negotiates from the ATR: T=1 where the card offers it, a

@@ -26,6 +26,7 @@ PAN = "9900010000000019"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
 def test_killed_terminal_sends_reversal_after_restart(tmp_path: Path, profile: Profile) -> None:
     """On both profiles: the iso87ascii reversal carries field 90, so its MAC is field 128."""

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -109,28 +108,40 @@ def test_fault_param_ranges_and_spec() -> None:
         "reader.dirty-contacts:contact_ohms=40"
 
 
+def missing_catalogue() -> object:
+    """A catalogue loader whose module is not there."""
+    raise ModuleNotFoundError("No module named 'posemu_missing_catalogue_module'",
+                              name="posemu_missing_catalogue_module")
+
+
 def test_fault_adapter_without_the_package() -> None:
-    ad = FaultsAdapter(module="posemu_missing_catalogue_module").load()
+    ad = FaultsAdapter(loader=missing_catalogue).load()
     assert not ad.available and "fault catalogue not available" in ad.reason
+    assert "posemu_missing_catalogue_module is not installed" in ad.reason
     assert ad.faults == []
 
 
+def test_fault_adapter_with_a_broken_catalogue() -> None:
+    def broken() -> object:
+        raise ValueError("catalogue.toml: line 3: bad value")
+
+    ad = FaultsAdapter(loader=broken).load()
+    assert not ad.available
+    assert ad.reason == "fault catalogue not available: ValueError: catalogue.toml: line 3: bad value"
+
+
 @pytest.fixture
-def fake_catalogue() -> Iterator[str]:
-    mod = types.ModuleType("posemu_test_catalogue")
+def fake_catalogue() -> Callable[[], object]:
     from faults.catalogue import Fault, Param
 
     faults = {"reader.x": Fault("reader.x", ("A1",), "hardware", "脏", "dirty", "reader",
                                 (Param("contact_ohms", "Ω", 0, 1000, 30),), ("READER_ERROR",), "测", "measure", "洗",
                                 "clean", "none", "cup_debit", "balance", ())}
-    mod.load = lambda: types.SimpleNamespace(faults=faults)  # type: ignore[attr-defined]
-    sys.modules[mod.__name__] = mod
-    yield mod.__name__
-    del sys.modules[mod.__name__]
+    return lambda: types.SimpleNamespace(faults=faults)
 
 
-def test_fault_adapter_reads_a_catalogue(fake_catalogue: str) -> None:
-    ad = FaultsAdapter(module=fake_catalogue).load()
+def test_fault_adapter_reads_a_catalogue(fake_catalogue: Callable[[], object]) -> None:
+    ad = FaultsAdapter(loader=fake_catalogue).load()
     assert ad.available and [f.id for f in ad.faults] == ["reader.x"]
     info = ad.get("reader.x")
     assert info is not None and info.cause_ids == ("A1",) and info.remedy == "洗 / clean"

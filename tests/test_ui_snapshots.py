@@ -169,8 +169,12 @@ def test_fault_panel(tmp_path: Path, snap: Compare) -> None:
     assert snap(app, run_before=run, terminal_size=(110, 34))
 
 
+def _no_catalogue_module() -> object:
+    raise ModuleNotFoundError("No module named 'posemu_no_such_fault_module'", name="posemu_no_such_fault_module")
+
+
 def test_fault_panel_without_catalogue(tmp_path: Path, snap: Compare) -> None:
-    missing = FaultsAdapter(module="posemu_no_such_fault_module")
+    missing = FaultsAdapter(loader=_no_catalogue_module)
     app = app_for(tmp_path, faults=missing)
 
     async def run(pilot: Pilot[Any]) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from protocol.errors import PosemuError
+from protocol.errors import DecodeError, PosemuError
 
 
 @click.command("diagnose")
@@ -25,27 +24,14 @@ def command(trace_path: str | None, reader: str, host: str | None, fault_specs: 
     resistance and supply voltage, reader and service, network and DNS, sign-on and key check
     values, clock). With --trace: name the most likely causes of that failure, with evidence and
     the articles' remedies."""
-    from emulator.trace import Kind, TraceEntry
+    from emulator.trace import read_trace
     from faults.diagnose import diagnose
 
     if trace_path:
-        entries = []
         try:
-            text = Path(trace_path).read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise click.ClickException(f"{trace_path}: not a JSON-lines trace (not UTF-8 text)") from None
-        for line in text.splitlines():
-            try:
-                e = json.loads(line)
-            except json.JSONDecodeError:
-                raise click.ClickException(f"{trace_path}: not a JSON-lines trace") from None
-            if "kind" not in e:
-                continue          # header line
-            data = {k: v for k, v in e.items() if k not in ("t", "kind", "what")}
-            try:
-                entries.append(TraceEntry(float(e["t"]), Kind(e["kind"]), str(e["what"]), data))
-            except (ValueError, KeyError):
-                raise click.ClickException(f"{trace_path}: unknown trace entry {e!r:.80}") from None
+            entries = read_trace(trace_path)
+        except DecodeError as e:
+            raise click.ClickException(f"{trace_path}: {e}") from None
         click.echo(diagnose(entries, []).render(lang))
         return
     try:

@@ -1,9 +1,11 @@
 """The one seam between the desktop emulator and the fault package (``faults/``).
 
-The UI never imports ``faults`` directly: the fault panel, the transaction runner and the
-diagnosis pane go through :class:`FaultsAdapter`, which imports the package lazily and turns
-what it finds into the small, stable records below. When ``faults.catalogue`` is missing the
-panel says "fault catalogue not available" and everything else works.
+The UI's fault panel, transaction runner and diagnosis pane never use ``faults`` directly: they
+go through :class:`FaultsAdapter`, which turns what the fault package gives into the small, stable
+records below. The UI is a front end, a floor above ``faults``, so the imports here are ordinary
+static ones (checked by the import-linter contracts). When the catalogue cannot be loaded (a broken
+``catalogue.toml``) the panel says "fault catalogue not available" with the reason, and everything
+else works.
 
 * :meth:`FaultsAdapter.load` reads ``faults.catalogue.load()``.
 * :meth:`FaultsAdapter.arm` applies the active faults to the running rig for the next action,
@@ -21,14 +23,21 @@ User faults (swipe speed/tilt, wrong PIN, cancelling) need no injector here: the
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from emulator.config import TerminalConfig
+from emulator.demo import DEMO_TID
 from emulator.trace import Kind
+from emulator.ui.readers import find_sim
+from faults import catalogue as fault_catalogue
+from faults import diagnose as fault_diagnose
+from faults import network as fault_network
+from faults.card import StripeOverride, truncated_stripe
+from faults.reader import FaultyReader
+from faults.runner import combine
 from protocol.errors import PosemuError
 
 if TYPE_CHECKING:
@@ -36,8 +45,6 @@ if TYPE_CHECKING:
     from emulator.terminal import Outcome
     from emulator.trace import TraceEntry
 
-CATALOGUE_MODULE = "faults.catalogue"
-DIAGNOSE_MODULE = "faults.diagnose"
 NOT_AVAILABLE = "fault catalogue not available"
 
 
@@ -140,7 +147,7 @@ def _both(zh: str, en: str) -> str:
 class FaultsAdapter:
     """The fault catalogue, injector and diagnosis as the UI sees them (see the module docstring)."""
 
-    module: str = CATALOGUE_MODULE
+    loader: Callable[[], Any] = fault_catalogue.load     # the catalogue (a test passes another)
     available: bool = False
     reason: str = NOT_AVAILABLE
     faults: list[FaultInfo] = field(default_factory=list)
@@ -155,11 +162,11 @@ class FaultsAdapter:
             return self
         self._loaded = True
         try:
-            cat = importlib.import_module(self.module).load()
+            cat = self.loader()
             infos = [self._info(f) for f in cat.faults.values()]
         except ModuleNotFoundError as e:
             self.available, self.faults, self._catalogue = False, [], None
-            self.reason = f"{NOT_AVAILABLE} ({e.name or self.module} is not installed yet)"
+            self.reason = f"{NOT_AVAILABLE} ({e.name or fault_catalogue.__name__} is not installed yet)"
             return self
         except Exception as e:  # a broken catalogue must not take the UI down
             self.available, self.faults, self._catalogue = False, [], None
@@ -215,17 +222,15 @@ class FaultsAdapter:
         if unwired:
             raise FaultWiringError("not applicable from the UI yet: " + ", ".join(unwired)
                                    + "; use `posemu inquiry --fault …` or `posemu regress`")
-        runner = importlib.import_module("faults.runner")
-        reader_mod = importlib.import_module("faults.reader")
         pairs = [(cat.get(a.id), dict(a.params)) for a in active]
-        setup = runner.combine(pairs, seed=self.seed)
+        setup = combine(pairs, seed=self.seed)
         undo: list[Callable[[], None]] = []
         if setup.reader_faults is not None:
             outer = rig.terminal.reader
             inner = getattr(outer, "inner", None)
             if inner is None:
                 raise FaultWiringError("reader faults need the UI's reader wrapper")
-            setattr(outer, "inner", reader_mod.FaultyReader(inner, setup.reader_faults, rig.clock))  # noqa: B010
+            setattr(outer, "inner", FaultyReader(inner, setup.reader_faults, rig.clock))  # noqa: B010
             undo.append(lambda: setattr(outer, "inner", inner))
         for rule in list(setup.host_rules.rules):
             if rig.host is None:
@@ -244,25 +249,21 @@ class FaultsAdapter:
                     rig.swipe_faults.update(saved_swipe)
                 undo.append(undo_swipe)
         if setup.stripe_keep is not None:
-            from emulator.app import _find_sim
-
-            sim = _find_sim(rig.terminal.reader)
+            sim = find_sim(rig.terminal.reader)
             if sim is None or sim.default_card is None:
                 raise FaultWiringError("stripe faults need a virtual card (reader sim://…)")
-            card_mod = importlib.import_module("faults.card")
             original = sim.default_card
-            sim.default_card = card_mod.StripeOverride(original, card_mod.truncated_stripe(original, setup.stripe_keep))
+            sim.default_card = StripeOverride(original, truncated_stripe(original, setup.stripe_keep))
 
             def undo_stripe() -> None:
                 sim.default_card = original
             undo.append(undo_stripe)
         link = rig.terminal.link
         if setup.dns is not None:
-            net = importlib.import_module("faults.network")
             old_resolver, old_host = link.resolver, link.host
             target = (old_host, link.port)
-            link.resolver = (net.failing_resolver() if setup.dns == "fail"
-                             else net.slow_resolver(old_resolver, setup.dns_delay, rig.clock, target))
+            link.resolver = (fault_network.failing_resolver() if setup.dns == "fail"
+                             else fault_network.slow_resolver(old_resolver, setup.dns_delay, rig.clock, target))
             link.host = "acquirer.example"
             await link.close()
 
@@ -270,8 +271,7 @@ class FaultsAdapter:
                 link.resolver, link.host = old_resolver, old_host
             undo.append(undo_dns)
         if setup.link is not None:
-            net = importlib.import_module("faults.network")
-            proxy = await net.FaultProxy.start((link.host, link.port), setup.link, rig.clock)
+            proxy = await fault_network.FaultProxy.start((link.host, link.port), setup.link, rig.clock)
             old_addr = (link.host, link.port)
             link.host, link.port = "127.0.0.1", proxy.port
             await link.close()                       # the next exchange connects through the proxy
@@ -286,8 +286,6 @@ class FaultsAdapter:
             if rig.host is None:
                 raise FaultWiringError("account faults apply to the bundled host only (settings: empty host)")
             store = rig.host.store
-            from emulator.demo import DEMO_TID
-
             pans = store.pans()                      # the account faults apply to every card at this host
             saved_cards = [store.card(p) for p in pans]
             saved_term = store.terminal(DEMO_TID)
@@ -314,18 +312,14 @@ class FaultsAdapter:
         return _Undo(undo)
 
     async def diagnose(self, rig: Rig, entries: Sequence[TraceEntry], outcome: Outcome) -> list[CauseReport]:
-        """Likely causes of a failure (``[]`` without the fault package). Call it while armed:
-        the self-test then measures the faulty reader, as a technician would."""
+        """Likely causes of a failure. Call it while armed: the self-test then measures the faulty
+        reader, as a technician would."""
         try:
-            mod = importlib.import_module(DIAGNOSE_MODULE)
-        except ImportError:
-            return []
-        try:
-            measurements = await mod.self_test(rig)
+            measurements = await fault_diagnose.self_test(rig)
         except Exception:  # the self-test is advisory
             measurements = {}
         try:
-            result = mod.diagnose(list(entries), [outcome], measurements)
+            result = fault_diagnose.diagnose(list(entries), [outcome], measurements)
         except Exception:  # diagnosis is advisory; the built-in hints remain
             return []
         cat = self._catalogue

@@ -11,7 +11,6 @@ import asyncio
 import os
 import time
 
-from emulator.testrun import ENV_CLIENT_SOCKET, PcscdStartError, private_socket_path, start_pcscd
 from hardware.cards.profiles import list_profiles, load_profile
 from hardware.clock import RealClock
 from hardware.ports import ReaderEventKind
@@ -19,6 +18,7 @@ from hardware.registry import open_reader
 from hardware.sim import card_for_profile
 from hardware.vpcd import VpcdClient
 from tests.bench import BenchResult
+from tests.testrun import ENV_CLIENT_SOCKET, PcscdStartError, private_socket_path, start_pcscd
 
 SECONDS = 2.0
 APDU = bytes.fromhex("80CA9F3600")          # GET DATA ATC: a short case-2 round trip

@@ -1,4 +1,4 @@
-"""``make unit``: run the test suite (``python -m emulator.testrun -- [pytest args]``).
+"""``make unit``: run the test suite (``python -m tests.testrun -- [pytest args]``).
 
 Starts the daemons the suite needs for the duration of the run and stops them after.
 
