@@ -30,7 +30,8 @@ from collections.abc import Callable
 
 from hardware.clock import Clock
 from hardware.links import PtyPair
-from hardware.msr605 import (
+from hardware.msr605 import stripe_block
+from hardware.msr605_codec import (
     ARG_LENGTH,
     ESC,
     CoercivityReply,
@@ -43,7 +44,6 @@ from hardware.msr605 import (
     Status,
     StatusReply,
     encode_reply,
-    stripe_block,
 )
 
 Stripe = tuple[str | None, str | None, str | None]
