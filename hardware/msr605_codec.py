@@ -344,7 +344,9 @@ class MalformedBlock:
 
 @dataclass(frozen=True, slots=True)
 class StrayBlock:
-    """A data block (``1B 73 … 3F 1C``) with no write command before it, consumed whole."""
+    """A data block (``1B 73`` + a track marker or ``3F 1C`` … ``3F 1C``) with no write command
+    before it, consumed whole up to the first ``3F 1C``. ``1B 73`` followed by anything else is an
+    :class:`UnknownCommand`."""
 
     pos: int
     length: int
@@ -835,6 +837,10 @@ def parse_host_command(buf: bytes, base: int = 0) -> Found | NeedData:
         return NEED_DATA
     code = buf[1]
     if code == START:
+        if len(buf) < 4:
+            return NEED_DATA
+        if buf[2:4] not in (bytes([ESC, 1]), bytes([ESC, 2]), bytes([ESC, 3]), bytes([END, FS])):
+            return UnknownCommand(code), 2            # not a data block after all: ESC s is no command
         used = _skip_to_end(buf, 2, final)
         if isinstance(used, NeedData):
             return used

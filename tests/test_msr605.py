@@ -48,7 +48,7 @@ from hardware.msr605_codec import (
 from hardware.ports import TrackStatus
 from hardware.sim import card_for_profile, ideal_swipe
 from protocol.errors import DecodeError, EncodeError
-from protocol.sansio import NEED_DATA, NeedData
+from protocol.sansio import NEED_DATA, EventSource, NeedData
 
 # --- strategies ------------------------------------------------------------------------------------
 _TRACK_CHARS = {1: [c for c in range(0x20, 0x60)], 2: list(range(0x30, 0x40)), 3: list(range(0x30, 0x40))}
@@ -151,6 +151,14 @@ def test_command_encoding_is_checked() -> None:
         encode_raw_block((bytes(256), b"", b""))
     with pytest.raises(EncodeError, match="3 tracks"):
         encode_iso_block((b"",))
+
+
+def test_both_ends_speak_the_sansio_vocabulary() -> None:
+    host: EventSource[Reply] = Msr605Client()
+    device: EventSource[HostEvent] = Msr605DeviceCodec()
+    for end in (host, device):
+        end.receive_data(b"")
+        assert end.next_event() is NEED_DATA
 
 
 def expecting(c: Msr605Client) -> Command | None:
@@ -341,6 +349,9 @@ def test_write_commands_come_with_their_whole_block() -> None:
     ("1b99 1b65", [UnknownCommand(0x99), CommandEvent(Command.COMM_TEST)]),
     # a data block with no write command before it is consumed whole: no status of its own
     ("1b99 1b73 1b01 41 3f1c 1b65", [UnknownCommand(0x99), StrayBlock(2, 7), CommandEvent(Command.COMM_TEST)]),
+    # ESC s that starts no data block is just an unknown command (the device does not wait for an end)
+    ("1b73 1b65", [UnknownCommand(0x73), CommandEvent(Command.COMM_TEST)]),
+    ("1b73 3f1c", [StrayBlock(0, 4)]),
     # line noise between commands is skipped
     ("7a7a 1b65 0d0a", [CommandEvent(Command.COMM_TEST)]),
     # a write without its block: refused, and the next command still runs
