@@ -83,49 +83,6 @@ from dataclasses import dataclass
 from protocol.errors import DecodeError, EncodeError
 from protocol.sansio import NEED_DATA, NeedData
 
-__all__ = [
-    "ARG_LENGTH",
-    "BAD_TRACK",
-    "EMPTY_TRACK",
-    "END",
-    "ESC",
-    "FS",
-    "MAX_BLOCK",
-    "NO_REPLY",
-    "START",
-    "STATUS_REPLY",
-    "SWIPE_COMMANDS",
-    "WRITE_COMMANDS",
-    "BpcReply",
-    "CoercivityReply",
-    "CommTestOk",
-    "Command",
-    "CommandEvent",
-    "FirmwareReply",
-    "HostEvent",
-    "IsoReadReply",
-    "IsoWrite",
-    "LeadingZerosReply",
-    "MalformedBlock",
-    "ModelReply",
-    "Msr605Client",
-    "Msr605DeviceCodec",
-    "RawReadReply",
-    "RawWrite",
-    "Reply",
-    "Status",
-    "StatusReply",
-    "StrayBlock",
-    "TrackData",
-    "TrackMarker",
-    "UnknownCommand",
-    "encode_command",
-    "encode_iso_block",
-    "encode_raw_block",
-    "encode_reply",
-    "parse_reply",
-]
-
 ESC = 0x1B
 FS = 0x1C
 END = 0x3F              # '?' — the end delimiter of a data block
