@@ -1,13 +1,17 @@
-"""``posemu device msr --pty``: an emulated MSR605 magstripe reader behind a pseudo-terminal.
+"""``posemu device msr --pty``: an emulated MSR605 magstripe reader/writer behind a pseudo-terminal.
 
 Prints the pty's slave path; open it like a real reader, e.g.
-``posemu inquiry --reader serial:///dev/pts/7``. The emulator answers the MSR605 commands; when
-the host arms an ISO read, a swipe of the profile's card happens:
+``posemu inquiry --reader serial:///dev/pts/7``, or with any MSR605 tool. The emulator answers
+every command of the MSR605 manual (:mod:`hardware.msr605_device`); reads, writes and erases act
+on the card in the reader — the profile's card, or the card kept in ``--card-file F``: read from
+F if it exists (else recorded from the profile and saved there), and every write or erase is
+saved to F at once, so ``posemu swipe --card F`` swipes the card as written. When the host arms
+an operation that waits for a card, the card passes the head:
 
 * on a line typed on stdin (Enter or ``s``); ``bad 2`` swipes with track 2 unreadable,
-  ``error`` swipes with status 31 (read error), ``q`` quits;
+  ``error`` swipes with status 31 (read/write error: nothing is written), ``q`` quits;
 * on ``SIGUSR1`` (``kill -USR1 <pid>``), for scripts;
-* automatically, ``--auto-swipe MS`` milliseconds after each ISO read command. The default is
+* automatically, ``--auto-swipe MS`` milliseconds after each such command. The default is
   off when stdin is a terminal (you swipe by hand) and 500 ms otherwise (in scripts and CI the
   "user" swipes half a second after the host asks, like a quick cashier).
 """
@@ -15,6 +19,7 @@ the host arms an ISO read, a swipe of the profile's card happens:
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 
@@ -22,8 +27,9 @@ import click
 
 from hardware.cards.profiles import load_profile
 from hardware.clock import RealClock
-from hardware.msr605 import Status
+from hardware.msr605_codec import Status
 from hardware.msr605_device import Msr605Device, Msr605PtyServer
+from hardware.msr605_stripe import Coercivity, MagStripe, load_card_file, save_card_file
 from hardware.sim import card_for_profile
 from protocol.errors import PosemuError
 
@@ -38,16 +44,30 @@ def command() -> None:
 @command.command("msr")
 @click.option("--pty", "use_pty", is_flag=True, required=True, help="Create a pseudo-terminal (the only mode).")
 @click.option("--profile", "profile_name", default="demo", show_default=True,
-              help="Card profile whose stripe is swiped (name or TOML path).")
+              help="Card profile whose stripe is in the reader (name or TOML path).")
+@click.option("--card-file", "card_file", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Keep the card in this file: read from it if it exists (else recorded from --profile), "
+                   "every write and erase saved to it. `posemu swipe --card FILE` swipes it.")
+@click.option("--coercivity", type=click.Choice(["hi", "lo"]), default="hi", show_default=True,
+              help="Coercivity of a card recorded from --profile (a Lo-Co writer cannot write a Hi-Co card).")
 @click.option("--auto-swipe", "auto_ms", type=int, default=None, metavar="MS",
-              help=f"Swipe MS ms after each ISO read command; 0 = never. Default: off on a terminal, "
-                   f"{DEFAULT_AUTO_SWIPE_MS} ms otherwise.")
+              help=f"Swipe MS ms after each command that waits for a card (read, write, erase); 0 = never. "
+                   f"Default: off on a terminal, {DEFAULT_AUTO_SWIPE_MS} ms otherwise.")
 @click.option("--chunk", type=int, default=0, show_default=True,
               help="Send replies in pieces of this many bytes (0 = whole); exercises short reads.")
-def msr(use_pty: bool, profile_name: str, auto_ms: int | None, chunk: int) -> None:
-    """Emulate an MSR605 reader on a new pty until Ctrl-C."""
+def msr(use_pty: bool, profile_name: str, card_file: str | None, coercivity: str, auto_ms: int | None,
+        chunk: int) -> None:
+    """Emulate an MSR605 reader/writer on a new pty until Ctrl-C."""
     try:
-        card = card_for_profile(load_profile(profile_name))
+        if card_file is not None and os.path.exists(card_file):
+            stripe = load_card_file(card_file)
+            source = f"card file {card_file}"
+        else:
+            stripe = MagStripe.from_iso(card_for_profile(load_profile(profile_name)).stripe, Coercivity(coercivity))
+            source = f"profile {profile_name!r}"
+            if card_file is not None:
+                save_card_file(card_file, stripe)
+                source += f", kept in {card_file}"
     except PosemuError as e:
         raise click.ClickException(str(e)) from None
     interactive = sys.stdin.isatty()
@@ -60,21 +80,20 @@ def msr(use_pty: bool, profile_name: str, auto_ms: int | None, chunk: int) -> No
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         server = Msr605PtyServer(
-            Msr605Device(), clock=RealClock(), stripe=card.stripe,
+            Msr605Device(), clock=RealClock(), card=stripe, card_file=card_file,
             auto_swipe=auto_ms / 1000 if auto_ms else None, write_chunk=chunk,
             on_event=lambda text: click.echo(f"msr605: {text}"),
         )
         path = await server.start()
-        click.echo(f"posemu device: MSR605 emulator on {path} (profile {profile_name!r}); "
-                   f"open it as serial://{path}")
+        click.echo(f"posemu device: MSR605 emulator on {path} (card: {source}); open it as serial://{path}")
         if auto_ms:
-            click.echo(f"posemu device: auto-swipe {auto_ms} ms after each ISO read")
+            click.echo(f"posemu device: auto-swipe {auto_ms} ms after each command that waits for a card")
         click.echo("posemu device: Enter/s = swipe, 'bad N' = track N unreadable, 'error' = read error, "
                    "q = quit; SIGUSR1 = swipe")
         sys.stdout.flush()
         pending: set[asyncio.Task[bool]] = set()
 
-        def swipe(status: Status = Status.OK, bad: frozenset[int] = frozenset()) -> None:
+        def swipe(status: Status | None = None, bad: frozenset[int] = frozenset()) -> None:
             task = loop.create_task(server.swipe(status=status, bad=bad))
             pending.add(task)
             task.add_done_callback(pending.discard)

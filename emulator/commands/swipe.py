@@ -1,5 +1,10 @@
 """``posemu swipe``: one simulated magstripe swipe through the physical model, track by track.
 
+``--card`` names a card profile or a magstripe card file written by ``posemu device msr
+--card-file`` (:mod:`hardware.msr605_stripe`): its tracks are swiped as they were written. A
+written track that holds no ISO/IEC 7811 characters (raw data) is reported with what a reader
+decodes from it.
+
 Exits 0 when every track on the card read correctly, 1 otherwise. Card data is shown masked:
 PAN as first 6 + last 4, name and discretionary data hidden.
 """
@@ -15,6 +20,8 @@ from hardware.cards.profiles import load_profile
 from hardware.magstripe import Damage, SwipeParams, SwipeReport, TrackDiagnostics, mask_track, simulate_swipe
 from hardware.magstripe.measure import geometric, sweep, tolerated
 from hardware.magstripe.tracks import track_spec
+from hardware.msr605_stripe import is_card_file, load_card_file
+from hardware.ports import TrackRead
 from hardware.sim import card_for_profile
 from protocol.errors import PosemuError
 
@@ -51,7 +58,8 @@ def _damage(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
 
 
 @click.command("swipe")
-@click.option("--card", "card", default="demo", show_default=True, help="Card profile (name or TOML path).")
+@click.option("--card", "card", default="demo", show_default=True,
+              help="Card profile (name or TOML path), or a card file written by `posemu device msr --card-file`.")
 @click.option("--speed", type=float, default=10.0, show_default=True, help="Swipe speed, in/s.")
 @click.option("--accel", type=float, default=0.0, show_default=True, help="Acceleration, in/s².")
 @click.option("--skew", type=float, default=0.0, show_default=True, help="Head/card tilt, degrees.")
@@ -78,23 +86,28 @@ def command(card: str, speed: float, accel: float, skew: float, dirt: float, noi
     exactly, and the range around the base value where every swipe read.
     """
     try:
-        profile = load_profile(card)
+        name, stripe, unreadable = _card(card)
         params = SwipeParams(speed_ips=speed, accel_ips2=accel, skew_deg=skew, dirt_um=dirt, noise=noise,
                              damage=damage, reverse=reverse, seed=seed)
-        stripe = card_for_profile(profile).stripe
         if sweep is not None:
             _sweep(stripe, params, sweep, swipes)
             return
         report = simulate_swipe(stripe, params)
     except PosemuError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(_headline(profile.name, params, report))
+    click.echo(_headline(name, params, report))
     all_ok = True
     for n, data in enumerate(stripe, start=1):
         read = report.result.track(n)
         if read is None:
             continue
         status = read.status.value.upper()
+        if data is None and n in unreadable:
+            all_ok = False
+            raw = unreadable[n]
+            click.echo(f"track {n}  {raw.status.value.upper():<18} written, but not as ISO/IEC 7811 characters "
+                       f"({raw.detail})")
+            continue
         if data is None:
             click.echo(f"track {n}  {'-':<18} not recorded on this card")
             continue
@@ -110,6 +123,17 @@ def command(card: str, speed: float, accel: float, skew: float, dirt: float, noi
             click.echo(_diagnostics(diag))
         all_ok = all_ok and read.ok and read.data == data
     click.get_current_context().exit(0 if all_ok else 1)
+
+
+def _card(card: str) -> tuple[str, tuple[str | None, str | None, str | None], dict[int, TrackRead]]:
+    """The card's name, its stripe's ISO content, and what a reader decodes from written tracks
+    that hold no ISO characters (a card file only)."""
+    if is_card_file(card):
+        mag = load_card_file(card)
+        unreadable = {n: mag.read(n) for n in (1, 2, 3) if mag.track(n) is not None and not mag.read(n).ok}
+        return card, mag.iso(), unreadable
+    profile = load_profile(card)
+    return profile.name, card_for_profile(profile).stripe, {}
 
 
 def _sweep(stripe: Sequence[str | None], base: SwipeParams, what: str, swipes: int) -> None:
