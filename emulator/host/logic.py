@@ -155,8 +155,11 @@ class HostLogic:
     def pin_job(self, req: Message, raw: bytes) -> PinJob | None:
         """The PIN check a financial request needs, if any, after the cheap checks (terminal, MAC,
         card, tries left) — so the slow part can run off the event loop. ``None``: nothing slow to do
-        (:meth:`handle` decides everything)."""
-        if req.mti != "0200" or not isinstance(req.get(52), bytes):
+        (:meth:`handle` decides everything).
+
+        With behaviour rules configured (a fault scenario, a test) every request is decided inline, in
+        arrival order, so the rules' counting (``first``, ``every``, ``count``) is reproducible."""
+        if req.mti != "0200" or not isinstance(req.get(52), bytes) or self.rules.rules:
             return None
         tid = req.get(41)
         term = self.store.terminal(tid) if isinstance(tid, str) else None
