@@ -50,7 +50,7 @@ from hardware.ports import CardReader
 from protocol.apdu import SW, CommandApdu, ResponseApdu, sw_meaning
 from protocol.errors import ConfigError, DecodeError, EncodeError, PosemuError
 from protocol.masking import mask_hex, mask_pan
-from protocol.tlv import Tlv, build_dol_data, decode, encode, find, redacted, tag_hex
+from protocol.tlv import PDOL_DATA_MAX, Tlv, build_dol_data, decode, encode, find, redacted, tag_hex
 
 __all__ = [
     "DEFAULT_AIDS",
@@ -79,6 +79,22 @@ __all__ = [
 ]
 
 PSE_NAME = b"1PAY.SYS.DDF01"
+
+MAX_RESPONSE_DATA = 256
+"""Most response data one command may return, GET RESPONSE chains included: EMV uses short
+APDUs only, and a short Le (``00``) asks for at most 256 bytes (ISO/IEC 7816-4 §5.1, Table 1).
+Every record, FCI and template the kernel decodes is therefore at most 256 bytes."""
+
+MAX_COMMANDS = 512
+"""Most commands one card session may take (this kernel's bound, not a standard's): a real
+contact transaction needs 10–40, the longest legitimate path here (PSE directory of 255
+records, then the AID list) well under 512. A card that keeps the kernel busy beyond it is
+broken, and the read ends with :class:`ChipReadError` instead of running on."""
+
+MAX_VERIFY = 15
+"""Most VERIFY commands in one offline PIN check: the try counter in ``63Cx`` is 4 bits
+(ISO/IEC 7816-4 §5.1.3), so a card that still answers ``63Cx`` after 15 wrong PINs is not
+counting down."""
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -375,6 +391,8 @@ class EmvKernel:
         case2 = not cmd.data
         collected = b""
         for _ in range(16):
+            if len(self._log) >= MAX_COMMANDS:
+                raise ChipReadError(f"{step}: the card needed more than {MAX_COMMANDS} commands; giving up")
             try:
                 raw = await self.reader.transmit(raw_cmd)
             except CardAbsentError:
@@ -387,6 +405,9 @@ class EmvKernel:
                 resp = ResponseApdu.decode(raw)
             except DecodeError as e:
                 raise ChipReadError(f"{step}: {e.msg}") from None
+            if len(collected) + len(resp.data) > MAX_RESPONSE_DATA:
+                raise ChipReadError(f"{step}: the card answered more than {MAX_RESPONSE_DATA} bytes "
+                                    "(a short Le asks for at most 256, ISO/IEC 7816-4 §5.1)")
             if resp.sw1 == 0x61:
                 collected += resp.data
                 raw_cmd = CommandApdu(0x00, 0xC0, 0, 0, ne=resp.sw2 or 256).encode()
@@ -588,7 +609,7 @@ class EmvKernel:
                 if o is not None:
                     self._card[tag] = o.value
             try:
-                pdol_data = build_dol_data(pdol, self._dol_values())
+                pdol_data = build_dol_data(pdol, self._dol_values(), max_total=PDOL_DATA_MAX)
             except DecodeError as e:
                 raise ChipReadError(f"SELECT application: malformed PDOL ({e.msg})") from None
             gpo = await self._exchange("GET PROCESSING OPTIONS",
@@ -791,7 +812,7 @@ class EmvKernel:
             self._set("pin_limit_exceeded")
             self._set("cv_failed")
             raise PinBlockedError("the PIN try limit is exhausted (PIN try counter 0)")
-        while True:
+        for _ in range(MAX_VERIFY):
             pin = await self._ask_pin(pin_entry, tries)
             block = bytes.fromhex(f"2{len(pin):X}{pin}".ljust(16, "F"))
             resp = await self._exchange("VERIFY", CommandApdu(0x00, 0x20, 0x00, 0x80, block), redact=True)
@@ -806,6 +827,9 @@ class EmvKernel:
             if resp.sw in (SW.AUTH_METHOD_BLOCKED, SW.REFERENCE_DATA_INVALIDATED):
                 break
             raise ChipReadError(f"VERIFY: {resp.sw:04X} {sw_meaning(resp.sw)}")
+        else:
+            raise ChipReadError(f"VERIFY: still {tries} tries left after {MAX_VERIFY} wrong PINs; "
+                                "the card's PIN try counter does not count down")
         self._set("pin_limit_exceeded")
         self._set("cv_failed")
         raise PinBlockedError("PIN blocked: the PIN try limit is exhausted")
