@@ -15,7 +15,8 @@ SELECT     00   A4   by DF name (P1 04), first/next occurrence (P2 00/02); PSE
                      (or a prefix of one, partial selection) → FCI with label, priority,
                      PDOL. Card blocked → 6A81, application blocked → FCI + 6283.
 READ REC.  00   B2   P2 = SFI<<3 | 4. PSE selected: directory records (70 → 61 entries).
-                     Application: the records the AFL names, only after GPO (else 6985).
+                     Application: the records the AFL names; before GPO only if the
+                     profile allows it (``read_before_gpo``, default true), else 6985.
 GPO        80   A8   data ``83 L pdol-data`` (length must match the PDOL → else 6700);
                      ATC incremented; answers AIP + AFL in format 1 (80) or 2 (77).
                      Twice, or before SELECT → 6985.
@@ -327,7 +328,7 @@ class EmvCard:
                 raise FileNotFoundStatusError()
             return self._directory_record(cmd.p1)
         i, _ = self._app()
-        if not self._s.gpo_done:
+        if not self._s.gpo_done and not self.spec.read_before_gpo:
             raise ConditionsNotSatisfiedError(msg="READ RECORD before GET PROCESSING OPTIONS")
         _, records = self._files[i]
         rec = records.get((sfi, cmd.p1))
