@@ -200,6 +200,12 @@ class VpcdCardSession:
                 out += encode_frame(reply)
         return bytes(out)
 
+    @property
+    def contacted(self) -> bool:
+        """vpcd has sent at least one message (the card is in its reader)."""
+        st = self.stats
+        return bool(st.apdus or st.atr_polls or st.power_ons or st.resets or st.power_offs)
+
     def handle(self, msg: VpcdMessage) -> bytes | None:
         """One message in, the reply payload out (``None``: no reply)."""
         if isinstance(msg, ApduMessage):
@@ -287,6 +293,7 @@ class VpcdClient:
         self._clock = clock
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
+        self._active = asyncio.Event()
         self.session: VpcdCardSession | None = None
         self.insertions = 0
 
@@ -304,6 +311,7 @@ class VpcdClient:
             return
         reader, writer = await self._connect()
         self._writer = writer
+        self._active = asyncio.Event()
         self.session = VpcdCardSession(self.card)
         self.insertions += 1
         self._task = asyncio.get_running_loop().create_task(
@@ -322,6 +330,33 @@ class VpcdClient:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    @property
+    def active(self) -> bool:
+        """Connected, and vpcd has talked to the card on this connection (a power-on, an ATR
+        request, an APDU): the card is in the reader."""
+        return self._active.is_set() and self.inserted
+
+    async def wait_active(self, timeout: float | None = None) -> bool:
+        """Wait until vpcd first talks to the card on this connection: ``True`` (also when the
+        connection has ended since); ``False`` when ``timeout`` (loop seconds) passes first or
+        the connection ends before vpcd said anything.
+
+        Connecting is not enough to be in the reader: vpcd serves one card per slot, and while
+        another card holds the slot the kernel still completes our TCP handshake (the listening
+        socket's backlog) but vpcd does not read from us until that card leaves. The first
+        message — pcscd polls presence with an ATR request every few hundred milliseconds —
+        is what says the card is in.
+        """
+        task = self._task
+        if task is None:
+            return False
+        waiter = asyncio.ensure_future(self._active.wait())
+        try:
+            await asyncio.wait({waiter, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        return self._active.is_set()
 
     async def wait_removed(self) -> None:
         """Return when the connection has ended (removed here, or vpcd/pcscd went away)."""
@@ -356,6 +391,8 @@ class VpcdClient:
                 if not data:
                     return
                 out = session.receive_data(data)
+                if session.contacted:
+                    self._active.set()
                 if out:
                     writer.write(out)
                     await writer.drain()

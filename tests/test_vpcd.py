@@ -28,7 +28,7 @@ from hardware.vpcd import (
     parse_message,
 )
 from protocol.errors import ConfigError, DecodeError, EncodeError
-from tests.pcsc_fixtures import require_chip_profile
+from tests.pcsc_fixtures import Pcscd, require_chip_profile
 
 messages = st.one_of(
     st.sampled_from(list(Control)).map(ControlMessage),
@@ -158,6 +158,10 @@ def inserted(client: VpcdClient) -> bool:
     return client.inserted
 
 
+def active(client: VpcdClient) -> bool:
+    return client.active
+
+
 def _free_port() -> int:
     import socket
 
@@ -251,5 +255,72 @@ def test_card_serve_cli_reconnects_when_vpcd_drops(vrun: asyncio.Runner, vclock:
         assert "serving profile" in text and "re-inserted" in text and "card removed" in text
         assert b"reconnecting" in err
         assert load_profile(name).pan not in text
+
+    vrun.run(main())
+
+
+@pytest.mark.pcsc
+def test_card_serve_says_the_slot_is_busy_and_serves_only_once_vpcd_talks(
+    pcscd: Pcscd, vrun: asyncio.Runner, vclock: VirtualClock
+) -> None:
+    """Issue 11 item 7: a second ``posemu card serve`` on a slot another card holds connects (vpcd's
+    backlog completes the handshake) but is not in the reader: it says the slot is busy, and
+    "serving" only once vpcd talks to it — after the first card leaves."""
+    import signal
+    import subprocess
+    import sys
+
+    name = require_chip_profile()
+    port = pcscd.slot_port(1)
+
+    async def main() -> None:
+        with vclock.external():                      # real pcscd, a real child process: real time
+            first = VpcdClient(card_for_profile(load_profile(name)), clock=vclock, port=port)
+            await first.insert()
+            assert await first.wait_active(20), "pcscd never polled the first card"
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "emulator.cli", "card", "serve", "--profile", name, "--vpcd", str(port),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )
+            try:
+                assert proc.stdout is not None
+                line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+                assert "slot is busy" in line and "serving" not in line, line
+                assert first.active and first.inserted            # the first card still holds the slot
+                await first.remove()                               # it leaves: vpcd takes the waiting one
+                line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+                assert line.startswith("posemu card: serving profile"), line
+                proc.send_signal(signal.SIGINT)
+                rest = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
+                assert "card removed" in rest
+                assert await asyncio.wait_for(proc.wait(), 30) == 0
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                await first.remove()
+
+    vrun.run(main())
+
+
+def test_wait_active_is_false_while_vpcd_keeps_silent(vrun: asyncio.Runner, vclock: VirtualClock) -> None:
+    card = card_for_profile(load_profile(require_chip_profile()))
+
+    async def main() -> None:
+        vpcd = MiniVpcd()
+        port = await vpcd.start()
+        client = VpcdClient(card, clock=vclock, port=port)
+        await client.insert()
+        _r, w = await asyncio.wait_for(vpcd.connections.get(), 5)
+        assert not await client.wait_active(2.0)             # connected, but vpcd says nothing
+        assert not active(client) and inserted(client)
+        w.write(encode_frame(b"\x01"))                       # power on: now the card is in the reader
+        await w.drain()
+        assert await client.wait_active(5.0) and active(client)
+        w.close()
+        await client.wait_removed()
+        assert not active(client)                             # out of the reader again
+        await client.remove()
+        await vpcd.close()
 
     vrun.run(main())
