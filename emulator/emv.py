@@ -47,7 +47,16 @@ from hardware.cards.emv_crypto import CryptogramType
 from hardware.clock import Clock
 from hardware.errors import CardAbsentError, ReaderError
 from hardware.ports import CardReader
-from protocol.apdu import SW, CommandApdu, ResponseApdu, sw_meaning
+from protocol.apdu import (
+    SW,
+    ApduExchange,
+    CommandApdu,
+    ExchangeComplete,
+    ExchangeError,
+    ResponseApdu,
+    SendCommand,
+    sw_meaning,
+)
 from protocol.errors import ConfigError, DecodeError, EncodeError, PosemuError
 from protocol.masking import mask_hex, mask_pan
 from protocol.tlv import PDOL_DATA_MAX, Tlv, build_dol_data, decode, encode, find, redacted, tag_hex
@@ -385,41 +394,35 @@ class EmvKernel:
         self._tvr[i] |= bit
 
     async def _exchange(self, step: str, cmd: CommandApdu, *, redact: bool = False) -> ResponseApdu:
-        """Send one command; GET RESPONSE on 61xx and resend on 6Cxx if the reader left them to us
-        (the TTL's job, EMV Book 1 §9.3.1; PC/SC over T=0 may pass them through)."""
-        raw_cmd = cmd.encode()
-        case2 = not cmd.data
-        collected = b""
-        for _ in range(16):
+        """Send one command through :class:`protocol.apdu.ApduExchange`: GET RESPONSE on 61xx
+        and the command again on 6Cxx if the reader left them to us (the TTL's job, EMV Book 1
+        §9.3.1; PC/SC over T=0 may pass them through). Every command sent is logged."""
+        ex = ApduExchange(cmd, max_commands=16, max_data=MAX_RESPONSE_DATA)
+        while True:
+            try:
+                ev = ex.next_event()
+            except ExchangeError:
+                raise ChipReadError(f"{step}: the card kept asking for GET RESPONSE or a new Le") from None
+            if isinstance(ev, ExchangeComplete):
+                return ResponseApdu.decode(ev.response)
+            assert isinstance(ev, SendCommand)
             if len(self._log) >= MAX_COMMANDS:
                 raise ChipReadError(f"{step}: the card needed more than {MAX_COMMANDS} commands; giving up")
             try:
-                raw = await self.reader.transmit(raw_cmd)
+                raw = await self.reader.transmit(ev.apdu)
             except CardAbsentError:
                 raise
             except ReaderError as e:
                 raise ChipReadError(f"{step}: {e}") from e
-            logged = raw_cmd[:4] + bytes([len(cmd.data)]) if redact else raw_cmd
+            logged = ev.apdu[:4] + bytes([len(cmd.data)]) if redact and cmd.data and ev.apdu[5:] else ev.apdu
             self._log.append(ApduLogEntry(step, logged, raw))
             try:
-                resp = ResponseApdu.decode(raw)
+                ex.receive_data(raw)
             except DecodeError as e:
+                if e.field == "data":
+                    raise ChipReadError(f"{step}: the card answered more than {MAX_RESPONSE_DATA} bytes "
+                                        "(a short Le asks for at most 256, ISO/IEC 7816-4 §5.1)") from None
                 raise ChipReadError(f"{step}: {e.msg}") from None
-            if len(collected) + len(resp.data) > MAX_RESPONSE_DATA:
-                raise ChipReadError(f"{step}: the card answered more than {MAX_RESPONSE_DATA} bytes "
-                                    "(a short Le asks for at most 256, ISO/IEC 7816-4 §5.1)")
-            if resp.sw1 == 0x61:
-                collected += resp.data
-                raw_cmd = CommandApdu(0x00, 0xC0, 0, 0, ne=resp.sw2 or 256).encode()
-                case2 = True
-                continue
-            if resp.sw1 == 0x6C and case2:
-                raw_cmd = raw_cmd[:4] + bytes([resp.sw2])
-                continue
-            if collected:
-                resp = ResponseApdu(collected + resp.data, resp.sw1, resp.sw2)
-            return resp
-        raise ChipReadError(f"{step}: the card kept asking for GET RESPONSE or a new Le")
 
     def _decode(self, step: str, data: bytes) -> tuple[Tlv, ...]:
         try:

@@ -22,8 +22,9 @@ that says what to check. pyscard itself is imported lazily: only ``pcsc://`` nee
 
 Transport (ISO/IEC 7816-3 §10.3.3 / 7816-4 §5.1.3; EMV Book 1 §9.3.1): pcscd and pyscard hand
 ``61xx`` and ``6Cxx`` back to the caller (pyscard's ``transmit`` does not issue GET RESPONSE), so
-:func:`exchange` does it: ``61xx`` → ``GET RESPONSE 00 C0 00 00 xx`` (chained, data
-concatenated), ``6Cxx`` → the same command again with ``Le = xx``.
+the backend runs posemu's one exchange helper, :func:`protocol.apdu.exchange`: ``61xx`` →
+``GET RESPONSE 00 C0 00 00 xx`` (chained, data concatenated), ``6Cxx`` → the same command again
+with ``Le = xx``. A card that never ends the chain is a :class:`TransmissionError`.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ from hardware.errors import (
 )
 from hardware.ports import ReaderEvent, ReaderEventKind
 from hardware.registry import ReaderURL
-from protocol.errors import ConfigError
+from protocol.apdu import ExchangeError, exchange
+from protocol.errors import ConfigError, DecodeError
 
 # --- PC/SC status codes (winscard / pcsc-lite ``pcsclite.h``; identical on every platform) -------
 SCARD_S_SUCCESS = 0x00000000
@@ -193,62 +195,6 @@ def _guarded(action: str, reader: str, fn: Callable[..., Any], *args: Any) -> An
         raise
     except Exception as e:  # pyscard raises its own and SWIG errors: translate at the boundary
         raise ReaderError(f"{action} ({reader or 'PC/SC'}): pyscard failed: {type(e).__name__}: {e}") from None
-
-
-# --- transport: 61xx / 6Cxx ---------------------------------------------------------------------
-def _with_le(apdu: bytes, le: int) -> bytes | None:
-    """The same short C-APDU with ``Le`` set (ISO 7816-4 §5.1 cases 1–4); ``None`` if not short."""
-    if len(apdu) < 4:
-        return None
-    if len(apdu) == 4:                                   # case 1 → case 2
-        return apdu + bytes([le])
-    if len(apdu) == 5:                                   # case 2
-        return apdu[:4] + bytes([le])
-    lc = apdu[4]
-    if lc == 0:                                          # extended length: leave alone
-        return None
-    if len(apdu) == 5 + lc:                              # case 3 → case 4
-        return apdu + bytes([le])
-    if len(apdu) == 6 + lc:                              # case 4
-        return apdu[:-1] + bytes([le])
-    return None
-
-
-def exchange(send: Callable[[bytes], bytes], apdu: bytes, *, max_chain: int = 64) -> bytes:
-    """Send one C-APDU and return the complete R-APDU, handling ``61xx`` and ``6Cxx``.
-
-    ``61xx``: the card has ``xx`` (00 = 256) more bytes; fetch them with GET RESPONSE and
-    concatenate. ``6Cxx``: wrong Le; send the same command again with ``Le = xx`` (once per
-    command). At most ``max_chain`` extra commands are sent.
-
-    >>> replies = {bytes.fromhex("00B2010C00"): bytes.fromhex("6C03"),
-    ...            bytes.fromhex("00B2010C03"): bytes.fromhex("AABB6101"),
-    ...            bytes.fromhex("00C0000001"): bytes.fromhex("CC9000")}
-    >>> exchange(replies.__getitem__, bytes.fromhex("00B2010C00")).hex()
-    'aabbcc9000'
-    """
-    data = bytearray()
-    cmd = apdu
-    resp = send(cmd)
-    le_fixed = False
-    for _ in range(max_chain):
-        if len(resp) != 2 and not (len(resp) > 2 and resp[-2] == 0x61):
-            break
-        sw1, sw2 = resp[-2], resp[-1]
-        if sw1 == 0x6C and len(resp) == 2 and not le_fixed:
-            again = _with_le(cmd, sw2)
-            if again is None:
-                break
-            cmd, le_fixed = again, True
-            resp = send(cmd)
-            continue
-        if sw1 == 0x61:
-            data += resp[:-2]
-            cmd, le_fixed = bytes([0x00, 0xC0, 0x00, 0x00, sw2]), False
-            resp = send(cmd)
-            continue
-        break
-    return bytes(data) + resp
 
 
 # --- listing ------------------------------------------------------------------------------------
@@ -600,7 +546,13 @@ class PcscReader:
                 raise self._fail(hr, "transmit")
             return bytes(resp)
 
-        resp = exchange(send, apdu) if self._get_response else send(apdu)
+        if self._get_response:
+            try:
+                resp = exchange(send, apdu)
+            except (ExchangeError, DecodeError) as e:
+                raise TransmissionError(f"{self.name}: {e}") from None
+        else:
+            resp = send(apdu)
         if len(resp) < 2:
             raise CardMuteError(f"{self.name}: the card's answer has no status word; {_HINT_MUTE}")
         return resp

@@ -2,10 +2,10 @@
 
 Layers, each usable on its own:
 
-* **Sans-IO state machines over bytes.** :class:`T0Terminal` is the terminal transport layer
-  (TTL) for one C-APDU: it yields :class:`Send` (bytes to put on the line), :data:`NEED_BYTE`
-  (feed it the next character with :meth:`T0Terminal.receive_byte`) or :class:`Complete`
-  (the R-APDU). :class:`T0Card` is the card side: it wraps any
+* **Sans-IO state machines over bytes** (the :mod:`protocol.sansio` vocabulary).
+  :class:`T0Terminal` is the terminal transport layer (TTL) for one C-APDU: feed it the card's
+  characters with ``receive_data``; ``next_event`` yields :class:`Send` (bytes to put on the
+  line), :class:`Complete` (the R-APDU) or ``NEED_DATA``. :class:`T0Card` is the card side: it wraps any
   :class:`hardware.ports.VirtualCard` (``execute(apdu) -> response``) and behaves like a real
   T=0 card, character by character.
 * **The line seam.** Characters cross a line where a receiver that sees a parity error pulls
@@ -27,12 +27,13 @@ SW1, then SW2. APDU mapping (§12.2): case 1 is sent with P3 = 00; case 2 with P
 case 3, then ``61xx`` → GET RESPONSE ``00 C0 00 00 xx`` repeated while more data remains; a
 case 4 command answered with a warning (``62xx``, ``63xx``, ``9xxx``) is followed by GET
 RESPONSE with P3 = 00 and the data returned with the warning (EMV Book 1 §9.3.1.3, Annex A7).
-Extended-length APDUs would need ENVELOPE and are refused (:class:`EncodeError`).
+Extended-length APDUs would need ENVELOPE and are refused (:class:`protocol.errors.EncodeError`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,22 +42,28 @@ from typing import Protocol, runtime_checkable
 from hardware.clock import Clock
 from hardware.errors import CardMuteError, TransmissionError
 from hardware.ports import VirtualCard
-from protocol.apdu import CommandApdu, CommandCase
-from protocol.errors import EncodeError
+from protocol.apdu import (
+    GET_RESPONSE_INS,
+    ApduExchange,
+    CommandApdu,
+    ExchangeComplete,
+    ExchangeError,
+    SendCommand,
+)
+from protocol.sansio import NEED_DATA, NeedData
 
 __all__ = [
     "DEFAULT_CASE4_INS",
     "DEFAULT_INCOMING_INS",
     "MAX_REPEATS",
-    "NEED_BYTE",
     "CharChannel",
     "CharLine",
     "CleanChannel",
     "Complete",
     "Direction",
+    "Executed",
     "LineStats",
     "MemoryCharLine",
-    "NeedByte",
     "RxChar",
     "Send",
     "T0Card",
@@ -72,7 +79,6 @@ MAX_REPEATS = 3
 """Repetitions of one character after error signals before giving up (EMV Book 1 §9.2.2.1)."""
 
 NULL = 0x60
-GET_RESPONSE_INS = 0xC0
 
 DEFAULT_INCOMING_INS = frozenset({0xA4, 0xA8, 0xAE, 0x20, 0x24, 0x88, 0x82, 0x1E, 0x18, 0x16, 0xDA, 0xDC,
                                   0xD6, 0xE2, 0xC2})
@@ -181,14 +187,6 @@ class Send:
     data: bytes
 
 
-class NeedByte(enum.Enum):
-    NEED_BYTE = "need byte"
-
-
-NEED_BYTE = NeedByte.NEED_BYTE
-"""Feed the machine the next character received."""
-
-
 @dataclass(frozen=True, slots=True)
 class Complete:
     """The exchange is over; ``response`` is the R-APDU (data + SW1 SW2)."""
@@ -197,7 +195,6 @@ class Complete:
 
 
 class _Phase(enum.Enum):
-    HEADER = "send header"
     PROCEDURE = "await procedure byte"
     RX_ALL = "receive remaining data"
     RX_ONE = "receive one data byte"
@@ -205,20 +202,24 @@ class _Phase(enum.Enum):
     DONE = "done"
 
 
-T0Event = Send | NeedByte | Complete
+T0Event = Send | Complete | NeedData
 
 
 class T0Terminal:
     """Terminal transport layer for one command APDU over T=0 (ISO/IEC 7816-3 §10.3, §12.2).
 
+    The character level (procedure bytes, §10.3.3) is here; which TPDU comes next — the APDU
+    mapping of §12.2 (``61xx`` → GET RESPONSE, ``6Cxx`` → P3 corrected, case 4 warnings) — is
+    :class:`protocol.apdu.ApduExchange` in T=0 mode, the one exchange helper of posemu.
+    Sans-IO (:mod:`protocol.sansio`): ``receive_data`` takes characters from the card,
+    ``next_event`` answers :class:`Send`, :class:`Complete` or ``NEED_DATA``.
+
     >>> tt = T0Terminal(bytes.fromhex("00B2010C00"))   # READ RECORD, case 2, Le 256
     >>> tt.next_event()
     Send(data=b'\\x00\\xb2\\x01\\x0c\\x00')
-    >>> for b in bytes.fromhex("6C03"): tt.receive_byte(b)
-    >>> tt.next_event()                                  # resend with P3 = 03
+    >>> tt.receive_data(bytes.fromhex("6C03")); tt.next_event()     # resend with P3 = 03
     Send(data=b'\\x00\\xb2\\x01\\x0c\\x03')
-    >>> for b in bytes.fromhex("B2" "700100" "9000"): tt.receive_byte(b)
-    >>> tt.next_event()
+    >>> tt.receive_data(bytes.fromhex("B2" "700100" "9000")); tt.next_event()
     Complete()
     >>> tt.response.hex()
     '7001009000'
@@ -226,47 +227,53 @@ class T0Terminal:
 
     def __init__(self, apdu: bytes | CommandApdu, *, max_tpdus: int = 64) -> None:
         cmd = apdu if isinstance(apdu, CommandApdu) else CommandApdu.decode(bytes(apdu))
-        if cmd.extended:
-            raise EncodeError("extended-length APDUs need ENVELOPE over T=0; not supported", field="lc")
         self.command = cmd
         self.case = cmd.case
         self.max_tpdus = max_tpdus
+        self._apdu = ApduExchange(cmd, t0=True, max_commands=max_tpdus)
         self.tpdu_headers: list[bytes] = []
-        self._collected = bytearray()        # response data gathered over GET RESPONSEs
-        self._response: bytes | None = None
+        self._rx_chars: collections.deque[int] = collections.deque()
         self._outgoing = bytearray()
-        self._get_response_phase = False
-        self._warning: bytes | None = None    # case 4 warning kept across GET RESPONSE (Annex A7)
-        if self.case is CommandCase.CASE_1:
-            # P3 = 00 (§12.2.1); a card that reads it as Le = 256 may send data or 6Cxx
-            self._start(cmd.header + b"\x00", b"", 256)
-        elif self.case is CommandCase.CASE_2S:
-            ne = cmd.ne or 256
-            self._start(cmd.header + bytes([ne & 0xFF]), b"", ne)
-        else:
-            self._start(cmd.header + bytes([len(cmd.data)]), cmd.data, 0)
+        self._response: bytes | None = None
+        self._next_tpdu()
 
     # --- TPDU level -------------------------------------------------------------------------
-    def _start(self, header: bytes, out_data: bytes, rx_len: int) -> None:
-        if len(self.tpdu_headers) >= self.max_tpdus:
-            raise TransmissionError(f"T=0 exchange did not end after {self.max_tpdus} TPDUs")
+    def _next_tpdu(self) -> None:
+        try:
+            ev = self._apdu.next_event()
+        except ExchangeError:
+            raise TransmissionError(f"T=0 exchange did not end after {self.max_tpdus} TPDUs") from None
+        if isinstance(ev, ExchangeComplete):
+            self._response = ev.response
+            self._phase = _Phase.DONE
+            return
+        assert isinstance(ev, SendCommand)
+        tpdu = ev.apdu
+        header, out_data = tpdu[:5], tpdu[5:]
         self.tpdu_headers.append(header)
         self._ins = header[1]
         self._to_send = out_data
-        self._rx_len = rx_len
+        self._rx_len = (header[4] or 256) if not out_data else 0
         self._rx = bytearray()
         self._sw1 = 0
         self._outgoing += header
         self._phase = _Phase.PROCEDURE
 
+    def receive_data(self, data: bytes) -> None:
+        """Characters from the card (any number; processed by :meth:`next_event`)."""
+        self._rx_chars.extend(data)
+
     def next_event(self) -> T0Event:
-        if self._outgoing:
-            data = bytes(self._outgoing)
-            self._outgoing.clear()
-            return Send(data)
-        if self._phase is _Phase.DONE:
-            return Complete(self.response)
-        return NEED_BYTE
+        while True:
+            if self._outgoing:
+                out = bytes(self._outgoing)
+                self._outgoing.clear()
+                return Send(out)
+            if self._phase is _Phase.DONE:
+                return Complete(self.response)
+            if not self._rx_chars:
+                return NEED_DATA
+            self._char(self._rx_chars.popleft())
 
     @property
     def response(self) -> bytes:
@@ -278,12 +285,7 @@ class T0Terminal:
     def done(self) -> bool:
         return self._phase is _Phase.DONE
 
-    def receive_byte(self, b: int) -> None:
-        """One character from the card."""
-        if not isinstance(b, int) or not 0 <= b <= 0xFF:
-            raise TypeError("a character is an int 0..255")
-        if self._outgoing:
-            raise TransmissionError("card sent a character while the terminal was still sending")
+    def _char(self, b: int) -> None:
         phase = self._phase
         if phase is _Phase.PROCEDURE:
             self._procedure(b)
@@ -292,8 +294,9 @@ class T0Terminal:
             if phase is _Phase.RX_ONE or len(self._rx) >= self._rx_len:
                 self._phase = _Phase.PROCEDURE
         elif phase is _Phase.SW2:
-            self._tpdu_done(bytes(self._rx), self._sw1, b)
-        else:
+            self._apdu.receive_data(bytes(self._rx) + bytes((self._sw1, b)))
+            self._next_tpdu()
+        else:  # pragma: no cover - next_event never feeds a finished exchange
             raise TransmissionError(f"unexpected character {b:02X} after the exchange ended")
 
     def _procedure(self, b: int) -> None:
@@ -317,41 +320,16 @@ class T0Terminal:
         raise TransmissionError(f"invalid procedure byte {b:02X} after header "
                                 f"{self.tpdu_headers[-1].hex().upper()} (ISO/IEC 7816-3 §10.3.3)")
 
-    # --- APDU level (§12.2) -------------------------------------------------------------------
-    def _tpdu_done(self, data: bytes, sw1: int, sw2: int) -> None:
-        header = self.tpdu_headers[-1]
-        outgoing_tpdu = self.case in (CommandCase.CASE_1, CommandCase.CASE_2S) or self._get_response_phase
-        if sw1 == 0x6C and outgoing_tpdu:
-            # wrong Le: resend the same header with P3 = SW2 (§12.2.2 case 2S.3)
-            self._start(header[:4] + bytes([sw2]), b"", sw2 or 256)
-            return
-        if sw1 == 0x61:
-            # more data: GET RESPONSE with P3 = SW2 (§12.2.4 case 4S.3, §12.2.2 case 2S.4)
-            self._collected += data
-            self._get_response_phase = True
-            self._start(bytes((0x00, GET_RESPONSE_INS, 0x00, 0x00, sw2)), b"", sw2 or 256)
-            return
-        warning = sw1 in (0x62, 0x63) or (sw1 & 0xF0 == 0x90 and (sw1, sw2) != (0x90, 0x00))
-        if self.case is CommandCase.CASE_4S and not self._get_response_phase and warning:
-            # EMV Book 1 §9.3.1.3 / Annex A7: a case 4 command answered with a warning —
-            # fetch the data with GET RESPONSE (P3 = 00) and return it with the warning.
-            self._warning = bytes((sw1, sw2))
-            self._get_response_phase = True
-            self._start(bytes((0x00, GET_RESPONSE_INS, 0x00, 0x00, 0x00)), b"", 256)
-            return
-        self._collected += data
-        final = bytes((sw1, sw2))
-        if self._warning is not None:
-            if final == b"\x90\x00":
-                final = self._warning
-            else:   # no data after all: the warning alone
-                self._collected.clear()
-                final = self._warning
-        self._response = bytes(self._collected) + final
-        self._phase = _Phase.DONE
-
 
 # --- card side (sans-IO) ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """The card executed ``command`` and answered ``response`` (before T=0 packaging)."""
+
+    command: bytes = field(repr=False)
+    response: bytes = field(repr=False)
+
+
 class _CardPhase(enum.Enum):
     HEADER = "await header"
     DATA_IN = "receive command data"
@@ -360,8 +338,10 @@ class _CardPhase(enum.Enum):
 class T0Card:
     """A real-behaving T=0 card around a ``VirtualCard`` (ISO/IEC 7816-3 §10.3).
 
-    Feed it the terminal's characters with :meth:`receive_byte`; collect what it sends with
-    :meth:`outgoing`. ``nulls`` NULL bytes precede each procedure byte (a slow card);
+    Sans-IO (:mod:`protocol.sansio`): feed it the terminal's characters with
+    :meth:`receive_data`; collect what it sends with :meth:`data_to_send`; :meth:`next_event`
+    reports the commands the card executed (:class:`Executed`, the last 64 kept) until
+    ``NEED_DATA``. ``nulls`` NULL bytes precede each procedure byte (a slow card);
     ``byte_by_byte`` makes it use ``INS ⊕ FF`` for every data byte instead of one ACK.
     Case 4 answers ``61xx`` and waits for GET RESPONSE; a wrong Le gets ``6Cxx`` and the
     response is kept for the resend, so a command is never executed twice. With
@@ -395,15 +375,29 @@ class T0Card:
         self._pending: bytes | None = None       # data waiting for GET RESPONSE
         self._pending_sw = b"\x90\x00"
         self._le_cache: tuple[bytes, bytes, bytes] | None = None   # (header4, data, sw) after 6Cxx
+        self._events: collections.deque[Executed] = collections.deque(maxlen=64)
 
-    def outgoing(self) -> bytes:
+    def data_to_send(self) -> bytes:
+        """Characters the card puts on the line (procedure bytes, data, status words)."""
         out = bytes(self._out)
         self._out.clear()
         return out
 
-    def receive_byte(self, b: int) -> None:
-        if not isinstance(b, int) or not 0 <= b <= 0xFF:
-            raise TypeError("a character is an int 0..255")
+    def next_event(self) -> Executed | NeedData:
+        """The next command the card executed, or ``NEED_DATA``."""
+        return self._events.popleft() if self._events else NEED_DATA
+
+    def receive_data(self, data: bytes) -> None:
+        """Characters from the terminal, in order (answers become :meth:`data_to_send`)."""
+        for b in data:
+            self._receive_char(b)
+
+    def _execute(self, apdu: bytes) -> bytes:
+        resp = self.card.execute(apdu)
+        self._events.append(Executed(apdu, resp))
+        return resp
+
+    def _receive_char(self, b: int) -> None:
         if self._phase is _CardPhase.HEADER:
             self._hdr.append(b)
             if len(self._hdr) == 5:
@@ -464,7 +458,7 @@ class T0Card:
         self._le_cache = None
         if apdu[1] in self.case4_ins:
             apdu += b"\x00"
-        resp = self.card.execute(apdu)
+        resp = self._execute(apdu)
         if len(resp) < 2:
             self._end()  # the card stays mute; the terminal's waiting time expires
             return
@@ -488,7 +482,7 @@ class T0Card:
         if cache is not None and cache[0] == hdr[:4] and len(cache[1]) == le:
             data, sw = cache[1], cache[2]
         else:
-            resp = self.card.execute(hdr)   # case 2: header + Le
+            resp = self._execute(hdr)   # case 2: header + Le
             if len(resp) < 2:
                 self._end()
                 return
@@ -578,7 +572,7 @@ async def t0_transmit(
             st.tpdus += len(tt.tpdu_headers)
             return ev.response
         else:
-            tt.receive_byte(await _recv_char(line, wwt, st, max_repeats))
+            tt.receive_data(bytes([await _recv_char(line, wwt, st, max_repeats)]))
 
 
 async def serve_t0(card: T0Card | VirtualCard, line: CharLine, *, max_repeats: int = MAX_REPEATS,
@@ -591,8 +585,8 @@ async def serve_t0(card: T0Card | VirtualCard, line: CharLine, *, max_repeats: i
         if rx is None or not rx.parity_ok:
             continue
         st.chars += 1
-        machine.receive_byte(rx.value)
-        for b in machine.outgoing():
+        machine.receive_data(bytes([rx.value]))
+        for b in machine.data_to_send():
             await _send_char(line, b, st, max_repeats)
 
 
@@ -655,16 +649,16 @@ class T0WiredCard:
                 ev = tt.next_event()
                 if isinstance(ev, Send):
                     for b in ev.data:
-                        self.port.receive_byte(self._carry(Direction.TO_CARD, b))
+                        self.port.receive_data(bytes([self._carry(Direction.TO_CARD, b)]))
                 elif isinstance(ev, Complete):
                     return ev.response
                 else:
                     if not from_card:
-                        from_card += self.port.outgoing()
+                        from_card += self.port.data_to_send()
                         if not from_card:
                             self.port.reset()
                             return b""   # mute card: the reader's waiting time expires
-                    tt.receive_byte(self._carry(Direction.TO_TERMINAL, from_card.pop(0)))
+                    tt.receive_data(bytes([self._carry(Direction.TO_TERMINAL, from_card.pop(0))]))
         except BaseException:
             self.port.reset()   # a broken exchange leaves no half-received TPDU behind
             raise

@@ -12,6 +12,10 @@ Sans-IO: pure values and codecs.
 * :class:`CardStatusError` and its subclasses — a card's non-success status as an exception,
   for the card side (a handler raises, the dispatcher turns it into SW1 SW2, vsmartcard-style)
   and the terminal side (:meth:`ResponseApdu.check`).
+* :class:`ApduExchange` / :func:`exchange` — the one command–response helper of posemu: GET
+  RESPONSE on ``61xx``, the command again with Le on ``6Cxx`` (ISO/IEC 7816-3 §12.2, 7816-4
+  §5.1.3), and in T=0 mode the TPDU mapping of cases 1–4 (used by the PC/SC backend, the EMV
+  kernel and the T=0 terminal).
 
 >>> c = CommandApdu(0x00, 0xB2, 0x01, 0x0C, ne=256)
 >>> c.encode().hex().upper(), c.case.name
@@ -25,21 +29,27 @@ Sans-IO: pure values and codecs.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.binary import require_bytes as _as_bytes
 from protocol.errors import DecodeError, EncodeError, ProtocolError
+from protocol.sansio import NEED_DATA, NeedData
 
 __all__ = [
+    "GET_RESPONSE_INS",
     "SW",
     "SW_MEANINGS",
+    "ApduExchange",
     "AuthMethodBlockedError",
     "CardStatusError",
     "ClaNotSupportedError",
     "CommandApdu",
     "CommandCase",
     "ConditionsNotSatisfiedError",
+    "ExchangeComplete",
+    "ExchangeError",
     "FileNotFoundStatusError",
     "FunctionNotSupportedError",
     "InsNotSupportedError",
@@ -48,12 +58,14 @@ __all__ = [
     "ReferencedDataNotFoundError",
     "ResponseApdu",
     "SecurityStatusError",
+    "SendCommand",
     "WarningStatusError",
     "WrongDataError",
     "WrongLeError",
     "WrongLengthError",
     "WrongP1P2Error",
     "WrongPinError",
+    "exchange",
     "status_error",
     "sw_meaning",
 ]
@@ -542,3 +554,190 @@ def status_error(sw: int) -> CardStatusError:
     if sw1 == 0x67:
         return WrongLengthError(sw)
     return CardStatusError(sw)
+
+
+
+# --- the command–response exchange (ISO/IEC 7816-3 §12.2; 7816-4 §5.1.3) -----------------------
+GET_RESPONSE_INS = 0xC0
+
+
+class ExchangeError(ProtocolError):
+    """The card kept the exchange going: more GET RESPONSEs or Le corrections than allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendCommand:
+    """Send this C-APDU (in T=0 mode: this TPDU, header + P3 [+ data]) and feed back its answer."""
+
+    apdu: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeComplete:
+    """The exchange is over: ``response`` is the whole R-APDU (all data + the final SW1 SW2)."""
+
+    response: bytes = field(repr=False)
+
+
+def _warning(sw1: int, sw2: int) -> bool:
+    """``62xx``, ``63xx`` or ``9xxx`` other than ``9000`` (EMV Book 1 §9.3.1.3)."""
+    return sw1 in (0x62, 0x63) or (sw1 & 0xF0 == 0x90 and (sw1, sw2) != (0x90, 0x00))
+
+
+def _with_le(apdu: bytes, le: int) -> bytes | None:
+    """The same short C-APDU with Le (P3) = ``le`` (cases 1–4, ISO/IEC 7816-4 §5.1); ``None``
+    for an extended one."""
+    if len(apdu) == 4:                                   # case 1 → case 2
+        return apdu + bytes([le])
+    if len(apdu) == 5:                                   # case 2 (or a T=0 case 1/2 TPDU)
+        return apdu[:4] + bytes([le])
+    lc = apdu[4]
+    if lc == 0:
+        return None
+    if len(apdu) == 5 + lc:                              # case 3 → case 4
+        return apdu + bytes([le])
+    if len(apdu) == 6 + lc:                              # case 4
+        return apdu[:-1] + bytes([le])
+    return None
+
+
+class ApduExchange:
+    """One command–response exchange, sans-IO: what to send next, until the R-APDU is whole.
+
+    ``next_event()`` gives :class:`SendCommand` (send it, then ``receive_data(answer)`` with the
+    card's whole answer), :class:`ExchangeComplete`, or :data:`~protocol.sansio.NEED_DATA`
+    while an answer is awaited. The rules (ISO/IEC 7816-3 §12.2, ISO/IEC 7816-4 §5.1.3,
+    EMV Book 1 §9.3.1):
+
+    * ``61xx`` — ``xx`` (``00`` = 256) more bytes: GET RESPONSE ``00 C0 00 00 xx``; the data of
+      every answer is concatenated.
+    * ``6Cxx`` without data — wrong Le: the same command again with Le = ``xx``, once per
+      command (a second ``6Cxx`` to the corrected command is the answer). Extended-length
+      commands are never rewritten.
+    * ``t0=True`` — the T=0 mapping of §12.2: the command goes out as a TPDU (case 1 with
+      P3 = 00, case 2 with P3 = Le, cases 3 and 4 with P3 = Lc and no Le); ``6Cxx`` only
+      corrects a TPDU without data; a case 4 command answered with a warning (``62xx``,
+      ``63xx``, ``9xxx``) is followed by GET RESPONSE with P3 = 00 and its data returned with
+      the warning (EMV Book 1 §9.3.1.3, Annex A7). Extended commands are refused.
+
+    At most ``max_commands`` commands are sent (:class:`ExchangeError` beyond) and at most
+    ``max_data`` response data bytes gathered (:class:`DecodeError` beyond).
+
+    >>> ex = ApduExchange(bytes.fromhex("00B2010C00"))
+    >>> ex.next_event()
+    SendCommand()
+    >>> ex.receive_data(bytes.fromhex("6C03")); ex.next_event().apdu.hex()
+    '00b2010c03'
+    >>> ex.receive_data(bytes.fromhex("AABB6101")); ex.next_event().apdu.hex()
+    '00c0000001'
+    >>> ex.receive_data(bytes.fromhex("CC9000")); ex.next_event().response.hex()
+    'aabbcc9000'
+    """
+
+    def __init__(self, command: bytes | CommandApdu, *, t0: bool = False, max_commands: int = 64,
+                 max_data: int = 65536) -> None:
+        cmd = command if isinstance(command, CommandApdu) else CommandApdu.decode(_as_bytes(command, "command"))
+        self.command = cmd
+        self.t0 = t0
+        self.max_commands = max_commands
+        self.max_data = max_data
+        self.sent: list[bytes] = []
+        self._data = bytearray()
+        self._warning: bytes | None = None
+        self._le_fixed = False
+        self._get_response = False
+        self._response: bytes | None = None
+        if t0:
+            if cmd.extended:
+                raise EncodeError("extended-length APDUs need ENVELOPE over T=0; not supported", field="lc")
+            if cmd.case is CommandCase.CASE_1:
+                first = cmd.header + b"\x00"
+            elif cmd.case is CommandCase.CASE_2S:
+                first = cmd.header + bytes([(cmd.ne or 256) & 0xFF])
+            else:
+                first = cmd.header + bytes([len(cmd.data)]) + cmd.data
+        else:
+            first = cmd.encode()
+        self._next: bytes | None = first
+
+    @property
+    def done(self) -> bool:
+        return self._response is not None
+
+    def next_event(self) -> SendCommand | ExchangeComplete | NeedData:
+        if self._response is not None:
+            return ExchangeComplete(self._response)
+        nxt = self._next
+        if nxt is None:
+            return NEED_DATA
+        if len(self.sent) >= self.max_commands:
+            raise ExchangeError(f"the card kept asking for GET RESPONSE or a new Le "
+                                f"({self.max_commands} commands sent)")
+        self._next = None
+        self.sent.append(nxt)
+        return SendCommand(nxt)
+
+    def receive_data(self, data: bytes) -> None:
+        """The card's whole answer to the last :class:`SendCommand` (data + SW1 SW2)."""
+        raw = _as_bytes(data, "data")
+        if self._response is not None or self._next is not None or not self.sent:
+            raise ProtocolError("an answer arrived when no command was outstanding")
+        if len(raw) < 2:
+            raise DecodeError(f"response APDU of {len(raw)} bytes has no status word", field="sw",
+                              pos=len(raw), raw=raw)
+        body, sw1, sw2 = raw[:-2], raw[-2], raw[-1]
+        if len(self._data) + len(body) > self.max_data:
+            raise DecodeError(f"the card answered more than {self.max_data} bytes", field="data",
+                              pos=len(self._data), raw=raw[:64])
+        last = self.sent[-1]
+        if sw1 == 0x6C and not body and not self._le_fixed and (not self.t0 or len(last) == 5):
+            again = _with_le(last, sw2)
+            if again is not None:
+                self._le_fixed = True
+                self._next = again
+                return
+        if sw1 == 0x61:
+            self._data += body
+            self._get_response = True
+            self._le_fixed = False
+            self._next = bytes((0x00, GET_RESPONSE_INS, 0x00, 0x00, sw2))
+            return
+        if (self.t0 and self.command.case is CommandCase.CASE_4S and not self._get_response
+                and _warning(sw1, sw2)):
+            self._warning = bytes((sw1, sw2))
+            self._get_response = True
+            self._le_fixed = False
+            self._next = bytes((0x00, GET_RESPONSE_INS, 0x00, 0x00, 0x00))
+            return
+        self._data += body
+        final = bytes((sw1, sw2))
+        if self._warning is not None:
+            if final != b"\x90\x00":        # no data after all: the warning alone
+                self._data.clear()
+            final = self._warning
+        self._response = bytes(self._data) + final
+
+    @property
+    def response(self) -> bytes:
+        if self._response is None:
+            raise ProtocolError("the exchange is not complete")
+        return self._response
+
+
+def exchange(send: Callable[[bytes], bytes], command: bytes | CommandApdu, *, t0: bool = False,
+             max_commands: int = 64, max_data: int = 65536) -> bytes:
+    """Run an :class:`ApduExchange` over a blocking ``send(apdu) -> answer``; the whole R-APDU.
+
+    >>> replies = {bytes.fromhex("00B2010C00"): bytes.fromhex("6C03"),
+    ...            bytes.fromhex("00B2010C03"): bytes.fromhex("AABB6101"),
+    ...            bytes.fromhex("00C0000001"): bytes.fromhex("CC9000")}
+    >>> exchange(replies.__getitem__, bytes.fromhex("00B2010C00")).hex()
+    'aabbcc9000'
+    """
+    ex = ApduExchange(command, t0=t0, max_commands=max_commands, max_data=max_data)
+    while True:
+        ev = ex.next_event()
+        if isinstance(ev, ExchangeComplete):
+            return ev.response
+        if isinstance(ev, SendCommand):
+            ex.receive_data(send(ev.apdu))

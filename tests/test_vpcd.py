@@ -19,15 +19,16 @@ from hardware.vpcd import (
     ApduMessage,
     Control,
     ControlMessage,
-    FrameDecoder,
     VpcdCardSession,
     VpcdClient,
+    VpcdDecoder,
     encode_frame,
     encode_message,
     parse_endpoint,
     parse_message,
 )
 from protocol.errors import ConfigError, DecodeError, EncodeError
+from protocol.sansio import NEED_DATA
 from tests.pcsc_fixtures import Pcscd, require_chip_profile
 
 messages = st.one_of(
@@ -55,11 +56,11 @@ def test_encode_rejects_misuse() -> None:
 @given(st.lists(messages, max_size=8), st.integers(min_value=1, max_value=7))
 def test_round_trip_survives_any_split(msgs: list[ControlMessage | ApduMessage], step: int) -> None:
     stream = b"".join(encode_message(m) for m in msgs)
-    d = FrameDecoder()
+    d = VpcdDecoder()
     got = []
     for i in range(0, len(stream), step):
-        d.feed(stream[i:i + step])
-        while (m := d.next_message()) is not None:
+        d.receive_data(stream[i:i + step])
+        while (m := d.next_event()) is not NEED_DATA:
             got.append(m)
     assert got == msgs
     assert d.buffered == 0
@@ -67,26 +68,38 @@ def test_round_trip_survives_any_split(msgs: list[ControlMessage | ApduMessage],
 
 @given(st.binary(max_size=64))
 def test_arbitrary_bytes_raise_only_decode_error(data: bytes) -> None:
-    d = FrameDecoder()
-    d.feed(data)
+    d = VpcdDecoder()
+    d.receive_data(data)
     with contextlib.suppress(DecodeError):
         for _ in range(len(data) + 1):
-            if d.next_message() is None:
+            if d.next_event() is NEED_DATA:
                 break
 
 
 def test_bad_control_byte_reports_position() -> None:
-    d = FrameDecoder()
-    d.feed(bytes.fromhex("000104 000107"))
-    assert d.next_message() == ControlMessage(Control.GET_ATR)
+    d = VpcdDecoder()
+    d.receive_data(bytes.fromhex("000104 000107"))
+    assert d.next_event() == ControlMessage(Control.GET_ATR)
     with pytest.raises(DecodeError) as ei:
-        d.next_message()
+        d.next_event()
     assert ei.value.field == "frame.vpcd.control"
     assert ei.value.pos == 5
     assert ei.value.raw == b"\x07"
     assert pickle.loads(pickle.dumps(ei.value)).pos == 5
     with pytest.raises(DecodeError):
         parse_message(b"")
+    d = VpcdDecoder()                                        # an empty frame is a framing error
+    d.receive_data(bytes.fromhex("0000"))
+    with pytest.raises(DecodeError, match="frame length 0"):
+        d.next_event()
+
+
+def feed(s: VpcdCardSession, data: bytes) -> bytes:
+    """Bytes from vpcd in; every message handled; the reply bytes out."""
+    s.receive_data(data)
+    while s.next_event() is not NEED_DATA:
+        pass
+    return s.data_to_send()
 
 
 def test_endpoint_parsing() -> None:
@@ -102,12 +115,12 @@ def test_session_control_messages_with_a_stripe_only_card() -> None:
     card = card_for_profile(load_profile("demo"))
     s = VpcdCardSession(card)
     # power on / reset / power off have no reply; get-ATR of a chipless card is empty.
-    assert s.receive_data(bytes.fromhex("000101 000102 000100")) == b""
+    assert feed(s, bytes.fromhex("000101 000102 000100")) == b""
     assert (s.stats.power_ons, s.stats.resets, s.stats.power_offs) == (1, 1, 1)
     assert s.powered is False
-    assert s.receive_data(bytes.fromhex("000104")) == bytes.fromhex("0000")
+    assert feed(s, bytes.fromhex("000104")) == bytes.fromhex("0000")
     # a card that answers nothing still gets a status word back (an empty frame = ejection)
-    assert s.receive_data(bytes.fromhex("0004 00A40400")) == bytes.fromhex("00026F00")
+    assert feed(s, bytes.fromhex("0004 00A40400")) == bytes.fromhex("00026F00")
 
 
 def test_session_answers_like_the_card() -> None:
@@ -115,12 +128,12 @@ def test_session_answers_like_the_card() -> None:
     served, direct = card_for_profile(load_profile(name)), card_for_profile(load_profile(name))
     s = VpcdCardSession(served)
     direct.reset()
-    assert s.receive_data(encode_message(ControlMessage(Control.GET_ATR))) == encode_frame(direct.atr)
-    s.receive_data(encode_message(ControlMessage(Control.POWER_ON)))
+    assert feed(s, encode_message(ControlMessage(Control.GET_ATR))) == encode_frame(direct.atr)
+    feed(s, encode_message(ControlMessage(Control.POWER_ON)))
     select_pse = bytes.fromhex("00A404000E315041592E5359532E444446303100")
     out = bytearray()
     for b in encode_message(ApduMessage(select_pse)):      # one byte at a time: short reads
-        out += s.receive_data(bytes([b]))
+        out += feed(s, bytes([b]))
     assert bytes(out) == encode_frame(direct.execute(select_pse))
 
 
