@@ -442,7 +442,7 @@ class Terminal:
             except TimeoutError:
                 return None
 
-        kcfg = emv.TerminalConfig(
+        kcfg = emv.KernelConfig(
             aids=tuple(emv.TerminalAid(bytes.fromhex(a)) for a in self.cfg.aids),
             currency="0" + self.cfg.currency, ifd_serial=self.cfg.terminal_id, terminal_id=self.cfg.terminal_id)
         kernel = emv.EmvKernel(self.reader, self.clock, kcfg)

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from emulator.commands.readers import command as readers_command
-from hardware import pcsc
+from hardware import pcsc_status as pcsc
 from hardware.cards.profiles import load_profile
 from hardware.clock import VirtualClock
 from hardware.errors import (
@@ -109,7 +109,7 @@ def _st(flags: int, count: int) -> int:
     ],
 )
 def test_state_changes_become_reader_events(old: int, new: int, events: list[str]) -> None:
-    assert [k.name for k in pcsc._derive_events(old, new)] == events
+    assert [k.name for k in pcsc.derive_events(old, new)] == events
 
 
 # --- PC/SC service down (own process: libpcsclite reads its socket path once) ---------------------

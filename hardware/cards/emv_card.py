@@ -49,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hardware.atr import build_atr
-from hardware.cards.emv_crypto import CryptogramType, application_cryptogram
+from hardware.cards.emv_crypto import application_cryptogram
 from hardware.cards.profiles import CardProfile, ChipSpec, ChipStatus, CvmMethod, EmvApplication
 from protocol.apdu import (
     SW,
@@ -68,6 +68,7 @@ from protocol.apdu import (
     WrongP1P2Error,
     WrongPinError,
 )
+from protocol.cryptogram import CryptogramType
 from protocol.errors import DecodeError, EncodeError
 from protocol.tlv import Tlv, decode, decode_dol
 
