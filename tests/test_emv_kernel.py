@@ -310,6 +310,22 @@ def test_complete_second_generate_ac(vclock: VirtualClock, vrun: asyncio.Runner)
         return done.cryptogram_type
 
     assert vrun.run(declined()) is CryptogramType.AAC
+
+    # a card that declines after the host approved (chip.applications[].decline_after_online)
+    prof = load_profile("cup_debit")
+    assert prof.emv is not None
+    late = dataclasses.replace(prof.emv.applications[0], decline_after_online=True)
+    card = EmvCard(prof, dataclasses.replace(prof.emv, applications=(late,)))
+    k3 = kernel(vclock, card)
+
+    async def late_decline() -> tuple[ChipRead, bool, bytes]:
+        read = await k3.read(Transaction(1), Pins("123456"))
+        done = await k3.complete(True, "00")
+        return read, done.declined, done.icc_data
+
+    read, late_declined, icc = vrun.run(late_decline())
+    assert read.cryptogram_type is CryptogramType.ARQC and late_declined
+    assert flatten(decode(icc))[0x9F27] == b"\x00"        # field 55 of the reversal carries the AAC
     with pytest.raises(EmvError):
         vrun.run(kernel(vclock, "cup_debit").complete(True, b"00"))
 

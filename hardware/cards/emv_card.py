@@ -32,7 +32,8 @@ State: the PIN try counter, the ATC and the last online ATC are non-volatile (th
 :meth:`EmvCard.reset`, like EEPROM); the selected file, GPO and cryptogram progress are
 volatile. Card risk management is deliberately simple: an ARQC request gets an ARQC; a TC
 request gets a TC only if the application allows offline approval, else an ARQC; an AAC
-request, or a blocked application, gets an AAC.
+request, or a blocked application, gets an AAC. Second GENERATE AC: a TC if asked for and the
+ARC approves, unless the application has ``decline_after_online`` (then an AAC).
 
 Issuer Application Data (9F10) is ``06 01 0A 03 c1 c2 00`` — length, key index 01,
 cryptogram version 0A, then a 4-byte Card Verification Result (length 03, c1, c2, 00) with
@@ -410,7 +411,8 @@ class EmvCard:
         if second:
             arc = _arc_from_cdol2(dol, cmd.data)
             approved = arc in (b"00", b"10", b"11", b"\x00\x00")
-            kind = CryptogramType.TC if requested is CryptogramType.TC and approved else CryptogramType.AAC
+            accept = requested is CryptogramType.TC and approved and not app.decline_after_online
+            kind = CryptogramType.TC if accept else CryptogramType.AAC
             s.second_ac = kind
             s.finished = True
             if approved:

@@ -40,6 +40,8 @@ A profile file (``hardware/cards/profiles/<name>.toml``)::
     cvm = ["offline_pin"]     # offline_pin | online_pin | signature | no_cvm, in CVM-list order
     ac_key = "…32 hex digits…" # the card's application-cryptogram master key (test keys only)
     response_format = 2       # GPO / GENERATE AC response template 80 (1) or 77 (2)
+    decline_after_online = false   # true: the second GENERATE AC answers AAC although the host
+                                   # approved (card risk management declines late → reversal)
     # optional: the application's files record by record instead of the generated ones
     # (the AFL then lists every record given); see hardware.cards.emv_card.build_records
     # records = [{ sfi = 1, record = 1, tlv = "7007…" }]
@@ -153,6 +155,7 @@ class EmvApplication:
     effective: str = ""            # YYMMDD, tag 5F25 (omitted when empty)
     blocked: bool = False          # application blocked: SELECT answers 6283, GPO 6985
     offline_approve: bool = False  # the card may answer a TC request with a TC
+    decline_after_online: bool = False  # second GENERATE AC: AAC even when the host approved
     extra: tuple[tuple[int, bytes], ...] = ()   # more primitive tags for the last record
     records: tuple[tuple[int, int, bytes], ...] = ()   # (sfi, record, 70-template): replaces the generated files
 
@@ -339,6 +342,7 @@ def _parse_app(d: dict[str, Any], where: str) -> EmvApplication:
         effective=effective,
         blocked=bool(d.get("blocked", False)),
         offline_approve=bool(d.get("offline_approve", False)),
+        decline_after_online=_bool(d.get("decline_after_online", False), where, "decline_after_online"),
         extra=tuple(extra),
         records=tuple(records),
     )
