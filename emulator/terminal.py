@@ -497,7 +497,7 @@ class Terminal:
             got = await self._while_card_in(self._typed_pin(prompt))
             return None if isinstance(got, _Pulled) else got
 
-        kcfg = emv.TerminalConfig(
+        kcfg = emv.KernelConfig(
             aids=tuple(emv.TerminalAid(bytes.fromhex(a)) for a in self.cfg.aids),
             currency="0" + self.cfg.currency, ifd_serial=self.cfg.terminal_id, terminal_id=self.cfg.terminal_id)
         kernel = emv.EmvKernel(self.reader, self.clock, kcfg)

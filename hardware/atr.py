@@ -19,6 +19,9 @@ Fi 372, Di 1), extra guard time N from TC1 (§8.3, guard time 12 etu + N etu; N 
 minimum: 12 etu for T=0, 11 for T=1), WI from TC2 (§10.2, default 10; WT = WI × 960 × Fi/f),
 specific mode from TA2, T=1 IFSC/CWI/BWI from the first TA/TB after T=1 (§11.4).
 
+Historical bytes (ISO/IEC 7816-4 §8.1.1): :func:`parse_historical` checks the category
+indicator and the COMPACT-TLV objects that follow it (see :class:`HistoricalBytes`).
+
 >>> a = parse_atr(bytes.fromhex("3B6800000073C84000009000"))
 >>> a.protocols, a.fi, a.di, a.historical.hex()
 ((0,), 372, 1, '0073c84000009000')
@@ -55,9 +58,11 @@ __all__ = [
     "FI_TABLE",
     "Atr",
     "Convention",
+    "HistoricalBytes",
     "InterfaceGroup",
     "build_atr",
     "parse_atr",
+    "parse_historical",
 ]
 
 MAX_ATR_LENGTH = 33
@@ -448,3 +453,104 @@ def build_atr(
         proto = protos_td[i] if i < len(protos_td) else None
         out.append(InterfaceGroup(g["ta"], g["tb"], g["tc"], proto))
     return Atr(convention, tuple(out), bytes(historical))
+
+
+# --- historical bytes (ISO/IEC 7816-4 §8.1.1) --------------------------------------------------
+COMPACT_TLV_TAGS: dict[int, str] = {
+    0x1: "country code",
+    0x2: "issuer identification number",
+    0x3: "card service data",
+    0x4: "initial access data",
+    0x5: "card issuer's data",
+    0x6: "pre-issuing data",
+    0x7: "card capabilities",
+    0x8: "status indicator",
+    0xF: "application identifier",
+}
+"""ISO/IEC 7816-4 §8.1.1.2 (Table 82 in the 2005 edition): COMPACT-TLV tags of the historical bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoricalBytes:
+    """The historical bytes of an ATR, decoded (ISO/IEC 7816-4 §8.1.1).
+
+    ``category`` is the category indicator (first byte): ``00`` — COMPACT-TLV objects, then a
+    mandatory 3-byte status indicator (LCS, SW1 SW2) outside TLV; ``80`` — COMPACT-TLV
+    objects only, the status indicator (if any) being tag 8; ``10`` — a DIR data reference
+    (one byte). ``81``–``8F`` are RFU and anything else is proprietary (not decodable, kept
+    in ``proprietary``). ``objects`` are the ``(tag, value)`` COMPACT-TLV pairs (one byte
+    ``tag << 4 | length``, then the value).
+    """
+
+    category: int | None
+    objects: tuple[tuple[int, bytes], ...] = ()
+    status: bytes = b""               # LCS and/or SW1 SW2, from tag 8 or category 00
+    dir_reference: int | None = None
+    proprietary: bytes = b""
+
+    def get(self, tag: int) -> bytes | None:
+        """The value of the first COMPACT-TLV object with ``tag``, or ``None``."""
+        return next((v for t, v in self.objects if t == tag), None)
+
+
+_COMPACT_LENGTHS = {0x3: (1, 1), 0x7: (1, 3), 0x8: (1, 3), 0xF: (1, 15)}
+
+
+def _compact_tlv(data: bytes, start: int, end: int, raw: bytes) -> tuple[tuple[int, bytes], ...]:
+    out: list[tuple[int, bytes]] = []
+    pos = start
+    while pos < end:
+        tag, n = data[pos] >> 4, data[pos] & 0x0F
+        if tag == 0:
+            raise DecodeError("COMPACT-TLV tag 0 is not defined", field="historical", pos=pos, raw=raw)
+        if pos + 1 + n > end:
+            raise DecodeError(f"COMPACT-TLV tag {tag:X} ({COMPACT_TLV_TAGS.get(tag, 'RFU')}) announces {n} "
+                              f"bytes, {end - pos - 1} follow", field=f"historical.{tag:X}", pos=pos, raw=raw)
+        lo, hi = _COMPACT_LENGTHS.get(tag, (0, 15))
+        if not lo <= n <= hi:
+            raise DecodeError(f"COMPACT-TLV tag {tag:X} ({COMPACT_TLV_TAGS[tag]}) must be {lo}..{hi} bytes, "
+                              f"not {n}", field=f"historical.{tag:X}", pos=pos, raw=raw)
+        out.append((tag, bytes(data[pos + 1 : pos + 1 + n])))
+        pos += 1 + n
+    return tuple(out)
+
+
+def parse_historical(data: bytes) -> HistoricalBytes:
+    """Decode historical bytes by their category indicator (ISO/IEC 7816-4 §8.1.1.1).
+
+    >>> h = parse_historical(bytes.fromhex("80318066B0840C016E0183009000"))
+    >>> hex(h.category), [t for t, _ in h.objects], h.status.hex()
+    ('0x80', [3, 6, 8], '009000')
+    >>> parse_historical(bytes.fromhex("80318065B0"))
+    Traceback (most recent call last):
+    ...
+    protocol.errors.DecodeError: COMPACT-TLV tag 6 (pre-issuing data) announces 5 bytes, 1 follow: field historical.6, \
+position 3, raw 80318065B0
+    """
+    data = _as_bytes(data, "data")
+    if not data:
+        return HistoricalBytes(None)
+    if len(data) > 15:
+        raise DecodeError(f"{len(data)} historical bytes; T0 allows at most 15", field="historical", raw=data)
+    cat = data[0]
+    if cat == 0x00:
+        if len(data) < 4:
+            raise DecodeError("category 00 needs a 3-byte status indicator at the end", field="historical",
+                              pos=len(data), raw=data)
+        return HistoricalBytes(cat, _compact_tlv(data, 1, len(data) - 3, data), status=bytes(data[-3:]))
+    if cat == 0x10:
+        if len(data) != 2:
+            raise DecodeError("category 10 is followed by exactly one DIR data reference byte",
+                              field="historical", pos=1, raw=data)
+        return HistoricalBytes(cat, dir_reference=data[1])
+    if cat == 0x80:
+        objs = _compact_tlv(data, 1, len(data), data)
+        status = next((v for t, v in objs if t == 0x8), b"")
+        if any(t == 0x8 for t, _ in objs[:-1]):
+            raise DecodeError("the status indicator (tag 8) must be the last object", field="historical.8",
+                              raw=data)
+        return HistoricalBytes(cat, objs, status=status)
+    if 0x81 <= cat <= 0x8F:
+        raise DecodeError(f"category indicator {cat:02X} is reserved for future use", field="historical",
+                          pos=0, raw=data)
+    return HistoricalBytes(cat, proprietary=bytes(data[1:]))

@@ -1,11 +1,12 @@
 """The T=0 character protocol (ISO/IEC 7816-3 §10, APDU mapping §12.2; EMV Book 1 §9.2–9.3).
 
-Layers, each usable on its own:
+Layers, each usable on its own (the state machines live in :mod:`hardware.t0_machines` and
+are re-exported here):
 
-* **Sans-IO state machines over bytes.** :class:`T0Terminal` is the terminal transport layer
-  (TTL) for one C-APDU: it yields :class:`Send` (bytes to put on the line), :data:`NEED_BYTE`
-  (feed it the next character with :meth:`T0Terminal.receive_byte`) or :class:`Complete`
-  (the R-APDU). :class:`T0Card` is the card side: it wraps any
+* **Sans-IO state machines over bytes** (the :mod:`protocol.sansio` vocabulary).
+  :class:`T0Terminal` is the terminal transport layer (TTL) for one C-APDU: feed it the card's
+  characters with ``receive_data``; ``next_event`` yields :class:`Send` (bytes to put on the
+  line), :class:`Complete` (the R-APDU) or ``NEED_DATA``. :class:`T0Card` is the card side: it wraps any
   :class:`hardware.ports.VirtualCard` (``execute(apdu) -> response``) and behaves like a real
   T=0 card, character by character.
 * **The line seam.** Characters cross a line where a receiver that sees a parity error pulls
@@ -27,36 +28,42 @@ SW1, then SW2. APDU mapping (§12.2): case 1 is sent with P3 = 00; case 2 with P
 case 3, then ``61xx`` → GET RESPONSE ``00 C0 00 00 xx`` repeated while more data remains; a
 case 4 command answered with a warning (``62xx``, ``63xx``, ``9xxx``) is followed by GET
 RESPONSE with P3 = 00 and the data returned with the warning (EMV Book 1 §9.3.1.3, Annex A7).
-Extended-length APDUs would need ENVELOPE and are refused (:class:`EncodeError`).
+Extended-length APDUs would need ENVELOPE and are refused (:class:`protocol.errors.EncodeError`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from hardware.clock import Clock
 from hardware.errors import CardMuteError, TransmissionError
 from hardware.ports import VirtualCard
-from protocol.apdu import CommandApdu, CommandCase
-from protocol.errors import EncodeError
+from hardware.t0_machines import (
+    DEFAULT_CASE4_INS,
+    DEFAULT_INCOMING_INS,
+    Complete,
+    Executed,
+    Send,
+    T0Card,
+    T0Terminal,
+)
+from protocol.apdu import CommandApdu
 
 __all__ = [
     "DEFAULT_CASE4_INS",
     "DEFAULT_INCOMING_INS",
     "MAX_REPEATS",
-    "NEED_BYTE",
     "CharChannel",
     "CharLine",
     "CleanChannel",
     "Complete",
     "Direction",
+    "Executed",
     "LineStats",
     "MemoryCharLine",
-    "NeedByte",
     "RxChar",
     "Send",
     "T0Card",
@@ -70,19 +77,6 @@ __all__ = [
 
 MAX_REPEATS = 3
 """Repetitions of one character after error signals before giving up (EMV Book 1 §9.2.2.1)."""
-
-NULL = 0x60
-GET_RESPONSE_INS = 0xC0
-
-DEFAULT_INCOMING_INS = frozenset({0xA4, 0xA8, 0xAE, 0x20, 0x24, 0x88, 0x82, 0x1E, 0x18, 0x16, 0xDA, 0xDC,
-                                  0xD6, 0xE2, 0xC2})
-"""INS codes whose P3 is Lc (data to the card): SELECT, GPO, GENERATE AC, VERIFY, CHANGE PIN,
-INTERNAL/EXTERNAL AUTHENTICATE, APPLICATION BLOCK/UNBLOCK, CARD BLOCK, PUT DATA, UPDATE
-RECORD/BINARY, APPEND RECORD, ENVELOPE. Every other INS is outgoing (P3 is Le)."""
-
-DEFAULT_CASE4_INS = frozenset({0xA4, 0xA8, 0xAE, 0x88})
-"""Incoming INS codes that are case 4 (response data expected): the card adapter hands them
-to ``execute`` with Le = 00, as a terminal speaking T=1 would have sent them."""
 
 
 # --- the line seam ------------------------------------------------------------------------
@@ -173,359 +167,6 @@ def char_line_pair(clock: Clock | None = None, char_time: float = 0.0) -> tuple[
     return a, b
 
 
-# --- terminal side (sans-IO) --------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Put these bytes on the line, in order."""
-
-    data: bytes
-
-
-class NeedByte(enum.Enum):
-    NEED_BYTE = "need byte"
-
-
-NEED_BYTE = NeedByte.NEED_BYTE
-"""Feed the machine the next character received."""
-
-
-@dataclass(frozen=True, slots=True)
-class Complete:
-    """The exchange is over; ``response`` is the R-APDU (data + SW1 SW2)."""
-
-    response: bytes = field(repr=False)
-
-
-class _Phase(enum.Enum):
-    HEADER = "send header"
-    PROCEDURE = "await procedure byte"
-    RX_ALL = "receive remaining data"
-    RX_ONE = "receive one data byte"
-    SW2 = "await SW2"
-    DONE = "done"
-
-
-T0Event = Send | NeedByte | Complete
-
-
-class T0Terminal:
-    """Terminal transport layer for one command APDU over T=0 (ISO/IEC 7816-3 §10.3, §12.2).
-
-    >>> tt = T0Terminal(bytes.fromhex("00B2010C00"))   # READ RECORD, case 2, Le 256
-    >>> tt.next_event()
-    Send(data=b'\\x00\\xb2\\x01\\x0c\\x00')
-    >>> for b in bytes.fromhex("6C03"): tt.receive_byte(b)
-    >>> tt.next_event()                                  # resend with P3 = 03
-    Send(data=b'\\x00\\xb2\\x01\\x0c\\x03')
-    >>> for b in bytes.fromhex("B2" "700100" "9000"): tt.receive_byte(b)
-    >>> tt.next_event()
-    Complete()
-    >>> tt.response.hex()
-    '7001009000'
-    """
-
-    def __init__(self, apdu: bytes | CommandApdu, *, max_tpdus: int = 64) -> None:
-        cmd = apdu if isinstance(apdu, CommandApdu) else CommandApdu.decode(bytes(apdu))
-        if cmd.extended:
-            raise EncodeError("extended-length APDUs need ENVELOPE over T=0; not supported", field="lc")
-        self.command = cmd
-        self.case = cmd.case
-        self.max_tpdus = max_tpdus
-        self.tpdu_headers: list[bytes] = []
-        self._collected = bytearray()        # response data gathered over GET RESPONSEs
-        self._response: bytes | None = None
-        self._outgoing = bytearray()
-        self._get_response_phase = False
-        self._warning: bytes | None = None    # case 4 warning kept across GET RESPONSE (Annex A7)
-        if self.case is CommandCase.CASE_1:
-            # P3 = 00 (§12.2.1); a card that reads it as Le = 256 may send data or 6Cxx
-            self._start(cmd.header + b"\x00", b"", 256)
-        elif self.case is CommandCase.CASE_2S:
-            ne = cmd.ne or 256
-            self._start(cmd.header + bytes([ne & 0xFF]), b"", ne)
-        else:
-            self._start(cmd.header + bytes([len(cmd.data)]), cmd.data, 0)
-
-    # --- TPDU level -------------------------------------------------------------------------
-    def _start(self, header: bytes, out_data: bytes, rx_len: int) -> None:
-        if len(self.tpdu_headers) >= self.max_tpdus:
-            raise TransmissionError(f"T=0 exchange did not end after {self.max_tpdus} TPDUs")
-        self.tpdu_headers.append(header)
-        self._ins = header[1]
-        self._to_send = out_data
-        self._rx_len = rx_len
-        self._rx = bytearray()
-        self._sw1 = 0
-        self._outgoing += header
-        self._phase = _Phase.PROCEDURE
-
-    def next_event(self) -> T0Event:
-        if self._outgoing:
-            data = bytes(self._outgoing)
-            self._outgoing.clear()
-            return Send(data)
-        if self._phase is _Phase.DONE:
-            return Complete(self.response)
-        return NEED_BYTE
-
-    @property
-    def response(self) -> bytes:
-        if self._response is None:
-            raise TransmissionError("the T=0 exchange is not complete")
-        return self._response
-
-    @property
-    def done(self) -> bool:
-        return self._phase is _Phase.DONE
-
-    def receive_byte(self, b: int) -> None:
-        """One character from the card."""
-        if not isinstance(b, int) or not 0 <= b <= 0xFF:
-            raise TypeError("a character is an int 0..255")
-        if self._outgoing:
-            raise TransmissionError("card sent a character while the terminal was still sending")
-        phase = self._phase
-        if phase is _Phase.PROCEDURE:
-            self._procedure(b)
-        elif phase in (_Phase.RX_ALL, _Phase.RX_ONE):
-            self._rx.append(b)
-            if phase is _Phase.RX_ONE or len(self._rx) >= self._rx_len:
-                self._phase = _Phase.PROCEDURE
-        elif phase is _Phase.SW2:
-            self._tpdu_done(bytes(self._rx), self._sw1, b)
-        else:
-            raise TransmissionError(f"unexpected character {b:02X} after the exchange ended")
-
-    def _procedure(self, b: int) -> None:
-        ins = self._ins
-        if b == NULL:
-            return
-        if b == ins or b == ins ^ 0xFF:
-            one = b != ins
-            if self._to_send:
-                n = 1 if one else len(self._to_send)
-                self._outgoing += self._to_send[:n]
-                self._to_send = self._to_send[n:]
-            elif len(self._rx) < self._rx_len:
-                self._phase = _Phase.RX_ONE if one else _Phase.RX_ALL
-            # an ACK with nothing left to transfer is harmless (case 1): keep waiting
-            return
-        if b & 0xF0 in (0x60, 0x90):
-            self._sw1 = b
-            self._phase = _Phase.SW2
-            return
-        raise TransmissionError(f"invalid procedure byte {b:02X} after header "
-                                f"{self.tpdu_headers[-1].hex().upper()} (ISO/IEC 7816-3 §10.3.3)")
-
-    # --- APDU level (§12.2) -------------------------------------------------------------------
-    def _tpdu_done(self, data: bytes, sw1: int, sw2: int) -> None:
-        header = self.tpdu_headers[-1]
-        outgoing_tpdu = self.case in (CommandCase.CASE_1, CommandCase.CASE_2S) or self._get_response_phase
-        if sw1 == 0x6C and outgoing_tpdu:
-            # wrong Le: resend the same header with P3 = SW2 (§12.2.2 case 2S.3)
-            self._start(header[:4] + bytes([sw2]), b"", sw2 or 256)
-            return
-        if sw1 == 0x61:
-            # more data: GET RESPONSE with P3 = SW2 (§12.2.4 case 4S.3, §12.2.2 case 2S.4)
-            self._collected += data
-            self._get_response_phase = True
-            self._start(bytes((0x00, GET_RESPONSE_INS, 0x00, 0x00, sw2)), b"", sw2 or 256)
-            return
-        warning = sw1 in (0x62, 0x63) or (sw1 & 0xF0 == 0x90 and (sw1, sw2) != (0x90, 0x00))
-        if self.case is CommandCase.CASE_4S and not self._get_response_phase and warning:
-            # EMV Book 1 §9.3.1.3 / Annex A7: a case 4 command answered with a warning —
-            # fetch the data with GET RESPONSE (P3 = 00) and return it with the warning.
-            self._warning = bytes((sw1, sw2))
-            self._get_response_phase = True
-            self._start(bytes((0x00, GET_RESPONSE_INS, 0x00, 0x00, 0x00)), b"", 256)
-            return
-        self._collected += data
-        final = bytes((sw1, sw2))
-        if self._warning is not None:
-            if final == b"\x90\x00":
-                final = self._warning
-            else:   # no data after all: the warning alone
-                self._collected.clear()
-                final = self._warning
-        self._response = bytes(self._collected) + final
-        self._phase = _Phase.DONE
-
-
-# --- card side (sans-IO) ---------------------------------------------------------------------
-class _CardPhase(enum.Enum):
-    HEADER = "await header"
-    DATA_IN = "receive command data"
-
-
-class T0Card:
-    """A real-behaving T=0 card around a ``VirtualCard`` (ISO/IEC 7816-3 §10.3).
-
-    Feed it the terminal's characters with :meth:`receive_byte`; collect what it sends with
-    :meth:`outgoing`. ``nulls`` NULL bytes precede each procedure byte (a slow card);
-    ``byte_by_byte`` makes it use ``INS ⊕ FF`` for every data byte instead of one ACK.
-    Case 4 answers ``61xx`` and waits for GET RESPONSE; a wrong Le gets ``6Cxx`` and the
-    response is kept for the resend, so a command is never executed twice. With
-    ``warning_first`` a case 4 response carrying a warning (``62xx``/``63xx``/``9xxx``) is
-    announced by the warning itself and its data fetched with GET RESPONSE (EMV Book 1 Annex A7).
-    """
-
-    def __init__(
-        self,
-        card: VirtualCard,
-        *,
-        incoming_ins: Iterable[int] = DEFAULT_INCOMING_INS,
-        case4_ins: Iterable[int] = DEFAULT_CASE4_INS,
-        nulls: int = 0,
-        byte_by_byte: bool = False,
-        warning_first: bool = False,
-    ) -> None:
-        self.card = card
-        self.warning_first = warning_first
-        self.incoming_ins = frozenset(incoming_ins)
-        self.case4_ins = frozenset(case4_ins)
-        self.nulls = nulls
-        self.byte_by_byte = byte_by_byte
-        self.reset()
-
-    def reset(self) -> None:
-        self._phase = _CardPhase.HEADER
-        self._hdr = bytearray()
-        self._data = bytearray()
-        self._out = bytearray()
-        self._pending: bytes | None = None       # data waiting for GET RESPONSE
-        self._pending_sw = b"\x90\x00"
-        self._le_cache: tuple[bytes, bytes, bytes] | None = None   # (header4, data, sw) after 6Cxx
-
-    def outgoing(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def receive_byte(self, b: int) -> None:
-        if not isinstance(b, int) or not 0 <= b <= 0xFF:
-            raise TypeError("a character is an int 0..255")
-        if self._phase is _CardPhase.HEADER:
-            self._hdr.append(b)
-            if len(self._hdr) == 5:
-                self._on_header()
-        else:
-            self._data.append(b)
-            if len(self._data) >= self._hdr[4]:
-                self._on_command_data()
-            elif self.byte_by_byte:
-                self._proc(self._hdr[1] ^ 0xFF)
-
-    # --- helpers ------------------------------------------------------------------------------
-    def _proc(self, b: int) -> None:
-        self._out += bytes([NULL]) * self.nulls + bytes([b])
-
-    def _sw(self, sw: bytes) -> None:
-        self._out += bytes([NULL]) * self.nulls + sw
-        self._end()
-
-    def _end(self) -> None:
-        self._phase = _CardPhase.HEADER
-        self._hdr = bytearray()
-        self._data = bytearray()
-
-    def _send_data(self, ins: int, data: bytes) -> None:
-        if self.byte_by_byte:
-            for x in data:
-                self._proc(ins ^ 0xFF)
-                self._out.append(x)
-        else:
-            self._proc(ins)
-            self._out += data
-
-    def _on_header(self) -> None:
-        hdr = bytes(self._hdr)
-        ins, p3 = hdr[1], hdr[4]
-        if ins & 0xF0 in (0x60, 0x90):
-            self._sw(b"\x6D\x00")  # INS 6X/9X is invalid (§10.3.2)
-            return
-        if ins == GET_RESPONSE_INS and self._pending is not None:
-            self._get_response(p3)
-            return
-        self._pending = None
-        if ins in self.incoming_ins:
-            if p3 == 0:
-                self._execute_incoming(hdr[:4])
-                return
-            self._phase = _CardPhase.DATA_IN
-            self._proc(ins ^ 0xFF if self.byte_by_byte else ins)
-            return
-        self._outgoing_command(hdr)
-
-    def _on_command_data(self) -> None:
-        hdr = bytes(self._hdr)
-        self._execute_incoming(hdr[:4] + bytes([hdr[4]]) + bytes(self._data))
-
-    def _execute_incoming(self, apdu: bytes) -> None:
-        self._le_cache = None
-        if apdu[1] in self.case4_ins:
-            apdu += b"\x00"
-        resp = self.card.execute(apdu)
-        if len(resp) < 2:
-            self._end()  # the card stays mute; the terminal's waiting time expires
-            return
-        data, sw = resp[:-2], resp[-2:]
-        warning = sw[0] in (0x62, 0x63) or (sw[0] & 0xF0 == 0x90 and sw != b"\x90\x00")
-        if data and warning and self.warning_first:
-            # EMV Book 1 Annex A7 style: the warning now, the data through GET RESPONSE
-            self._pending, self._pending_sw = data, b"\x90\x00"
-            self._sw(sw)
-        elif data:
-            self._pending, self._pending_sw = data, sw
-            self._sw(bytes((0x61, len(data) & 0xFF)))   # len 256+ → 61 00
-        else:
-            self._sw(sw)
-
-    def _outgoing_command(self, hdr: bytes) -> None:
-        ins, p3 = hdr[1], hdr[4]
-        le = p3 or 256
-        cache = self._le_cache
-        self._le_cache = None
-        if cache is not None and cache[0] == hdr[:4] and len(cache[1]) == le:
-            data, sw = cache[1], cache[2]
-        else:
-            resp = self.card.execute(hdr)   # case 2: header + Le
-            if len(resp) < 2:
-                self._end()
-                return
-            data, sw = resp[:-2], resp[-2:]
-        if not data:
-            self._sw(sw)
-            return
-        if len(data) == le:
-            self._send_data(ins, data)
-            self._sw(sw)
-            return
-        if len(data) <= 256:
-            self._le_cache = (hdr[:4], data, sw)
-            self._sw(bytes((0x6C, len(data) & 0xFF)))   # wrong Le, exact length (§10.3.4)
-            return
-        # more than 256 bytes: Le bytes now, the rest through GET RESPONSE
-        self._send_data(ins, data[:le])
-        self._pending, self._pending_sw = data[le:], sw
-        self._sw(bytes((0x61, len(self._pending) & 0xFF)))
-
-    def _get_response(self, p3: int) -> None:
-        pending = self._pending or b""
-        le = p3 or 256
-        avail = len(pending)
-        if le > avail:
-            self._sw(bytes((0x6C, avail & 0xFF)))
-            return
-        self._send_data(GET_RESPONSE_INS, pending[:le])
-        rest = pending[le:]
-        if rest:
-            self._pending = rest
-            self._sw(bytes((0x61, len(rest) & 0xFF)))
-        else:
-            self._pending = None
-            self._sw(self._pending_sw)
-
-
 # --- drivers ------------------------------------------------------------------------------------
 async def _send_char(line: CharLine, b: int, stats: LineStats, max_repeats: int) -> None:
     for attempt in range(max_repeats + 1):
@@ -578,7 +219,7 @@ async def t0_transmit(
             st.tpdus += len(tt.tpdu_headers)
             return ev.response
         else:
-            tt.receive_byte(await _recv_char(line, wwt, st, max_repeats))
+            tt.receive_data(bytes([await _recv_char(line, wwt, st, max_repeats)]))
 
 
 async def serve_t0(card: T0Card | VirtualCard, line: CharLine, *, max_repeats: int = MAX_REPEATS,
@@ -591,8 +232,8 @@ async def serve_t0(card: T0Card | VirtualCard, line: CharLine, *, max_repeats: i
         if rx is None or not rx.parity_ok:
             continue
         st.chars += 1
-        machine.receive_byte(rx.value)
-        for b in machine.outgoing():
+        machine.receive_data(bytes([rx.value]))
+        for b in machine.data_to_send():
             await _send_char(line, b, st, max_repeats)
 
 
@@ -655,16 +296,16 @@ class T0WiredCard:
                 ev = tt.next_event()
                 if isinstance(ev, Send):
                     for b in ev.data:
-                        self.port.receive_byte(self._carry(Direction.TO_CARD, b))
+                        self.port.receive_data(bytes([self._carry(Direction.TO_CARD, b)]))
                 elif isinstance(ev, Complete):
                     return ev.response
                 else:
                     if not from_card:
-                        from_card += self.port.outgoing()
+                        from_card += self.port.data_to_send()
                         if not from_card:
                             self.port.reset()
                             return b""   # mute card: the reader's waiting time expires
-                    tt.receive_byte(self._carry(Direction.TO_TERMINAL, from_card.pop(0)))
+                    tt.receive_data(bytes([self._carry(Direction.TO_TERMINAL, from_card.pop(0))]))
         except BaseException:
             self.port.reset()   # a broken exchange leaves no half-received TPDU behind
             raise

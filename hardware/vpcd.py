@@ -23,16 +23,17 @@ reports T=1 to pcscd, so no T=0 procedure bytes cross this link.
 
 The module has two layers, h11-style:
 
-* sans-IO — :func:`encode_frame`, :class:`FrameDecoder`, :func:`parse_message`,
-  :class:`VpcdCardSession` (bytes in → bytes out, no sockets);
+* sans-IO, in the :mod:`protocol.sansio` vocabulary — :func:`encode_frame` and
+  :class:`VpcdDecoder` (the length framing of :mod:`protocol.framing`), :func:`parse_message`,
+  :class:`VpcdCardSession` (``receive_data`` → ``next_event`` → ``data_to_send``, no sockets);
 * I/O — :class:`VpcdClient`, an asyncio client that connects (retrying until vpcd is up),
   serves the card, and can be removed and re-inserted.
 
->>> d = FrameDecoder()
->>> d.feed(bytes.fromhex("0001 04 0005 00a4"))    # get ATR, then half an APDU (a short read)
->>> d.next_message(), d.next_message()
-(ControlMessage(control=<Control.GET_ATR: 4>), None)
->>> d.feed(bytes.fromhex("040000")); d.next_message()
+>>> d = VpcdDecoder()
+>>> d.receive_data(bytes.fromhex("0001 04 0005 00a4"))    # get ATR, then half an APDU (a short read)
+>>> d.next_event(), d.next_event()
+(ControlMessage(control=<Control.GET_ATR: 4>), NEED_DATA)
+>>> d.receive_data(bytes.fromhex("040000")); d.next_event()
 ApduMessage(apdu=b'\\x00\\xa4\\x04\\x00\\x00')
 """
 
@@ -49,10 +50,11 @@ from hardware.clock import Clock
 from hardware.errors import CardMuteError, ServiceUnavailableError
 from hardware.ports import VirtualCard
 from protocol.errors import ConfigError, DecodeError, EncodeError
+from protocol.framing import HEADER_LEN, Framer, frame
+from protocol.sansio import NEED_DATA, NeedData
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 35963
-HEADER_LEN = 2
 MAX_PAYLOAD = 0xFFFF
 
 
@@ -79,16 +81,19 @@ VpcdMessage = ControlMessage | ApduMessage
 
 
 def encode_frame(payload: bytes) -> bytes:
-    """Prefix a payload with its 2-byte big-endian length.
+    """Prefix a payload with its 2-byte big-endian length (:func:`protocol.framing.frame`).
+
+    Unlike an ISO 8583 frame, an empty payload is allowed: it is how a card with no ATR
+    answers vpcd's ATR request (vpcd then takes the card as absent).
 
     >>> encode_frame(b"\\x04").hex()
     '000104'
     """
     if not isinstance(payload, bytes | bytearray):
         raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-    if len(payload) > MAX_PAYLOAD:
-        raise EncodeError(f"vpcd payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
-    return len(payload).to_bytes(HEADER_LEN, "big") + bytes(payload)
+    if not payload:
+        return b"\x00\x00"
+    return frame(bytes(payload), MAX_PAYLOAD)
 
 
 def encode_message(msg: VpcdMessage) -> bytes:
@@ -114,48 +119,37 @@ def parse_message(payload: bytes) -> VpcdMessage:
     return ApduMessage(bytes(payload))
 
 
-class FrameDecoder:
-    """Receive buffer for length-prefixed frames; survives short reads and back-to-back frames.
+class VpcdDecoder:
+    """vpcd messages from a byte stream, sans-IO (:mod:`protocol.sansio`): the length framing is
+    :class:`protocol.framing.Framer`'s, each payload is classified by :func:`parse_message`.
 
-    >>> d = FrameDecoder()
-    >>> d.feed(b"\\x00"); d.next_payload() is None
-    True
-    >>> d.feed(b"\\x01\\x04\\x00\\x01"); d.next_payload(), d.next_payload()
-    (b'\\x04', None)
+    >>> d = VpcdDecoder()
+    >>> d.receive_data(b"\\x00"); d.next_event()
+    NEED_DATA
+    >>> d.receive_data(b"\\x01\\x04\\x00\\x01"); d.next_event(), d.next_event()
+    (ControlMessage(control=<Control.GET_ATR: 4>), NEED_DATA)
     """
 
-    __slots__ = ("_buf", "_pos")
+    __slots__ = ("_framer", "_pos")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._pos = 0                 # stream offset of _buf[0], for error positions
+        self._framer = Framer(MAX_PAYLOAD)
+        self._pos = 0                 # stream offset of the next frame, for error positions
 
-    def feed(self, data: bytes) -> None:
-        self._buf += data
+    def receive_data(self, data: bytes) -> None:
+        self._framer.receive_data(data)
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return self._framer.buffered
 
-    def next_payload(self) -> bytes | None:
-        """The next complete payload (may be empty), or ``None`` if more bytes are needed."""
-        if len(self._buf) < HEADER_LEN:
-            return None
-        n = int.from_bytes(self._buf[:HEADER_LEN], "big")
-        end = HEADER_LEN + n
-        if len(self._buf) < end:
-            return None
-        payload = bytes(self._buf[HEADER_LEN:end])
-        del self._buf[:end]
-        self._pos += end
-        return payload
-
-    def next_message(self) -> VpcdMessage | None:
-        """The next parsed message, or ``None``; a bad payload raises :class:`DecodeError`."""
+    def next_event(self) -> VpcdMessage | NeedData:
+        """The next parsed message, or ``NEED_DATA``; a bad frame raises :class:`DecodeError`."""
         start = self._pos
-        payload = self.next_payload()
-        if payload is None:
-            return None
+        payload = self._framer.next_event()
+        if payload is NEED_DATA:
+            return NEED_DATA
+        self._pos += HEADER_LEN + len(payload)
         try:
             return parse_message(payload)
         except DecodeError as e:
@@ -185,20 +179,35 @@ class VpcdCardSession:
         self.card = card
         self.powered = False
         self.stats = SessionStats()
-        self._decoder = FrameDecoder()
+        self._decoder = VpcdDecoder()
+        self._out = bytearray()
 
-    def receive_data(self, data: bytes) -> bytes:
-        """Consume bytes from vpcd; return every reply frame they call for (possibly ``b""``)."""
-        self._decoder.feed(data)
-        out = bytearray()
-        for _ in range(1 + len(data)):          # at most one message per byte received
-            msg = self._decoder.next_message()
-            if msg is None:
-                break
-            reply = self.handle(msg)
-            if reply is not None:
-                out += encode_frame(reply)
-        return bytes(out)
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from vpcd (any split); :meth:`next_event` handles the messages they complete."""
+        self._decoder.receive_data(data)
+
+    def next_event(self) -> VpcdMessage | NeedData:
+        """Handle the next complete message (its reply goes to :meth:`data_to_send`) and return
+        it, or ``NEED_DATA``."""
+        msg = self._decoder.next_event()
+        if msg is NEED_DATA:
+            return NEED_DATA
+        reply = self.handle(msg)
+        if reply is not None:
+            self._out += encode_frame(reply)
+        return msg
+
+    def data_to_send(self) -> bytes:
+        """The reply frames owed to vpcd so far (possibly ``b""``)."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def contacted(self) -> bool:
+        """vpcd has sent at least one message (the card is in its reader)."""
+        st = self.stats
+        return bool(st.apdus or st.atr_polls or st.power_ons or st.resets or st.power_offs)
 
     def handle(self, msg: VpcdMessage) -> bytes | None:
         """One message in, the reply payload out (``None``: no reply)."""
@@ -287,6 +296,7 @@ class VpcdClient:
         self._clock = clock
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
+        self._active = asyncio.Event()
         self.session: VpcdCardSession | None = None
         self.insertions = 0
 
@@ -304,6 +314,7 @@ class VpcdClient:
             return
         reader, writer = await self._connect()
         self._writer = writer
+        self._active = asyncio.Event()
         self.session = VpcdCardSession(self.card)
         self.insertions += 1
         self._task = asyncio.get_running_loop().create_task(
@@ -322,6 +333,33 @@ class VpcdClient:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    @property
+    def active(self) -> bool:
+        """Connected, and vpcd has talked to the card on this connection (a power-on, an ATR
+        request, an APDU): the card is in the reader."""
+        return self._active.is_set() and self.inserted
+
+    async def wait_active(self, timeout: float | None = None) -> bool:
+        """Wait until vpcd first talks to the card on this connection: ``True`` (also when the
+        connection has ended since); ``False`` when ``timeout`` (loop seconds) passes first or
+        the connection ends before vpcd said anything.
+
+        Connecting is not enough to be in the reader: vpcd serves one card per slot, and while
+        another card holds the slot the kernel still completes our TCP handshake (the listening
+        socket's backlog) but vpcd does not read from us until that card leaves. The first
+        message — pcscd polls presence with an ATR request every few hundred milliseconds —
+        is what says the card is in.
+        """
+        task = self._task
+        if task is None:
+            return False
+        waiter = asyncio.ensure_future(self._active.wait())
+        try:
+            await asyncio.wait({waiter, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        return self._active.is_set()
 
     async def wait_removed(self) -> None:
         """Return when the connection has ended (removed here, or vpcd/pcscd went away)."""
@@ -355,7 +393,12 @@ class VpcdClient:
                 data = await reader.read(4096)
                 if not data:
                     return
-                out = session.receive_data(data)
+                session.receive_data(data)
+                while session.next_event() is not NEED_DATA:
+                    pass
+                out = session.data_to_send()
+                if session.contacted:
+                    self._active.set()
                 if out:
                     writer.write(out)
                     await writer.drain()

@@ -8,10 +8,15 @@ Sans-IO: pure values and codecs.
   ``00`` means 256, an extended ``0000`` means 65536.
 * :class:`ResponseApdu` — ``[data] SW1 SW2``.
 * :data:`SW_MEANINGS` / :func:`sw_meaning` — what a status word says (ISO/IEC 7816-4 §5.6,
-  EMV Book 3 §6.3.5 and Annex A).
+  EMV Book 3 §6.3.5 and Annex A); these and the exceptions below live in :mod:`protocol.status`
+  and are re-exported here.
 * :class:`CardStatusError` and its subclasses — a card's non-success status as an exception,
   for the card side (a handler raises, the dispatcher turns it into SW1 SW2, vsmartcard-style)
   and the terminal side (:meth:`ResponseApdu.check`).
+* :class:`ApduExchange` / :func:`exchange` — the one command–response helper of posemu: GET
+  RESPONSE on ``61xx``, the command again with Le on ``6Cxx`` (ISO/IEC 7816-3 §12.2, 7816-4
+  §5.1.3), and in T=0 mode the TPDU mapping of cases 1–4 (used by the PC/SC backend, the EMV
+  kernel and the T=0 terminal).
 
 >>> c = CommandApdu(0x00, 0xB2, 0x01, 0x0C, ne=256)
 >>> c.encode().hex().upper(), c.case.name
@@ -25,21 +30,50 @@ Sans-IO: pure values and codecs.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.binary import require_bytes as _as_bytes
 from protocol.errors import DecodeError, EncodeError, ProtocolError
+from protocol.sansio import NEED_DATA, NeedData
+from protocol.status import (
+    SW,
+    SW_MEANINGS,
+    AuthMethodBlockedError,
+    CardStatusError,
+    ClaNotSupportedError,
+    ConditionsNotSatisfiedError,
+    FileNotFoundStatusError,
+    FunctionNotSupportedError,
+    InsNotSupportedError,
+    MoreDataStatus,
+    RecordNotFoundError,
+    ReferencedDataNotFoundError,
+    SecurityStatusError,
+    WarningStatusError,
+    WrongDataError,
+    WrongLeError,
+    WrongLengthError,
+    WrongP1P2Error,
+    WrongPinError,
+    status_error,
+    sw_meaning,
+)
 
 __all__ = [
+    "GET_RESPONSE_INS",
     "SW",
     "SW_MEANINGS",
+    "ApduExchange",
     "AuthMethodBlockedError",
     "CardStatusError",
     "ClaNotSupportedError",
     "CommandApdu",
     "CommandCase",
     "ConditionsNotSatisfiedError",
+    "ExchangeComplete",
+    "ExchangeError",
     "FileNotFoundStatusError",
     "FunctionNotSupportedError",
     "InsNotSupportedError",
@@ -48,12 +82,14 @@ __all__ = [
     "ReferencedDataNotFoundError",
     "ResponseApdu",
     "SecurityStatusError",
+    "SendCommand",
     "WarningStatusError",
     "WrongDataError",
     "WrongLeError",
     "WrongLengthError",
     "WrongP1P2Error",
     "WrongPinError",
+    "exchange",
     "status_error",
     "sw_meaning",
 ]
@@ -248,297 +284,187 @@ class ResponseApdu:
         return self
 
 
-class SW(enum.IntEnum):
-    """Status words a card or terminal names in code (ISO/IEC 7816-4 §5.6; EMV Book 3 §6.3.5)."""
-
-    OK = 0x9000
-    SELECTED_FILE_INVALIDATED = 0x6283       # EMV: application blocked (SELECT)
-    END_OF_FILE = 0x6282
-    VERIFY_FAILED = 0x6300
-    WRONG_LENGTH = 0x6700
-    CLA_FUNCTION_NOT_SUPPORTED = 0x6800
-    LOGICAL_CHANNEL_NOT_SUPPORTED = 0x6881
-    SECURE_MESSAGING_NOT_SUPPORTED = 0x6882
-    COMMAND_INCOMPATIBLE = 0x6981
-    SECURITY_STATUS_NOT_SATISFIED = 0x6982
-    AUTH_METHOD_BLOCKED = 0x6983
-    REFERENCE_DATA_INVALIDATED = 0x6984
-    CONDITIONS_NOT_SATISFIED = 0x6985
-    COMMAND_NOT_ALLOWED = 0x6986
-    WRONG_DATA = 0x6A80
-    FUNCTION_NOT_SUPPORTED = 0x6A81          # EMV: card blocked (SELECT)
-    FILE_NOT_FOUND = 0x6A82
-    RECORD_NOT_FOUND = 0x6A83
-    NOT_ENOUGH_MEMORY = 0x6A84
-    INCORRECT_P1P2 = 0x6A86
-    LC_INCONSISTENT_WITH_P1P2 = 0x6A87
-    REFERENCED_DATA_NOT_FOUND = 0x6A88
-    WRONG_P1P2 = 0x6B00
-    INS_NOT_SUPPORTED = 0x6D00
-    CLA_NOT_SUPPORTED = 0x6E00
-    NO_PRECISE_DIAGNOSIS = 0x6F00
+# --- the command–response exchange (ISO/IEC 7816-3 §12.2; 7816-4 §5.1.3) -----------------------
+GET_RESPONSE_INS = 0xC0
 
 
-SW_MEANINGS: dict[int, str] = {
-    0x9000: "normal processing",
-    0x6200: "warning, state of non-volatile memory unchanged",
-    0x6281: "part of returned data may be corrupted",
-    0x6282: "end of file or record reached before reading Ne bytes",
-    0x6283: "selected file invalidated (application blocked)",
-    0x6284: "FCI not formatted according to ISO 7816-4",
-    0x6300: "verification failed",
-    0x6381: "file filled up by the last write",
-    0x6400: "execution error, state of non-volatile memory unchanged",
-    0x6500: "execution error, state of non-volatile memory changed",
-    0x6581: "memory failure",
-    0x6700: "wrong length",
-    0x6800: "functions in CLA not supported",
-    0x6881: "logical channel not supported",
-    0x6882: "secure messaging not supported",
-    0x6900: "command not allowed",
-    0x6981: "command incompatible with file structure",
-    0x6982: "security status not satisfied",
-    0x6983: "authentication method blocked (PIN blocked)",
-    0x6984: "reference data invalidated",
-    0x6985: "conditions of use not satisfied",
-    0x6986: "command not allowed (no current EF)",
-    0x6A80: "incorrect parameters in the data field",
-    0x6A81: "function not supported (card blocked)",
-    0x6A82: "file or application not found",
-    0x6A83: "record not found",
-    0x6A84: "not enough memory space in the file",
-    0x6A86: "incorrect parameters P1-P2",
-    0x6A87: "Lc inconsistent with P1-P2",
-    0x6A88: "referenced data not found",
-    0x6B00: "wrong parameters P1-P2",
-    0x6D00: "instruction code not supported or invalid",
-    0x6E00: "class not supported",
-    0x6F00: "no precise diagnosis",
-}
+class ExchangeError(ProtocolError):
+    """The card kept the exchange going: more GET RESPONSEs or Le corrections than allowed."""
 
 
-def sw_meaning(sw: int) -> str:
-    """What a status word means (ISO/IEC 7816-4 §5.6, Tables 5–6).
+@dataclass(frozen=True, slots=True)
+class SendCommand:
+    """Send this C-APDU (in T=0 mode: this TPDU, header + P3 [+ data]) and feed back its answer."""
 
-    >>> sw_meaning(0x6A82), sw_meaning(0x61_10), sw_meaning(0x6C_08), sw_meaning(0x63C0)
-    ('file or application not found', '16 more response bytes available (GET RESPONSE)', \
-'wrong Le; exact length is 8', 'verification failed, 0 tries left')
-    """
-    if not isinstance(sw, int) or isinstance(sw, bool):
-        raise TypeError(f"sw must be int, not {type(sw).__name__}")
-    sw1, sw2 = sw >> 8, sw & 0xFF
-    if sw in SW_MEANINGS:
-        return SW_MEANINGS[sw]
-    if sw1 == 0x61:
-        return f"{sw2 or 256} more response bytes available (GET RESPONSE)"
-    if sw1 == 0x6C:
-        return f"wrong Le; exact length is {sw2 or 256}"
-    if sw1 == 0x63 and sw2 & 0xF0 == 0xC0:
-        return f"verification failed, {sw2 & 0x0F} tries left"
-    if sw1 == 0x67:
-        return "wrong length"
-    if sw1 == 0x6B:
-        return "wrong parameters P1-P2"
-    if sw1 == 0x6D:
-        return "instruction code not supported or invalid"
-    if sw1 == 0x6E:
-        return "class not supported"
-    if sw1 == 0x6F:
-        return "no precise diagnosis"
-    if sw1 in (0x62, 0x63):
-        return f"warning {sw:04X}"
-    if sw1 in (0x64, 0x65, 0x66):
-        return f"execution error {sw:04X}"
-    if sw1 in (0x68, 0x69, 0x6A):
-        return f"checking error {sw:04X}"
-    if sw1 & 0xF0 == 0x90:
-        return f"application-specific status {sw:04X}"
-    return f"unknown status word {sw:04X}"
+    apdu: bytes = field(repr=False)
 
 
-# --- card status as exceptions ---------------------------------------------------------------
-class CardStatusError(ProtocolError):
-    """A card answered with a non-success status word.
+@dataclass(frozen=True, slots=True)
+class ExchangeComplete:
+    """The exchange is over: ``response`` is the whole R-APDU (all data + the final SW1 SW2)."""
 
-    On the card side a command handler raises it and the dispatcher answers with
-    :attr:`sw`; on the terminal side :meth:`ResponseApdu.check` raises it.
+    response: bytes = field(repr=False)
+
+
+def _warning(sw1: int, sw2: int) -> bool:
+    """``62xx``, ``63xx`` or ``9xxx`` other than ``9000`` (EMV Book 1 §9.3.1.3)."""
+    return sw1 in (0x62, 0x63) or (sw1 & 0xF0 == 0x90 and (sw1, sw2) != (0x90, 0x00))
+
+
+def _with_le(apdu: bytes, le: int) -> bytes | None:
+    """The same short C-APDU with Le (P3) = ``le`` (cases 1–4, ISO/IEC 7816-4 §5.1); ``None``
+    for an extended one."""
+    if len(apdu) == 4:                                   # case 1 → case 2
+        return apdu + bytes([le])
+    if len(apdu) == 5:                                   # case 2 (or a T=0 case 1/2 TPDU)
+        return apdu[:4] + bytes([le])
+    lc = apdu[4]
+    if lc == 0:
+        return None
+    if len(apdu) == 5 + lc:                              # case 3 → case 4
+        return apdu + bytes([le])
+    if len(apdu) == 6 + lc:                              # case 4
+        return apdu[:-1] + bytes([le])
+    return None
+
+
+class ApduExchange:
+    """One command–response exchange, sans-IO: what to send next, until the R-APDU is whole.
+
+    ``next_event()`` gives :class:`SendCommand` (send it, then ``receive_data(answer)`` with the
+    card's whole answer), :class:`ExchangeComplete`, or :data:`~protocol.sansio.NEED_DATA`
+    while an answer is awaited. The rules (ISO/IEC 7816-3 §12.2, ISO/IEC 7816-4 §5.1.3,
+    EMV Book 1 §9.3.1):
+
+    * ``61xx`` — ``xx`` (``00`` = 256) more bytes: GET RESPONSE ``00 C0 00 00 xx``; the data of
+      every answer is concatenated.
+    * ``6Cxx`` without data — wrong Le: the same command again with Le = ``xx``, once per
+      command (a second ``6Cxx`` to the corrected command is the answer). Extended-length
+      commands are never rewritten.
+    * ``t0=True`` — the T=0 mapping of §12.2: the command goes out as a TPDU (case 1 with
+      P3 = 00, case 2 with P3 = Le, cases 3 and 4 with P3 = Lc and no Le); ``6Cxx`` only
+      corrects a TPDU without data; a case 4 command answered with a warning (``62xx``,
+      ``63xx``, ``9xxx``) is followed by GET RESPONSE with P3 = 00 and its data returned with
+      the warning (EMV Book 1 §9.3.1.3, Annex A7). Extended commands are refused.
+
+    At most ``max_commands`` commands are sent (:class:`ExchangeError` beyond) and at most
+    ``max_data`` response data bytes gathered (:class:`DecodeError` beyond).
+
+    >>> ex = ApduExchange(bytes.fromhex("00B2010C00"))
+    >>> ex.next_event()
+    SendCommand()
+    >>> ex.receive_data(bytes.fromhex("6C03")); ex.next_event().apdu.hex()
+    '00b2010c03'
+    >>> ex.receive_data(bytes.fromhex("AABB6101")); ex.next_event().apdu.hex()
+    '00c0000001'
+    >>> ex.receive_data(bytes.fromhex("CC9000")); ex.next_event().response.hex()
+    'aabbcc9000'
     """
 
-    default_sw: int = SW.NO_PRECISE_DIAGNOSIS
-
-    def __init__(self, sw: int | None = None, msg: str = "") -> None:
-        self.sw = int(self.default_sw if sw is None else sw)
-        self.msg = msg
-        text = f"card status {self.sw:04X}: {sw_meaning(self.sw)}"
-        super().__init__(text + (f" ({msg})" if msg else ""))
+    def __init__(self, command: bytes | CommandApdu, *, t0: bool = False, max_commands: int = 64,
+                 max_data: int = 65536) -> None:
+        cmd = command if isinstance(command, CommandApdu) else CommandApdu.decode(_as_bytes(command, "command"))
+        self.command = cmd
+        self.t0 = t0
+        self.max_commands = max_commands
+        self.max_data = max_data
+        self.sent: list[bytes] = []
+        self._data = bytearray()
+        self._warning: bytes | None = None
+        self._le_fixed = False
+        self._get_response = False
+        self._response: bytes | None = None
+        if t0:
+            if cmd.extended:
+                raise EncodeError("extended-length APDUs need ENVELOPE over T=0; not supported", field="lc")
+            if cmd.case is CommandCase.CASE_1:
+                first = cmd.header + b"\x00"
+            elif cmd.case is CommandCase.CASE_2S:
+                first = cmd.header + bytes([(cmd.ne or 256) & 0xFF])
+            else:
+                first = cmd.header + bytes([len(cmd.data)]) + cmd.data
+        else:
+            first = cmd.encode()
+        self._next: bytes | None = first
 
     @property
-    def sw1(self) -> int:
-        return self.sw >> 8
+    def done(self) -> bool:
+        return self._response is not None
+
+    def next_event(self) -> SendCommand | ExchangeComplete | NeedData:
+        if self._response is not None:
+            return ExchangeComplete(self._response)
+        nxt = self._next
+        if nxt is None:
+            return NEED_DATA
+        if len(self.sent) >= self.max_commands:
+            raise ExchangeError(f"the card kept asking for GET RESPONSE or a new Le "
+                                f"({self.max_commands} commands sent)")
+        self._next = None
+        self.sent.append(nxt)
+        return SendCommand(nxt)
+
+    def receive_data(self, data: bytes) -> None:
+        """The card's whole answer to the last :class:`SendCommand` (data + SW1 SW2)."""
+        raw = _as_bytes(data, "data")
+        if self._response is not None or self._next is not None or not self.sent:
+            raise ProtocolError("an answer arrived when no command was outstanding")
+        if len(raw) < 2:
+            raise DecodeError(f"response APDU of {len(raw)} bytes has no status word", field="sw",
+                              pos=len(raw), raw=raw)
+        body, sw1, sw2 = raw[:-2], raw[-2], raw[-1]
+        if len(self._data) + len(body) > self.max_data:
+            raise DecodeError(f"the card answered more than {self.max_data} bytes", field="data",
+                              pos=len(self._data), raw=raw[:64])
+        last = self.sent[-1]
+        if sw1 == 0x6C and not body and not self._le_fixed and (not self.t0 or len(last) == 5):
+            again = _with_le(last, sw2)
+            if again is not None:
+                self._le_fixed = True
+                self._next = again
+                return
+        if sw1 == 0x61:
+            self._data += body
+            self._get_response = True
+            self._le_fixed = False
+            self._next = bytes((0x00, GET_RESPONSE_INS, 0x00, 0x00, sw2))
+            return
+        if (self.t0 and self.command.case is CommandCase.CASE_4S and not self._get_response
+                and _warning(sw1, sw2)):
+            self._warning = bytes((sw1, sw2))
+            self._get_response = True
+            self._le_fixed = False
+            self._next = bytes((0x00, GET_RESPONSE_INS, 0x00, 0x00, 0x00))
+            return
+        self._data += body
+        final = bytes((sw1, sw2))
+        if self._warning is not None:
+            if final != b"\x90\x00":        # no data after all: the warning alone
+                self._data.clear()
+            final = self._warning
+        self._response = bytes(self._data) + final
 
     @property
-    def sw2(self) -> int:
-        return self.sw & 0xFF
-
     def response(self) -> bytes:
-        """The status word as response bytes (no data)."""
-        return bytes((self.sw1, self.sw2))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.sw, self.msg))
+        if self._response is None:
+            raise ProtocolError("the exchange is not complete")
+        return self._response
 
 
-class WarningStatusError(CardStatusError):
-    """``62xx``/``63xx``: processed with a warning (e.g. ``6283`` application blocked)."""
+def exchange(send: Callable[[bytes], bytes], command: bytes | CommandApdu, *, t0: bool = False,
+             max_commands: int = 64, max_data: int = 65536) -> bytes:
+    """Run an :class:`ApduExchange` over a blocking ``send(apdu) -> answer``; the whole R-APDU.
 
-    default_sw: int = SW.SELECTED_FILE_INVALIDATED
-
-
-class WrongPinError(WarningStatusError):
-    """``63Cx``: VERIFY failed, ``x`` tries left (ISO/IEC 7816-4 §11.5.6; EMV Book 3 §6.5.12)."""
-
-    default_sw = 0x63C0
-
-    @property
-    def tries_left(self) -> int:
-        return self.sw2 & 0x0F
-
-    @classmethod
-    def with_tries(cls, tries: int) -> WrongPinError:
-        return cls(0x63C0 | max(0, min(15, tries)))
-
-
-class WrongLengthError(CardStatusError):
-    """``6700``: Lc or Le wrong."""
-
-    default_sw = SW.WRONG_LENGTH
-
-
-class WrongLeError(CardStatusError):
-    """``6Cxx``: wrong Le field; ``xx`` is the exact length (T=0, ISO/IEC 7816-3 §10.3.4)."""
-
-    default_sw = 0x6C00
-
-    @property
-    def exact_length(self) -> int:
-        return self.sw2 or 256
-
-
-class MoreDataStatus(CardStatusError):
-    """``61xx``: ``xx`` more bytes available with GET RESPONSE (T=0, ISO/IEC 7816-3 §10.3.4)."""
-
-    default_sw = 0x6100
-
-    @property
-    def available(self) -> int:
-        return self.sw2 or 256
-
-
-class SecurityStatusError(CardStatusError):
-    """``6982``: security status not satisfied."""
-
-    default_sw = SW.SECURITY_STATUS_NOT_SATISFIED
-
-
-class AuthMethodBlockedError(CardStatusError):
-    """``6983``: authentication method blocked — the PIN try counter is zero."""
-
-    default_sw = SW.AUTH_METHOD_BLOCKED
-
-
-class ConditionsNotSatisfiedError(CardStatusError):
-    """``6985``: conditions of use not satisfied (e.g. GENERATE AC before GPO)."""
-
-    default_sw = SW.CONDITIONS_NOT_SATISFIED
-
-
-class WrongDataError(CardStatusError):
-    """``6A80``: incorrect parameters in the data field."""
-
-    default_sw = SW.WRONG_DATA
-
-
-class FunctionNotSupportedError(CardStatusError):
-    """``6A81``: function not supported — on SELECT, EMV reads it as *card blocked*."""
-
-    default_sw = SW.FUNCTION_NOT_SUPPORTED
-
-
-class FileNotFoundStatusError(CardStatusError):
-    """``6A82``: file or application not found."""
-
-    default_sw = SW.FILE_NOT_FOUND
-
-
-class RecordNotFoundError(CardStatusError):
-    """``6A83``: record not found (end of a READ RECORD loop)."""
-
-    default_sw = SW.RECORD_NOT_FOUND
-
-
-class WrongP1P2Error(CardStatusError):
-    """``6A86``/``6B00``: incorrect P1 P2."""
-
-    default_sw = SW.INCORRECT_P1P2
-
-
-class ReferencedDataNotFoundError(CardStatusError):
-    """``6A88``: referenced data (e.g. a GET DATA tag) not found."""
-
-    default_sw = SW.REFERENCED_DATA_NOT_FOUND
-
-
-class InsNotSupportedError(CardStatusError):
-    """``6D00``: instruction not supported."""
-
-    default_sw = SW.INS_NOT_SUPPORTED
-
-
-class ClaNotSupportedError(CardStatusError):
-    """``6E00``: class not supported."""
-
-    default_sw = SW.CLA_NOT_SUPPORTED
-
-
-_EXACT: dict[int, type[CardStatusError]] = {
-    SW.WRONG_LENGTH: WrongLengthError,
-    SW.SECURITY_STATUS_NOT_SATISFIED: SecurityStatusError,
-    SW.AUTH_METHOD_BLOCKED: AuthMethodBlockedError,
-    SW.CONDITIONS_NOT_SATISFIED: ConditionsNotSatisfiedError,
-    SW.WRONG_DATA: WrongDataError,
-    SW.FUNCTION_NOT_SUPPORTED: FunctionNotSupportedError,
-    SW.FILE_NOT_FOUND: FileNotFoundStatusError,
-    SW.RECORD_NOT_FOUND: RecordNotFoundError,
-    SW.INCORRECT_P1P2: WrongP1P2Error,
-    SW.WRONG_P1P2: WrongP1P2Error,
-    SW.REFERENCED_DATA_NOT_FOUND: ReferencedDataNotFoundError,
-    SW.INS_NOT_SUPPORTED: InsNotSupportedError,
-    SW.CLA_NOT_SUPPORTED: ClaNotSupportedError,
-}
-
-
-def status_error(sw: int) -> CardStatusError:
-    """The exception for a non-success status word.
-
-    >>> type(status_error(0x63C1)).__name__, status_error(0x63C1).tries_left  # type: ignore[attr-defined]
-    ('WrongPinError', 1)
-    >>> type(status_error(0x6983)).__name__
-    'AuthMethodBlockedError'
+    >>> replies = {bytes.fromhex("00B2010C00"): bytes.fromhex("6C03"),
+    ...            bytes.fromhex("00B2010C03"): bytes.fromhex("AABB6101"),
+    ...            bytes.fromhex("00C0000001"): bytes.fromhex("CC9000")}
+    >>> exchange(replies.__getitem__, bytes.fromhex("00B2010C00")).hex()
+    'aabbcc9000'
     """
-    if not isinstance(sw, int) or isinstance(sw, bool):
-        raise TypeError(f"sw must be int, not {type(sw).__name__}")
-    cls = _EXACT.get(sw)
-    if cls is not None:
-        return cls(sw)
-    sw1, sw2 = sw >> 8, sw & 0xFF
-    if sw1 == 0x63 and sw2 & 0xF0 == 0xC0:
-        return WrongPinError(sw)
-    if sw1 in (0x62, 0x63):
-        return WarningStatusError(sw)
-    if sw1 == 0x6C:
-        return WrongLeError(sw)
-    if sw1 == 0x61:
-        return MoreDataStatus(sw)
-    if sw1 == 0x67:
-        return WrongLengthError(sw)
-    return CardStatusError(sw)
+    ex = ApduExchange(command, t0=t0, max_commands=max_commands, max_data=max_data)
+    while True:
+        ev = ex.next_event()
+        if isinstance(ev, ExchangeComplete):
+            return ev.response
+        if isinstance(ev, SendCommand):
+            ex.receive_data(send(ev.apdu))

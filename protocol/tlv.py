@@ -13,6 +13,10 @@ Sans-IO codec over bytes:
   decoder skips them when ``skip_padding`` is true (the default), and the encoder never writes
   them.
 
+Bounded by its input: a length is checked against the bytes actually present before any value
+is sliced, so a claimed length (up to 4 GiB in ``84 FF FF FF FF``) never allocates anything;
+DOL entries and DOL data are capped by what one short command carries (see :data:`MAX_DOL_ENTRY`).
+
 Every decode failure is a :class:`protocol.errors.DecodeError` whose ``field`` is the tag path
 (``"70.57"``, ``"77.9F26"``) and whose ``pos`` is the byte offset in the outermost buffer.
 
@@ -37,8 +41,11 @@ from protocol.errors import DecodeError, EncodeError
 from protocol.masking import mask_hex
 
 __all__ = [
+    "MAX_DOL_ENTRY",
     "NUMERIC_TAGS",
+    "PDOL_DATA_MAX",
     "SENSITIVE_TAGS",
+    "SHORT_LC_MAX",
     "TAG_NAMES",
     "Tlv",
     "build_dol_data",
@@ -461,11 +468,35 @@ def flatten(objs: Iterable[Tlv]) -> dict[int, bytes]:
 
 
 # --- Data Object Lists (Book 3 §5.4) -------------------------------------------------------
+SHORT_LC_MAX = 255
+"""Most command data a short C-APDU carries: Lc is one byte, Nc = 1..255 (ISO/IEC 7816-4 §5.1,
+Table 1). EMV speaks short APDUs only, so this bounds every DOL's related data."""
+
+PDOL_DATA_MAX = 252
+"""Most PDOL related data a GET PROCESSING OPTIONS can carry: its command data is the template
+``83 L data`` (EMV Book 3 §6.5.8.2), and with the two-byte length ``81 FC`` that leaves
+255 − 3 = 252 bytes of :data:`SHORT_LC_MAX`."""
+
+MAX_DOL_ENTRY = PDOL_DATA_MAX
+"""Longest value one DOL entry may ask for (252 bytes). EMV Book 3 §5.4 lets a DOL name any
+length, but the related data travels in one short command (GPO §6.5.8, GENERATE AC §6.5.5),
+so no entry can ask for more than the GPO template holds; "a DOL entry is at most 252 bytes"
+is also what EMV kernels enforce in practice. A longer entry is a malformed DOL
+(:class:`DecodeError`), never an allocation."""
+
+
 def decode_dol(data: bytes, *, field: str = "DOL") -> tuple[tuple[int, int], ...]:
     """A DOL's ``(tag, length)`` entries (Book 3 §5.4).
 
+    An entry asking for more than :data:`MAX_DOL_ENTRY` (252) bytes is a :class:`DecodeError`.
+
     >>> [(hex(t), n) for t, n in decode_dol(bytes.fromhex("9F02069F1A02"))]
     [('0x9f02', 6), ('0x9f1a', 2)]
+    >>> try:
+    ...     decode_dol(bytes.fromhex("9F0284FFFFFFFF"))
+    ... except DecodeError as e:
+    ...     print(e.msg, e.field)
+    DOL entry asks for 4294967295 bytes, more than 252 DOL.9F02
     """
     if not isinstance(data, bytes):
         raise TypeError(f"data must be bytes, not {type(data).__name__}")
@@ -473,7 +504,11 @@ def decode_dol(data: bytes, *, field: str = "DOL") -> tuple[tuple[int, int], ...
     pos = 0
     while pos < len(data):
         tag, pos = _parse_tag_at(data, pos, field)
+        at = pos
         length, pos = _parse_length_at(data, pos, f"{field}.{tag:X}")
+        if length > MAX_DOL_ENTRY:
+            raise DecodeError(f"DOL entry asks for {length} bytes, more than {MAX_DOL_ENTRY}",
+                              field=f"{field}.{tag:X}", pos=at, raw=data)
         out.append((tag, length))
     return tuple(out)
 
@@ -483,18 +518,49 @@ def encode_dol(entries: Iterable[tuple[int, int]]) -> bytes:
     return b"".join(tag_bytes(t) + _encode_length(n) for t, n in entries)
 
 
-def build_dol_data(dol: bytes | Sequence[tuple[int, int]], values: Mapping[int, bytes]) -> bytes:
+def _dol_entries(dol: bytes | Sequence[tuple[int, int]], max_total: int) -> tuple[tuple[int, int], ...]:
+    """Entries of a DOL, checked against the entry and total bounds before anything is allocated."""
+    if isinstance(dol, bytes):
+        entries = decode_dol(dol)
+    else:
+        entries = tuple(dol)
+        for tag, n in entries:
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise TypeError(f"DOL entry length must be a non-negative int, not {n!r}")
+            if n > MAX_DOL_ENTRY:
+                raise DecodeError(f"DOL entry asks for {n} bytes, more than {MAX_DOL_ENTRY}",
+                                  field=f"DOL.{tag:X}")
+    total = sum(n for _, n in entries)
+    if total > max_total:
+        raise DecodeError(f"DOL asks for {total} bytes of data, more than the {max_total} "
+                          "one command can carry", field="DOL",
+                          raw=dol if isinstance(dol, bytes) else b"")
+    return entries
+
+
+def build_dol_data(dol: bytes | Sequence[tuple[int, int]], values: Mapping[int, bytes], *,
+                   max_total: int = SHORT_LC_MAX) -> bytes:
     """Concatenate the values a DOL asks for (Book 3 §5.4).
 
     Missing or constructed objects are sent as zeros. A value longer than asked for is
     truncated — on the left for numeric (``n``) tags, on the right otherwise; a shorter value
     is padded — with leading zeros for ``n`` tags, trailing zeros otherwise.
 
+    Bounded: an entry over :data:`MAX_DOL_ENTRY` (252) bytes, or entries adding up to more
+    than ``max_total`` (default :data:`SHORT_LC_MAX`, 255: the related data must fit one
+    short command; pass :data:`PDOL_DATA_MAX` for a PDOL) raise :class:`DecodeError` before
+    any buffer is allocated.
+
     >>> build_dol_data(bytes.fromhex("9F0206" "9F1A02" "9F3704"),
     ...                {0x9F02: bytes.fromhex("0100"), 0x9F1A: bytes.fromhex("0156")}).hex()
     '000000000100015600000000'
+    >>> try:
+    ...     build_dol_data(bytes.fromhex("9F3781FC" "9F0206"), {})
+    ... except DecodeError as e:
+    ...     print(e.msg)
+    DOL asks for 258 bytes of data, more than the 255 one command can carry
     """
-    entries = decode_dol(dol) if isinstance(dol, bytes) else tuple(dol)
+    entries = _dol_entries(dol, max_total)
     out = bytearray()
     for tag, n in entries:
         v = values.get(tag)
@@ -511,7 +577,7 @@ def build_dol_data(dol: bytes | Sequence[tuple[int, int]], values: Mapping[int, 
 
 def split_dol_data(dol: bytes | Sequence[tuple[int, int]], data: bytes) -> dict[int, bytes]:
     """The inverse of :func:`build_dol_data`: values by tag (a card reading PDOL/CDOL data)."""
-    entries = decode_dol(dol) if isinstance(dol, bytes) else tuple(dol)
+    entries = _dol_entries(dol, 0xFFFF)
     need = sum(n for _, n in entries)
     if len(data) != need:
         raise DecodeError(f"DOL data is {len(data)} bytes, the DOL asks for {need}", raw=data)

@@ -9,8 +9,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol import apdu
-from protocol.apdu import CommandApdu, CommandCase, ResponseApdu, status_error, sw_meaning
+from protocol.apdu import (
+    ApduExchange,
+    CommandApdu,
+    CommandCase,
+    ExchangeError,
+    ResponseApdu,
+    SendCommand,
+    exchange,
+    status_error,
+    sw_meaning,
+)
 from protocol.errors import DecodeError, EncodeError, ProtocolError
+from protocol.sansio import NEED_DATA
 
 byte = st.integers(0, 255)
 
@@ -151,3 +162,83 @@ def test_status_helpers() -> None:
 def test_every_status_word_has_a_meaning_and_an_error(sw: int) -> None:
     assert sw_meaning(sw)
     assert status_error(sw).sw == sw
+
+
+# --- the exchange helper (61xx GET RESPONSE, 6Cxx): PC/SC backend, EMV kernel, T=0 ----------------
+class Transport:
+    """A scripted link: the responses a card sends, recording what the terminal sent."""
+
+    def __init__(self, script: dict[bytes, bytes]) -> None:
+        self.script = script
+        self.sent: list[bytes] = []
+
+    def __call__(self, apdu: bytes) -> bytes:
+        self.sent.append(apdu)
+        return self.script[apdu]
+
+
+def h(s: str) -> bytes:
+    return bytes.fromhex(s)
+
+
+def test_get_response_chains_and_concatenates() -> None:
+    t = Transport({h("00A404000E315041592E5359532E444446303100"): h("6104"),
+                   h("00C0000004"): h("11223344 6102"),
+                   h("00C0000002"): h("5566 9000")})
+    assert exchange(t, h("00A404000E315041592E5359532E444446303100")) == h("112233445566 9000")
+    assert t.sent[1:] == [h("00C0000004"), h("00C0000002")]
+
+
+@pytest.mark.parametrize(
+    ("cmd", "again"),
+    [("00B2010C00", "00B2010C1D"),             # case 2: Le replaced
+     ("00B2010C", "00B2010C1D"),               # case 1: Le appended
+     ("80A8000002830000", "80A80000028300 1D"),  # case 4: Le replaced
+     ("80CA9F3602AABB", "80CA9F3602AABB1D")],  # case 3: Le appended
+)
+def test_wrong_le_is_resent_with_the_exact_le(cmd: str, again: str) -> None:
+    t = Transport({h(cmd): h("6C1D"), h(again): bytes(29) + h("9000")})
+    assert exchange(t, h(cmd)) == bytes(29) + h("9000")
+    assert t.sent == [h(cmd), h(again)]
+
+
+def test_transport_is_bounded_and_passes_other_status_words() -> None:
+    endless = Transport({h("00B2010C00"): h("6101"), h("00C0000001"): h("AA 6101")})
+    with pytest.raises(ExchangeError, match="kept asking"):
+        exchange(endless, h("00B2010C00"), max_commands=6)
+    assert len(endless.sent) == 6
+    twice = Transport({h("00B2010C00"): h("6C10"), h("00B2010C10"): h("6C10")})
+    assert exchange(twice, h("00B2010C00")) == h("6C10")           # 6C only honoured once
+    for sw in ("9000", "6A82", "63C2", "6983"):
+        assert exchange(Transport({h("00B2010C00"): h(sw)}), h("00B2010C00")) == h(sw)
+
+
+def test_exchange_data_is_bounded_and_answers_need_a_status_word() -> None:
+    big = Transport({h("00B2010C00"): bytes(200) + h("6100"), h("00C0000000"): bytes(100) + h("9000")})
+    with pytest.raises(DecodeError, match="more than 256 bytes"):
+        exchange(big, h("00B2010C00"), max_data=256)
+    with pytest.raises(DecodeError, match="no status word"):
+        exchange(Transport({h("00B2010C00"): h("90")}), h("00B2010C00"))
+    ex = ApduExchange(h("00B2010C00"))
+    with pytest.raises(ProtocolError):
+        ex.receive_data(h("9000"))                # nothing sent yet
+    assert isinstance(ex.next_event(), SendCommand) and ex.next_event() is NEED_DATA
+    with pytest.raises(ProtocolError):
+        _ = ex.response
+
+
+def test_exchange_t0_mode_maps_cases_to_tpdus() -> None:
+    # case 4 goes out without Le; 61xx fetched with GET RESPONSE
+    t = Transport({h("00A4040002A000"): h("6102"), h("00C0000002"): h("6F00 9000")})
+    assert exchange(t, h("00A4040002A00000"), t0=True) == h("6F00 9000")
+    # case 4 warning: GET RESPONSE with P3 = 00, data returned with the warning (EMV Book 1 Annex A7)
+    t = Transport({h("00A4040002A000"): h("6283"), h("00C0000000"): h("6C02"), h("00C0000002"): h("6F00 9000")})
+    assert exchange(t, h("00A4040002A00000"), t0=True) == h("6F00 6283")
+    # case 3 answered 6Cxx: not an outgoing TPDU, so it is the answer
+    t = Transport({h("80CA9F3602AABB"): h("6C1D")})
+    assert exchange(t, h("80CA9F3602AABB"), t0=True) == h("6C1D")
+    # case 1 goes out with P3 = 00
+    t = Transport({h("80E8000000"): h("9000")})
+    assert exchange(t, h("80E80000"), t0=True) == h("9000")
+    with pytest.raises(EncodeError):
+        ApduExchange(CommandApdu(0, 0xB0, ne=1000), t0=True)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hardware.atr import Atr, Convention, InterfaceGroup, build_atr, parse_atr
+from hardware.atr import Atr, Convention, InterfaceGroup, build_atr, parse_atr, parse_historical
 from protocol.errors import DecodeError, EncodeError
 
 opt_byte = st.none() | st.integers(0, 255)
@@ -123,3 +123,59 @@ def test_invalid_models() -> None:
         parse_atr("3B00")  # type: ignore[arg-type]
     with pytest.raises(EncodeError):
         build_atr(fi=7)
+
+
+# --- historical bytes (ISO/IEC 7816-4 §8.1.1) --------------------------------------------------
+def test_every_chip_profile_has_valid_historical_bytes() -> None:
+    from hardware.cards.profiles import list_profiles, load_profile
+    from hardware.sim import card_for_profile
+
+    checked = 0
+    for name in list_profiles():
+        card = card_for_profile(load_profile(name))
+        if not card.atr:
+            continue
+        h = parse_historical(parse_atr(card.atr).historical)
+        assert h.category == 0x80, name
+        assert h.get(0x3) == b"\x80"                       # card service data
+        assert h.status == bytes.fromhex("009000")         # LCS 00, SW 9000
+        checked += 1
+    assert checked >= 8
+
+
+def test_historical_bytes_categories() -> None:
+    assert parse_historical(b"").category is None
+    h = parse_historical(bytes.fromhex("00" "3180" "009000"))       # category 00: status outside TLV
+    assert h.objects == ((3, b"\x80"),) and h.status == bytes.fromhex("009000")
+    assert parse_historical(bytes.fromhex("1042")).dir_reference == 0x42
+    assert parse_historical(b"PEMU").proprietary == b"EMU"          # proprietary category 50
+    h = parse_historical(bytes.fromhex("80" "8101"))               # status indicator: LCS only
+    assert h.get(0x8) == h.status == b"\x01"
+
+
+@pytest.mark.parametrize(
+    ("hexdata", "message"),
+    [
+        ("80318065B0", "tag 6 .* announces 5 bytes, 1 follow"),    # what every profile had
+        ("8000", "tag 0 is not defined"),
+        ("80328000", "tag 3 .* must be 1..1 bytes"),
+        ("808100" "3180", r"tag 8\) must be the last"),
+        ("8F", "reserved"),
+        ("003180", "3-byte status indicator"),
+        ("10", "exactly one DIR"),
+        ("80" + "00" * 15, "at most 15"),
+    ],
+)
+def test_invalid_historical_bytes(hexdata: str, message: str) -> None:
+    with pytest.raises(DecodeError, match=message):
+        parse_historical(bytes.fromhex(hexdata))
+
+
+@given(st.binary(max_size=20))
+def test_arbitrary_historical_bytes_raise_only_decode_error(data: bytes) -> None:
+    try:
+        h = parse_historical(data)
+    except DecodeError as e:
+        assert e.raw == data
+        return
+    assert h.category == (data[0] if data else None)

@@ -149,7 +149,8 @@ def test_blocked_card_and_blocked_application() -> None:
 
 # --- GPO / records / sequencing ------------------------------------------------------------------
 def test_order_is_enforced() -> None:
-    card = emv("cup_debit")
+    card = emv("intl_debit")                              # a strict card: read_before_gpo = false
+    assert not card.spec.read_before_gpo
     app = card.spec.applications[0]
     r, _ = gen_ac(card, 0x80, app.cdol1)
     assert r.sw == 0x6985                                 # nothing selected
@@ -159,6 +160,36 @@ def test_order_is_enforced() -> None:
     assert run(card, read_record(1, 1)).sw == 0x6985      # READ RECORD before GPO
     assert gpo(card).ok
     assert gpo(card).sw == 0x6985                         # GPO twice
+
+
+def test_read_record_before_gpo_is_allowed_by_default() -> None:
+    """Generic EMV readers (card browsers, pcsc tools) READ RECORD right after SELECT; most real
+    cards answer, and so does every bundled chip profile except the deliberately strict one."""
+    from hardware.cards.profiles import list_profiles
+
+    strict = []
+    for name in list_profiles():
+        prof = load_profile(name)
+        if prof.emv is None or prof.emv.status.value != "active":
+            continue
+        card = emv(name)
+        app = card.spec.applications[0]
+        if app.blocked:
+            continue
+        assert run(card, select(app.aid_hex)).ok
+        r = run(card, read_record(1, 1))
+        if card.spec.read_before_gpo:
+            assert r.ok and decode(r.data)[0].tag == 0x70, name
+            assert gpo(card).ok                       # GPO still works after reading
+            assert run(card, read_record(1, 1)).data == r.data
+        else:
+            assert r.sw == 0x6985
+            strict.append(name)
+    assert strict == ["intl_debit"]
+    # nothing selected is still refused, and the option is validated
+    assert run(emv("cup_debit"), read_record(1, 1)).sw == 0x6985
+    prof = load_profile("cup_debit")
+    assert prof.emv is not None and prof.emv.read_before_gpo
 
 
 def test_gpo_checks_data() -> None:

@@ -22,10 +22,10 @@ from emulator.emv import (
     Cvm,
     EmvError,
     EmvKernel,
+    KernelConfig,
     NoApplicationError,
     PinBlockedError,
     TerminalAid,
-    TerminalConfig,
     Transaction,
     TransactionType,
     read_chip,
@@ -62,7 +62,7 @@ def reader_with(clock: VirtualClock, card: VirtualCard | str) -> SimReader:
     return r
 
 
-def kernel(clock: VirtualClock, card: VirtualCard | str, config: TerminalConfig | None = None) -> EmvKernel:
+def kernel(clock: VirtualClock, card: VirtualCard | str, config: KernelConfig | None = None) -> EmvKernel:
     return EmvKernel(reader_with(clock, card), clock, config, unpredictable=lambda: UN)
 
 
@@ -229,14 +229,14 @@ def test_priority_and_cardholder_choice(vclock: VirtualClock, vrun: asyncio.Runn
 
 
 def test_no_common_application(vclock: VirtualClock, vrun: asyncio.Runner) -> None:
-    cfg = TerminalConfig(aids=(TerminalAid(bytes.fromhex("A0000000651010")),))
+    cfg = KernelConfig(aids=(TerminalAid(bytes.fromhex("A0000000651010")),))
     with pytest.raises(NoApplicationError):
         vrun.run(kernel(vclock, "cup_debit", cfg).read(Transaction(1), Pins()))
     # exact-match-only terminal entries do not select longer card AIDs
-    cfg = TerminalConfig(aids=(TerminalAid(bytes.fromhex("A000000333"), partial=False),))
+    cfg = KernelConfig(aids=(TerminalAid(bytes.fromhex("A000000333"), partial=False),))
     with pytest.raises(NoApplicationError):
         vrun.run(kernel(vclock, "cup_debit", cfg).read(Transaction(1), Pins()))
-    cfg = TerminalConfig(aids=(TerminalAid(bytes.fromhex("A000000333")),))
+    cfg = KernelConfig(aids=(TerminalAid(bytes.fromhex("A000000333")),))
     read = vrun.run(kernel(vclock, "cup_debit", cfg).read(Transaction(1), Pins("123456")))
     assert read.aid == "A000000333010101"
 
@@ -305,9 +305,27 @@ def test_complete_second_generate_ac(vclock: VirtualClock, vrun: asyncio.Runner)
 
     async def declined() -> CryptogramType:
         await k2.read(Transaction(1), Pins("123456"))
-        return (await k2.complete(False, b"05")).cryptogram_type
+        done = await k2.complete(False, "05")           # the field 39 text works as well
+        assert done.declined and not done.approved
+        return done.cryptogram_type
 
     assert vrun.run(declined()) is CryptogramType.AAC
+
+    # a card that declines after the host approved (chip.applications[].decline_after_online)
+    prof = load_profile("cup_debit")
+    assert prof.emv is not None
+    late = dataclasses.replace(prof.emv.applications[0], decline_after_online=True)
+    card = EmvCard(prof, dataclasses.replace(prof.emv, applications=(late,)))
+    k3 = kernel(vclock, card)
+
+    async def late_decline() -> tuple[ChipRead, bool, bytes]:
+        read = await k3.read(Transaction(1), Pins("123456"))
+        done = await k3.complete(True, "00")
+        return read, done.declined, done.icc_data
+
+    read, late_declined, icc = vrun.run(late_decline())
+    assert read.cryptogram_type is CryptogramType.ARQC and late_declined
+    assert flatten(decode(icc))[0x9F27] == b"\x00"        # field 55 of the reversal carries the AAC
     with pytest.raises(EmvError):
         vrun.run(kernel(vclock, "cup_debit").complete(True, b"00"))
 
@@ -405,11 +423,11 @@ def test_read_chip_helper_and_types(vclock: VirtualClock, vrun: asyncio.Runner) 
         vrun.run(EmvKernel(r, vclock).read(1, Pins()))  # type: ignore[arg-type]
     assert issubclass(EmvError, PosemuError)
     with pytest.raises(ConfigError):
-        TerminalConfig(country="156")
+        KernelConfig(country="156")
     with pytest.raises(ConfigError):
-        TerminalConfig(capabilities=b"\xE0")
+        KernelConfig(capabilities=b"\xE0")
     with pytest.raises(TypeError):
-        TerminalConfig(aids=("A0000000031010",))  # type: ignore[arg-type]
+        KernelConfig(aids=("A0000000031010",))  # type: ignore[arg-type]
 
 
 def test_every_bundled_chip_profile_reads_or_fails_cleanly(vclock: VirtualClock, vrun: asyncio.Runner) -> None:

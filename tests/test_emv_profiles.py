@@ -94,6 +94,9 @@ def test_stripe_damage() -> None:
         ({"chip": {"applications": [{"aid": "A0000000031010", "records": [{"sfi": 1, "record": 1,
                                                                            "tlv": "5A00"}]}]}}, "one 70 record"),
         ({"chip": {"applications": [{"aid": "A0000000031010", "records": ["x"]}]}}, "must be a table"),
+        ({"chip": {"read_before_gpo": "yes"}}, "read_before_gpo must be true or false"),
+        ({"chip": {"historical": "80318065B0"}}, "announces 5 bytes, 1 follow"),
+        ({"chip": {"historical": "8A"}}, "reserved"),
     ],
 )
 def test_profile_errors(extra: dict[str, Any], message: str) -> None:

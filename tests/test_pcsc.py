@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from emulator.commands.readers import command as readers_command
-from hardware import pcsc
+from hardware import pcsc_status as pcsc
 from hardware.cards.profiles import load_profile
 from hardware.clock import VirtualClock
 from hardware.errors import (
@@ -28,11 +28,12 @@ from hardware.errors import (
     SharingViolationError,
     TransmissionError,
 )
-from hardware.pcsc import PcscReader, exchange, list_readers, pcsc_error, select_reader
+from hardware.pcsc import PcscReader, list_readers, pcsc_error, select_reader
 from hardware.ports import CardReader, ReaderEvent, ReaderEventKind
 from hardware.registry import open_reader
 from hardware.sim import card_for_profile
 from hardware.vpcd import VpcdClient
+from protocol.apdu import exchange
 from protocol.errors import ConfigError
 from tests.pcsc_fixtures import Pcscd, require_chip_profile
 
@@ -108,55 +109,7 @@ def _st(flags: int, count: int) -> int:
     ],
 )
 def test_state_changes_become_reader_events(old: int, new: int, events: list[str]) -> None:
-    assert [k.name for k in pcsc._derive_events(old, new)] == events
-
-
-# --- pure: T=0 transport (61xx GET RESPONSE, 6Cxx) -------------------------------------------------
-class Transport:
-    """A scripted link: the responses a card sends, recording what the terminal sent."""
-
-    def __init__(self, script: dict[bytes, bytes]) -> None:
-        self.script = script
-        self.sent: list[bytes] = []
-
-    def __call__(self, apdu: bytes) -> bytes:
-        self.sent.append(apdu)
-        return self.script[apdu]
-
-
-def h(s: str) -> bytes:
-    return bytes.fromhex(s)
-
-
-def test_get_response_chains_and_concatenates() -> None:
-    t = Transport({h("00A404000E315041592E5359532E444446303100"): h("6104"),
-                   h("00C0000004"): h("11223344 6102"),
-                   h("00C0000002"): h("5566 9000")})
-    assert exchange(t, h("00A404000E315041592E5359532E444446303100")) == h("112233445566 9000")
-    assert t.sent[1:] == [h("00C0000004"), h("00C0000002")]
-
-
-@pytest.mark.parametrize(
-    ("cmd", "again"),
-    [("00B2010C00", "00B2010C1D"),             # case 2: Le replaced
-     ("00B2010C", "00B2010C1D"),               # case 1: Le appended
-     ("80A8000002830000", "80A80000028300 1D"),  # case 4: Le replaced
-     ("80CA9F3602AABB", "80CA9F3602AABB1D")],  # case 3: Le appended
-)
-def test_wrong_le_is_resent_with_the_exact_le(cmd: str, again: str) -> None:
-    t = Transport({h(cmd): h("6C1D"), h(again): bytes(29) + h("9000")})
-    assert exchange(t, h(cmd)) == bytes(29) + h("9000")
-    assert t.sent == [h(cmd), h(again)]
-
-
-def test_transport_is_bounded_and_passes_other_status_words() -> None:
-    endless = Transport({h("00B2010C00"): h("6101"), h("00C0000001"): h("AA 6101")})
-    out = exchange(endless, h("00B2010C00"), max_chain=5)
-    assert len(endless.sent) == 6 and out.endswith(h("6101"))
-    twice = Transport({h("00B2010C00"): h("6C10"), h("00B2010C10"): h("6C10")})
-    assert exchange(twice, h("00B2010C00")) == h("6C10")           # 6C only honoured once
-    for sw in ("9000", "6A82", "63C2", "6983"):
-        assert exchange(Transport({h("00B2010C00"): h(sw)}), h("00B2010C00")) == h(sw)
+    assert [k.name for k in pcsc.derive_events(old, new)] == events
 
 
 # --- PC/SC service down (own process: libpcsclite reads its socket path once) ---------------------
@@ -207,6 +160,10 @@ def test_unavailable_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("shutil.which", lambda _name: None)
     monkeypatch.setattr(testrun, "Path", lambda _p: type("P", (), {"exists": lambda self: False})())
     assert "not installed" in (testrun.pcscd_unavailable_reason() or "")
+
+
+def h(s: str) -> bytes:
+    return bytes.fromhex(s)
 
 
 # --- end to end through pcscd + vpcd ---------------------------------------------------------------

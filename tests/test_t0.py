@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from hardware.clock import VirtualClock
 from hardware.errors import CardMuteError, TransmissionError
 from hardware.t0 import (
-    NEED_BYTE,
     CharChannel,
     Complete,
     Direction,
+    Executed,
     RxChar,
     Send,
     T0Card,
@@ -28,6 +28,7 @@ from hardware.t0 import (
 )
 from protocol.apdu import CommandApdu
 from protocol.errors import EncodeError
+from protocol.sansio import NEED_DATA
 
 
 @dataclass
@@ -65,8 +66,8 @@ def run_terminal(tt: T0Terminal, card_bytes: bytes) -> tuple[bytes, bytes]:
         elif isinstance(ev, Complete):
             return bytes(sent), ev.response
         else:
-            assert ev is NEED_BYTE
-            tt.receive_byte(next(feed))
+            assert ev is NEED_DATA
+            tt.receive_data(bytes([next(feed)]))
 
 
 # --- terminal side against scripted characters -----------------------------------------------------
@@ -128,8 +129,9 @@ def test_received_data_byte_by_byte() -> None:
 def test_invalid_procedure_byte() -> None:
     tt = T0Terminal(bytes.fromhex("00B2010C00"))
     assert isinstance(tt.next_event(), Send)
+    tt.receive_data(b"\x42")
     with pytest.raises(TransmissionError, match="invalid procedure byte 42"):
-        tt.receive_byte(0x42)
+        tt.next_event()
 
 
 def test_extended_apdu_refused_and_loop_bounded() -> None:
@@ -137,14 +139,17 @@ def test_extended_apdu_refused_and_loop_bounded() -> None:
         T0Terminal(CommandApdu(0, 0xB0, ne=1000))
     tt = T0Terminal(bytes.fromhex("00B2010C00"), max_tpdus=3)
 
-    def card_keeps_saying_wrong_le() -> None:
+    def card_keeps_announcing_more_data() -> None:
         for _ in range(10):
             tt.next_event()
-            tt.receive_byte(0x6C)
-            tt.receive_byte(0x05)
+            tt.receive_data(bytes.fromhex("6105"))
 
     with pytest.raises(TransmissionError, match="did not end"):
-        card_keeps_saying_wrong_le()
+        card_keeps_announcing_more_data()
+    # a second 6Cxx to the corrected command is the answer (Le is corrected once per command)
+    tt = T0Terminal(bytes.fromhex("00B2010C00"))
+    _, resp = run_terminal(tt, bytes.fromhex("6C05" "6C05"))
+    assert resp == bytes.fromhex("6C05") and len(tt.tpdu_headers) == 2
 
 
 # --- card side -------------------------------------------------------------------------------------
@@ -152,33 +157,47 @@ def test_card_case4_answers_61_then_get_response() -> None:
     card = ScriptedCard(bytes.fromhex("6F0A"), b"\x90\x00")
     t0 = T0Card(card)
     for b in bytes.fromhex("00A4040002A000"):
-        t0.receive_byte(b)
-        if len(card.seen) == 0 and t0.outgoing() not in (b"", b"\xa4"):
+        t0.receive_data(bytes([b]))
+        if len(card.seen) == 0 and t0.data_to_send() not in (b"", b"\xa4"):
             pytest.fail("unexpected output")
     assert card.seen == [bytes.fromhex("00A4040002A00000")]   # handed over as case 4, Le 00
-    assert t0.outgoing() == bytes.fromhex("6102")
+    assert t0.data_to_send() == bytes.fromhex("6102")
     for b in bytes.fromhex("00C0000002"):
-        t0.receive_byte(b)
-    assert t0.outgoing() == bytes.fromhex("C0" "6F0A" "9000")
+        t0.receive_data(bytes([b]))
+    assert t0.data_to_send() == bytes.fromhex("C0" "6F0A" "9000")
 
 
 def test_card_wrong_le_answers_6c_and_does_not_execute_twice() -> None:
     card = ScriptedCard(bytes.fromhex("9F170103"))
     t0 = T0Card(card, nulls=1)
     for b in bytes.fromhex("80CA9F1700"):
-        t0.receive_byte(b)
-    assert t0.outgoing() == bytes.fromhex("60" "6C04")
+        t0.receive_data(bytes([b]))
+    assert t0.data_to_send() == bytes.fromhex("60" "6C04")
     for b in bytes.fromhex("80CA9F1704"):
-        t0.receive_byte(b)
-    assert t0.outgoing() == bytes.fromhex("60CA" "9F170103" "60" "9000")
+        t0.receive_data(bytes([b]))
+    assert t0.data_to_send() == bytes.fromhex("60CA" "9F170103" "60" "9000")
     assert len(card.seen) == 1
+    ev = t0.next_event()                                       # what the card executed, once
+    assert isinstance(ev, Executed) and ev.command == bytes.fromhex("80CA9F1700")
+    assert ev.response == bytes.fromhex("9F1701039000")
+    assert t0.next_event() is NEED_DATA
+
+
+def test_terminal_takes_any_split_of_the_cards_characters() -> None:
+    tt = T0Terminal(bytes.fromhex("00A4040007A000000003101000"))
+    assert isinstance(tt.next_event(), Send)
+    tt.receive_data(bytes.fromhex("A4"))
+    assert tt.next_event() == Send(bytes.fromhex("A0000000031010"))
+    tt.receive_data(bytes.fromhex("6105" "C0" "0102030405" "9000"))   # everything at once
+    assert tt.next_event() == Send(bytes.fromhex("00C0000005"))
+    assert tt.next_event() == Complete(bytes.fromhex("01020304059000"))
 
 
 def test_card_rejects_invalid_ins() -> None:
     t0 = T0Card(ScriptedCard())
     for b in bytes.fromhex("0060000000"):
-        t0.receive_byte(b)
-    assert t0.outgoing() == bytes.fromhex("6D00")
+        t0.receive_data(bytes([b]))
+    assert t0.data_to_send() == bytes.fromhex("6D00")
 
 
 # --- terminal ⇄ card through the wire ------------------------------------------------------------

@@ -19,16 +19,17 @@ from hardware.vpcd import (
     ApduMessage,
     Control,
     ControlMessage,
-    FrameDecoder,
     VpcdCardSession,
     VpcdClient,
+    VpcdDecoder,
     encode_frame,
     encode_message,
     parse_endpoint,
     parse_message,
 )
 from protocol.errors import ConfigError, DecodeError, EncodeError
-from tests.pcsc_fixtures import require_chip_profile
+from protocol.sansio import NEED_DATA
+from tests.pcsc_fixtures import Pcscd, require_chip_profile
 
 messages = st.one_of(
     st.sampled_from(list(Control)).map(ControlMessage),
@@ -55,11 +56,11 @@ def test_encode_rejects_misuse() -> None:
 @given(st.lists(messages, max_size=8), st.integers(min_value=1, max_value=7))
 def test_round_trip_survives_any_split(msgs: list[ControlMessage | ApduMessage], step: int) -> None:
     stream = b"".join(encode_message(m) for m in msgs)
-    d = FrameDecoder()
+    d = VpcdDecoder()
     got = []
     for i in range(0, len(stream), step):
-        d.feed(stream[i:i + step])
-        while (m := d.next_message()) is not None:
+        d.receive_data(stream[i:i + step])
+        while (m := d.next_event()) is not NEED_DATA:
             got.append(m)
     assert got == msgs
     assert d.buffered == 0
@@ -67,26 +68,38 @@ def test_round_trip_survives_any_split(msgs: list[ControlMessage | ApduMessage],
 
 @given(st.binary(max_size=64))
 def test_arbitrary_bytes_raise_only_decode_error(data: bytes) -> None:
-    d = FrameDecoder()
-    d.feed(data)
+    d = VpcdDecoder()
+    d.receive_data(data)
     with contextlib.suppress(DecodeError):
         for _ in range(len(data) + 1):
-            if d.next_message() is None:
+            if d.next_event() is NEED_DATA:
                 break
 
 
 def test_bad_control_byte_reports_position() -> None:
-    d = FrameDecoder()
-    d.feed(bytes.fromhex("000104 000107"))
-    assert d.next_message() == ControlMessage(Control.GET_ATR)
+    d = VpcdDecoder()
+    d.receive_data(bytes.fromhex("000104 000107"))
+    assert d.next_event() == ControlMessage(Control.GET_ATR)
     with pytest.raises(DecodeError) as ei:
-        d.next_message()
+        d.next_event()
     assert ei.value.field == "frame.vpcd.control"
     assert ei.value.pos == 5
     assert ei.value.raw == b"\x07"
     assert pickle.loads(pickle.dumps(ei.value)).pos == 5
     with pytest.raises(DecodeError):
         parse_message(b"")
+    d = VpcdDecoder()                                        # an empty frame is a framing error
+    d.receive_data(bytes.fromhex("0000"))
+    with pytest.raises(DecodeError, match="frame length 0"):
+        d.next_event()
+
+
+def feed(s: VpcdCardSession, data: bytes) -> bytes:
+    """Bytes from vpcd in; every message handled; the reply bytes out."""
+    s.receive_data(data)
+    while s.next_event() is not NEED_DATA:
+        pass
+    return s.data_to_send()
 
 
 def test_endpoint_parsing() -> None:
@@ -102,12 +115,12 @@ def test_session_control_messages_with_a_stripe_only_card() -> None:
     card = card_for_profile(load_profile("demo"))
     s = VpcdCardSession(card)
     # power on / reset / power off have no reply; get-ATR of a chipless card is empty.
-    assert s.receive_data(bytes.fromhex("000101 000102 000100")) == b""
+    assert feed(s, bytes.fromhex("000101 000102 000100")) == b""
     assert (s.stats.power_ons, s.stats.resets, s.stats.power_offs) == (1, 1, 1)
     assert s.powered is False
-    assert s.receive_data(bytes.fromhex("000104")) == bytes.fromhex("0000")
+    assert feed(s, bytes.fromhex("000104")) == bytes.fromhex("0000")
     # a card that answers nothing still gets a status word back (an empty frame = ejection)
-    assert s.receive_data(bytes.fromhex("0004 00A40400")) == bytes.fromhex("00026F00")
+    assert feed(s, bytes.fromhex("0004 00A40400")) == bytes.fromhex("00026F00")
 
 
 def test_session_answers_like_the_card() -> None:
@@ -115,12 +128,12 @@ def test_session_answers_like_the_card() -> None:
     served, direct = card_for_profile(load_profile(name)), card_for_profile(load_profile(name))
     s = VpcdCardSession(served)
     direct.reset()
-    assert s.receive_data(encode_message(ControlMessage(Control.GET_ATR))) == encode_frame(direct.atr)
-    s.receive_data(encode_message(ControlMessage(Control.POWER_ON)))
+    assert feed(s, encode_message(ControlMessage(Control.GET_ATR))) == encode_frame(direct.atr)
+    feed(s, encode_message(ControlMessage(Control.POWER_ON)))
     select_pse = bytes.fromhex("00A404000E315041592E5359532E444446303100")
     out = bytearray()
     for b in encode_message(ApduMessage(select_pse)):      # one byte at a time: short reads
-        out += s.receive_data(bytes([b]))
+        out += feed(s, bytes([b]))
     assert bytes(out) == encode_frame(direct.execute(select_pse))
 
 
@@ -156,6 +169,10 @@ class MiniVpcd:
 
 def inserted(client: VpcdClient) -> bool:
     return client.inserted
+
+
+def active(client: VpcdClient) -> bool:
+    return client.active
 
 
 def _free_port() -> int:
@@ -251,5 +268,72 @@ def test_card_serve_cli_reconnects_when_vpcd_drops(vrun: asyncio.Runner, vclock:
         assert "serving profile" in text and "re-inserted" in text and "card removed" in text
         assert b"reconnecting" in err
         assert load_profile(name).pan not in text
+
+    vrun.run(main())
+
+
+@pytest.mark.pcsc
+def test_card_serve_says_the_slot_is_busy_and_serves_only_once_vpcd_talks(
+    pcscd: Pcscd, vrun: asyncio.Runner, vclock: VirtualClock
+) -> None:
+    """Issue 11 item 7: a second ``posemu card serve`` on a slot another card holds connects (vpcd's
+    backlog completes the handshake) but is not in the reader: it says the slot is busy, and
+    "serving" only once vpcd talks to it — after the first card leaves."""
+    import signal
+    import subprocess
+    import sys
+
+    name = require_chip_profile()
+    port = pcscd.slot_port(1)
+
+    async def main() -> None:
+        with vclock.external():                      # real pcscd, a real child process: real time
+            first = VpcdClient(card_for_profile(load_profile(name)), clock=vclock, port=port)
+            await first.insert()
+            assert await first.wait_active(20), "pcscd never polled the first card"
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "emulator.cli", "card", "serve", "--profile", name, "--vpcd", str(port),
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )
+            try:
+                assert proc.stdout is not None
+                line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+                assert "slot is busy" in line and "serving" not in line, line
+                assert first.active and first.inserted            # the first card still holds the slot
+                await first.remove()                               # it leaves: vpcd takes the waiting one
+                line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+                assert line.startswith("posemu card: serving profile"), line
+                proc.send_signal(signal.SIGINT)
+                rest = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
+                assert "card removed" in rest
+                assert await asyncio.wait_for(proc.wait(), 30) == 0
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                await first.remove()
+
+    vrun.run(main())
+
+
+def test_wait_active_is_false_while_vpcd_keeps_silent(vrun: asyncio.Runner, vclock: VirtualClock) -> None:
+    card = card_for_profile(load_profile(require_chip_profile()))
+
+    async def main() -> None:
+        vpcd = MiniVpcd()
+        port = await vpcd.start()
+        client = VpcdClient(card, clock=vclock, port=port)
+        await client.insert()
+        _r, w = await asyncio.wait_for(vpcd.connections.get(), 5)
+        assert not await client.wait_active(2.0)             # connected, but vpcd says nothing
+        assert not active(client) and inserted(client)
+        w.write(encode_frame(b"\x01"))                       # power on: now the card is in the reader
+        await w.drain()
+        assert await client.wait_active(5.0) and active(client)
+        w.close()
+        await client.wait_removed()
+        assert not active(client)                             # out of the reader again
+        await client.remove()
+        await vpcd.close()
 
     vrun.run(main())

@@ -3,6 +3,11 @@
 Any PC/SC application on this machine (posemu's ``pcsc://`` reader, ``pcsc_scan``, OpenSC, a
 browser) then sees the profile's chip card in the reader "Virtual PCD 00 00" (port 35963) or
 "… 00 01" (35964). Ctrl-C pulls the card out. Prints the slot it serves — never card data.
+
+"serving" is printed only once vpcd has talked to the card (its first power-on or ATR request):
+connecting alone proves nothing, because vpcd serves one card per slot and keeps a second
+connection waiting, unread, until the first card leaves. While that lasts the command says the
+slot is busy, and prints "serving" when it takes over.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import click
 
@@ -20,7 +26,11 @@ from hardware.sim import card_for_profile
 from hardware.vpcd import DEFAULT_HOST, DEFAULT_PORT, VpcdClient, parse_endpoint
 from protocol.errors import PosemuError
 
+T = TypeVar("T")
 MAX_RECONNECTS = 10_000
+BUSY_NOTICE_S = 3.0
+"""Seconds without a message from vpcd after connecting before the slot is reported busy
+(pcscd polls a vpcd slot with an ATR request about every 0.4 s)."""
 
 
 def slot_label(host: str, port: int) -> str:
@@ -65,20 +75,42 @@ def serve(profile_name: str, endpoint: str, wait_s: float) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            for n in range(MAX_RECONNECTS):
-                await client.insert()
-                verb = "serving" if n == 0 else "re-inserted"
-                click.echo(f"posemu card: {verb} profile {profile_name!r} on vpcd {host}:{port} "
-                           f"({slot_label(host, port)}); Ctrl-C removes the card")
-                sys.stdout.flush()
+            async def until_stopped(aw: Awaitable[T]) -> tuple[bool, T | None]:
+                """Run ``aw`` unless Ctrl-C comes first: ``(finished, its result)``."""
                 stopped = asyncio.ensure_future(stop.wait())
-                removed = asyncio.ensure_future(client.wait_removed())
-                await asyncio.wait({stopped, removed}, return_when=asyncio.FIRST_COMPLETED)
+                work = asyncio.ensure_future(aw)
+                await asyncio.wait({stopped, work}, return_when=asyncio.FIRST_COMPLETED)
                 stopped.cancel()
-                removed.cancel()
+                if not work.done():
+                    work.cancel()
+                    return False, None
+                return True, work.result()
+
+            served = False
+            for _ in range(MAX_RECONNECTS):
+                await client.insert()
+                done, talked = await until_stopped(client.wait_active(BUSY_NOTICE_S))
+                if not done:
+                    return
+                if not talked and client.inserted:
+                    click.echo(f"posemu card: connected to vpcd {host}:{port} but vpcd does not talk to the card: "
+                               f"the slot is busy (another card is being served on {slot_label(host, port)}); "
+                               "waiting for it to be free", err=True)
+                    done, talked = await until_stopped(client.wait_active())
+                    if not done:
+                        return
+                if talked:
+                    verb = "re-inserted" if served else "serving"
+                    served = True
+                    click.echo(f"posemu card: {verb} profile {profile_name!r} on vpcd {host}:{port} "
+                               f"({slot_label(host, port)}); Ctrl-C removes the card")
+                    if not (await until_stopped(client.wait_removed()))[0]:
+                        return
                 if stop.is_set():
                     return
                 click.echo("posemu card: vpcd closed the connection (pcscd stopped?); reconnecting", err=True)
+                if not (await until_stopped(clock.sleep(client.retry_interval)))[0]:
+                    return
         finally:
             await client.remove()
             click.echo("posemu card: card removed")

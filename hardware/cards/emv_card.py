@@ -15,7 +15,8 @@ SELECT     00   A4   by DF name (P1 04), first/next occurrence (P2 00/02); PSE
                      (or a prefix of one, partial selection) → FCI with label, priority,
                      PDOL. Card blocked → 6A81, application blocked → FCI + 6283.
 READ REC.  00   B2   P2 = SFI<<3 | 4. PSE selected: directory records (70 → 61 entries).
-                     Application: the records the AFL names, only after GPO (else 6985).
+                     Application: the records the AFL names; before GPO only if the
+                     profile allows it (``read_before_gpo``, default true), else 6985.
 GPO        80   A8   data ``83 L pdol-data`` (length must match the PDOL → else 6700);
                      ATC incremented; answers AIP + AFL in format 1 (80) or 2 (77).
                      Twice, or before SELECT → 6985.
@@ -31,7 +32,8 @@ State: the PIN try counter, the ATC and the last online ATC are non-volatile (th
 :meth:`EmvCard.reset`, like EEPROM); the selected file, GPO and cryptogram progress are
 volatile. Card risk management is deliberately simple: an ARQC request gets an ARQC; a TC
 request gets a TC only if the application allows offline approval, else an ARQC; an AAC
-request, or a blocked application, gets an AAC.
+request, or a blocked application, gets an AAC. Second GENERATE AC: a TC if asked for and the
+ARC approves, unless the application has ``decline_after_online`` (then an AAC).
 
 Issuer Application Data (9F10) is ``06 01 0A 03 c1 c2 00`` — length, key index 01,
 cryptogram version 0A, then a 4-byte Card Verification Result (length 03, c1, c2, 00) with
@@ -48,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hardware.atr import build_atr
-from hardware.cards.emv_crypto import CryptogramType, application_cryptogram
+from hardware.cards.emv_crypto import application_cryptogram
 from hardware.cards.profiles import CardProfile, ChipSpec, ChipStatus, CvmMethod, EmvApplication
 from protocol.apdu import (
     SW,
@@ -67,6 +69,7 @@ from protocol.apdu import (
     WrongP1P2Error,
     WrongPinError,
 )
+from protocol.cryptogram import CryptogramType
 from protocol.errors import DecodeError, EncodeError
 from protocol.tlv import Tlv, decode, decode_dol
 
@@ -327,7 +330,7 @@ class EmvCard:
                 raise FileNotFoundStatusError()
             return self._directory_record(cmd.p1)
         i, _ = self._app()
-        if not self._s.gpo_done:
+        if not self._s.gpo_done and not self.spec.read_before_gpo:
             raise ConditionsNotSatisfiedError(msg="READ RECORD before GET PROCESSING OPTIONS")
         _, records = self._files[i]
         rec = records.get((sfi, cmd.p1))
@@ -408,7 +411,8 @@ class EmvCard:
         if second:
             arc = _arc_from_cdol2(dol, cmd.data)
             approved = arc in (b"00", b"10", b"11", b"\x00\x00")
-            kind = CryptogramType.TC if requested is CryptogramType.TC and approved else CryptogramType.AAC
+            accept = requested is CryptogramType.TC and approved and not app.decline_after_online
+            kind = CryptogramType.TC if accept else CryptogramType.AAC
             s.second_ac = kind
             s.finished = True
             if approved:

@@ -24,10 +24,10 @@ keys never appear in messages.
 
 from __future__ import annotations
 
-import enum
 import hmac
 
 from protocol import _des
+from protocol.cryptogram import CryptogramType
 from protocol.errors import CryptoError
 
 __all__ = [
@@ -39,19 +39,6 @@ __all__ = [
     "verify_cryptogram",
     "verify_icc_data",
 ]
-
-
-class CryptogramType(enum.IntEnum):
-    """Cryptogram Information Data b8-b7 (EMV Book 3 §6.5.5.4, Table 14)."""
-
-    AAC = 0x00   # application authentication cryptogram: declined
-    TC = 0x40    # transaction certificate: approved
-    ARQC = 0x80  # authorisation request cryptogram: go online
-
-    @classmethod
-    def from_cid(cls, cid: int) -> CryptogramType:
-        """The type a CID byte announces (b8-b7; ``11`` is RFU → ``ValueError``)."""
-        return cls(cid & 0xC0)
 
 
 def _key16(key: object) -> bytes:

@@ -25,6 +25,9 @@ A profile file (``hardware/cards/profiles/<name>.toml``)::
     protocols = [0]           # offered in the ATR (ISO/IEC 7816-3 §8.2.3)
     t0_wire = false           # true: the sim reader talks to the chip through the T=0 character adapter
     pse = true                # the card has a Payment System Environment (1PAY.SYS.DDF01)
+    read_before_gpo = true    # READ RECORD of the application answers before GET PROCESSING OPTIONS
+                              # (as most real EMV cards do); false: 6985 until GPO has run
+    historical = "80318066B0840C016E0183009000"   # ATR historical bytes (ISO/IEC 7816-4 §8.1.1)
     atc = 0                   # Application Transaction Counter at issue
     pin_tries_left = 3        # PIN try counter at issue (default pin_tries)
     [[chip.applications]]     # one table per EMV application (see EmvApplication)
@@ -37,6 +40,8 @@ A profile file (``hardware/cards/profiles/<name>.toml``)::
     cvm = ["offline_pin"]     # offline_pin | online_pin | signature | no_cvm, in CVM-list order
     ac_key = "…32 hex digits…" # the card's application-cryptogram master key (test keys only)
     response_format = 2       # GPO / GENERATE AC response template 80 (1) or 77 (2)
+    decline_after_online = false   # true: the second GENERATE AC answers AAC although the host
+                                   # approved (card risk management declines late → reversal)
     # optional: the application's files record by record instead of the generated ones
     # (the AFL then lists every record given); see hardware.cards.emv_card.build_records
     # records = [{ sfi = 1, record = 1, tlv = "7007…" }]
@@ -52,9 +57,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from protocol.errors import ConfigError, PosemuError
+from hardware.atr import parse_historical
+from protocol.errors import ConfigError, DecodeError, PosemuError
 
 PROFILE_DIR = "profiles"
+
+DEFAULT_HISTORICAL = "80318066B0840C016E0183009000"
+"""ATR historical bytes of every chip profile unless it names its own (ISO/IEC 7816-4 §8.1.1):
+category indicator ``80``, then COMPACT-TLV objects — ``31 80`` card service data (selection by
+full DF name), ``66 B0 84 0C 01 6E 01`` six bytes of pre-issuing data, ``83 00 90 00`` status
+indicator (LCS 00, SW 9000). The layout of a common real EMV card's ATR
+(``3B 6E 00 00 80 31 80 66 B0 84 0C 01 6E 01 83 00 90 00``)."""
 
 
 def luhn_ok(pan: str) -> bool:
@@ -142,6 +155,7 @@ class EmvApplication:
     effective: str = ""            # YYMMDD, tag 5F25 (omitted when empty)
     blocked: bool = False          # application blocked: SELECT answers 6283, GPO 6985
     offline_approve: bool = False  # the card may answer a TC request with a TC
+    decline_after_online: bool = False  # second GENERATE AC: AAC even when the host approved
     extra: tuple[tuple[int, bytes], ...] = ()   # more primitive tags for the last record
     records: tuple[tuple[int, int, bytes], ...] = ()   # (sfi, record, 70-template): replaces the generated files
 
@@ -162,7 +176,8 @@ class ChipSpec:
     atc: int = 0
     pin_tries_left: int | None = None
     language: str = "zhen"
-    historical: bytes = bytes.fromhex("80318065B0")
+    read_before_gpo: bool = True   # READ RECORD before GPO allowed (else 6985)
+    historical: bytes = bytes.fromhex(DEFAULT_HISTORICAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +222,12 @@ class CardProfile:
     def chip(self) -> bool:
         """Service code 2xx/6xx: the card has a chip and must be inserted."""
         return self.service_code[:1] in ("2", "6")
+
+
+def _bool(value: Any, where: str, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false")
+    return value
 
 
 def _req(d: dict[str, Any], key: str, where: str) -> Any:
@@ -321,6 +342,7 @@ def _parse_app(d: dict[str, Any], where: str) -> EmvApplication:
         effective=effective,
         blocked=bool(d.get("blocked", False)),
         offline_approve=bool(d.get("offline_approve", False)),
+        decline_after_online=_bool(d.get("decline_after_online", False), where, "decline_after_online"),
         extra=tuple(extra),
         records=tuple(records),
     )
@@ -350,7 +372,11 @@ def parse_chip(data: dict[str, Any], where: str, *, pin_tries: int = 3) -> ChipS
     tries = data.get("pin_tries_left")
     if tries is not None and not 0 <= int(tries) <= min(15, pin_tries):
         raise ConfigError(f"{where}: pin_tries_left must be 0..pin_tries")
-    historical = _hex(data.get("historical", "80318065B0"), where, "historical", max_len=15)
+    historical = _hex(data.get("historical", DEFAULT_HISTORICAL), where, "historical", max_len=15)
+    try:
+        parse_historical(historical)
+    except DecodeError as e:
+        raise ConfigError(f"{where}: historical bytes are not valid ISO/IEC 7816-4 §8.1.1 ({e.msg})") from None
     return ChipSpec(
         applications=tuple(apps),
         status=status,
@@ -360,6 +386,7 @@ def parse_chip(data: dict[str, Any], where: str, *, pin_tries: int = 3) -> ChipS
         atc=atc,
         pin_tries_left=None if tries is None else int(tries),
         language=str(data.get("language", "zhen")),
+        read_before_gpo=_bool(data.get("read_before_gpo", True), where, "read_before_gpo"),
         historical=historical,
     )
 

@@ -1,0 +1,178 @@
+"""PC/SC status: the status codes and reader-state flags of winscard / pcsc-lite, what each
+means for posemu (:func:`pcsc_error`: a :mod:`hardware.errors` exception with a hint on what
+to check), and what a change of reader state means (:func:`derive_events`). Pure: no pyscard,
+no I/O — :mod:`hardware.pcsc` is the backend that uses it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from hardware.errors import (
+    CardAbsentError,
+    CardMuteError,
+    CardResetError,
+    NoReaderError,
+    ReaderError,
+    ServiceUnavailableError,
+    SharingViolationError,
+    TransmissionError,
+)
+from hardware.ports import ReaderEventKind
+
+# --- PC/SC status codes (winscard / pcsc-lite ``pcsclite.h``; identical on every platform) -------
+SCARD_S_SUCCESS = 0x00000000
+SCARD_F_INTERNAL_ERROR = 0x80100001
+SCARD_E_CANCELLED = 0x80100002
+SCARD_E_INVALID_HANDLE = 0x80100003
+SCARD_E_INVALID_PARAMETER = 0x80100004
+SCARD_E_NO_MEMORY = 0x80100006
+SCARD_E_INSUFFICIENT_BUFFER = 0x80100008
+SCARD_E_UNKNOWN_READER = 0x80100009
+SCARD_E_TIMEOUT = 0x8010000A
+SCARD_E_SHARING_VIOLATION = 0x8010000B
+SCARD_E_NO_SMARTCARD = 0x8010000C
+SCARD_E_PROTO_MISMATCH = 0x8010000F
+SCARD_E_NOT_READY = 0x80100010
+SCARD_E_INVALID_VALUE = 0x80100011
+SCARD_F_COMM_ERROR = 0x80100013
+SCARD_E_INVALID_ATR = 0x80100015
+SCARD_E_NOT_TRANSACTED = 0x80100016
+SCARD_E_READER_UNAVAILABLE = 0x80100017
+SCARD_E_NO_SERVICE = 0x8010001D
+SCARD_E_SERVICE_STOPPED = 0x8010001E
+SCARD_E_NO_READERS_AVAILABLE = 0x8010002E
+SCARD_E_COMM_DATA_LOST = 0x8010002F
+SCARD_E_NO_ACCESS = 0x80100027
+SCARD_W_UNSUPPORTED_CARD = 0x80100065
+SCARD_W_UNRESPONSIVE_CARD = 0x80100066
+SCARD_W_UNPOWERED_CARD = 0x80100067
+SCARD_W_RESET_CARD = 0x80100068
+SCARD_W_REMOVED_CARD = 0x80100069
+
+# Reader state flags (SCARD_READERSTATE.dwEventState)
+STATE_UNAWARE = 0x0000
+STATE_CHANGED = 0x0002
+STATE_UNKNOWN = 0x0004
+STATE_UNAVAILABLE = 0x0008
+STATE_EMPTY = 0x0010
+STATE_PRESENT = 0x0020
+STATE_EXCLUSIVE = 0x0080
+STATE_INUSE = 0x0100
+STATE_MUTE = 0x0200
+
+_HINT_SERVICE = (
+    "is pcscd running? Check `systemctl status pcscd` or start it (`pcscd -f` in a terminal); "
+    "for virtual cards the vsmartcard vpcd driver must be installed (apt-get install pcscd vsmartcard-vpcd)"
+)
+_HINT_NO_READER = (
+    "is the reader plugged in and seen by pcscd? `posemu readers` lists what is attached; for a "
+    "virtual reader install vsmartcard-vpcd and restart pcscd"
+)
+_HINT_INSERT = "insert the card (or present a virtual one: `posemu card serve --profile <chip profile>`)"
+_HINT_RESET = "the card was reset by another application or a power glitch; power it on again"
+_HINT_MUTE = (
+    "the card does not answer: is it inserted chip first and the right way up, are the contacts "
+    "clean? A card without a chip cannot be powered"
+)
+_HINT_SHARING = (
+    "another program holds the card or reader exclusively; close other smart-card software "
+    "(pcsc_scan, a browser, a PKCS#11 middleware) or open this reader with ?share=shared"
+)
+
+_TABLE: dict[int, tuple[type[ReaderError], str, str]] = {
+    SCARD_E_NO_SERVICE: (ServiceUnavailableError, "the PC/SC service is not running", _HINT_SERVICE),
+    SCARD_E_SERVICE_STOPPED: (ServiceUnavailableError, "the PC/SC service stopped", _HINT_SERVICE),
+    SCARD_E_NO_READERS_AVAILABLE: (NoReaderError, "no PC/SC reader is available", _HINT_NO_READER),
+    SCARD_E_UNKNOWN_READER: (NoReaderError, "pcscd does not know this reader", _HINT_NO_READER),
+    SCARD_E_READER_UNAVAILABLE: (NoReaderError, "the reader is no longer available", _HINT_NO_READER),
+    SCARD_W_REMOVED_CARD: (CardAbsentError, "the card was removed", _HINT_INSERT),
+    SCARD_E_NO_SMARTCARD: (CardAbsentError, "no card in the reader", _HINT_INSERT),
+    SCARD_W_RESET_CARD: (CardResetError, "the card was reset", _HINT_RESET),
+    SCARD_W_UNRESPONSIVE_CARD: (CardMuteError, "the card is unresponsive (no answer to reset)", _HINT_MUTE),
+    SCARD_W_UNPOWERED_CARD: (CardMuteError, "the card is not powered", _HINT_MUTE),
+    SCARD_E_INVALID_ATR: (CardMuteError, "the card's ATR is invalid", _HINT_MUTE),
+    SCARD_W_UNSUPPORTED_CARD: (CardMuteError, "the reader cannot talk to this card", _HINT_MUTE),
+    SCARD_E_SHARING_VIOLATION: (SharingViolationError, "sharing violation", _HINT_SHARING),
+    SCARD_E_PROTO_MISMATCH: (
+        ReaderError, "the card does not support the requested protocol", "try ?protocol=any"
+    ),
+    SCARD_E_NOT_TRANSACTED: (
+        TransmissionError, "the command could not be exchanged with the card", _HINT_MUTE
+    ),
+    SCARD_F_COMM_ERROR: (
+        TransmissionError, "communication error with the reader", "reconnect the reader; check its cable"
+    ),
+    SCARD_E_COMM_DATA_LOST: (TransmissionError, "data was lost between reader and card", _HINT_MUTE),
+    SCARD_E_INVALID_HANDLE: (
+        ReaderError,
+        "the PC/SC handle is no longer valid",
+        "pcscd may have restarted; close and reopen the reader",
+    ),
+    SCARD_E_NO_ACCESS: (
+        ReaderError, "access to the reader was denied", "check the polkit rules for pcscd or run with rights"
+    ),
+    SCARD_E_CANCELLED: (ReaderError, "the PC/SC call was cancelled", "the reader was closed meanwhile"),
+    SCARD_E_TIMEOUT: (ReaderError, "the PC/SC call timed out", "the reader or pcscd is not answering"),
+}
+
+
+def _u32(hr: int) -> int:
+    return hr & 0xFFFFFFFF
+
+
+def pcsc_error(hr: int, action: str, reader: str = "") -> ReaderError:
+    """The :mod:`hardware.errors` exception for a PC/SC status.
+
+    >>> e = pcsc_error(0x8010001D, "list readers")
+    >>> type(e).__name__, "pcscd" in str(e)
+    ('ServiceUnavailableError', True)
+    >>> type(pcsc_error(-2146435050, "transmit")).__name__      # negative hresult as on Windows
+    'TransmissionError'
+    """
+    code = _u32(hr)
+    cls, what, hint = _TABLE.get(code, (ReaderError, "PC/SC error", "see `pcscd -f -d` output for details"))
+    where = f" ({reader})" if reader else ""
+    return cls(f"{action}{where}: {what} [0x{code:08X}]; {hint}").with_code(f"pcsc.0x{code:08X}")
+
+
+class CardState(enum.Enum):
+    EMPTY = "empty"
+    PRESENT = "card present"
+    IN_USE = "card in use"
+    EXCLUSIVE = "card in use (exclusive)"
+    MUTE = "card present, mute"
+    UNAVAILABLE = "unavailable"
+    UNKNOWN = "unknown"
+
+
+def card_state(flags: int) -> CardState:
+    """Summarise a reader's ``dwEventState`` flags."""
+    if flags & STATE_UNKNOWN:
+        return CardState.UNKNOWN
+    if flags & STATE_UNAVAILABLE:
+        return CardState.UNAVAILABLE
+    if flags & STATE_PRESENT:
+        if flags & STATE_MUTE:
+            return CardState.MUTE
+        if flags & STATE_EXCLUSIVE:
+            return CardState.EXCLUSIVE
+        if flags & STATE_INUSE:
+            return CardState.IN_USE
+        return CardState.PRESENT
+    return CardState.EMPTY
+
+
+def derive_events(old: int, new: int) -> list[ReaderEventKind]:
+    """Reader events between two ``dwEventState`` values (high 16 bits: pcsc-lite's event counter)."""
+    if new & (STATE_UNKNOWN | STATE_UNAVAILABLE) and not old & (STATE_UNKNOWN | STATE_UNAVAILABLE):
+        return [ReaderEventKind.READER_LOST]
+    was, now = bool(old & STATE_PRESENT), bool(new & STATE_PRESENT)
+    flips = ((new >> 16) - (old >> 16)) & 0xFFFF
+    if was and not now:
+        return [ReaderEventKind.CARD_REMOVED]
+    if now and not was:
+        return [ReaderEventKind.CARD_INSERTED]
+    if now and flips >= 2:        # removed and re-inserted between two polls
+        return [ReaderEventKind.CARD_REMOVED, ReaderEventKind.CARD_INSERTED]
+    return []
