@@ -14,7 +14,8 @@ import click
 
 from emulator import config as configmod
 from emulator.app import Rig, default_state_dir, open_rig
-from emulator.messages import Screen, render
+from emulator.commands._exit import ExitCode, exit_epilog
+from emulator.messages import Msg, Screen, render
 from emulator.ports import ScriptedPinPad
 from emulator.terminal import Outcome
 from hardware.cards.profiles import load_profile
@@ -77,16 +78,10 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
         from faults.catalogue import load as load_catalogue
         from faults.catalogue import parse_fault_spec
 
-        try:
-            card = load_catalogue().get(parse_fault_spec(fault_specs[0])[0]).card
-        except PosemuError as e:
-            raise click.ClickException(str(e)) from None
+        card = load_catalogue().get(parse_fault_spec(fault_specs[0])[0]).card
     card = card or "demo"
-    try:
-        cfg = build_config(config_path=config_path, host=host, profile=profile, reader=reader, card=card, lang=lang)
-        the_pin = pin if pin is not None else load_profile(card).pin
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    cfg = build_config(config_path=config_path, host=host, profile=profile, reader=reader, card=card, lang=lang)
+    the_pin = pin if pin is not None else load_profile(card).pin
     clock: Clock = VirtualClock() if virtual_time else RealClock()
     language = cfg.language
     printed: list[str] = []
@@ -121,11 +116,8 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
                 rig.trace.export(trace_path)
             await rig.close()
 
-    try:
-        with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
-            out = runner.run(main())
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
+        out = runner.run(main())
     if as_json:
         click.echo(json.dumps({
             "kind": out.kind, "approved": out.approved, "headline": out.headline.value,
@@ -136,8 +128,24 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
         status = "APPROVED" if out.approved else "FAILED"
         detail = f" ({out.detail.value})" if out.detail else ""
         click.echo(f"result: {status} {out.headline.value}{detail}" + (f" rc={out.rc}" if out.rc else ""))
-    if not out.approved:
-        sys.exit(1)
+    sys.exit(outcome_exit_code(out))
+
+
+#: outcomes that say the machine, not the card or the host, stopped the transaction
+_ENVIRONMENT_CODES = frozenset({Msg.NO_READER})
+
+
+def outcome_exit_code(out: Outcome) -> int:
+    """0 approved; 3 when the reader (device or service) was unusable; 1 for any other failure."""
+    if out.approved:
+        return ExitCode.OK
+    if out.headline in _ENVIRONMENT_CODES or out.detail in _ENVIRONMENT_CODES:
+        return ExitCode.ENVIRONMENT
+    return ExitCode.FAILED
+
+
+TXN_EPILOG = exit_epilog("approved", "declined or failed (the message code is printed)",
+                         environment="no card reader (the screen shows NO_READER)")
 
 
 def _run_with_faults(kind: str, amount: int | None, specs: tuple[str, ...], *, card: str, reader: str | None,
@@ -169,8 +177,8 @@ def _run_with_faults(kind: str, amount: int | None, specs: tuple[str, ...], *, c
                         else None)
         if amount is not None:
             setup.amount = amount
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    except PosemuError:
+        raise  # mapped to an exit code by the posemu group
 
     async def main() -> tuple[list[Outcome], str, list[str]]:
         with tempfile.TemporaryDirectory(prefix="posemu-fault-") as tmp:
@@ -186,8 +194,8 @@ def _run_with_faults(kind: str, amount: int | None, specs: tuple[str, ...], *, c
     try:
         with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
             outcomes, diagnosis, screens = runner.run(main())
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    except PosemuError:
+        raise  # mapped to an exit code by the posemu group
     out = outcomes[-1] if outcomes else None
     ok = out is not None and out.approved
     if as_json:

@@ -20,41 +20,37 @@ import sys
 
 import click
 
+from emulator.commands._exit import exit_epilog
 from hardware.cards.profiles import load_profile
 from hardware.clock import RealClock
 from hardware.msr605 import Status
 from hardware.msr605_device import Msr605Device, Msr605PtyServer
 from hardware.sim import card_for_profile
-from protocol.errors import PosemuError
 
 DEFAULT_AUTO_SWIPE_MS = 500
 
 
-@click.group("device")
+@click.group("device", epilog=exit_epilog("stopped by q, Ctrl-C or SIGTERM", None))
 def command() -> None:
     """Emulated serial devices (card readers) for testing drivers and terminals."""
 
 
-@command.command("msr")
+@command.command("msr", epilog=exit_epilog("stopped by q, Ctrl-C or SIGTERM", None,
+                                           environment="no pseudo-terminal could be created"))
 @click.option("--pty", "use_pty", is_flag=True, required=True, help="Create a pseudo-terminal (the only mode).")
 @click.option("--profile", "profile_name", default="demo", show_default=True,
               help="Card profile whose stripe is swiped (name or TOML path).")
-@click.option("--auto-swipe", "auto_ms", type=int, default=None, metavar="MS",
+@click.option("--auto-swipe", "auto_ms", type=click.IntRange(0, 3_600_000), default=None, metavar="MS",
               help=f"Swipe MS ms after each ISO read command; 0 = never. Default: off on a terminal, "
                    f"{DEFAULT_AUTO_SWIPE_MS} ms otherwise.")
-@click.option("--chunk", type=int, default=0, show_default=True,
+@click.option("--chunk", type=click.IntRange(0, 65_536), default=0, show_default=True,
               help="Send replies in pieces of this many bytes (0 = whole); exercises short reads.")
 def msr(use_pty: bool, profile_name: str, auto_ms: int | None, chunk: int) -> None:
     """Emulate an MSR605 reader on a new pty until Ctrl-C."""
-    try:
-        card = card_for_profile(load_profile(profile_name))
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    card = card_for_profile(load_profile(profile_name))
     interactive = sys.stdin.isatty()
     if auto_ms is None:
         auto_ms = 0 if interactive else DEFAULT_AUTO_SWIPE_MS
-    if auto_ms < 0 or chunk < 0:
-        raise click.BadParameter("--auto-swipe and --chunk must not be negative")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -115,7 +111,5 @@ def msr(use_pty: bool, profile_name: str, auto_ms: int | None, chunk: int) -> No
 
     try:
         asyncio.run(main())
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
         click.echo("posemu device: stopped")

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from protocol.errors import PosemuError
+from emulator.commands._exit import ExitCode, exit_epilog
+from emulator.trace import Kind, TraceEntry
+from protocol.errors import UsageError
+from protocol.masking import mask_text
+
+if TYPE_CHECKING:
+    from faults.diagnose import Diagnosis
 
 
-@click.command("diagnose")
+@click.command("diagnose", epilog=exit_epilog("no fault found", "a fault was found (its causes are printed)"))
 @click.option("--trace", "trace_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A trace (JSON lines, from --trace or regress --trace-dir) to find the root cause in.")
 @click.option("--reader", default="sim://cup_debit", show_default=True, help="Reader URL for the self-test.")
@@ -25,41 +33,53 @@ def command(trace_path: str | None, reader: str, host: str | None, fault_specs: 
     resistance and supply voltage, reader and service, network and DNS, sign-on and key check
     values, clock). With --trace: name the most likely causes of that failure, with evidence and
     the articles' remedies."""
-    from emulator.trace import Kind, TraceEntry
     from faults.diagnose import diagnose
 
     if trace_path:
-        entries = []
-        try:
-            text = Path(trace_path).read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise click.ClickException(f"{trace_path}: not a JSON-lines trace (not UTF-8 text)") from None
-        for line in text.splitlines():
-            try:
-                e = json.loads(line)
-            except json.JSONDecodeError:
-                raise click.ClickException(f"{trace_path}: not a JSON-lines trace") from None
-            if "kind" not in e:
-                continue          # header line
-            data = {k: v for k, v in e.items() if k not in ("t", "kind", "what")}
-            try:
-                entries.append(TraceEntry(float(e["t"]), Kind(e["kind"]), str(e["what"]), data))
-            except (ValueError, KeyError):
-                raise click.ClickException(f"{trace_path}: unknown trace entry {e!r:.80}") from None
-        click.echo(diagnose(entries, []).render(lang))
-        return
-    try:
+        diag = diagnose(_read_trace(Path(trace_path)), [])
+        click.echo(diag.render(lang))
+    else:
         m, diag = asyncio.run(_self_test(reader, host, list(fault_specs)))
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
-    click.echo("self-test 自检:")
-    for k, v in m.items():
-        click.echo(f"  {k:22s} {v}")
-    click.echo("diagnosis 诊断:")
-    click.echo(diag)
+        click.echo("self-test 自检:")
+        for k, v in m.items():
+            click.echo(f"  {k:22s} {v}")
+        click.echo("diagnosis 诊断:")
+        click.echo(diag.render(lang))
+    sys.exit(ExitCode.FAILED if diag.findings else ExitCode.OK)
 
 
-async def _self_test(reader_url: str, host: str | None, specs: list[str]) -> tuple[dict[str, Any], str]:
+def _read_trace(path: Path) -> list[TraceEntry]:
+    """The entries of a JSON-lines trace; anything else is a :class:`UsageError` naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a JSON-lines trace (not UTF-8 text)") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the trace ({e.strerror})") from None
+    entries = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            raise UsageError(f"{path}: line {n} is not JSON: not a JSON-lines trace") from None
+        if not isinstance(doc, dict):
+            raise UsageError(f"{path}: line {n} is not a JSON object: not a JSON-lines trace")
+        if "kind" not in doc:
+            continue          # header line
+        data = {k: v for k, v in doc.items() if k not in ("t", "kind", "what")}
+        try:
+            t = float(doc["t"])
+            if not math.isfinite(t):
+                raise ValueError(t)
+            entries.append(TraceEntry(t, Kind(doc["kind"]), str(doc["what"]), data))
+        except (ValueError, TypeError, KeyError):
+            raise UsageError(f"{path}: line {n}: unknown trace entry {mask_text(repr(doc)):.80}") from None
+    return entries
+
+
+async def _self_test(reader_url: str, host: str | None, specs: list[str]) -> tuple[dict[str, Any], Diagnosis]:
     import tempfile
     from dataclasses import replace
 
@@ -89,6 +109,6 @@ async def _self_test(reader_url: str, host: str | None, specs: list[str]) -> tup
             m["sign_on"] = "ok (working keys verified by check value)" if so.approved else \
                 f"FAILED {so.detail.value if so.detail else ''}"
             m["reader"] = rig.reader.name
-            return m, diagnose(list(rig.trace), [so], m).render()
+            return m, diagnose(list(rig.trace), [so], m)
         finally:
             await rig.close()

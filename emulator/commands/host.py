@@ -10,15 +10,17 @@ from pathlib import Path
 import click
 
 from emulator.app import default_state_dir
+from emulator.commands._exit import exit_epilog
 from emulator.config import parse_hostport
 from emulator.host.rules import HostRule, HostRules
 from emulator.host.server import HostServer
 from hardware.clock import RealClock
-from protocol.errors import PosemuError
+from protocol.errors import EnvironmentProblem
 from protocol.specs import get_profile
 
 
-@click.command("host")
+@click.command("host", epilog=exit_epilog("stopped by Ctrl-C", None,
+                                            environment="the address cannot be listened on"))
 @click.option("--listen", default="127.0.0.1:5000", show_default=True, metavar="HOST:PORT",
               help="Address to listen on (loopback by default; port 0 picks a free one).")
 @click.option("--profile", type=click.Choice(["cup", "iso87ascii"]), default="cup", show_default=True)
@@ -32,12 +34,9 @@ def command(listen: str, profile: str, db: str | None, rules: tuple[str, ...], s
     """Run the host simulator until interrupted (Ctrl-C)."""
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose + 1, 2)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        host, port = parse_hostport(listen, allow_zero=True)
-        prof = get_profile(profile)
-        parsed = HostRules([HostRule.parse(r) for r in rules], seed=seed)
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    host, port = parse_hostport(listen, allow_zero=True)
+    prof = get_profile(profile)
+    parsed = HostRules([HostRule.parse(r) for r in rules], seed=seed)
     db_path = Path(db) if db else default_state_dir() / "host.sqlite3"
     db_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -56,4 +55,4 @@ def command(listen: str, profile: str, db: str | None, rules: tuple[str, ...], s
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
     except OSError as e:
-        raise click.ClickException(f"cannot listen on {listen}: {e}") from None
+        raise EnvironmentProblem(f"cannot listen on {listen}: {e.strerror or e}") from None

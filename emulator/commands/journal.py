@@ -11,26 +11,25 @@ from rich.table import Table
 
 from emulator import config as configmod
 from emulator.app import default_state_dir
+from emulator.commands._exit import exit_epilog
 from emulator.journal import Journal
 from hardware.clock import RealClock
-from protocol.errors import PosemuError
+from protocol.errors import EnvironmentProblem
 
 
-@click.command("journal")
+@click.command("journal", epilog=exit_epilog("listed", None, environment="no journal in the state folder"))
 @click.option("--state", "state_dir", type=click.Path(file_okay=False), default=None, help="State folder.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True,
+              help="Show the last LIMIT entries.")
 @click.option("--json", "as_json", is_flag=True)
 def command(state_dir: str | None, config_path: str | None, limit: int, as_json: bool) -> None:
     """List the journal: every transaction, its status and any reversal."""
     path = (Path(state_dir) if state_dir else default_state_dir()) / "journal.sqlite3"
+    cfg = configmod.load(config_path)
     if not path.exists():
-        raise click.ClickException(f"no journal at {path} (run a transaction first)")
-    try:
-        cfg = configmod.load(config_path)
-        j = Journal(path, clock=RealClock(), key_material=cfg.tmk)
-    except PosemuError as err:
-        raise click.ClickException(str(err)) from None
+        raise EnvironmentProblem(f"no journal at {path} (run a transaction first, or give --state)")
+    j = Journal(path, clock=RealClock(), key_material=cfg.tmk)
     entries = j.entries(limit)
     j.close()
     if as_json:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from emulator.commands._txn import run_transaction, txn_options
+from emulator.commands._txn import TXN_EPILOG, run_transaction, txn_options
 
 
 def _minor(text: str) -> int:
@@ -20,7 +20,7 @@ def _minor(text: str) -> int:
     return int(d * 100)
 
 
-@click.command("purchase")
+@click.command("purchase", epilog=TXN_EPILOG)
 @click.option("--amount", required=True, help="Amount in major units, e.g. 12.50.")
 @txn_options
 def command(amount: str, **kw: Any) -> None:

@@ -10,10 +10,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from protocol.errors import PosemuError
+from emulator.commands._exit import ExitCode, exit_epilog
 
 
-@click.command("regress")
+@click.command("regress", epilog=exit_epilog("every scenario passed (or the replay matched)",
+                                               "a scenario failed (or the replay differed)"))
 @click.option("--fault", "only", multiple=True, metavar="ID", help="Only these faults (repeatable).")
 @click.option("--scenario", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Also run this scenario file (TOML, repeatable).")
@@ -28,27 +29,24 @@ from protocol.errors import PosemuError
 def command(only: tuple[str, ...], files: tuple[str, ...], no_bundled_scenarios: bool, seed: int,
             junit_path: str | None, trace_dir: str | None, replay_path: str | None, verbose: bool) -> None:
     """Run every fault's scenarios through the real stack on the virtual clock and check screens,
-    diagnosis, journal and money. Exits non-zero on any failure."""
+    diagnosis, journal and money."""
     from faults import regress
 
     console = Console()
-    try:
-        cat = regress.load()
-        if replay_path:
-            result, diffs = regress.replay(Path(replay_path), cat)
-            console.print(f"replayed {result.name}: {'ok' if result.ok else 'FAILED'}; "
-                          f"{'same event sequence' if not diffs else f'{len(diffs)} differences'}")
-            for d in diffs[:20]:
-                console.print(f"  {d}")
-            sys.exit(0 if result.ok and not diffs else 1)
-        for fid in only:
-            cat.get(fid)
-        cases = regress.catalogue_cases(cat, list(only) or None, seed)
-        if not only and not no_bundled_scenarios:
-            cases += regress.bundled_scenario_files(cat)
-        cases += [regress.load_scenario_file(f, cat) for f in files]
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    cat = regress.load()
+    if replay_path:
+        result, diffs = regress.replay(Path(replay_path), cat)
+        console.print(f"replayed {result.name}: {'ok' if result.ok else 'FAILED'}; "
+                      f"{'same event sequence' if not diffs else f'{len(diffs)} differences'}")
+        for d in diffs[:20]:
+            console.print(f"  {d}")
+        sys.exit(ExitCode.OK if result.ok and not diffs else ExitCode.FAILED)
+    for fid in only:
+        cat.get(fid)
+    cases = regress.catalogue_cases(cat, list(only) or None, seed)
+    if not only and not no_bundled_scenarios:
+        cases += regress.bundled_scenario_files(cat)
+    cases += [regress.load_scenario_file(f, cat) for f in files]
     t0 = time.perf_counter()
     results = regress.run_cases(cases, trace_dir=Path(trace_dir) if trace_dir else None)
     wall = time.perf_counter() - t0
@@ -76,4 +74,4 @@ def command(only: tuple[str, ...], files: tuple[str, ...], no_bundled_scenarios:
     console.print(f"wall {wall:.2f} s for {virtual:.0f} s of simulated time; causes checked: {len(covered)}")
     if junit_path:
         regress.junit(results, Path(junit_path))
-    sys.exit(1 if failed else 0)
+    sys.exit(ExitCode.FAILED if failed else ExitCode.OK)

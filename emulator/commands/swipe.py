@@ -1,6 +1,7 @@
 """``posemu swipe``: one simulated magstripe swipe through the physical model, track by track.
 
-Exits 0 when every track on the card read correctly, 1 otherwise. Card data is shown masked:
+Exits 0 when every track on the card read correctly, 1 otherwise (2 and 3: see ``--help``).
+Card data is shown masked:
 PAN as first 6 + last 4, name and discretionary data hidden.
 """
 
@@ -11,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import click
 
+from emulator.commands._exit import exit_epilog
 from hardware.cards.profiles import load_profile
 from hardware.magstripe import Damage, SwipeParams, SwipeReport, TrackDiagnostics, mask_track, simulate_swipe
 from hardware.magstripe.measure import geometric, sweep, tolerated
@@ -50,7 +52,8 @@ def _damage(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
         raise click.BadParameter(str(e)) from None
 
 
-@click.command("swipe")
+@click.command("swipe", epilog=exit_epilog("every track on the card read correctly (or the sweep ran)",
+                                             "a track misread"))
 @click.option("--card", "card", default="demo", show_default=True, help="Card profile (name or TOML path).")
 @click.option("--speed", type=float, default=10.0, show_default=True, help="Swipe speed, in/s.")
 @click.option("--accel", type=float, default=0.0, show_default=True, help="Acceleration, in/s².")
@@ -77,17 +80,14 @@ def command(card: str, speed: float, accel: float, skew: float, dirt: float, noi
     With --sweep, swipe many times per value of one setting and print how often each track read
     exactly, and the range around the base value where every swipe read.
     """
-    try:
-        profile = load_profile(card)
-        params = SwipeParams(speed_ips=speed, accel_ips2=accel, skew_deg=skew, dirt_um=dirt, noise=noise,
-                             damage=damage, reverse=reverse, seed=seed)
-        stripe = card_for_profile(profile).stripe
-        if sweep is not None:
-            _sweep(stripe, params, sweep, swipes)
-            return
-        report = simulate_swipe(stripe, params)
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    profile = load_profile(card)
+    params = SwipeParams(speed_ips=speed, accel_ips2=accel, skew_deg=skew, dirt_um=dirt, noise=noise,
+                         damage=damage, reverse=reverse, seed=seed)
+    stripe = card_for_profile(profile).stripe
+    if sweep is not None:
+        _sweep(stripe, params, sweep, swipes)
+        return
+    report = simulate_swipe(stripe, params)
     click.echo(_headline(profile.name, params, report))
     all_ok = True
     for n, data in enumerate(stripe, start=1):

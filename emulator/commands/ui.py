@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from emulator.app import default_state_dir
+from emulator.commands._exit import exit_epilog
 from emulator.commands._txn import build_config
-from protocol.errors import PosemuError
 
 
-@click.command("ui")
+@click.command("ui", epilog=exit_epilog("the app was closed", None))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Terminal config (TOML). Default: terminal.toml in the state folder, if saved from the UI.")
 @click.option("--host", default=None, metavar="HOST:PORT",
@@ -35,11 +35,8 @@ def command(config_path: str | None, host: str | None, profile: str | None, read
     state = Path(state_dir) if state_dir else default_state_dir()
     saved = state / "terminal.toml"
     path = Path(config_path) if config_path else (saved if saved.is_file() else None)
-    try:
-        cfg = build_config(config_path=str(path) if path else None, host=host, profile=profile, reader=reader,
-                           card=card, lang=lang)
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    cfg = build_config(config_path=str(path) if path else None, host=host, profile=profile, reader=reader,
+                       card=card, lang=lang)
     from emulator.ui import PosemuApp  # Textual is imported only for this command
 
     app = PosemuApp(cfg, state_dir=state, config_path=path or saved, card=card, auto_sign_on=not no_sign_on,
