@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from hardware.clock import Clock
-from protocol.errors import ConfigError, CryptoError
+from protocol.errors import ConfigError, CryptoError, DecodeError
 from protocol.iso import Message, Value
 
 SCHEMA = """
@@ -193,14 +193,54 @@ class Journal:
         return nonce + AESGCM(self._key).encrypt(nonce, doc, b"posemu-reversal")
 
     def _open(self, blob: bytes) -> Message:
+        if not isinstance(blob, bytes) or len(blob) < 12 + 16:
+            raise CryptoError("journal reversal record is missing or too short to be a sealed record")
         try:
-            doc = json.loads(AESGCM(self._key).decrypt(blob[:12], blob[12:], b"posemu-reversal"))
+            plain = AESGCM(self._key).decrypt(blob[:12], blob[12:], b"posemu-reversal")
         except (InvalidTag, ValueError) as e:
             raise CryptoError(f"journal reversal record cannot be opened ({type(e).__name__}): "
                               "was the terminal master key changed?") from None
-        fields: dict[int, Value] = {int(k): (bytes.fromhex(v) if is_b else v)
-                                    for k, (v, is_b) in doc["fields"].items()}
-        return Message(doc["mti"], fields, bytes.fromhex(doc["header"]))
+        return _reversal_from_doc(plain)
+
+
+def _reversal_from_doc(plain: bytes) -> Message:
+    """The reversal message of an opened record; a record of the wrong shape (another version, a
+    bug) is a :class:`DecodeError` at ``journal.reversal…`` — its content is never shown (it holds
+    the PAN)."""
+    where = "journal.reversal"
+    try:
+        doc = json.loads(plain)
+    except (ValueError, RecursionError):
+        raise DecodeError("sealed reversal record is not JSON", field=where) from None
+    if not isinstance(doc, dict):
+        raise DecodeError("sealed reversal record is not a JSON object", field=where)
+    mti, header, raw_fields = doc.get("mti"), doc.get("header"), doc.get("fields")
+    if not (isinstance(mti, str) and len(mti) == 4 and mti.isascii() and mti.isdigit()):
+        raise DecodeError("sealed reversal record has no valid MTI", field=f"{where}.mti")
+    if not isinstance(header, str):
+        raise DecodeError("sealed reversal record has no header", field=f"{where}.header")
+    if not isinstance(raw_fields, dict):
+        raise DecodeError("sealed reversal record has no fields", field=f"{where}.fields")
+    try:
+        head = bytes.fromhex(header)
+    except ValueError:
+        raise DecodeError("sealed reversal record header is not hex", field=f"{where}.header") from None
+    fields: dict[int, Value] = {}
+    for k, entry in raw_fields.items():
+        if not (k.isascii() and k.isdigit() and 2 <= int(k) <= 128):
+            raise DecodeError(f"sealed reversal record has a bad field number {k[:4]!r}", field=f"{where}.fields")
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                and isinstance(entry[1], bool)):
+            raise DecodeError("sealed reversal record field is not [value, is_bytes]", field=f"{where}.fields.{k}")
+        value, is_bytes = entry
+        if is_bytes:
+            try:
+                fields[int(k)] = bytes.fromhex(value)
+            except ValueError:
+                raise DecodeError("sealed reversal record field is not hex", field=f"{where}.fields.{k}") from None
+        else:
+            fields[int(k)] = value
+    return Message(mti, fields, head)
 
 
 _COLS = ("id, created, updated, kind, stan, date, pan_masked, amount, currency, entry, status, rc, screen,"
