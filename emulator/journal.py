@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from emulator.sqlite_files import check_sqlite_file
 from hardware.clock import Clock
-from protocol.errors import ConfigError, CryptoError, DecodeError
+from protocol.errors import CryptoError, DecodeError, EnvironmentProblem
 from protocol.iso import Message, Value
 
 SCHEMA = """
@@ -93,6 +94,7 @@ class Journal:
     def __init__(self, path: str | Path, *, clock: Clock, key_material: bytes) -> None:
         self.path = str(path)
         self.clock = clock
+        check_sqlite_file(self.path, "journal")      # corrupt or truncated: refused before SQLite writes to it
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +103,7 @@ class Journal:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as e:
-            raise ConfigError(f"cannot open journal {self.path}: {e}") from None
+            raise EnvironmentProblem(f"cannot open the journal {self.path}: {e}") from None
         self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                          info=b"posemu journal v1").derive(key_material)
 

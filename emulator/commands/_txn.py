@@ -13,10 +13,12 @@ from typing import Any
 import click
 
 from emulator import config as configmod
-from emulator.app import Rig, default_state_dir, open_rig
+from emulator.app import Rig, open_rig
 from emulator.commands._exit import ExitCode, exit_epilog
+from emulator.commands._paths import output_file, state_folder, write_failed
 from emulator.messages import Msg, Screen, render
 from emulator.ports import ScriptedPinPad
+from emulator.sqlite_files import check_sqlite_file
 from emulator.terminal import Outcome
 from hardware.cards.profiles import load_profile
 from hardware.clock import Clock, RealClock, VirtualClock
@@ -32,7 +34,7 @@ TXN_OPTIONS = [
     click.option("--reader", default=None, metavar="URL", help="Reader URL (default sim://<card>)."),
     click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                  help="Terminal config (TOML)."),
-    click.option("--state", "state_dir", type=click.Path(file_okay=False), default=None,
+    click.option("--state", "state_dir", default=None,
                  help="State folder (journal, host database). Default: the user data folder."),
     click.option("--lang", type=click.Choice(["zh", "en", "both"]), default=None, help="Screen language."),
     click.option("--virtual-time", is_flag=True, help="Run on the virtual clock (timeouts cost no wall time)."),
@@ -82,6 +84,14 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
     card = card or "demo"
     cfg = build_config(config_path=config_path, host=host, profile=profile, reader=reader, card=card, lang=lang)
     the_pin = pin if pin is not None else load_profile(card).pin
+    # paths are checked before the card is read: a bad one is an error now, not a lost result later
+    state = state_folder(state_dir) if state_dir or not fault_specs else None
+    if state is not None:
+        check_sqlite_file(state / "journal.sqlite3", "journal")
+        if cfg.host is None:
+            check_sqlite_file(state / "host.sqlite3", "host database")
+    if trace_path:
+        output_file(trace_path, "trace")
     clock: Clock = VirtualClock() if virtual_time else RealClock()
     language = cfg.language
     printed: list[str] = []
@@ -97,9 +107,11 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
                          state_dir=state_dir, trace_path=trace_path, as_json=as_json, lang=language)
         return
 
+    trace_error: list[OSError] = []
+
     async def main() -> Outcome:
-        rig: Rig = await open_rig(cfg, clock=clock, state_dir=Path(state_dir) if state_dir else default_state_dir(),
-                                  pinpad=ScriptedPinPad(the_pin), display=display)
+        assert state is not None
+        rig: Rig = await open_rig(cfg, clock=clock, state_dir=state, pinpad=ScriptedPinPad(the_pin), display=display)
         try:
             if extra_setup is not None:
                 extra_setup(rig)
@@ -113,7 +125,10 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
             return await rig.terminal.purchase(amount)
         finally:
             if trace_path:
-                rig.trace.export(trace_path)
+                try:
+                    rig.trace.export(trace_path)
+                except OSError as e:      # reported after the result: the transaction is not lost
+                    trace_error.append(e)
             await rig.close()
 
     with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
@@ -128,6 +143,8 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
         status = "APPROVED" if out.approved else "FAILED"
         detail = f" ({out.detail.value})" if out.detail else ""
         click.echo(f"result: {status} {out.headline.value}{detail}" + (f" rc={out.rc}" if out.rc else ""))
+    if trace_error and trace_path:
+        raise write_failed("trace", trace_path, trace_error[0])
     sys.exit(outcome_exit_code(out))
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from pathlib import Path
 
 import click
 
-from emulator.app import default_state_dir
 from emulator.commands._exit import exit_epilog
+from emulator.commands._paths import output_file, state_folder
 from emulator.config import parse_hostport
 from emulator.host.rules import HostRule, HostRules
 from emulator.host.server import HostServer
+from emulator.sqlite_files import check_sqlite_file
 from hardware.clock import RealClock
 from protocol.errors import EnvironmentProblem
 from protocol.specs import get_profile
@@ -37,8 +37,8 @@ def command(listen: str, profile: str, db: str | None, rules: tuple[str, ...], s
     host, port = parse_hostport(listen, allow_zero=True)
     prof = get_profile(profile)
     parsed = HostRules([HostRule.parse(r) for r in rules], seed=seed)
-    db_path = Path(db) if db else default_state_dir() / "host.sqlite3"
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    db_path = output_file(db, "host database") if db else state_folder(None) / "host.sqlite3"
+    check_sqlite_file(db_path, "host database")
 
     async def main() -> None:
         server = await HostServer.start(prof, clock=RealClock(), host=host, port=port, db=db_path, rules=parsed)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from emulator.commands._exit import ExitCode, exit_epilog
+from emulator.commands._paths import output_file, output_folder, write_failed
 
 
 @click.command("regress", epilog=exit_epilog("every scenario passed (or the replay matched)",
@@ -21,7 +22,7 @@ from emulator.commands._exit import ExitCode, exit_epilog
 @click.option("--no-bundled-scenarios", is_flag=True, help="Skip the bundled scenario files.")
 @click.option("--seed", default=7, show_default=True, help="Seed for every random choice in the runs.")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML.")
-@click.option("--trace-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--trace-dir", default=None,
               help="Write each run's trace (JSON lines; replay with --replay).")
 @click.option("--replay", "replay_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Run the scenario a trace file recorded again and compare the event sequence.")
@@ -33,6 +34,8 @@ def command(only: tuple[str, ...], files: tuple[str, ...], no_bundled_scenarios:
     from faults import regress
 
     console = Console()
+    junit_file = output_file(junit_path, "JUnit report") if junit_path else None
+    traces = output_folder(trace_dir, "trace folder") if trace_dir else None
     cat = regress.load()
     if replay_path:
         result, diffs = regress.replay(Path(replay_path), cat)
@@ -48,7 +51,10 @@ def command(only: tuple[str, ...], files: tuple[str, ...], no_bundled_scenarios:
         cases += regress.bundled_scenario_files(cat)
     cases += [regress.load_scenario_file(f, cat) for f in files]
     t0 = time.perf_counter()
-    results = regress.run_cases(cases, trace_dir=Path(trace_dir) if trace_dir else None)
+    try:
+        results = regress.run_cases(cases, trace_dir=traces)
+    except OSError as e:
+        raise write_failed("trace", traces or "", e) from None
     wall = time.perf_counter() - t0
     table = Table(title="posemu regress")
     for col in ("fault", "scenario", "causes", "result", "virtual s", "screens / failed checks"):
@@ -72,6 +78,9 @@ def command(only: tuple[str, ...], files: tuple[str, ...], no_bundled_scenarios:
     console.print(f"{len(results) - len(failed) - len(skipped)} passed, {len(failed)} failed"
                   + (f", {len(skipped)} skipped" if skipped else ""))
     console.print(f"wall {wall:.2f} s for {virtual:.0f} s of simulated time; causes checked: {len(covered)}")
-    if junit_path:
-        regress.junit(results, Path(junit_path))
+    if junit_file is not None:
+        try:
+            regress.junit(results, junit_file)
+        except OSError as e:
+            raise write_failed("JUnit report", junit_file, e) from None
     sys.exit(ExitCode.FAILED if failed else ExitCode.OK)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from emulator.app import default_state_dir
 from emulator.commands._exit import exit_epilog
+from emulator.commands._paths import state_folder
 from emulator.commands._txn import build_config
 
 
@@ -20,7 +20,7 @@ from emulator.commands._txn import build_config
 @click.option("--reader", default=None, metavar="URL", help="Reader URL (default sim://<card>).")
 @click.option("--card", default="demo", show_default=True, help="Card profile in the virtual reader.")
 @click.option("--lang", type=click.Choice(["zh", "en", "both"]), default=None, help="Screen language.")
-@click.option("--state", "state_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--state", "state_dir", default=None,
               help="State folder (journal, host database). Default: the user data folder.")
 @click.option("--no-sign-on", is_flag=True, help="Do not sign on at start.")
 @click.option("--light", is_flag=True, help="Light colour theme.")
@@ -32,7 +32,7 @@ def command(config_path: str | None, host: str | None, profile: str | None, read
     the demo card, state in the user data folder; it signs on by itself. Press b for a balance
     inquiry, w to swipe, type the PIN (or k) and Enter; ? shows every key.
     """
-    state = Path(state_dir) if state_dir else default_state_dir()
+    state = state_folder(state_dir)
     saved = state / "terminal.toml"
     path = Path(config_path) if config_path else (saved if saved.is_file() else None)
     cfg = build_config(config_path=str(path) if path else None, host=host, profile=profile, reader=reader,

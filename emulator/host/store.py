@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from emulator.sqlite_files import check_sqlite_file
 from hardware.cards.profiles import CardProfile
-from protocol.errors import ConfigError
+from protocol.errors import EnvironmentProblem
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -133,19 +134,25 @@ class HostStore:
 
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.path = str(path)
-        try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as e:
-            raise ConfigError(f"cannot open host database {self.path}: {e}") from None
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
         self._cards: dict[str, CardRow] = {}
         self._balances: dict[int, tuple[int, str]] = {}
         self._terminals: dict[str, TerminalRow] = {}
         self._in_batch = False
         self._log_rows: list[tuple[object, ...]] = []
-        self._load()
+        check_sqlite_file(self.path, "host database")   # corrupt or truncated: refused before SQLite writes
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise EnvironmentProblem(f"cannot open the host database {self.path}: {e}") from None
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            self._load()
+        except (sqlite3.Error, ValueError, TypeError, AttributeError) as e:
+            self.db.close()
+            raise EnvironmentProblem(f"cannot open the host database {self.path}: {e} (corrupt? restore it from "
+                                     "a backup or move it away)") from None
 
     # --- loading and seeding ------------------------------------------------------------
     def _load(self) -> None:
