@@ -247,3 +247,38 @@ def test_readers_exit_code() -> None:
 def test_ui_bad_config_is_a_usage_error(tmp_path: Path) -> None:
     code, out = run("ui", "--state", str(tmp_path), "--profile", "cup", "--host", "nowhere")
     assert code == 2 and "HOST:PORT" in out
+
+
+# --- inputs checked before the card is read (issue 12 item 7) --------------------------------------
+
+@pytest.mark.parametrize("amount", ["1e3", "1E3", "1e-2", "nan", "inf", "Infinity", "-5", "+5", "0", "0.00",
+                                    "1.234", "1,000", "1_000", "１２", "12.", ".5", "", " ", "0x10", "10000000000.00"])
+def test_bad_amounts_are_refused_before_the_card_is_read(tmp_path: Path, amount: str) -> None:
+    state = tmp_path / "never-created"
+    code, out = run("purchase", "--amount", amount, "--virtual-time", "--state", str(state))
+    assert code == 2, out
+    assert "Invalid value for '--amount'" in out and "[INSERT_OR_SWIPE]" not in out
+    assert not state.exists()                       # nothing ran: no host, no journal
+
+
+@pytest.mark.parametrize(("text", "minor"), [("12.50", 1250), ("12.5", 1250), ("7", 700), ("0.01", 1),
+                                             ("007.10", 710), (" 3.00 ", 300), ("9999999999.99", 10**12 - 1)])
+def test_good_amounts(text: str, minor: int) -> None:
+    from emulator.commands._inputs import parse_amount
+
+    assert parse_amount(text) == minor
+
+
+@pytest.mark.parametrize("pin", ["12ab", "123", "1234567890123", "１２３４", "²²²²", "", "12 34", "-1234"])
+def test_bad_pins_are_refused_before_the_card_is_read(tmp_path: Path, pin: str) -> None:
+    state = tmp_path / "never-created"
+    for cmd in (["inquiry"], ["purchase", "--amount", "1.00"]):
+        code, out = run(*cmd, "--pin", pin, "--virtual-time", "--state", str(state))
+        assert code == 2, out
+        assert "Invalid value for '--pin'" in out and "4 to 12 digits" in out and "[INSERT_OR_SWIPE]" not in out
+        assert not state.exists()
+
+
+def test_a_valid_wrong_pin_still_reaches_the_host(tmp_path: Path) -> None:
+    code, out = run("inquiry", "--pin", "9999", "--virtual-time", "--state", str(tmp_path), "--lang", "en")
+    assert code == 1 and "rc=55" in out

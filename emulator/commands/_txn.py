@@ -15,6 +15,7 @@ import click
 from emulator import config as configmod
 from emulator.app import Rig, open_rig
 from emulator.commands._exit import ExitCode, exit_epilog
+from emulator.commands._inputs import pin_callback
 from emulator.commands._paths import output_file, state_folder, write_failed
 from emulator.messages import Msg, Screen, render
 from emulator.ports import ScriptedPinPad
@@ -27,7 +28,8 @@ from protocol.errors import PosemuError
 TXN_OPTIONS = [
     click.option("--card", "card", default=None,
                  help="Card profile (bundled name or TOML path). Default: demo, or the fault's own card."),
-    click.option("--pin", default=None, help="PIN the cardholder types (default: the profile's PIN)."),
+    click.option("--pin", default=None, callback=pin_callback,
+                 help="PIN the cardholder types, 4 to 12 digits (default: the profile's PIN)."),
     click.option("--host", default=None, metavar="HOST:PORT",
                  help="Acquirer host; omitted: the bundled host runs in-process on a loopback port."),
     click.option("--profile", type=click.Choice(["cup", "iso87ascii"]), default=None, help="ISO 8583 profile."),
