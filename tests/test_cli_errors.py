@@ -3,8 +3,12 @@ and errors printed as one line without a traceback."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -282,3 +286,61 @@ def test_bad_pins_are_refused_before_the_card_is_read(tmp_path: Path, pin: str) 
 def test_a_valid_wrong_pin_still_reaches_the_host(tmp_path: Path) -> None:
     code, out = run("inquiry", "--pin", "9999", "--virtual-time", "--state", str(tmp_path), "--lang", "en")
     assert code == 1 and "rc=55" in out
+
+
+# --- posemu host --listen beyond loopback (issue 8 item 6) -----------------------------------------
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0", "10.1.2.3:5000", "acquirer.example:5000",
+                                    "[::ffff:10.0.0.1]:0"])
+def test_a_non_loopback_listen_needs_allow_remote(tmp_path: Path, listen: str) -> None:
+    code, out = run("host", "--listen", listen, "--db", str(tmp_path / "h.db"))
+    assert code == 2 and "not a loopback address" in out and "--allow-remote" in out
+    assert not (tmp_path / "h.db").exists()
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0"])
+def test_allow_remote_warns_and_starts(tmp_path: Path, listen: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server is not really started on a public address (tests stay on 127.0.0.1): HostServer.start
+    is replaced by one that records where it was asked to listen and then stops like Ctrl-C."""
+    from emulator.host.server import HostServer
+
+    asked: list[tuple[str, int]] = []
+
+    async def start(*args: object, host: str, port: int, **kw: object) -> None:
+        asked.append((host, port))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(HostServer, "start", start)
+    code, out = run("host", "--listen", listen, "--allow-remote", "--db", str(tmp_path / "h.db"))
+    assert code == 0, out
+    assert f"WARNING: listening on {listen}, reachable from other machines" in out
+    assert asked == [(listen.rpartition(":")[0].strip("[]"), 0)]
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:0", "127.0.0.2:0", "localhost:0", "[::1]:0", ":0"])
+def test_loopback_needs_no_flag_and_no_warning(tmp_path: Path, listen: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from emulator.host.server import HostServer
+
+    async def start(*args: object, **kw: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(HostServer, "start", start)
+    code, out = run("host", "--listen", listen, "--db", str(tmp_path / "h.db"))
+    assert code == 0 and "WARNING" not in out, out
+
+
+def test_the_host_really_listens_on_loopback(tmp_path: Path) -> None:
+    """No monkeypatching: the real server starts on 127.0.0.1 and is stopped by SIGINT."""
+    proc = subprocess.Popen([sys.executable, "-m", "emulator.cli", "host", "--listen", "127.0.0.1:0", "--db",
+                             str(tmp_path / "h.db")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on 127.0.0.1:" in line, line
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "WARNING" not in err and "Traceback" not in err
