@@ -76,6 +76,9 @@ FAULT_KEYS = frozenset({"id", "params"})
 EXPECT_KEYS = frozenset({"screens", "approved", "diagnosis", "journal"})
 #: what ``txn`` may name, and the steps :func:`faults.runner._steps` runs (``name`` or ``name:arg``)
 SCENARIO_TXNS = ("balance", "purchase")
+#: bounds for fault parameters the catalogue declares without a range (counts, texts)
+MAX_UNDECLARED_NUMBER = 10_000
+MAX_UNDECLARED_TEXT = 1_000
 SCENARIO_STEPS = frozenset({"sign_on", "balance", "purchase", "operator", "reversals", "clean", "crash_purchase",
                             "restart"})
 
@@ -110,7 +113,13 @@ def _fault_entry(entry: Any, i: int, cat: Catalogue, where: str) -> tuple[Fault,
     for k, v in params.items():
         _typed(v, (str, int, float, bool), fw, f"params.{k}", "a string, number or boolean")
         p = fault.param(k)
-        if p is None:
+        if p is None:      # not declared with a range in the catalogue: bounded here (times=1e9 would
+            #                allocate a billion PIN entries when the faults are combined)
+            if isinstance(v, str) and len(v) > MAX_UNDECLARED_TEXT:
+                raise ConfigError(f"{fw}: {fault.id} {k} is longer than {MAX_UNDECLARED_TEXT} characters")
+            if isinstance(v, int | float) and not isinstance(v, bool) \
+                    and not (math.isfinite(v) and abs(v) <= MAX_UNDECLARED_NUMBER):
+                raise ConfigError(f"{fw}: {fault.id} {k}={v!r} must be a number within ±{MAX_UNDECLARED_NUMBER:g}")
             continue
         try:
             num = float(v) if not isinstance(v, bool) else math.nan

@@ -344,3 +344,11 @@ def test_the_host_really_listens_on_loopback(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0 and "WARNING" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [("--speed", "1e300"), ("--speed", "1e-300"), ("--speed", "nan"),
+                                  ("--accel", "1e300"), ("--dirt", "1e300"), ("--noise", "1e300")])
+def test_swipe_settings_beyond_the_model_are_usage_errors(args: tuple[str, str]) -> None:
+    """1e300 in/s or 1e300 in/s² divided by zero in the swipe model (a traceback before)."""
+    code, out = run("swipe", *args)
+    assert code == 2 and f"Invalid value for '{args[0]}'" in out

@@ -131,6 +131,10 @@ CASES = [
     Case("inquiry --trace FILE/t.jsonl", lambda t, s: [*INQ, str(s), "--trace", str(_file(t) / "t.jsonl")], 3,
          "cannot write the trace .*is not a folder"),
     Case("inquiry --trace FOLDER", lambda t, s: [*INQ, str(s), "--trace", str(t)], 2, "is a directory"),
+    Case("inquiry --trace NOT-A-TRACE", lambda t, s: [*INQ, str(s), "--trace", str(_file(t))], 2,
+         "exists and is not a trace from posemu; not overwriting it"),
+    Case("regress --junit NOT-A-REPORT", lambda t, s: ["regress", "--fault", "user.wrong-pin", "--junit",
+                                                       str(_file(t))], 2, "not overwriting it"),
     Case("regress --junit FILE/r.xml", lambda t, s: ["regress", "--fault", "user.wrong-pin", "--junit",
                                                      str(_file(t) / "r.xml")], 3, "cannot write the JUnit report"),
     Case("regress --trace-dir FILE", lambda t, s: ["regress", "--fault", "user.wrong-pin", "--trace-dir",
@@ -259,3 +263,15 @@ def test_readonly_output_paths(readonly_ok: None, tmp_path: Path) -> None:
     code, out = run_readonly(ro, "regress", "--fault", "user.wrong-pin", "--trace-dir", str(ro / "traces"))
     assert code == 3 and "cannot create the trace folder" in out, out
     assert list(ro.iterdir()) == []
+
+
+def test_an_earlier_trace_and_report_are_overwritten(tmp_path: Path) -> None:
+    trace, junit = tmp_path / "t.jsonl", tmp_path / "r.xml"
+    for _ in range(2):
+        assert run(*INQ, str(tmp_path / "s"), "--trace", str(trace))[0] == 0
+        assert run("regress", "--fault", "user.wrong-pin", "--junit", str(junit))[0] == 0
+    assert trace.read_text(encoding="utf-8").startswith("{") and junit.read_bytes().startswith(b"<?xml")
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()
+    assert run(*INQ, str(tmp_path / "s"), "--trace", str(empty))[0] == 0
+    assert run(*INQ, str(tmp_path / "s"), "--trace", os.devnull)[0] == 0

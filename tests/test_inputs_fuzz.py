@@ -335,6 +335,8 @@ def test_card_profile_file_with_inf(tmp_path: Path) -> None:
     ('[[fault]]\nid = "reader.dirty-contacts"\nparams = { contact_ohms = "lots" }\n', "contact_ohms"),
     ('[[fault]]\nid = "reader.dirty-contacts"\nparams = [1]\n', "params must be a table"),
     ('[[fault]]\nid = "user.wrong-pin"\nparams = { times = "x" }\n', "times"),
+    ('[[fault]]\nid = "user.wrong-pin"\nparams = { times = 1e9 }\n', "times=1000000000.0 must be a number within"),
+    ('[[fault]]\nid = "user.wrong-pin"\nparams = { times = 1000000000 }\n', "times"),
     ('[[fault]]\nid = "host.peak-hours"\nparams = { rule = "respond:every=0" }\n', "every"),
     ('card = "nope"\n[[fault]]\nid = "user.wrong-pin"\n', "unknown card profile"),
     ('txn = "refund"\n[[fault]]\nid = "user.wrong-pin"\n', "txn must be one of"),

@@ -47,12 +47,23 @@ def existing_state_folder(given: str | None) -> Path:
     return path
 
 
-def output_file(given: str, what: str) -> Path:
+def output_file(given: str, what: str, *, replaces: tuple[bytes, ...] = ()) -> Path:
     """A file the command will write at the end (``--trace``, ``--junit``): its folder is created
-    if missing; a path that cannot be written is refused now, before anything runs."""
+    if missing; a path that cannot be written is refused now, before anything runs.
+
+    With ``replaces``, an existing non-empty regular file is overwritten only if it starts with
+    one of those prefixes (an earlier trace or report) — ``--trace ~/.bashrc`` is refused."""
     path = Path(given)
     if path.is_dir():
         raise UsageError(f"{what} {path} is a folder; give a file name")
+    if replaces and path.is_file():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(64).lstrip()
+        except OSError as e:
+            raise EnvironmentProblem(f"cannot write the {what} {path}: {_reason(e)}") from None
+        if head and not head.startswith(replaces):
+            raise UsageError(f"{what} {path} exists and is not a {what} from posemu; not overwriting it")
     folder = path.parent
     if folder.exists() and not folder.is_dir():
         raise EnvironmentProblem(f"cannot write the {what} {path}: {folder} is not a folder")
@@ -65,6 +76,11 @@ def output_file(given: str, what: str) -> Path:
         raise EnvironmentProblem(f"cannot write the {what} {path}: not writable (read-only file system or "
                                  "permissions)")
     return path
+
+
+#: what an earlier trace (JSON lines) or JUnit report (XML) starts with
+TRACE_PREFIXES = (b"{",)
+JUNIT_PREFIXES = (b"<?xml", b"<testsuite")
 
 
 def output_folder(given: str, what: str) -> Path:

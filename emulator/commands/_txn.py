@@ -16,7 +16,7 @@ from emulator import config as configmod
 from emulator.app import Rig, open_rig
 from emulator.commands._exit import ExitCode, exit_epilog
 from emulator.commands._inputs import pin_callback
-from emulator.commands._paths import output_file, state_folder, write_failed
+from emulator.commands._paths import TRACE_PREFIXES, output_file, state_folder, write_failed
 from emulator.messages import Msg, Screen, render
 from emulator.ports import ScriptedPinPad
 from emulator.sqlite_files import check_sqlite_file
@@ -93,7 +93,7 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
         if cfg.host is None:
             check_sqlite_file(state / "host.sqlite3", "host database")
     if trace_path:
-        output_file(trace_path, "trace")
+        output_file(trace_path, "trace", replaces=TRACE_PREFIXES)
     clock: Clock = VirtualClock() if virtual_time else RealClock()
     language = cfg.language
     printed: list[str] = []

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from emulator.commands._exit import ExitCode, exit_epilog
-from emulator.commands._paths import output_file, output_folder, write_failed
+from emulator.commands._paths import JUNIT_PREFIXES, output_file, output_folder, write_failed
 
 
 @click.command("regress", epilog=exit_epilog("every scenario passed (or the replay matched)",
@@ -34,7 +34,7 @@ def command(only: tuple[str, ...], files: tuple[str, ...], no_bundled_scenarios:
     from faults import regress
 
     console = Console()
-    junit_file = output_file(junit_path, "JUnit report") if junit_path else None
+    junit_file = output_file(junit_path, "JUnit report", replaces=JUNIT_PREFIXES) if junit_path else None
     traces = output_folder(trace_dir, "trace folder") if trace_dir else None
     cat = regress.load()
     if replay_path:

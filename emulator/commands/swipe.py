@@ -52,14 +52,31 @@ def _damage(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
         raise click.BadParameter(str(e)) from None
 
 
+#: what a hand can do at the counter, with room to spare; beyond these the swipe model's arithmetic
+#: breaks down (a speed of 1e300 in/s or an acceleration of 1e300 in/s² divide by zero)
+MIN_SPEED, MAX_SPEED = 0.01, 10_000.0
+MAX_ACCEL = 10_000.0
+MAX_DIRT = 10_000.0
+MAX_NOISE = 1_000.0
+
+
+def _speed(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if 0 < value < MIN_SPEED or value > MAX_SPEED or value != value:
+        raise click.BadParameter(f"speed must be {MIN_SPEED:g} … {MAX_SPEED:g} in/s")
+    return value          # zero or negative: the swipe model's own message (speed must be positive)
+
+
 @click.command("swipe", epilog=exit_epilog("every track on the card read correctly (or the sweep ran)",
                                              "a track misread"))
 @click.option("--card", "card", default="demo", show_default=True, help="Card profile (name or TOML path).")
-@click.option("--speed", type=float, default=10.0, show_default=True, help="Swipe speed, in/s.")
-@click.option("--accel", type=float, default=0.0, show_default=True, help="Acceleration, in/s².")
+@click.option("--speed", type=float, default=10.0, show_default=True, callback=_speed,
+              help=f"Swipe speed, in/s ({MIN_SPEED:g} … {MAX_SPEED:g}).")
+@click.option("--accel", type=click.FloatRange(-MAX_ACCEL, MAX_ACCEL), default=0.0, show_default=True,
+              help="Acceleration, in/s².")
 @click.option("--skew", type=float, default=0.0, show_default=True, help="Head/card tilt, degrees.")
-@click.option("--dirt", type=float, default=0.0, show_default=True, help="Dirt between head and stripe, µm.")
-@click.option("--noise", type=float, default=0.0, show_default=True,
+@click.option("--dirt", type=click.FloatRange(max=MAX_DIRT), default=0.0, show_default=True,
+              help="Dirt between head and stripe, µm.")
+@click.option("--noise", type=click.FloatRange(max=MAX_NOISE), default=0.0, show_default=True,
               help="EMI noise σ, in units of a clean 10 in/s pulse.")
 @click.option("--damage", multiple=True, callback=_damage, metavar="START:END[:SEVERITY]",
               help="Demagnetised stretch of the stripe, inches from the leading edge; severity 0–1 "
