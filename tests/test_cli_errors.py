@@ -352,3 +352,14 @@ def test_swipe_settings_beyond_the_model_are_usage_errors(args: tuple[str, str])
     """1e300 in/s or 1e300 in/s² divided by zero in the swipe model (a traceback before)."""
     code, out = run("swipe", *args)
     assert code == 2 and f"Invalid value for '{args[0]}'" in out
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "inf", "1e9", "lots"])
+def test_diagnose_fault_parameters_are_checked(value: str) -> None:
+    code, out = run("diagnose", "--fault", f"reader.dirty-contacts:contact_ohms={value}")
+    assert code == 2 and "contact_ohms" in out and "must be a number from" in out
+
+
+def test_card_serve_wait_nan() -> None:
+    code, out = run("card", "serve", "--profile", "cup_debit", "--wait", "nan")
+    assert code == 2 and "Invalid value for '--wait'" in out

@@ -37,6 +37,12 @@ def slot_label(host: str, port: int) -> str:
     return "the vpcd slot on that port"
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if value != value:      # nan passes FloatRange: every comparison with it is false
+        raise click.BadParameter("must be a number of seconds")
+    return value
+
+
 @click.group("card", epilog=exit_epilog("the card was served until Ctrl-C", None,
                                          environment="vpcd (pcscd) not reachable"))
 def command() -> None:
@@ -50,7 +56,7 @@ def command() -> None:
               envvar="POSEMU_VPCD_PORT", metavar="[HOST:]PORT",
               help="vpcd slot to connect to (35963 = slot 0, 35964 = slot 1). Default from "
                    "$POSEMU_VPCD_PORT when set (the test run's private pcscd).")
-@click.option("--wait", "wait_s", type=click.FloatRange(0, 86_400), default=60.0, show_default=True,
+@click.option("--wait", "wait_s", type=click.FloatRange(0, 86_400), default=60.0, callback=_finite, show_default=True,
               help="Seconds to keep retrying while vpcd (pcscd) is not up.")
 def serve(profile_name: str, endpoint: str, wait_s: float) -> None:
     """Insert the card into vpcd's reader and keep it there until Ctrl-C."""

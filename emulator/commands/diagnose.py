@@ -17,6 +17,7 @@ from protocol.errors import UsageError
 from protocol.masking import mask_text
 
 if TYPE_CHECKING:
+    from faults.catalogue import Fault
     from faults.diagnose import Diagnosis
 
 
@@ -92,11 +93,15 @@ async def _self_test(reader_url: str, host: str | None, specs: list[str]) -> tup
     from hardware.clock import RealClock
     from hardware.registry import open_reader
 
-    clock = RealClock()
-    r = open_reader(reader_url, clock=clock)
+    chosen = []
     for spec in specs:
         fid, params = parse_fault_spec(spec)
         f = load().get(fid)
+        _check_params(f, params)
+        chosen.append((f, params))
+    clock = RealClock()
+    r = open_reader(reader_url, clock=clock)
+    for f, params in chosen:
         if f.injector == "reader":
             known = {k: str(v) for k, v in {**f.defaults(), **params}.items() if k in ReaderFaults.__dataclass_fields__}
             r = FaultyReader(r, ReaderFaults.from_params(known), clock)
@@ -112,3 +117,18 @@ async def _self_test(reader_url: str, host: str | None, specs: list[str]) -> tup
             return m, diagnose(list(rig.trace), [so], m)
         finally:
             await rig.close()
+
+
+def _check_params(fault: Fault, params: dict[str, str]) -> None:
+    """A parameter the catalogue declares is a finite number within its range (``contact_ohms=nan``
+    or ``=-1`` would measure nonsense). The same rule as ``inquiry --fault``."""
+    for k, v in params.items():
+        p = fault.param(k)
+        if p is None:
+            continue
+        try:
+            num = float(v)
+        except ValueError:
+            num = math.nan
+        if not (math.isfinite(num) and p.min <= num <= p.max):
+            raise UsageError(f"{fault.id}: {k}={v!r} must be a number from {p.min:g} to {p.max:g} {p.unit}".rstrip())
