@@ -102,8 +102,9 @@ def exit_epilog(ok: str, failed: str | None, *, environment: str = "") -> str:
     if failed:
         lines.append(f"  1  {failed}")
     lines += ["  2  usage error: bad option, unknown id or card, bad config or file",
-              "  3  environment error: state folder, database, output path or reader service unusable"
-              + (f"; {environment}" if environment else "")]
+              "  3  environment error: state folder, database, output path or reader unusable"]
+    if environment:
+        lines.append(f"     (also: {environment})")
     return "\n".join(lines)
 
 

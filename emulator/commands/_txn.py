@@ -164,7 +164,7 @@ def outcome_exit_code(out: Outcome) -> int:
 
 
 TXN_EPILOG = exit_epilog("approved", "declined or failed (the message code is printed)",
-                         environment="no card reader (the screen shows NO_READER)")
+                         environment="no card reader: the screen shows NO_READER")
 
 
 def _run_with_faults(kind: str, amount: int | None, specs: tuple[str, ...], *, card: str, reader: str | None,
