@@ -34,6 +34,9 @@ to the bundled host. Example::
 
 from __future__ import annotations
 
+import ipaddress
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -43,7 +46,8 @@ import tomli_w
 
 from emulator.demo import DEMO_MID, DEMO_TID, DEMO_TMK
 from emulator.keystore import user_key, write_private
-from protocol.errors import ConfigError
+from hardware.registry import ReaderURL
+from protocol.errors import ConfigError, CryptoError
 from protocol.specs import PROFILES
 
 
@@ -85,96 +89,205 @@ class TerminalConfig:
         return f"TerminalConfig(tid={self.terminal_id}, profile={self.profile}, host={self.host})"
 
     def validate(self) -> TerminalConfig:
-        if len(self.terminal_id) != 8:
-            raise ConfigError("terminal_id must be 8 characters")
-        if len(self.merchant_id) != 15:
-            raise ConfigError("merchant_id must be 15 characters")
+        """Check every value, whatever built the config (TOML, the UI's form, a scenario):
+        a :class:`ConfigError` names the key and what it must be."""
+        _text(self.terminal_id, "terminal_id", exact=8, what="8 ASCII characters (ISO 8583 field 41, ans 8)")
+        _text(self.merchant_id, "merchant_id", exact=15, what="15 ASCII characters (ISO 8583 field 42, ans 15)")
         if self.profile not in PROFILES:
             raise ConfigError(f"profile must be one of {', '.join(PROFILES)}")
+        if self.host is not None:
+            if not isinstance(self.host, str):
+                raise ConfigError("host must be HOST:PORT")
+            parse_hostport(self.host)
+        if not isinstance(self.reader, str):
+            raise ConfigError("reader must be a reader URL such as sim://demo")
+        ReaderURL.parse(self.reader)
         if self.language not in ("zh", "en", "both"):
             raise ConfigError("language must be zh, en or both")
-        if len(self.tmk) not in (8, 16, 24):
+        _digits(self.currency, "currency", 3, 3, what="3 digits (ISO 4217 numeric, e.g. 156)")
+        _int(self.software_version, "software_version", 0, 255)
+        _digits(self.operator, "operator", 1, 3, what="1 to 3 digits")
+        _digits(self.operator_password, "operator_password", 1, 12, what="1 to 12 digits")
+        _digits(self.admin_password, "admin_password", 4, 12, what="4 to 12 digits")
+        for name in ("mac_required", "sign_on_mac"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"security.{'mac' if name == 'mac_required' else name} must be true or false")
+        _int(self.operator_tries, "operator_tries", 1, 99)
+        if not isinstance(self.tmk, bytes) or len(self.tmk) not in (8, 16, 24):
             raise ConfigError("keys.tmk must be 8, 16 or 24 bytes (hex)")
         if self.key_scheme not in ("001", "003", "004"):
             raise ConfigError("keys.scheme must be 001, 003 or 004")
+        _int(self.reversal_retries, "reversal.retries", 0, 99)
+        _int(self.chip_retries, "emv.chip_retries", 0, 99)
+        if not isinstance(self.allow_fallback, bool):
+            raise ConfigError("emv.allow_fallback must be true or false")
+        if not isinstance(self.aids, tuple) or not self.aids:
+            raise ConfigError("emv.aids must be a non-empty list of AIDs")
+        for aid in self.aids:
+            if not (isinstance(aid, str) and _is_hex(aid) and 10 <= len(aid) <= 32 and len(aid) % 2 == 0):
+                raise ConfigError(f"emv.aids: {aid!r} is not an AID (5 to 16 bytes in hex, EMV Book 1 §12.2.1)")
+        if not isinstance(self.disabled_entry, tuple) or not set(self.disabled_entry) <= set(ENTRY_MODES):
+            raise ConfigError(f"disabled_entry may list only {', '.join(ENTRY_MODES)}")
         for name in ("connect", "response", "pin_entry", "card", "removal"):
-            if getattr(self.timeouts, name) <= 0:
-                raise ConfigError(f"timeouts.{name} must be positive")
-        if self.host is not None:
-            parse_hostport(self.host)
+            v = getattr(self.timeouts, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
+                    or not 0 < v <= MAX_TIMEOUT_S:
+                raise ConfigError(f"timeouts.{name} must be a positive number of seconds, at most "
+                                  f"{MAX_TIMEOUT_S}, got {v!r}")
         return self
 
 
+#: card entry modes that ``disabled_entry`` can switch off
+ENTRY_MODES = ("swipe", "chip")
+#: the longest timeout accepted (one day): longer is a typo, and would overflow the clock's timers
+MAX_TIMEOUT_S = 86_400
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _text(value: object, key: str, *, exact: int, what: str) -> None:
+    if not (isinstance(value, str) and len(value) == exact and value.isascii() and value.isprintable()):
+        raise ConfigError(f"{key} must be {what}, got {value!r}")
+
+
+def _digits(value: object, key: str, lo: int, hi: int, *, what: str) -> None:
+    if not (isinstance(value, str) and value.isascii() and value.isdigit() and lo <= len(value) <= hi):
+        raise ConfigError(f"{key} must be {what}")
+
+
+def _int(value: object, key: str, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{key} must be a whole number from {lo} to {hi}, got {value!r}")
+
+
 def parse_hostport(text: str, *, allow_zero: bool = False) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` (port 0 = any free port, where ``allow_zero``)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not (0 if allow_zero else 1) <= int(port) < 65536:
+    """``host:port`` or ``[v6]:port`` (port 0 = any free port, where ``allow_zero``); an empty
+    host means 127.0.0.1. The host is an IP address or a DNS name (RFC 1123 labels).
+
+    >>> parse_hostport("127.0.0.1:5000"), parse_hostport("[::1]:5000"), parse_hostport(":5000")
+    (('127.0.0.1', 5000), ('::1', 5000), ('127.0.0.1', 5000))
+    """
+    if not isinstance(text, str):
         raise ConfigError(f"host address {text!r} must be HOST:PORT")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    host, sep, port = text.rpartition(":")
+    if not sep or not (port.isascii() and port.isdigit() and len(port) <= 5) \
+            or not (0 if allow_zero else 1) <= int(port) < 65536:
+        raise ConfigError(f"host address {text!r} must be HOST:PORT with a port from "
+                          f"{0 if allow_zero else 1} to 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"host address {text!r}: {host!r} in brackets is not an IPv6 address") from None
+    elif host and not _valid_host(host):
+        raise ConfigError(f"host address {text!r}: {host!r} is not an IP address or host name")
+    return host or "127.0.0.1", int(port)
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)", re.ASCII)
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
 _SIMPLE = {"terminal_id", "merchant_id", "profile", "host", "reader", "language", "currency",
            "software_version", "operator", "operator_password", "operator_tries", "admin_password"}
+_INTS = {"software_version", "operator_tries"}
+_TABLES: dict[str, set[str]] = {
+    "timeouts": {f.name for f in fields(Timeouts)},
+    "keys": {"tmk", "tmk_sealed", "tmk_file", "scheme"},
+    "security": {"mac", "sign_on_mac"},
+    "reversal": {"retries"},
+    "emv": {"aids", "chip_retries", "allow_fallback"},
+}
+
+
+def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    t = data.get(key, {})
+    if not isinstance(t, dict):
+        raise ConfigError(f"{where}: [{key}] must be a table")
+    unknown = sorted(set(t) - _TABLES[key])
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {key}.{unknown[0]}; known: {', '.join(sorted(_TABLES[key]))}")
+    return t
+
+
+def _want(value: Any, kind: type | tuple[type, ...], where: str, key: str, what: str) -> Any:
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        raise ConfigError(f"{where}: {key} must be {what}, got {type(value).__name__} {value!r:.40}")
+    return value
 
 
 def from_dict(data: dict[str, Any], where: str = "config") -> TerminalConfig:
+    """A config from a TOML document: unknown keys and wrong types are errors naming the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be a table of keys")
     cfg = TerminalConfig()
     changes: dict[str, Any] = {}
-    known = _SIMPLE | {"timeouts", "keys", "reversal", "emv", "disabled_entry", "security"}
+    known = _SIMPLE | set(_TABLES) | {"disabled_entry"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r}")
     for key in _SIMPLE & data.keys():
-        want = type(getattr(cfg, key)) if getattr(cfg, key) is not None else str
-        val = data[key]
-        if want is int and not isinstance(val, int):
-            raise ConfigError(f"{where}: {key} must be an integer")
-        changes[key] = val if want is int else str(val)
+        if key in _INTS:
+            changes[key] = _want(data[key], int, where, key, "a whole number")
+        else:
+            changes[key] = _want(data[key], str, where, key, "a string (in quotes)")
+    t = _table(data, "timeouts", where)
+    if t:
+        changes["timeouts"] = replace(cfg.timeouts, **{
+            k: float(_want(v, (int, float), where, f"timeouts.{k}", "a number of seconds")) for k, v in t.items()})
+    k = _table(data, "keys", where)
+    if len([n for n in ("tmk", "tmk_sealed", "tmk_file") if n in k]) > 1:
+        raise ConfigError(f"{where}: give one of keys.tmk, keys.tmk_sealed, keys.tmk_file")
+    if "tmk" in k:
+        tmk = _want(k["tmk"], str, where, "keys.tmk", "hex digits in quotes")
+        if not (tmk.isascii() and _is_hex(tmk) and len(tmk) % 2 == 0):
+            raise ConfigError(f"{where}: keys.tmk must be hex digits (16, 32 or 48)")
+        changes["tmk"] = bytes.fromhex(tmk)
+    elif "tmk_sealed" in k:
+        sealed = _want(k["tmk_sealed"], str, where, "keys.tmk_sealed", '"v1:…" from `posemu config seal-key`')
+        try:
+            changes["tmk"] = user_key().open_text(sealed, TMK_PURPOSE)
+        except CryptoError as err:
+            raise ConfigError(f"{where}: keys.tmk_sealed: {err}") from None
+    elif "tmk_file" in k:
+        changes["tmk"] = read_key_file(Path(_want(k["tmk_file"], str, where, "keys.tmk_file", "a path in quotes")))
+    if "scheme" in k:
+        changes["key_scheme"] = _want(k["scheme"], str, where, "keys.scheme", '"001", "003" or "004"')
+    r = _table(data, "reversal", where)
+    if "retries" in r:
+        changes["reversal_retries"] = _want(r["retries"], int, where, "reversal.retries", "a whole number")
+    e = _table(data, "emv", where)
+    if "aids" in e:
+        aids = _want(e["aids"], list, where, "emv.aids", "a list of AIDs in hex")
+        changes["aids"] = tuple(_want(a, str, where, "emv.aids", "a list of AIDs in hex") for a in aids)
+    if "chip_retries" in e:
+        changes["chip_retries"] = _want(e["chip_retries"], int, where, "emv.chip_retries", "a whole number")
+    if "allow_fallback" in e:
+        changes["allow_fallback"] = _want(e["allow_fallback"], bool, where, "emv.allow_fallback", "true or false")
+    sec = _table(data, "security", where)
+    for key, attr in (("mac", "mac_required"), ("sign_on_mac", "sign_on_mac")):
+        if key in sec:
+            changes[attr] = _want(sec[key], bool, where, f"security.{key}", "true or false")
+    if "disabled_entry" in data:
+        entries = _want(data["disabled_entry"], list, where, "disabled_entry", "a list of entry modes")
+        changes["disabled_entry"] = tuple(_want(x, str, where, "disabled_entry", "a list of entry modes")
+                                          for x in entries)
     try:
-        if "timeouts" in data:
-            t = data["timeouts"]
-            unknown = set(t) - {f.name for f in fields(Timeouts)}
-            if unknown:
-                raise ConfigError(f"{where}: unknown timeouts {sorted(unknown)}")
-            changes["timeouts"] = replace(cfg.timeouts, **{k: float(v) for k, v in t.items()})
-        if "keys" in data:
-            k = data["keys"]
-            given = [n for n in ("tmk", "tmk_sealed", "tmk_file") if n in k]
-            if len(given) > 1:
-                raise ConfigError(f"{where}: give one of keys.tmk, keys.tmk_sealed, keys.tmk_file")
-            if "tmk" in k:
-                changes["tmk"] = bytes.fromhex(str(k["tmk"]))
-            elif "tmk_sealed" in k:
-                changes["tmk"] = user_key().open_text(str(k["tmk_sealed"]), TMK_PURPOSE)
-            elif "tmk_file" in k:
-                changes["tmk"] = read_key_file(Path(str(k["tmk_file"])))
-            if "scheme" in k:
-                changes["key_scheme"] = str(k["scheme"])
-        if "reversal" in data:
-            changes["reversal_retries"] = int(data["reversal"].get("retries", cfg.reversal_retries))
-        if "emv" in data:
-            e = data["emv"]
-            if "aids" in e:
-                changes["aids"] = tuple(str(a) for a in e["aids"])
-            if "chip_retries" in e:
-                changes["chip_retries"] = int(e["chip_retries"])
-            if "allow_fallback" in e:
-                changes["allow_fallback"] = bool(e["allow_fallback"])
-        if "security" in data:
-            sec = data["security"]
-            unknown = set(sec) - {"mac", "sign_on_mac"}
-            if unknown:
-                raise ConfigError(f"{where}: unknown security keys {sorted(unknown)}")
-            for key, attr in (("mac", "mac_required"), ("sign_on_mac", "sign_on_mac")):
-                if key in sec:
-                    if not isinstance(sec[key], bool):
-                        raise ConfigError(f"{where}: security.{key} must be true or false")
-                    changes[attr] = sec[key]
-        if "disabled_entry" in data:
-            changes["disabled_entry"] = tuple(str(x) for x in data["disabled_entry"])
-    except (ValueError, TypeError, AttributeError) as e:
-        raise ConfigError(f"{where}: {e}") from None
-    return replace(cfg, **changes).validate()
+        return replace(cfg, **changes).validate()
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def load(path: str | Path | None) -> TerminalConfig:
@@ -186,8 +299,14 @@ def load(path: str | Path | None) -> TerminalConfig:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"config file {p}: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"config file {p}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {p}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"config file {p}: nested too deeply") from None
     return from_dict(data, str(p))
 
 

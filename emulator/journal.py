@@ -28,8 +28,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from emulator.errors import JournalError
 from emulator.keystore import LocalKey, private_dir, private_file
+from emulator.sqlite_files import check_sqlite_file
 from hardware.clock import Clock
-from protocol.errors import ConfigError, CryptoError
+from protocol.errors import CryptoError, DecodeError, EnvironmentProblem
 from protocol.iso import Message, Value
 
 SCHEMA = """
@@ -104,10 +105,14 @@ class Journal:
         self.path = str(path)
         self.clock = clock
         self.local_key = local_key or LocalKey.ephemeral()
+        check_sqlite_file(self.path, "journal")      # corrupt or truncated: refused before SQLite writes to it
         try:
             if self.path != ":memory:":
-                private_dir(Path(self.path).parent)
-                private_file(Path(self.path))
+                try:
+                    private_dir(Path(self.path).parent)
+                    private_file(Path(self.path))
+                except EnvironmentProblem as e:
+                    raise OSError(str(e)) from None
             self.db = sqlite3.connect(self.path, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
@@ -115,7 +120,7 @@ class Journal:
             self.db.execute("UPDATE journal SET reversal_blob=NULL WHERE reversal NOT IN ('armed', 'pending')"
                             " AND reversal_blob IS NOT NULL")       # records of older releases
         except (sqlite3.Error, OSError) as e:
-            raise ConfigError(f"cannot open journal {self.path}: {e}") from None
+            raise EnvironmentProblem(f"cannot open the journal {self.path}: {e}") from None
         self._key = self.local_key.subkey("journal reversal v2")
         self._legacy = None if legacy_key_material is None else HKDF(
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"posemu journal v1").derive(legacy_key_material)
@@ -222,21 +227,59 @@ class Journal:
         return nonce + AESGCM(self._key).encrypt(nonce, doc, b"posemu-reversal")
 
     def _open(self, blob: bytes) -> Message:
-        doc = None
+        if not isinstance(blob, bytes) or len(blob) < 12 + 16:
+            raise CryptoError("journal reversal record is missing or too short to be a sealed record")
         for key in (self._key, self._legacy):
             if key is None:
                 continue
             try:
-                doc = json.loads(AESGCM(key).decrypt(blob[:12], blob[12:], b"posemu-reversal"))
-                break
+                plain = AESGCM(key).decrypt(blob[:12], blob[12:], b"posemu-reversal")
             except (InvalidTag, ValueError):
                 continue
-        if doc is None:
-            raise CryptoError("journal reversal record cannot be opened: the local key "
-                              f"({self.local_key.path or 'in memory'}) is not the one it was sealed under")
-        fields: dict[int, Value] = {int(k): (bytes.fromhex(v) if is_b else v)
-                                    for k, (v, is_b) in doc["fields"].items()}
-        return Message(doc["mti"], fields, bytes.fromhex(doc["header"]))
+            return _reversal_from_doc(plain)
+        raise CryptoError("journal reversal record cannot be opened: the local key "
+                          f"({self.local_key.path or 'in memory'}) is not the one it was sealed under")
+
+
+def _reversal_from_doc(plain: bytes) -> Message:
+    """The reversal message of an opened record; a record of the wrong shape (another version, a
+    bug) is a :class:`DecodeError` at ``journal.reversal…`` — its content is never shown (it holds
+    the PAN)."""
+    where = "journal.reversal"
+    try:
+        doc = json.loads(plain)
+    except (ValueError, RecursionError):
+        raise DecodeError("sealed reversal record is not JSON", field=where) from None
+    if not isinstance(doc, dict):
+        raise DecodeError("sealed reversal record is not a JSON object", field=where)
+    mti, header, raw_fields = doc.get("mti"), doc.get("header"), doc.get("fields")
+    if not (isinstance(mti, str) and len(mti) == 4 and mti.isascii() and mti.isdigit()):
+        raise DecodeError("sealed reversal record has no valid MTI", field=f"{where}.mti")
+    if not isinstance(header, str):
+        raise DecodeError("sealed reversal record has no header", field=f"{where}.header")
+    if not isinstance(raw_fields, dict):
+        raise DecodeError("sealed reversal record has no fields", field=f"{where}.fields")
+    try:
+        head = bytes.fromhex(header)
+    except ValueError:
+        raise DecodeError("sealed reversal record header is not hex", field=f"{where}.header") from None
+    fields: dict[int, Value] = {}
+    for k, entry in raw_fields.items():
+        if not (k.isascii() and k.isdigit() and 2 <= int(k) <= 128):
+            raise DecodeError(f"sealed reversal record has a bad field number {k[:4]!r}", field=f"{where}.fields")
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                and isinstance(entry[1], bool)):
+            raise DecodeError("sealed reversal record field is not [value, is_bytes]", field=f"{where}.fields.{k}")
+        value, is_bytes = entry
+        if is_bytes:
+            try:
+                fields[int(k)] = bytes.fromhex(value)
+            except ValueError:
+                raise DecodeError("sealed reversal record field is not hex", field=f"{where}.fields.{k}") from None
+        else:
+            fields[int(k)] = value
+    return Message(mti, fields, head)
+
 
 
 def _journal_error(e: sqlite3.Error, path: str) -> JournalError:

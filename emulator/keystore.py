@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from protocol.errors import ConfigError, CryptoError
+from protocol.errors import ConfigError, CryptoError, EnvironmentProblem
 
 KEY_SIZE = 32
 _NONCE = 12
@@ -51,7 +51,7 @@ def private_dir(path: Path) -> Path:
         if path.stat().st_mode & 0o077:
             path.chmod(0o700)
     except OSError as e:
-        raise ConfigError(f"cannot use state folder {path}: {e.strerror or e}") from None
+        raise EnvironmentProblem(f"cannot use state folder {path}: {e.strerror or e}") from None
     return path
 
 
@@ -65,7 +65,7 @@ def private_file(path: Path) -> Path:
         if path.stat().st_mode & 0o077:
             path.chmod(0o600)
     except OSError as e:
-        raise ConfigError(f"cannot use {path}: {e.strerror or e}") from None
+        raise EnvironmentProblem(f"cannot use {path}: {e.strerror or e}") from None
     return path
 
 
@@ -82,7 +82,7 @@ def write_private(path: Path, data: bytes) -> None:
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
+        raise EnvironmentProblem(f"cannot write {path}: {e.strerror or e}") from None
 
 
 class LocalKey:
@@ -121,23 +121,23 @@ class LocalKey:
             except FileExistsError:          # another process made it first: use theirs
                 return cls.at(path, create=False)
             except OSError as e:
-                raise ConfigError(f"cannot create local key {path}: {e.strerror or e}") from None
+                raise EnvironmentProblem(f"cannot create local key {path}: {e.strerror or e}") from None
             with os.fdopen(fd, "wb") as f:
                 f.write(key)
                 f.flush()
                 os.fsync(f.fileno())
             return cls(key, path)
         except OSError as e:
-            raise ConfigError(f"cannot read local key {path}: {e.strerror or e}") from None
+            raise EnvironmentProblem(f"cannot read local key {path}: {e.strerror or e}") from None
         if stat.S_IMODE(st.st_mode) & 0o077:
-            raise ConfigError(f"local key {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
+            raise EnvironmentProblem(f"local key {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
                               f"run: chmod 600 {path}")
         try:
             key = path.read_bytes()
         except OSError as e:
-            raise ConfigError(f"cannot read local key {path}: {e.strerror or e}") from None
+            raise EnvironmentProblem(f"cannot read local key {path}: {e.strerror or e}") from None
         if len(key) != KEY_SIZE:
-            raise ConfigError(f"local key {path} is damaged ({len(key)} bytes, expected {KEY_SIZE})")
+            raise EnvironmentProblem(f"local key {path} is damaged ({len(key)} bytes, expected {KEY_SIZE})")
         return cls(key, path)
 
     def subkey(self, purpose: str) -> bytes:

@@ -112,7 +112,12 @@ def _text(d: dict[str, Any], key: str, where: str) -> str:
 
 
 def _codes(values: Any, where: str) -> tuple[str, ...]:
-    codes = tuple(str(v) for v in values or ())
+    """Screen message codes: a list of known code strings (absent: none)."""
+    if values is None:
+        return ()
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{where}: screens must be a list of message codes, e.g. [\"WRONG_PIN\"]")
+    codes = tuple(values)
     known = {m.value for m in Msg}
     for c in codes:
         if c not in known:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import tempfile
 import tomllib
@@ -34,12 +35,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from faults.catalogue import Catalogue, Fault, Scenario, load
+from faults.catalogue import JOURNAL_EXPECT, Catalogue, Fault, Scenario, _codes, load
 
 __all__ = ["Case", "catalogue_cases", "junit", "load", "load_scenario_file", "replay", "run_cases"]
 from faults.runner import RunResult, combine, run_scenario
+from hardware.cards.profiles import load_profile
 from hardware.clock import VirtualClock
-from protocol.errors import ConfigError
+from hardware.registry import ReaderURL
+from protocol.errors import ConfigError, PosemuError
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,31 +69,145 @@ def catalogue_cases(cat: Catalogue, only: list[str] | None = None, seed: int = 7
     return cases
 
 
+#: the keys a scenario file may have, at the top, in each [[fault]] and in [expect]
+SCENARIO_KEYS = frozenset({"name", "description", "card", "txn", "seed", "steps", "reader", "config", "fault",
+                           "expect"})
+FAULT_KEYS = frozenset({"id", "params"})
+EXPECT_KEYS = frozenset({"screens", "approved", "diagnosis", "journal"})
+#: what ``txn`` may name, and the steps :func:`faults.runner._steps` runs (``name`` or ``name:arg``)
+SCENARIO_TXNS = ("balance", "purchase")
+#: bounds for fault parameters the catalogue declares without a range (counts, texts)
+MAX_UNDECLARED_NUMBER = 10_000
+MAX_UNDECLARED_TEXT = 1_000
+SCENARIO_STEPS = frozenset({"sign_on", "balance", "purchase", "operator", "reversals", "clean", "crash_purchase",
+                            "restart"})
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], where: str, key: str, what: str) -> Any:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        raise ConfigError(f"{where}: {key} must be {what}, got {type(value).__name__} {value!r:.40}")
+    return value
+
+
+def _strings(value: Any, where: str, key: str) -> tuple[str, ...]:
+    _typed(value, list, where, key, "a list of strings")
+    return tuple(_typed(v, str, where, key, "a list of strings") for v in value)
+
+
+def _unknown(table: dict[str, Any], known: frozenset[str], where: str) -> None:
+    extra = sorted(set(table) - known)
+    if extra:
+        raise ConfigError(f"{where}: unknown key {extra[0]!r}; known: {', '.join(sorted(known))}")
+
+
+def _fault_entry(entry: Any, i: int, cat: Catalogue, where: str) -> tuple[Fault, dict[str, Any]]:
+    fw = f"{where} [[fault]] {i + 1}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{fw}: must be a table with id and params")
+    _unknown(entry, FAULT_KEYS, fw)
+    if "id" not in entry:
+        raise ConfigError(f"{fw}: missing id (a fault id from `posemu faults list`)")
+    fault = cat.get(_typed(entry["id"], str, fw, "id", "a fault id"))
+    params = dict(_typed(entry.get("params", {}), dict, fw, "params", "a table"))
+    for k, v in params.items():
+        _typed(v, (str, int, float, bool), fw, f"params.{k}", "a string, number or boolean")
+        p = fault.param(k)
+        if p is None:      # not declared with a range in the catalogue: bounded here (times=1e9 would
+            #                allocate a billion PIN entries when the faults are combined)
+            if isinstance(v, str) and len(v) > MAX_UNDECLARED_TEXT:
+                raise ConfigError(f"{fw}: {fault.id} {k} is longer than {MAX_UNDECLARED_TEXT} characters")
+            if isinstance(v, int | float) and not isinstance(v, bool) \
+                    and not (math.isfinite(v) and abs(v) <= MAX_UNDECLARED_NUMBER):
+                raise ConfigError(f"{fw}: {fault.id} {k}={v!r} must be a number within ±{MAX_UNDECLARED_NUMBER:g}")
+            continue
+        try:
+            num = float(v) if not isinstance(v, bool) else math.nan
+        except ValueError:
+            num = math.nan
+        if not (math.isfinite(num) and p.min <= num <= p.max):
+            raise ConfigError(f"{fw}: {fault.id} {k}={v!r} must be a number from {p.min:g} to {p.max:g} "
+                              f"{p.unit}".rstrip())
+    return fault, params
+
+
 def load_scenario_file(path: Path | str, cat: Catalogue, *, text: str | None = None) -> Case:
-    where = str(path)
+    """A scenario file, validated: every key, type and name is checked here, and its faults are
+    combined once, so a bad file is a :class:`ConfigError` naming it before anything runs."""
+    where = f"scenario file {path}"
     try:
         doc = tomllib.loads(text if text is not None else Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"scenario file {where}: {e}") from None
-    name = str(doc.get("name") or Path(where).stem)
-    faults = []
-    for entry in doc.get("fault", []):
-        faults.append((cat.get(str(entry["id"])), dict(entry.get("params", {}))))
-    if not faults:
-        raise ConfigError(f"scenario file {where}: no [[fault]]")
-    exp = doc.get("expect", {})
-    from faults.catalogue import _codes
+    except OSError as e:
+        raise ConfigError(f"{where}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply") from None
+    try:
+        return _scenario_case(doc, path, where, cat)
+    except ConfigError as e:
+        if str(e).startswith(where):
+            raise
+        raise ConfigError(f"{where}: {e}") from None
 
+
+def _scenario_case(doc: dict[str, Any], path: Path | str, where: str, cat: Catalogue) -> Case:
+    _unknown(doc, SCENARIO_KEYS, where)
+    name = _typed(doc.get("name") or Path(str(path)).stem, str, where, "name", "a string")
+    entries = _typed(doc.get("fault", []), list, where, "fault", "an array of [[fault]] tables")
+    faults = [_fault_entry(entry, i, cat, where) for i, entry in enumerate(entries)]
+    if not faults:
+        raise ConfigError(f"{where}: no [[fault]]")
+    seed = _typed(doc.get("seed", 7), int, where, "seed", "a whole number")
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"{where}: seed must be 0 … 2**63-1, got {seed}")
+    card = doc.get("card")
+    if card is not None:
+        load_profile(_typed(card, str, where, "card", "a card profile name"))
+    txn = doc.get("txn")
+    if txn is not None and txn not in SCENARIO_TXNS:
+        raise ConfigError(f"{where}: txn must be one of {', '.join(SCENARIO_TXNS)}, got {txn!r:.40}")
+    steps = _strings(doc.get("steps", []), where, "steps")
+    for step in steps:
+        step_name, _, arg = step.partition(":")
+        if step_name not in SCENARIO_STEPS:
+            raise ConfigError(f"{where}: unknown step {step!r}; known: {', '.join(sorted(SCENARIO_STEPS))}")
+        if step_name in ("purchase", "crash_purchase") and arg and not (arg.isascii() and arg.isdigit()
+                                                                         and 0 < int(arg) < 10**12):
+            raise ConfigError(f"{where}: step {step!r}: the amount is whole minor units, e.g. purchase:1250")
+    reader = doc.get("reader")
+    if reader is not None:
+        ReaderURL.parse(_typed(reader, str, where, "reader", "a reader URL"))
+    config = dict(_typed(doc.get("config", {}), dict, where, "config", "a table"))
+    exp = _typed(doc.get("expect", {}), dict, where, "expect", "a table")
+    _unknown(exp, EXPECT_KEYS, f"{where} [expect]")
+    approved = exp.get("approved")
+    if approved is not None:
+        _typed(approved, bool, where, "expect.approved", "true or false")
+    diagnosis = _strings(exp.get("diagnosis", []), where, "expect.diagnosis")
+    for c in diagnosis:
+        if c not in cat.causes:
+            raise ConfigError(f"{where}: expect.diagnosis: unknown cause id {c!r}")
+    journal = _typed(exp.get("journal", "any"), str, where, "expect.journal", "a string")
+    if journal not in JOURNAL_EXPECT:
+        raise ConfigError(f"{where}: expect.journal must be one of {', '.join(JOURNAL_EXPECT)}")
     causes = tuple(sorted({c for f, _ in faults for c in f.causes}))
     scenario = Scenario(
-        name=name, params={}, expect=_codes(exp.get("screens"), where), approved=exp.get("approved"),
-        diagnosis=tuple(str(c) for c in exp.get("diagnosis", ())), journal=str(exp.get("journal", "any")),
-        steps=tuple(str(x) for x in doc.get("steps", ())), config=dict(doc.get("config", {})),
-        card=doc.get("card"), txn=doc.get("txn"), reader=doc.get("reader"))
+        name=name, params={}, expect=_codes(exp.get("screens"), where), approved=approved,
+        diagnosis=diagnosis, journal=journal, steps=steps, config=config, card=card, txn=txn, reader=reader)
     fault = Fault(f"scenario:{name}", causes, faults[0][0].layer, name, name, faults[0][0].injector, (),
                   scenario.expect, "-", "-", "-", "-", scenario.journal, scenario.card or "demo",
                   scenario.txn or "balance", (scenario,))
-    return Case(fault, scenario, tuple(faults), int(doc.get("seed", 7)), where)
+    try:   # the faults' parameters and the config, as the run will combine them
+        combine(faults, scenario=scenario, seed=seed).cfg.validate()
+    except ConfigError:
+        raise
+    except (PosemuError, ValueError, TypeError, KeyError, OverflowError) as e:
+        raise ConfigError(f"{where}: the faults' parameters or config do not fit together "
+                          f"({type(e).__name__}: {e})") from None
+    return Case(fault, scenario, tuple(faults), seed, str(path))
 
 
 def bundled_scenario_files(cat: Catalogue) -> list[Case]:
@@ -142,38 +259,52 @@ def write_trace(trace_dir: Path, case: Case, r: RunResult) -> Path:
 
 def replay(path: Path, cat: Catalogue | None = None) -> tuple[RunResult, list[str]]:
     """Run the scenario a trace file records again; return the new result and the differences in
-    the event sequence (kind + what, which a seeded run must reproduce)."""
+    the event sequence (kind + what, which a seeded run must reproduce). A file that is not a
+    posemu trace is a :class:`ConfigError` naming it, before anything runs."""
     cat = cat or load()
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the trace ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a posemu trace (not UTF-8 text)") from None
     try:
         head = json.loads(lines[0])
-    except (IndexError, json.JSONDecodeError):
+    except (IndexError, ValueError, RecursionError):
         raise ConfigError(f"{path} is not a posemu trace (no header line)") from None
-    if head.get("posemu_trace") != 1:
+    if not isinstance(head, dict) or head.get("posemu_trace") != 1:
         raise ConfigError(f"{path} is not a posemu trace")
-    if str(head["source"]) == "catalogue":
-        fault = cat.get(str(head["fault"]))
-        sc = next((s for s in fault.scenarios if s.name == head["scenario"]), None)
+    source, fault_id, scenario_name, seed = (head.get(k) for k in ("source", "fault", "scenario", "seed"))
+    if not (isinstance(source, str) and isinstance(fault_id, str) and isinstance(scenario_name, str)
+            and isinstance(seed, int) and not isinstance(seed, bool)):
+        raise ConfigError(f"{path}: the trace header needs source, fault, scenario (text) and seed (a number)")
+    old = _sequence(lines[1:], path)
+    if source == "catalogue":
+        fault = cat.get(fault_id)
+        sc = next((s for s in fault.scenarios if s.name == scenario_name), None)
         if sc is None:
-            raise ConfigError(f"scenario {head['scenario']!r} is no longer in fault {fault.id}")
-        case = Case(fault, sc, seed=int(head["seed"]))
+            raise ConfigError(f"scenario {scenario_name!r} is no longer in fault {fault.id}")
+        case = Case(fault, sc, seed=seed)
     else:
-        case = load_scenario_file(str(head["source"]), cat)
+        case = load_scenario_file(source, cat)
     result = run_cases([case])[0]
-
-    def seq(ls: list[str]) -> list[str]:
-        out = []
-        for line in ls:
-            e = json.loads(line)
-            out.append(f"{e['kind']}:{e['what']}")
-        return out
-
-    old, new = seq(lines[1:]), seq(result.trace)
+    new = _sequence(result.trace, path)
     diffs = [f"#{i}: recorded {a!r}, replayed {b!r}" for i, (a, b) in enumerate(zip(old, new, strict=False))
              if a != b]
     if len(old) != len(new):
         diffs.append(f"recorded {len(old)} events, replayed {len(new)}")
     return result, diffs
+
+
+def _sequence(lines: list[str], path: Path) -> list[str]:
+    out = []
+    for n, line in enumerate(lines, 2):
+        try:
+            e = json.loads(line)
+            out.append(f"{e['kind']}:{e['what']}")
+        except (ValueError, RecursionError, TypeError, KeyError):
+            raise ConfigError(f"{path}: line {n} is not a trace event") from None
+    return out
 
 
 def junit(results: list[RunResult], path: Path) -> None:

@@ -37,9 +37,14 @@ class ReaderURL:
 
     @classmethod
     def parse(cls, url: str) -> ReaderURL:
-        if "://" not in url:
+        if not isinstance(url, str) or "://" not in url:
             raise ConfigError(f"reader URL {url!r} has no scheme (expected e.g. sim://demo, pcsc://0)")
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as e:           # e.g. an unbalanced "[" (RFC 3986 §3.2.2 IP literal)
+            raise ConfigError(f"reader URL {url!r} is malformed ({e})") from None
+        if not parts.scheme:
+            raise ConfigError(f"reader URL {url!r} has no scheme (expected e.g. sim://demo, pcsc://0)")
         target = unquote(parts.netloc + parts.path)
         try:
             params = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query)))

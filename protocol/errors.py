@@ -9,6 +9,10 @@ subclasses (``hardware.errors``, ``emulator.errors``) but never root a second tr
   ``DecodeError``, and like both it is also a :class:`ValueError`. Its message shows the raw
   bytes as hex with PAN-like digit runs masked.
 * :class:`EncodeError` — we were asked to build something invalid (local misuse).
+* :class:`UsageError` / :class:`ConfigError` — the user asked for something invalid: an option
+  value, an unknown id, a bad configuration, profile or scenario file (the CLI exits 2).
+* :class:`EnvironmentProblem` — the machine cannot do what was asked although the request is
+  fine: the state folder, a database, an output path or the reader service is unusable (exit 3).
 
 All errors pickle (``__reduce__``), so they cross process boundaries intact.
 
@@ -127,7 +131,22 @@ class CryptoError(PosemuError):
     code = "crypto.error"
 
 
-class ConfigError(PosemuError):
+class UsageError(PosemuError):
+    """The caller asked for something invalid: a bad option value, an unknown id, a malformed
+    file they named. Nothing was attempted; fixing the request fixes it."""
+
+    code = "usage.error"
+
+
+class ConfigError(UsageError):
     """A configuration file, profile or URL is invalid. The message says which key and why."""
 
     code = "config.error"
+
+
+class EnvironmentProblem(PosemuError):
+    """The request is valid but the environment cannot serve it: a state folder that cannot be
+    created or written, a corrupt or truncated database, an output path that cannot be written,
+    a reader service that is down. The message names the path or service and the reason."""
+
+    code = "environment.error"

@@ -207,7 +207,11 @@ def parse_balances(text: str) -> list[Balance]:
 
     >>> parse_balances("1002156C000001234567")
     [Balance(amount=1234567, currency='156', account_type='10', amount_type='02')]
+
+    Only ASCII digits count (``"²".isdigit()`` is true in Python, and ``int("١٢")`` is 12).
     """
+    if not isinstance(text, str):
+        raise DecodeError(f"field 54 must be text, not {type(text).__name__}", field="54")
     if not text or len(text) % 20:
         raise DecodeError(f"field 54 length {len(text)} is not a multiple of 20", field="54",
                           raw=text.encode("ascii", "replace"))
@@ -215,7 +219,7 @@ def parse_balances(text: str) -> list[Balance]:
     for i in range(0, len(text), 20):
         e = text[i:i + 20]
         sign, digits = e[7], e[8:]
-        if sign not in "CD" or not digits.isdigit() or not e[:7].isdigit():
+        if sign not in ("C", "D") or not (e.isascii() and digits.isdigit() and e[:7].isdigit()):
             raise DecodeError("malformed balance entry", field=f"54[{i // 20}]", pos=i,
                               raw=e.encode("ascii", "replace"))
         amt = int(digits)

@@ -44,7 +44,7 @@ def test_purchase_and_journal_json(tmp_path: Path) -> None:
 def test_bad_amount_and_bad_profile_are_usage_errors(tmp_path: Path) -> None:
     assert run("purchase", "--amount", "abc", "--state", str(tmp_path))[0] == 2
     code, out = run("inquiry", "--card", "no-such-card", "--state", str(tmp_path))
-    assert code == 1 and "unknown card profile" in out
+    assert code == 2 and "unknown card profile" in out
 
 
 def test_iso87ascii_profile_end_to_end(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_fault_reader_url(tmp_path: Path) -> None:
     assert code == 0, out
     assert "[READER_ERROR]" in out and "[FALLBACK_SWIPE]" in out and "[APPROVED_BALANCE]" in out
     code, out = run("inquiry", "--virtual-time", "--state", str(tmp_path / "b"), "--reader", "fault+sim://demo?bogus=1")
-    assert code == 1 and "sim:// has no parameter bogus" in out
+    assert code == 2 and "sim:// has no parameter bogus" in out
     code, out = run("inquiry", "--virtual-time", "--card", "cup_debit", "--state", str(tmp_path / "c"),
                     "--reader", "fault+sim://cup_debit?contact_ohms=7.5&protocol=t0&seed=7")
     assert code == 0, out                       # inner parameters reach the inner reader
@@ -76,7 +76,7 @@ def test_diagnose_root_cause_from_a_trace_file(tmp_path: Path) -> None:
     code, _ = run("inquiry", "--virtual-time", "--state", str(tmp_path), "--pin", "000000", "--trace", str(trace))
     assert code == 1 and trace.exists()
     code, out = run("diagnose", "--trace", str(trace), "--lang", "en")
-    assert code == 0
+    assert code == 1                            # a fault was found
     assert "[A12, A20]" in out and "host answered 55" in out and "remedy" in out
     code, out = run("diagnose", "--trace", str(tmp_path / "journal.sqlite3"))
     assert code != 0 and "not a JSON-lines trace" in out

@@ -35,9 +35,9 @@ def test_load_save_round_trip(tmp_path: Path) -> None:
     ('profile = "x25"', "profile"),
     ('host = "nowhere"', "HOST:PORT"),
     ("[timeouts]\nresponse = 0", "positive"),
-    ('[keys]\ntmk = "zz"', "non-hexadecimal"),
+    ('[keys]\ntmk = "zz"', "hex digits"),
     ('surprise = 1', "unknown key"),
-    ("[timeouts]\nforever = 1", "unknown timeouts"),
+    ("[timeouts]\nforever = 1", "unknown key timeouts.forever"),
     ("terminal_id = [", "config file"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:

@@ -55,9 +55,9 @@ def test_bad_options_are_usage_errors() -> None:
     res = CliRunner().invoke(main, ["swipe", "--damage", "oops"])
     assert res.exit_code == 2 and "START:END" in res.output
     res = CliRunner().invoke(main, ["swipe", "--speed", "-3"])
-    assert res.exit_code == 1 and "speed must be positive" in res.output
+    assert res.exit_code == 2 and "speed must be positive" in res.output
     res = CliRunner().invoke(main, ["swipe", "--card", "no-such-card"])
-    assert res.exit_code == 1 and "unknown card profile" in res.output
+    assert res.exit_code == 2 and "unknown card profile" in res.output
 
 
 def test_sweep_prints_read_rates_and_the_tolerated_range() -> None:

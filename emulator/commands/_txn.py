@@ -13,9 +13,13 @@ from typing import Any
 import click
 
 from emulator import config as configmod
-from emulator.app import Rig, default_state_dir, open_rig
-from emulator.messages import Screen, render
+from emulator.app import Rig, open_rig
+from emulator.commands._exit import ExitCode, exit_epilog
+from emulator.commands._inputs import pin_callback
+from emulator.commands._paths import TRACE_PREFIXES, output_file, state_folder, write_failed
+from emulator.messages import Msg, Screen, render
 from emulator.ports import ScriptedPinPad
+from emulator.sqlite_files import check_sqlite_file
 from emulator.terminal import Outcome
 from hardware.cards.profiles import load_profile
 from hardware.clock import Clock, RealClock, VirtualClock
@@ -24,14 +28,15 @@ from protocol.errors import PosemuError
 TXN_OPTIONS = [
     click.option("--card", "card", default=None,
                  help="Card profile (bundled name or TOML path). Default: demo, or the fault's own card."),
-    click.option("--pin", default=None, help="PIN the cardholder types (default: the profile's PIN)."),
+    click.option("--pin", default=None, callback=pin_callback,
+                 help="PIN the cardholder types, 4 to 12 digits (default: the profile's PIN)."),
     click.option("--host", default=None, metavar="HOST:PORT",
                  help="Acquirer host; omitted: the bundled host runs in-process on a loopback port."),
     click.option("--profile", type=click.Choice(["cup", "iso87ascii"]), default=None, help="ISO 8583 profile."),
     click.option("--reader", default=None, metavar="URL", help="Reader URL (default sim://<card>)."),
     click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                  help="Terminal config (TOML)."),
-    click.option("--state", "state_dir", type=click.Path(file_okay=False), default=None,
+    click.option("--state", "state_dir", default=None,
                  help="State folder (journal, host database). Default: the user data folder."),
     click.option("--lang", type=click.Choice(["zh", "en", "both"]), default=None, help="Screen language."),
     click.option("--virtual-time", is_flag=True, help="Run on the virtual clock (timeouts cost no wall time)."),
@@ -77,16 +82,18 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
         from faults.catalogue import load as load_catalogue
         from faults.catalogue import parse_fault_spec
 
-        try:
-            card = load_catalogue().get(parse_fault_spec(fault_specs[0])[0]).card
-        except PosemuError as e:
-            raise click.ClickException(str(e)) from None
+        card = load_catalogue().get(parse_fault_spec(fault_specs[0])[0]).card
     card = card or "demo"
-    try:
-        cfg = build_config(config_path=config_path, host=host, profile=profile, reader=reader, card=card, lang=lang)
-        the_pin = pin if pin is not None else load_profile(card).pin
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    cfg = build_config(config_path=config_path, host=host, profile=profile, reader=reader, card=card, lang=lang)
+    the_pin = pin if pin is not None else load_profile(card).pin
+    # paths are checked before the card is read: a bad one is an error now, not a lost result later
+    state = state_folder(state_dir) if state_dir or not fault_specs else None
+    if state is not None:
+        check_sqlite_file(state / "journal.sqlite3", "journal")
+        if cfg.host is None:
+            check_sqlite_file(state / "host.sqlite3", "host database")
+    if trace_path:
+        output_file(trace_path, "trace", replaces=TRACE_PREFIXES)
     clock: Clock = VirtualClock() if virtual_time else RealClock()
     language = cfg.language
     printed: list[str] = []
@@ -102,9 +109,11 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
                          state_dir=state_dir, trace_path=trace_path, as_json=as_json, lang=language)
         return
 
+    trace_error: list[OSError] = []
+
     async def main() -> Outcome:
-        rig: Rig = await open_rig(cfg, clock=clock, state_dir=Path(state_dir) if state_dir else default_state_dir(),
-                                  pinpad=ScriptedPinPad(the_pin), display=display)
+        assert state is not None
+        rig: Rig = await open_rig(cfg, clock=clock, state_dir=state, pinpad=ScriptedPinPad(the_pin), display=display)
         try:
             if extra_setup is not None:
                 extra_setup(rig)
@@ -118,14 +127,14 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
             return await rig.terminal.purchase(amount)
         finally:
             if trace_path:
-                rig.trace.export(trace_path)
+                try:
+                    rig.trace.export(trace_path)
+                except OSError as e:      # reported after the result: the transaction is not lost
+                    trace_error.append(e)
             await rig.close()
 
-    try:
-        with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
-            out = runner.run(main())
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
+        out = runner.run(main())
     if as_json:
         click.echo(json.dumps({
             "kind": out.kind, "approved": out.approved, "headline": out.headline.value,
@@ -136,8 +145,26 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
         status = "APPROVED" if out.approved else "FAILED"
         detail = f" ({out.detail.value})" if out.detail else ""
         click.echo(f"result: {status} {out.headline.value}{detail}" + (f" rc={out.rc}" if out.rc else ""))
-    if not out.approved:
-        sys.exit(1)
+    if trace_error and trace_path:
+        raise write_failed("trace", trace_path, trace_error[0])
+    sys.exit(outcome_exit_code(out))
+
+
+#: outcomes that say the machine, not the card or the host, stopped the transaction
+_ENVIRONMENT_CODES = frozenset({Msg.NO_READER})
+
+
+def outcome_exit_code(out: Outcome) -> int:
+    """0 approved; 3 when the reader (device or service) was unusable; 1 for any other failure."""
+    if out.approved:
+        return ExitCode.OK
+    if out.headline in _ENVIRONMENT_CODES or out.detail in _ENVIRONMENT_CODES:
+        return ExitCode.ENVIRONMENT
+    return ExitCode.FAILED
+
+
+TXN_EPILOG = exit_epilog("approved", "declined or failed (the message code is printed)",
+                         environment="no card reader: the screen shows NO_READER")
 
 
 def _run_with_faults(kind: str, amount: int | None, specs: tuple[str, ...], *, card: str, reader: str | None,
@@ -169,8 +196,8 @@ def _run_with_faults(kind: str, amount: int | None, specs: tuple[str, ...], *, c
                         else None)
         if amount is not None:
             setup.amount = amount
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    except PosemuError:
+        raise  # mapped to an exit code by the posemu group
 
     async def main() -> tuple[list[Outcome], str, list[str]]:
         with tempfile.TemporaryDirectory(prefix="posemu-fault-") as tmp:
@@ -186,8 +213,8 @@ def _run_with_faults(kind: str, amount: int | None, specs: tuple[str, ...], *, c
     try:
         with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
             outcomes, diagnosis, screens = runner.run(main())
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    except PosemuError:
+        raise  # mapped to an exit code by the posemu group
     out = outcomes[-1] if outcomes else None
     ok = out is not None and out.approved
     if as_json:

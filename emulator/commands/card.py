@@ -20,11 +20,12 @@ from typing import TypeVar
 
 import click
 
+from emulator.commands._exit import exit_epilog
 from hardware.cards.profiles import load_profile
 from hardware.clock import RealClock
 from hardware.sim import card_for_profile
 from hardware.vpcd import DEFAULT_HOST, DEFAULT_PORT, VpcdClient, parse_endpoint
-from protocol.errors import PosemuError
+from protocol.errors import UsageError
 
 T = TypeVar("T")
 MAX_RECONNECTS = 10_000
@@ -46,28 +47,37 @@ def slot_label(host: str, port: int) -> str:
     return "the vpcd slot on that port"
 
 
-@click.group("card")
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if value != value:      # nan passes FloatRange: every comparison with it is false
+        raise click.BadParameter("must be a number of seconds")
+    return value
+
+
+@click.group("card", epilog=exit_epilog("the card was served until Ctrl-C", None,
+                                         environment="vpcd (pcscd) not reachable"))
 def command() -> None:
     """Virtual cards for PC/SC applications."""
 
 
-@command.command("serve")
+@command.command("serve", epilog=exit_epilog("the card was served until Ctrl-C", None,
+                                             environment="vpcd (pcscd) not reachable"))
 @click.option("--profile", "profile_name", required=True, help="Card profile with a chip (name or TOML path).")
 @click.option("--vpcd", "endpoint", default=f"{DEFAULT_HOST}:{DEFAULT_PORT}", show_default=True,
               envvar="POSEMU_VPCD_PORT", metavar="[HOST:]PORT",
               help="vpcd slot to connect to (35963 = slot 0, 35964 = slot 1). Default from "
                    "$POSEMU_VPCD_PORT when set (the test run's private pcscd).")
-@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True,
+@click.option("--wait", "wait_s", type=click.FloatRange(0, 86_400), default=60.0, callback=_finite, show_default=True,
               help="Seconds to keep retrying while vpcd (pcscd) is not up.")
 def serve(profile_name: str, endpoint: str, wait_s: float) -> None:
     """Insert the card into vpcd's reader and keep it there until Ctrl-C."""
-    try:
-        host, port = parse_endpoint(endpoint)
-        card = card_for_profile(load_profile(profile_name))
-        clock = RealClock()
-        client = VpcdClient(card, clock=clock, host=host, port=port, connect_timeout=wait_s)
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    host, port = parse_endpoint(endpoint)
+    profile = load_profile(profile_name)
+    if profile.emv is None:
+        raise UsageError(f"card profile {profile_name!r} has no chip, so vpcd cannot present it; "
+                         "use a chip card profile (e.g. cup_debit)")
+    card = card_for_profile(profile)
+    clock = RealClock()
+    client = VpcdClient(card, clock=clock, host=host, port=port, connect_timeout=wait_s)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -117,7 +127,5 @@ def serve(profile_name: str, endpoint: str, wait_s: float) -> None:
 
     try:
         asyncio.run(main())
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
         click.echo("posemu card: card removed")

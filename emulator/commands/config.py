@@ -6,17 +6,18 @@ import sys
 
 import click
 
+from emulator.commands._exit import exit_epilog
 from emulator.config import TMK_PURPOSE
 from emulator.keystore import user_key
-from protocol.errors import PosemuError
+from protocol.errors import UsageError
 
 
-@click.group("config")
+@click.group("config", epilog=exit_epilog("done", None))
 def command() -> None:
     """Terminal configuration (TOML) and its keys."""
 
 
-@command.command("seal-key")
+@command.command("seal-key", epilog=exit_epilog("the sealed key is printed", None))
 @click.option("--hex", "hex_key", default=None, metavar="HEX",
               help="The key in hex (omitted: read from standard input, not echoed). Prefer stdin: "
                    "a key on the command line lands in the shell history.")
@@ -32,11 +33,8 @@ def seal_key(hex_key: str | None) -> None:
     try:
         key = bytes.fromhex(text)
     except ValueError:
-        raise click.UsageError("the key must be hex digits") from None
+        raise UsageError("the key must be hex digits") from None
     if len(key) not in (8, 16, 24):
-        raise click.UsageError("a terminal master key is 8, 16 or 24 bytes (16, 32 or 48 hex digits)")
-    try:
-        sealed = user_key().seal_text(key, TMK_PURPOSE)
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+        raise UsageError("a terminal master key is 8, 16 or 24 bytes (16, 32 or 48 hex digits)")
+    sealed = user_key().seal_text(key, TMK_PURPOSE)
     click.echo(f'tmk_sealed = "{sealed}"')

@@ -25,23 +25,24 @@ import sys
 
 import click
 
+from emulator.commands._exit import exit_epilog
 from hardware.cards.profiles import load_profile
 from hardware.clock import RealClock
 from hardware.msr605_codec import Status
 from hardware.msr605_device import Msr605Device, Msr605PtyServer
 from hardware.msr605_stripe import Coercivity, MagStripe, load_card_file, save_card_file
 from hardware.sim import card_for_profile
-from protocol.errors import PosemuError
 
 DEFAULT_AUTO_SWIPE_MS = 500
 
 
-@click.group("device")
+@click.group("device", epilog=exit_epilog("stopped by q, Ctrl-C or SIGTERM", None))
 def command() -> None:
     """Emulated serial devices (card readers) for testing drivers and terminals."""
 
 
-@command.command("msr")
+@command.command("msr", epilog=exit_epilog("stopped by q, Ctrl-C or SIGTERM", None,
+                                           environment="no pseudo-terminal could be created"))
 @click.option("--pty", "use_pty", is_flag=True, required=True, help="Create a pseudo-terminal (the only mode).")
 @click.option("--profile", "profile_name", default="demo", show_default=True,
               help="Card profile whose stripe is in the reader (name or TOML path).")
@@ -50,31 +51,26 @@ def command() -> None:
                    "every write and erase saved to it. `posemu swipe --card FILE` swipes it.")
 @click.option("--coercivity", type=click.Choice(["hi", "lo"]), default="hi", show_default=True,
               help="Coercivity of a card recorded from --profile (a Lo-Co writer cannot write a Hi-Co card).")
-@click.option("--auto-swipe", "auto_ms", type=int, default=None, metavar="MS",
+@click.option("--auto-swipe", "auto_ms", type=click.IntRange(0, 3_600_000), default=None, metavar="MS",
               help=f"Swipe MS ms after each command that waits for a card (read, write, erase); 0 = never. "
                    f"Default: off on a terminal, {DEFAULT_AUTO_SWIPE_MS} ms otherwise.")
-@click.option("--chunk", type=int, default=0, show_default=True,
+@click.option("--chunk", type=click.IntRange(0, 65_536), default=0, show_default=True,
               help="Send replies in pieces of this many bytes (0 = whole); exercises short reads.")
 def msr(use_pty: bool, profile_name: str, card_file: str | None, coercivity: str, auto_ms: int | None,
         chunk: int) -> None:
     """Emulate an MSR605 reader/writer on a new pty until Ctrl-C."""
-    try:
-        if card_file is not None and os.path.exists(card_file):
-            stripe = load_card_file(card_file)
-            source = f"card file {card_file}"
-        else:
-            stripe = MagStripe.from_iso(card_for_profile(load_profile(profile_name)).stripe, Coercivity(coercivity))
-            source = f"profile {profile_name!r}"
-            if card_file is not None:
-                save_card_file(card_file, stripe)
-                source += f", kept in {card_file}"
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    if card_file is not None and os.path.exists(card_file):
+        stripe = load_card_file(card_file)
+        source = f"card file {card_file}"
+    else:
+        stripe = MagStripe.from_iso(card_for_profile(load_profile(profile_name)).stripe, Coercivity(coercivity))
+        source = f"profile {profile_name!r}"
+        if card_file is not None:
+            save_card_file(card_file, stripe)
+            source += f", kept in {card_file}"
     interactive = sys.stdin.isatty()
     if auto_ms is None:
         auto_ms = 0 if interactive else DEFAULT_AUTO_SWIPE_MS
-    if auto_ms < 0 or chunk < 0:
-        raise click.BadParameter("--auto-swipe and --chunk must not be negative")
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -134,7 +130,5 @@ def msr(use_pty: bool, profile_name: str, card_file: str | None, coercivity: str
 
     try:
         asyncio.run(main())
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
         click.echo("posemu device: stopped")

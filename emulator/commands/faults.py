@@ -8,17 +8,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from protocol.errors import PosemuError
+from emulator.commands._exit import exit_epilog
+from faults.catalogue import LAYERS
 
 
-@click.group("faults")
+@click.group("faults", epilog=exit_epilog("listed or shown", None))
 def command() -> None:
     """The fault catalogue: every cause from the two articles, triggerable by id."""
 
 
-@command.command("list")
+@command.command("list", epilog=exit_epilog("listed", None))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable: id, cause ids, layer, expected codes.")
-@click.option("--layer", default=None, help="Only faults of this layer.")
+@click.option("--layer", type=click.Choice(LAYERS), default=None, help="Only faults of this layer.")
 def list_cmd(as_json: bool, layer: str | None) -> None:
     """List the faults with the cause ids they reproduce and the messages they produce."""
     from faults.catalogue import load
@@ -47,17 +48,14 @@ def list_cmd(as_json: bool, layer: str | None) -> None:
         console.print(f"[red]not covered: {' '.join(missing)}[/red]")
 
 
-@command.command("show")
+@command.command("show", epilog=exit_epilog("shown", None))
 @click.argument("fault_id")
 def show_cmd(fault_id: str) -> None:
     """One fault: its causes, parameters, the article's detection method and remedy, its scenarios."""
     from faults.catalogue import load
 
-    try:
-        cat = load()
-        f = cat.get(fault_id)
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    cat = load()
+    f = cat.get(fault_id)
     click.echo(f"{f.id} — {f.title_zh} / {f.title_en}  [{f.layer}]")
     for cid in f.causes:
         c = cat.causes[cid]

@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import sys
-from pathlib import Path
 
 import click
 
-from emulator.app import default_state_dir
+from emulator.commands._exit import exit_epilog
+from emulator.commands._paths import output_file, state_folder
 from emulator.config import parse_hostport
 from emulator.host.rules import HostRule, HostRules
 from emulator.host.server import HostServer
-from emulator.keystore import private_dir
+from emulator.sqlite_files import check_sqlite_file
 from hardware.clock import RealClock
-from protocol.errors import PosemuError
+from protocol.errors import EnvironmentProblem, UsageError
 from protocol.specs import get_profile
 
 
-@click.command("host")
+@click.command("host", epilog=exit_epilog("stopped by Ctrl-C", None,
+                                            environment="the address cannot be listened on"))
 @click.option("--listen", default="127.0.0.1:5000", show_default=True, metavar="HOST:PORT",
-              help="Address to listen on (loopback by default; port 0 picks a free one).")
+              help="Address to listen on (loopback by default; port 0 picks a free one). Any other address "
+                   "needs --allow-remote.")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a --listen address other than loopback (the host simulator then answers other "
+                   "machines; it holds test keys and cards only). A warning is printed.")
 @click.option("--profile", type=click.Choice(["cup", "iso87ascii"]), default="cup", show_default=True)
 @click.option("--db", type=click.Path(dir_okay=False), default=None,
               help="SQLite database (default: host.sqlite3 in the user data folder); seeded on first start.")
@@ -33,22 +39,22 @@ from protocol.specs import get_profile
 @click.option("--max-connections", type=click.IntRange(min=1), default=HostServer.DEFAULT_MAX_CONNECTIONS,
               show_default=True, help="Connections open at once; more are refused.")
 @click.option("-v", "--verbose", count=True)
-def command(listen: str, profile: str, db: str | None, rules: tuple[str, ...], seed: int, idle_timeout: float,
-            max_connections: int, verbose: int) -> None:
+def command(listen: str, allow_remote: bool, profile: str, db: str | None, rules: tuple[str, ...], seed: int,
+            idle_timeout: float, max_connections: int, verbose: int) -> None:
     """Run the host simulator until interrupted (Ctrl-C)."""
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose + 1, 2)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        host, port = parse_hostport(listen, allow_zero=True)
-        prof = get_profile(profile)
-        parsed = HostRules([HostRule.parse(r) for r in rules], seed=seed)
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
-    db_path = Path(db) if db else default_state_dir() / "host.sqlite3"
-    try:
-        private_dir(db_path.parent)
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    host, port = parse_hostport(listen, allow_zero=True)
+    if not is_loopback(host):
+        if not allow_remote:
+            raise UsageError(f"--listen {listen} is not a loopback address: other machines could reach the host "
+                             "simulator. Add --allow-remote if that is what you want.")
+        click.echo(f"posemu host: WARNING: listening on {listen}, reachable from other machines. The simulator "
+                   "uses public test keys and test cards; keep it off untrusted networks.", err=True)
+    prof = get_profile(profile)
+    parsed = HostRules([HostRule.parse(r) for r in rules], seed=seed)
+    db_path = output_file(db, "host database") if db else state_folder(None) / "host.sqlite3"
+    check_sqlite_file(db_path, "host database")
 
     async def main() -> None:
         server = await HostServer.start(prof, clock=RealClock(), host=host, port=port, db=db_path, rules=parsed,
@@ -66,4 +72,21 @@ def command(listen: str, profile: str, db: str | None, rules: tuple[str, ...], s
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
     except OSError as e:
-        raise click.ClickException(f"cannot listen on {listen}: {e}") from None
+        raise EnvironmentProblem(f"cannot listen on {listen}: {e.strerror or e}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect: ``localhost``, 127.0.0.0/8, ``::1`` (and ``::ffff:127.x``).
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::", "10.0.0.1", "example")]
+    [True, True, True, False, False, False, False]
+    """
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False      # a name that may resolve anywhere
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped.is_loopback
+    return addr.is_loopback

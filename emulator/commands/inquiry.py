@@ -6,16 +6,15 @@ from typing import Any
 
 import click
 
-from emulator.commands._txn import run_transaction, txn_options
+from emulator.commands._txn import TXN_EPILOG, run_transaction, txn_options
 
 
-@click.command("inquiry")
+@click.command("inquiry", epilog=TXN_EPILOG)
 @txn_options
 def command(**kw: Any) -> None:
     """Run a balance inquiry (card → terminal → ISO 8583 → host → screen).
 
     With no --host the bundled host simulator starts in-process on a loopback port. Prints the
-    screens in order and the result; exits 0 on approval, 1 otherwise (the message code is
-    printed).
+    screens in order and the result.
     """
     run_transaction("balance", None, **kw)

@@ -3,36 +3,40 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import sqlite3
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from emulator import config as configmod
-from emulator.app import default_state_dir
+from emulator.commands._exit import exit_epilog
+from emulator.commands._paths import existing_state_folder
 from emulator.journal import Journal
 from hardware.clock import RealClock
-from protocol.errors import PosemuError
+from protocol.errors import EnvironmentProblem
 
 
-@click.command("journal")
-@click.option("--state", "state_dir", type=click.Path(file_okay=False), default=None, help="State folder.")
+@click.command("journal", epilog=exit_epilog("listed", None, environment="no journal in the state folder"))
+@click.option("--state", "state_dir", default=None, help="State folder. Default: the user data folder.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True,
+              help="Show the last LIMIT entries.")
 @click.option("--json", "as_json", is_flag=True)
 def command(state_dir: str | None, config_path: str | None, limit: int, as_json: bool) -> None:
     """List the journal: every transaction, its status and any reversal."""
-    path = (Path(state_dir) if state_dir else default_state_dir()) / "journal.sqlite3"
+    configmod.load(config_path)          # a bad --config is still reported
+    path = existing_state_folder(state_dir) / "journal.sqlite3"
     if not path.exists():
-        raise click.ClickException(f"no journal at {path} (run a transaction first)")
+        raise EnvironmentProblem(f"no journal at {path} (run a transaction first, or give --state)")
+    j = Journal(path, clock=RealClock())   # listing only: reversal data stays sealed
     try:
-        configmod.load(config_path)          # a bad --config is still reported
-        j = Journal(path, clock=RealClock())   # listing only: reversal data stays sealed
-    except PosemuError as err:
-        raise click.ClickException(str(err)) from None
-    entries = j.entries(limit)
-    j.close()
+        entries = j.entries(limit)
+    except (sqlite3.Error, ValueError) as err:     # a page or row the header check cannot see
+        raise EnvironmentProblem(f"cannot read the journal {path}: {err} (corrupt? restore it from a backup or "
+                                 "move it away)") from None
+    finally:
+        j.close()
     if as_json:
         click.echo(json.dumps([{
             "id": e.id, "created": e.created, "kind": e.kind, "stan": e.stan, "pan": e.pan_masked,

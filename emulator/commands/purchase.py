@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import click
 
-from emulator.commands._txn import run_transaction, txn_options
+from emulator.commands._inputs import amount_callback
+from emulator.commands._txn import TXN_EPILOG, run_transaction, txn_options
 
 
-def _minor(text: str) -> int:
-    try:
-        d = Decimal(text)
-    except InvalidOperation:
-        raise click.BadParameter(f"{text!r} is not an amount") from None
-    if d <= 0 or d != d.quantize(Decimal("0.01")):
-        raise click.BadParameter("amount must be positive with at most 2 decimals")
-    return int(d * 100)
-
-
-@click.command("purchase")
-@click.option("--amount", required=True, help="Amount in major units, e.g. 12.50.")
+@click.command("purchase", epilog=TXN_EPILOG)
+@click.option("--amount", required=True, callback=amount_callback, metavar="AMOUNT",
+              help="Amount in major units with at most 2 decimals, e.g. 12.50 (checked before the card is read).")
 @txn_options
-def command(amount: str, **kw: Any) -> None:
+def command(amount: int, **kw: Any) -> None:
     """Run a purchase; an unknown outcome becomes a reversal sent until acknowledged."""
-    run_transaction("purchase", _minor(amount), **kw)
+    run_transaction("purchase", amount, **kw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from emulator.commands._exit import exit_epilog
 from hardware.cards.profiles import list_profiles, load_profile
 from hardware.errors import NoReaderError, ServiceUnavailableError
 from protocol.errors import PosemuError
@@ -63,7 +64,7 @@ def sim_lines() -> list[str]:
     return out or ["  (no bundled profiles)"]
 
 
-@click.command("readers")
+@click.command("readers", epilog=exit_epilog("listed (a reader that is missing is listed with the reason)", None))
 def command() -> None:
     """List PC/SC readers (with card state), serial ports and the virtual sim:// cards."""
     click.echo("PC/SC readers:")

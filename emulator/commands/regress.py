@@ -10,17 +10,19 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from protocol.errors import PosemuError
+from emulator.commands._exit import ExitCode, exit_epilog
+from emulator.commands._paths import JUNIT_PREFIXES, output_file, output_folder, write_failed
 
 
-@click.command("regress")
+@click.command("regress", epilog=exit_epilog("every scenario passed (or the replay matched)",
+                                               "a scenario failed (or the replay differed)"))
 @click.option("--fault", "only", multiple=True, metavar="ID", help="Only these faults (repeatable).")
 @click.option("--scenario", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Also run this scenario file (TOML, repeatable).")
 @click.option("--no-bundled-scenarios", is_flag=True, help="Skip the bundled scenario files.")
 @click.option("--seed", default=7, show_default=True, help="Seed for every random choice in the runs.")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Write JUnit XML.")
-@click.option("--trace-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--trace-dir", default=None,
               help="Write each run's trace (JSON lines; replay with --replay).")
 @click.option("--replay", "replay_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Run the scenario a trace file recorded again and compare the event sequence.")
@@ -28,29 +30,31 @@ from protocol.errors import PosemuError
 def command(only: tuple[str, ...], files: tuple[str, ...], no_bundled_scenarios: bool, seed: int,
             junit_path: str | None, trace_dir: str | None, replay_path: str | None, verbose: bool) -> None:
     """Run every fault's scenarios through the real stack on the virtual clock and check screens,
-    diagnosis, journal and money. Exits non-zero on any failure."""
+    diagnosis, journal and money."""
     from faults import regress
 
     console = Console()
-    try:
-        cat = regress.load()
-        if replay_path:
-            result, diffs = regress.replay(Path(replay_path), cat)
-            console.print(f"replayed {result.name}: {'ok' if result.ok else 'FAILED'}; "
-                          f"{'same event sequence' if not diffs else f'{len(diffs)} differences'}")
-            for d in diffs[:20]:
-                console.print(f"  {d}")
-            sys.exit(0 if result.ok and not diffs else 1)
-        for fid in only:
-            cat.get(fid)
-        cases = regress.catalogue_cases(cat, list(only) or None, seed)
-        if not only and not no_bundled_scenarios:
-            cases += regress.bundled_scenario_files(cat)
-        cases += [regress.load_scenario_file(f, cat) for f in files]
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    junit_file = output_file(junit_path, "JUnit report", replaces=JUNIT_PREFIXES) if junit_path else None
+    traces = output_folder(trace_dir, "trace folder") if trace_dir else None
+    cat = regress.load()
+    if replay_path:
+        result, diffs = regress.replay(Path(replay_path), cat)
+        console.print(f"replayed {result.name}: {'ok' if result.ok else 'FAILED'}; "
+                      f"{'same event sequence' if not diffs else f'{len(diffs)} differences'}")
+        for d in diffs[:20]:
+            console.print(f"  {d}")
+        sys.exit(ExitCode.OK if result.ok and not diffs else ExitCode.FAILED)
+    for fid in only:
+        cat.get(fid)
+    cases = regress.catalogue_cases(cat, list(only) or None, seed)
+    if not only and not no_bundled_scenarios:
+        cases += regress.bundled_scenario_files(cat)
+    cases += [regress.load_scenario_file(f, cat) for f in files]
     t0 = time.perf_counter()
-    results = regress.run_cases(cases, trace_dir=Path(trace_dir) if trace_dir else None)
+    try:
+        results = regress.run_cases(cases, trace_dir=traces)
+    except OSError as e:
+        raise write_failed("trace", traces or "", e) from None
     wall = time.perf_counter() - t0
     table = Table(title="posemu regress")
     for col in ("fault", "scenario", "causes", "result", "virtual s", "screens / failed checks"):
@@ -74,6 +78,9 @@ def command(only: tuple[str, ...], files: tuple[str, ...], no_bundled_scenarios:
     console.print(f"{len(results) - len(failed) - len(skipped)} passed, {len(failed)} failed"
                   + (f", {len(skipped)} skipped" if skipped else ""))
     console.print(f"wall {wall:.2f} s for {virtual:.0f} s of simulated time; causes checked: {len(covered)}")
-    if junit_path:
-        regress.junit(results, Path(junit_path))
-    sys.exit(1 if failed else 0)
+    if junit_file is not None:
+        try:
+            regress.junit(results, junit_file)
+        except OSError as e:
+            raise write_failed("JUnit report", junit_file, e) from None
+    sys.exit(ExitCode.FAILED if failed else ExitCode.OK)

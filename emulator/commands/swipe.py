@@ -5,7 +5,8 @@
 written track that holds no ISO/IEC 7811 characters (raw data) is reported with what a reader
 decodes from it.
 
-Exits 0 when every track on the card read correctly, 1 otherwise. Card data is shown masked:
+Exits 0 when every track on the card read correctly, 1 otherwise (2 and 3: see ``--help``).
+Card data is shown masked:
 PAN as first 6 + last 4, name and discretionary data hidden.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import click
 
+from emulator.commands._exit import exit_epilog
 from hardware.cards.profiles import load_profile
 from hardware.magstripe import Damage, SwipeParams, SwipeReport, TrackDiagnostics, mask_track, simulate_swipe
 from hardware.magstripe.measure import geometric, sweep, tolerated
@@ -57,14 +59,32 @@ def _damage(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
         raise click.BadParameter(str(e)) from None
 
 
-@click.command("swipe")
+#: what a hand can do at the counter, with room to spare; beyond these the swipe model's arithmetic
+#: breaks down (a speed of 1e300 in/s or an acceleration of 1e300 in/s² divide by zero)
+MIN_SPEED, MAX_SPEED = 0.01, 10_000.0
+MAX_ACCEL = 10_000.0
+MAX_DIRT = 10_000.0
+MAX_NOISE = 1_000.0
+
+
+def _speed(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if 0 < value < MIN_SPEED or value > MAX_SPEED or value != value:
+        raise click.BadParameter(f"speed must be {MIN_SPEED:g} … {MAX_SPEED:g} in/s")
+    return value          # zero or negative: the swipe model's own message (speed must be positive)
+
+
+@click.command("swipe", epilog=exit_epilog("every track on the card read correctly (or the sweep ran)",
+                                             "a track misread"))
 @click.option("--card", "card", default="demo", show_default=True,
               help="Card profile (name or TOML path), or a card file written by `posemu device msr --card-file`.")
-@click.option("--speed", type=float, default=10.0, show_default=True, help="Swipe speed, in/s.")
-@click.option("--accel", type=float, default=0.0, show_default=True, help="Acceleration, in/s².")
+@click.option("--speed", type=float, default=10.0, show_default=True, callback=_speed,
+              help=f"Swipe speed, in/s ({MIN_SPEED:g} … {MAX_SPEED:g}).")
+@click.option("--accel", type=click.FloatRange(-MAX_ACCEL, MAX_ACCEL), default=0.0, show_default=True,
+              help="Acceleration, in/s².")
 @click.option("--skew", type=float, default=0.0, show_default=True, help="Head/card tilt, degrees.")
-@click.option("--dirt", type=float, default=0.0, show_default=True, help="Dirt between head and stripe, µm.")
-@click.option("--noise", type=float, default=0.0, show_default=True,
+@click.option("--dirt", type=click.FloatRange(max=MAX_DIRT), default=0.0, show_default=True,
+              help="Dirt between head and stripe, µm.")
+@click.option("--noise", type=click.FloatRange(max=MAX_NOISE), default=0.0, show_default=True,
               help="EMI noise σ, in units of a clean 10 in/s pulse.")
 @click.option("--damage", multiple=True, callback=_damage, metavar="START:END[:SEVERITY]",
               help="Demagnetised stretch of the stripe, inches from the leading edge; severity 0–1 "
@@ -85,16 +105,13 @@ def command(card: str, speed: float, accel: float, skew: float, dirt: float, noi
     With --sweep, swipe many times per value of one setting and print how often each track read
     exactly, and the range around the base value where every swipe read.
     """
-    try:
-        name, stripe, unreadable = _card(card)
-        params = SwipeParams(speed_ips=speed, accel_ips2=accel, skew_deg=skew, dirt_um=dirt, noise=noise,
-                             damage=damage, reverse=reverse, seed=seed)
-        if sweep is not None:
-            _sweep(stripe, params, sweep, swipes)
-            return
-        report = simulate_swipe(stripe, params)
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    name, stripe, unreadable = _card(card)
+    params = SwipeParams(speed_ips=speed, accel_ips2=accel, skew_deg=skew, dirt_um=dirt, noise=noise,
+                         damage=damage, reverse=reverse, seed=seed)
+    if sweep is not None:
+        _sweep(stripe, params, sweep, swipes)
+        return
+    report = simulate_swipe(stripe, params)
     click.echo(_headline(name, params, report))
     all_ok = True
     for n, data in enumerate(stripe, start=1):

@@ -7,15 +7,32 @@ import sys
 
 import click
 
+from emulator.commands._exit import ExitCode, exit_epilog
 from emulator.messages import Msg, Screen, render
 
+CHOICES = 4
 
-@click.command("train")
-@click.option("--rounds", default=5, show_default=True, help="How many faulty transactions to diagnose.")
+
+def _answers(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    out = []
+    for a in value.split(","):
+        a = a.strip()
+        if not (a.isascii() and a.isdigit() and 1 <= int(a) <= CHOICES):
+            raise click.BadParameter(f"{a!r}: each answer is a choice 1…{CHOICES}, e.g. 2,1,4")
+        out.append(int(a))
+    return out
+
+
+@click.command("train", epilog=exit_epilog("every remedy named right", "a remedy named wrong"))
+@click.option("--rounds", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="How many faulty transactions to diagnose.")
 @click.option("--seed", default=None, type=int, help="Seed (default: random); the same seed gives the same quiz.")
-@click.option("--answers", default=None, help="Answers as 1-based choices, comma-separated (non-interactive).")
+@click.option("--answers", default=None, callback=_answers,
+              help="Answers as 1-based choices, comma-separated (non-interactive).")
 @click.option("--lang", type=click.Choice(["zh", "en", "both"]), default="both")
-def command(rounds: int, seed: int | None, answers: str | None, lang: str) -> None:
+def command(rounds: int, seed: int | None, answers: list[int] | None, lang: str) -> None:
     """Run transactions with a random fault each; after each, pick the remedy from four. Scored.
 
     Practice without a real terminal: the articles' remedy for staff unfamiliar with the flow
@@ -27,7 +44,7 @@ def command(rounds: int, seed: int | None, answers: str | None, lang: str) -> No
     rng = random.Random(seed)
     cat = load()
     faults = [f for f in cat.faults.values() if f.injector not in ("pcsc", "port-busy")]
-    given = [int(a) for a in answers.split(",")] if answers else None
+    given = answers
     score = 0
     for i in range(rounds):
         fault = rng.choice(faults)
@@ -45,7 +62,7 @@ def command(rounds: int, seed: int | None, answers: str | None, lang: str) -> No
         if given is not None:
             choice = given[i] if i < len(given) else 0
         else:
-            choice = click.prompt("  your remedy", type=click.IntRange(1, 4))
+            choice = click.prompt("  your remedy", type=click.IntRange(1, CHOICES))
         right = options.index(fault) + 1
         if choice == right:
             score += 1
@@ -54,5 +71,5 @@ def command(rounds: int, seed: int | None, answers: str | None, lang: str) -> No
             click.echo(f"  ✗ the answer was {right}: {fault.title_zh} / {fault.title_en} "
                        f"({', '.join(fault.causes)})")
     click.echo(f"\nscore: {score}/{rounds}")
-    sys.exit(0 if score == rounds else 1)
+    sys.exit(ExitCode.OK if score == rounds else ExitCode.FAILED)
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from emulator.app import default_state_dir
+from emulator.commands._exit import exit_epilog
+from emulator.commands._paths import state_folder
 from emulator.commands._txn import build_config
-from protocol.errors import PosemuError
 
 
-@click.command("ui")
+@click.command("ui", epilog=exit_epilog("the app was closed", None))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Terminal config (TOML). Default: terminal.toml in the state folder, if saved from the UI.")
 @click.option("--host", default=None, metavar="HOST:PORT",
@@ -20,7 +20,7 @@ from protocol.errors import PosemuError
 @click.option("--reader", default=None, metavar="URL", help="Reader URL (default sim://<card>).")
 @click.option("--card", default="demo", show_default=True, help="Card profile in the virtual reader.")
 @click.option("--lang", type=click.Choice(["zh", "en", "both"]), default=None, help="Screen language.")
-@click.option("--state", "state_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--state", "state_dir", default=None,
               help="State folder (journal, host database). Default: the user data folder.")
 @click.option("--no-sign-on", is_flag=True, help="Do not sign on at start.")
 @click.option("--light", is_flag=True, help="Light colour theme.")
@@ -32,14 +32,11 @@ def command(config_path: str | None, host: str | None, profile: str | None, read
     the demo card, state in the user data folder; it signs on by itself. Press b for a balance
     inquiry, w to swipe, type the PIN (or k) and Enter; ? shows every key.
     """
-    state = Path(state_dir) if state_dir else default_state_dir()
+    state = state_folder(state_dir)
     saved = state / "terminal.toml"
     path = Path(config_path) if config_path else (saved if saved.is_file() else None)
-    try:
-        cfg = build_config(config_path=str(path) if path else None, host=host, profile=profile, reader=reader,
-                           card=card, lang=lang)
-    except PosemuError as e:
-        raise click.ClickException(str(e)) from None
+    cfg = build_config(config_path=str(path) if path else None, host=host, profile=profile, reader=reader,
+                       card=card, lang=lang)
     from emulator.ui import PosemuApp  # Textual is imported only for this command
 
     app = PosemuApp(cfg, state_dir=state, config_path=path or saved, card=card, auto_sign_on=not no_sign_on,

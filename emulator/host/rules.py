@@ -67,7 +67,24 @@ class HostRule:
                     raise ConfigError(f"host rule {text!r}: unknown key {k!r}")
             except ValueError:
                 raise ConfigError(f"host rule {text!r}: bad value for {k!r}") from None
+        rule._check(text)
         return rule
+
+    def _check(self, text: str) -> None:
+        """Ranges a rule must keep (``every=0`` would divide by zero, ``delay=inf`` never answer)."""
+        bad = ""
+        if not (len(self.rc) == 2 and self.rc.isascii() and self.rc.isalnum()):
+            bad = "rc must be 2 letters or digits (field 39)"
+        elif not (self.delay == self.delay and 0 <= self.delay <= 86_400):
+            bad = "delay must be 0 … 86400 seconds"
+        elif self.mti is not None and not (len(self.mti) == 4 and self.mti.isascii() and self.mti.isdigit()):
+            bad = "mti must be 4 digits"
+        elif self.first < 1 or self.every < 1 or (self.count is not None and self.count < 0):
+            bad = "first and every must be at least 1, count at least 0"
+        elif not 0 <= self.probability <= 1:
+            bad = "probability must be 0 … 1"
+        if bad:
+            raise ConfigError(f"host rule {text!r}: {bad}")
 
     def matches(self, mti: str, rng: random.Random) -> bool:
         if self.mti is not None and self.mti != mti:

@@ -20,8 +20,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from emulator.keystore import LocalKey, private_file
+from emulator.sqlite_files import check_sqlite_file
 from hardware.cards.profiles import CardProfile
-from protocol.errors import ConfigError
+from protocol.errors import ConfigError, CryptoError, EnvironmentProblem
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -158,6 +159,12 @@ class HostStore:
 
     def __init__(self, path: str | Path = ":memory:", *, local_key: LocalKey | None = None) -> None:
         self.path = str(path)
+        self._cards: dict[str, CardRow] = {}
+        self._balances: dict[int, tuple[int, str]] = {}
+        self._terminals: dict[str, TerminalRow] = {}
+        self._in_batch = False
+        self._log_rows: list[tuple[object, ...]] = []
+        check_sqlite_file(self.path, "host database")   # corrupt or truncated: refused before SQLite writes
         if self.path == ":memory:":
             self.kek = local_key or LocalKey.ephemeral()
         else:
@@ -166,18 +173,18 @@ class HostStore:
             private_file(p)
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise EnvironmentProblem(f"cannot open the host database {self.path}: {e}") from None
+        try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
             self._migrate()
-        except sqlite3.Error as e:
-            raise ConfigError(f"cannot open host database {self.path}: {e}") from None
-        self._cards: dict[str, CardRow] = {}
-        self._balances: dict[int, tuple[int, str]] = {}
-        self._terminals: dict[str, TerminalRow] = {}
-        self._in_batch = False
-        self._log_rows: list[tuple[object, ...]] = []
-        self._load()
+            self._load()
+        except (sqlite3.Error, ValueError, TypeError, AttributeError, CryptoError) as e:
+            self.db.close()
+            raise EnvironmentProblem(f"cannot open the host database {self.path}: {e} (corrupt? restore it from "
+                                     "a backup or move it away)") from None
 
     def _migrate(self) -> None:
         for table, column, decl in _MIGRATIONS:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -73,10 +74,10 @@ indicator (LCS 00, SW 9000). The layout of a common real EMV card's ATR
 def luhn_ok(pan: str) -> bool:
     """ISO/IEC 7812-1 Luhn check.
 
-    >>> luhn_ok("9900010000000019"), luhn_ok("9900010000000018")
-    (True, False)
+    >>> luhn_ok("9900010000000019"), luhn_ok("9900010000000018"), luhn_ok("99000100000000²9")
+    (True, False, False)
     """
-    if not pan.isdigit():
+    if not (pan.isascii() and pan.isdigit()):
         return False
     total = 0
     for i, ch in enumerate(reversed(pan)):
@@ -236,6 +237,59 @@ def _req(d: dict[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
+_MISSING: Any = object()
+
+
+def _typed(value: Any, kind: type | tuple[type, ...], where: str, key: str, what: str) -> Any:
+    """``value`` if it is of ``kind`` (a TOML bool is never taken for a number), else a ConfigError."""
+    if (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))) \
+            or not isinstance(value, kind):
+        raise ConfigError(f"{where}: {key} must be {what}, got {type(value).__name__} {value!r:.40}")
+    return value
+
+
+def _str(d: dict[str, Any], key: str, where: str, default: Any = _MISSING) -> str:
+    value = _req(d, key, where) if default is _MISSING else d.get(key, default)
+    return str(_typed(value, str, where, key, "a string (in quotes)"))
+
+
+def _int(d: dict[str, Any], key: str, where: str, default: int, lo: int, hi: int) -> int:
+    value = _typed(d.get(key, default), int, where, key, "a whole number")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{where}: {key} must be {lo}..{hi}, got {value}")
+    return int(value)
+
+
+def _flag(d: dict[str, Any], key: str, where: str, default: bool) -> bool:
+    return bool(_typed(d.get(key, default), bool, where, key, "true or false"))
+
+
+def _strs(d: dict[str, Any], key: str, where: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = d.get(key, list(default))
+    if isinstance(value, str):
+        value = [value]
+    _typed(value, list, where, key, "a list of strings")
+    return tuple(_typed(v, str, where, key, "a list of strings") for v in value)
+
+
+def _table(d: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = d.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: [{key}] must be a table")
+    return value
+
+
+def _is_digits(text: str) -> bool:
+    """ASCII digits only: ``"²".isdigit()`` and ``"١".isdigit()`` are true in Python."""
+    return text.isascii() and text.isdigit()
+
+
+def _finite(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(value)
+    return float(value)
+
+
 def _hex(value: Any, where: str, key: str, *, lengths: tuple[int, ...] | None = None,
          min_len: int = 0, max_len: int = 255) -> bytes:
     if not isinstance(value, str):
@@ -252,8 +306,8 @@ def _hex(value: Any, where: str, key: str, *, lengths: tuple[int, ...] | None = 
 
 
 def _num4(value: Any, where: str, key: str) -> str:
-    v = str(value)
-    if len(v) != 4 or not v.isdigit():
+    v = str(_typed(value, str, where, key, "4 digits in quotes"))
+    if len(v) != 4 or not _is_digits(v):
         raise ConfigError(f"{where}: {key} must be 4 digits (ISO 4217 / ISO 3166 numeric, zero-padded)")
     return v
 
@@ -263,11 +317,9 @@ def _parse_app(d: dict[str, Any], where: str) -> EmvApplication:
     from protocol.tlv import decode, decode_dol, parse_tag
 
     aid = _hex(_req(d, "aid", where), where, "aid", min_len=5, max_len=16)
-    cvm_raw = d.get("cvm", ["offline_pin"])
-    if isinstance(cvm_raw, str):
-        cvm_raw = [cvm_raw]
+    cvm_raw = _strs(d, "cvm", where, ("offline_pin",))
     try:
-        cvm = tuple(CvmMethod(str(c)) for c in cvm_raw)
+        cvm = tuple(CvmMethod(c) for c in cvm_raw)
     except ValueError:
         raise ConfigError(f"{where}: cvm entries must be one of "
                           f"{', '.join(m.value for m in CvmMethod)}") from None
@@ -279,12 +331,8 @@ def _parse_app(d: dict[str, Any], where: str) -> EmvApplication:
         except DecodeError as e:
             raise ConfigError(f"{where}: {key} is not a valid DOL ({e.msg})") from None
         dols[key] = raw
-    fmt = int(d.get("response_format", 2))
-    if fmt not in (1, 2):
-        raise ConfigError(f"{where}: response_format must be 1 or 2")
-    prio = int(d.get("priority", 1))
-    if not 0 <= prio <= 15:
-        raise ConfigError(f"{where}: priority must be 0..15")
+    fmt = _int(d, "response_format", where, 2, 1, 2)
+    prio = _int(d, "priority", where, 1, 0, 15)
     extra_d = d.get("extra", {})
     if not isinstance(extra_d, dict):
         raise ConfigError(f"{where}: extra must be a table of hex tag = hex value")
@@ -296,14 +344,14 @@ def _parse_app(d: dict[str, Any], where: str) -> EmvApplication:
             raise ConfigError(f"{where}: extra tag {k!r} is not a valid tag") from None
         extra.append((tag, _hex(v, where, f"extra.{k}")))
     records = []
-    for i, r in enumerate(d.get("records", [])):
+    for i, r in enumerate(_typed(d.get("records", []), list, where, "records", "an array of tables")):
         rw = f"{where} records[{i}]"
         if not isinstance(r, dict):
             raise ConfigError(f"{rw}: must be a table with sfi, record, tlv")
-        try:
-            sfi, number = int(r["sfi"]), int(r["record"])
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError(f"{rw}: needs integer sfi and record") from None
+        sfi, number = r.get("sfi"), r.get("record")
+        if isinstance(sfi, bool) or isinstance(number, bool) or not isinstance(sfi, int) \
+                or not isinstance(number, int):
+            raise ConfigError(f"{rw}: needs integer sfi and record")
         if not (1 <= sfi <= 30 and 1 <= number <= 255):
             raise ConfigError(f"{rw}: sfi must be 1..30 and record 1..255")
         body = _hex(r.get("tlv", ""), rw, "tlv", min_len=2)
@@ -314,17 +362,20 @@ def _parse_app(d: dict[str, Any], where: str) -> EmvApplication:
         if len(objs) != 1 or objs[0].tag != 0x70:
             raise ConfigError(f"{rw}: tlv must be one 70 record template (EMV Book 3 §6.5.11)")
         records.append((sfi, number, body))
-    effective = str(d.get("effective", ""))
-    if effective and (len(effective) != 6 or not effective.isdigit()):
+    effective = _str(d, "effective", where, "")
+    if effective and (len(effective) != 6 or not _is_digits(effective)):
         raise ConfigError(f"{where}: effective must be YYMMDD")
-    label = str(d.get("label", "EMV"))
-    if not label.isascii() or len(label) > 16:
-        raise ConfigError(f"{where}: label must be at most 16 ASCII characters (tag 50)")
+    label = _str(d, "label", where, "EMV")
+    if not (label.isascii() and label.isprintable()) or not 1 <= len(label) <= 16:
+        raise ConfigError(f"{where}: label must be 1 to 16 ASCII characters (tag 50)")
+    preferred = _str(d, "preferred_name", where, "")
+    if not (preferred.isascii() and preferred.isprintable()) or len(preferred) > 16:
+        raise ConfigError(f"{where}: preferred_name must be at most 16 ASCII characters (tag 9F12)")
     return EmvApplication(
         aid=aid,
         label=label,
         priority=prio,
-        preferred_name=str(d.get("preferred_name", "")),
+        preferred_name=preferred,
         pdol=dols["pdol"],
         cdol1=dols["cdol1"],
         cdol2=dols["cdol2"],
@@ -340,9 +391,9 @@ def _parse_app(d: dict[str, Any], where: str) -> EmvApplication:
         currency=_num4(d.get("currency", "0156"), where, "currency"),
         country=_num4(d.get("country", "0156"), where, "country"),
         effective=effective,
-        blocked=bool(d.get("blocked", False)),
-        offline_approve=bool(d.get("offline_approve", False)),
-        decline_after_online=_bool(d.get("decline_after_online", False), where, "decline_after_online"),
+        blocked=_flag(d, "blocked", where, False),
+        offline_approve=_flag(d, "offline_approve", where, False),
+        decline_after_online=_flag(d, "decline_after_online", where, False),
         extra=tuple(extra),
         records=tuple(records),
     )
@@ -360,18 +411,22 @@ def parse_chip(data: dict[str, Any], where: str, *, pin_tries: int = 3) -> ChipS
             raise ConfigError(f"{where}: applications[{i}] must be a table")
         apps.append(_parse_app(a, f"{where} applications[{i}]"))
     try:
-        status = ChipStatus(str(data.get("status", "active")))
+        status = ChipStatus(_str(data, "status", where, "active"))
     except ValueError:
         raise ConfigError(f"{where}: status must be active or blocked") from None
-    protocols = tuple(int(t) for t in data.get("protocols", [0]))
-    if not protocols or any(t not in (0, 1) for t in protocols):
+    protocols_raw = _typed(data.get("protocols", [0]), list, where, "protocols", "a list of 0 and/or 1")
+    protocols = tuple(protocols_raw)
+    if not protocols or any(isinstance(t, bool) or t not in (0, 1) for t in protocols):
         raise ConfigError(f"{where}: protocols must list 0 and/or 1")
-    atc = int(data.get("atc", 0))
-    if not 0 <= atc <= 0xFFFF:
-        raise ConfigError(f"{where}: atc must be 0..65535")
-    tries = data.get("pin_tries_left")
-    if tries is not None and not 0 <= int(tries) <= min(15, pin_tries):
-        raise ConfigError(f"{where}: pin_tries_left must be 0..pin_tries")
+    atc = _int(data, "atc", where, 0, 0, 0xFFFF)
+    tries: int | None = None
+    if "pin_tries_left" in data:
+        tries = _typed(data["pin_tries_left"], int, where, "pin_tries_left", "a whole number")
+        if not 0 <= tries <= min(15, pin_tries):
+            raise ConfigError(f"{where}: pin_tries_left must be 0..pin_tries")
+    language = _str(data, "language", where, "zhen")
+    if not (language.isascii() and language.isalpha() and language.islower() and len(language) in (2, 4, 6, 8)):
+        raise ConfigError(f"{where}: language must be 1 to 4 ISO 639-1 codes, e.g. \"zhen\" (tag 5F2D)")
     historical = _hex(data.get("historical", DEFAULT_HISTORICAL), where, "historical", max_len=15)
     try:
         parse_historical(historical)
@@ -381,12 +436,12 @@ def parse_chip(data: dict[str, Any], where: str, *, pin_tries: int = 3) -> ChipS
         applications=tuple(apps),
         status=status,
         protocols=protocols,
-        t0_wire=bool(data.get("t0_wire", False)),
-        pse=bool(data.get("pse", True)),
+        t0_wire=_flag(data, "t0_wire", where, False),
+        pse=_flag(data, "pse", where, True),
         atc=atc,
-        pin_tries_left=None if tries is None else int(tries),
-        language=str(data.get("language", "zhen")),
-        read_before_gpo=_bool(data.get("read_before_gpo", True), where, "read_before_gpo"),
+        pin_tries_left=tries,
+        language=language,
+        read_before_gpo=_flag(data, "read_before_gpo", where, True),
         historical=historical,
     )
 
@@ -402,48 +457,71 @@ def _parse_stripe(data: Any, where: str) -> tuple[DamageRegion, ...]:
         if not isinstance(r, dict):
             raise ConfigError(f"{where}: stripe.damage[{i}] must be a table")
         try:
-            start, end = float(r["start_in"]), float(r["end_in"])
-            severity = float(r.get("severity", 1.0))
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError(f"{where}: stripe.damage[{i}] needs numeric start_in, end_in, severity") from None
-        if not (0 <= start < end and 0.0 <= severity <= 1.0):
-            raise ConfigError(f"{where}: stripe.damage[{i}]: need 0 <= start_in < end_in, 0 <= severity <= 1")
+            start, end = _finite(r["start_in"]), _finite(r["end_in"])
+            severity = _finite(r.get("severity", 1.0))
+        except (KeyError, ValueError):
+            raise ConfigError(f"{where}: stripe.damage[{i}] needs numeric (finite) start_in, end_in, "
+                              "severity") from None
+        if not (0 <= start < end <= MAX_CARD_LENGTH_IN and 0.0 <= severity <= 1.0):
+            raise ConfigError(f"{where}: stripe.damage[{i}]: need 0 <= start_in < end_in <= {MAX_CARD_LENGTH_IN}, "
+                              "0 <= severity <= 1")
         out.append(DamageRegion(start, end, severity))
     return tuple(out)
 
 
 def parse_profile(data: dict[str, Any], where: str) -> CardProfile:
-    """Validate a profile dict (from TOML) into a :class:`CardProfile`."""
-    pan = str(_req(data, "pan", where))
+    """Validate a profile dict (from TOML) into a :class:`CardProfile`.
+
+    Wrong types, values out of range and text a track cannot carry are a :class:`ConfigError`
+    naming the file and key — never a Python error and never a silently converted value."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a card profile must be a table of keys")
+    name = _str(data, "name", where)
+    if not name:
+        raise ConfigError(f"{where}: name must not be empty")
+    pan = _str(data, "pan", where)
     if not (12 <= len(pan) <= 19 and luhn_ok(pan)):
         raise ConfigError(f"{where}: pan is not a 12–19 digit Luhn-valid number")
-    expiry = str(_req(data, "expiry", where))
-    if len(expiry) != 4 or not expiry.isdigit() or not 1 <= int(expiry[2:]) <= 12:
+    expiry = _str(data, "expiry", where)
+    if len(expiry) != 4 or not _is_digits(expiry) or not 1 <= int(expiry[2:]) <= 12:
         raise ConfigError(f"{where}: expiry must be YYMM, got {expiry!r}")
-    sc = str(_req(data, "service_code", where))
-    if len(sc) != 3 or not sc.isdigit():
+    sc = _str(data, "service_code", where)
+    if len(sc) != 3 or not _is_digits(sc):
         raise ConfigError(f"{where}: service_code must be 3 digits, got {sc!r}")
-    pin = str(data.get("pin", "123456"))
-    if not (4 <= len(pin) <= 12 and pin.isdigit()):
+    pin = _str(data, "pin", where, "123456")
+    if not (4 <= len(pin) <= 12 and _is_digits(pin)):
         raise ConfigError(f"{where}: pin must be 4–12 digits")
-    acc = data.get("account", {})
-    if not isinstance(acc, dict):
-        raise ConfigError(f"{where}: [account] must be a table")
-    status = str(acc.get("status", "active"))
+    acc = _table(data, "account", where)
+    aw = f"{where} [account]"
+    status = _str(acc, "status", aw, "active")
     if status not in ("active", "blocked", "restricted"):
         raise ConfigError(f"{where}: account.status must be active, blocked or restricted")
+    currency = _str(acc, "currency", aw, "156")
+    if len(currency) != 3 or not _is_digits(currency):
+        raise ConfigError(f"{where}: account.currency must be 3 digits (ISO 4217 numeric), got {currency!r}")
     account = AccountSeed(
         status=status,
-        balance=int(acc.get("balance", 0)),
-        currency=str(acc.get("currency", "156")),
-        permissions=tuple(str(p) for p in acc.get("permissions", DEFAULT_PERMISSIONS)),
+        balance=_int(acc, "balance", aw, 0, -MAX_BALANCE, MAX_BALANCE),
+        currency=currency,
+        permissions=_strs(acc, "permissions", aw, DEFAULT_PERMISSIONS),
     )
-    disc = str(data.get("discretionary", ""))
-    if not disc.isdigit() and disc:
+    disc = _str(data, "discretionary", where, "")
+    if disc and not _is_digits(disc):
         raise ConfigError(f"{where}: discretionary data must be digits")
-    pin_tries = int(data.get("pin_tries", 3))
-    if not 1 <= pin_tries <= 15:
-        raise ConfigError(f"{where}: pin_tries must be 1..15")
+    cardholder = _str(data, "cardholder", where, "TEST/CARD")
+    if not (2 <= len(cardholder) <= 26 and cardholder.isascii() and cardholder.isprintable()
+            and "^" not in cardholder):
+        raise ConfigError(f"{where}: cardholder must be 2 to 26 ASCII characters without '^' (ISO/IEC 7813 "
+                          "track 1 name)")
+    track2 = len(pan) + 1 + 4 + 3 + len(disc)
+    if track2 > TRACK2_MAX:
+        raise ConfigError(f"{where}: pan, expiry, service code and discretionary data make {track2} characters; "
+                          f"track 2 holds at most {TRACK2_MAX} (ISO/IEC 7813)")
+    track1 = 1 + len(pan) + 1 + len(cardholder) + 1 + 4 + 3 + len(disc)
+    if track1 > TRACK1_MAX:
+        raise ConfigError(f"{where}: track 1 would be {track1} characters; it holds at most {TRACK1_MAX} "
+                          "(ISO/IEC 7813)")
+    pin_tries = _int(data, "pin_tries", where, 3, 1, 15)
     chip_raw = data.get("chip")
     emv: ChipSpec | None = None
     if chip_raw is not None:
@@ -454,20 +532,29 @@ def parse_profile(data: dict[str, Any], where: str) -> CardProfile:
         emv = parse_chip({}, where, pin_tries=pin_tries)  # a chip card without details: defaults
     stripe_damage = _parse_stripe(data.get("stripe", {}), where)
     return CardProfile(
-        name=str(_req(data, "name", where)),
+        name=name,
         pan=pan,
         expiry=expiry,
         service_code=sc,
-        cardholder=str(data.get("cardholder", "TEST/CARD")),
+        cardholder=cardholder,
         discretionary=disc,
         pin=pin,
         pin_tries=pin_tries,
-        description=str(data.get("description", "")),
+        description=_str(data, "description", where, ""),
         account=account,
         raw=data,
         emv=emv,
         stripe_damage=stripe_damage,
     )
+
+
+#: ISO/IEC 7813 track capacities, data characters between the sentinels (79 and 40 with SS, ES, LRC)
+TRACK1_MAX = 76
+TRACK2_MAX = 37
+#: an ID-1 card is 3.370 in long (ISO/IEC 7810): stripe damage lies within it
+MAX_CARD_LENGTH_IN = 3.37
+#: a balance fits ISO 8583 field 54's 12 digits
+MAX_BALANCE = 10**12 - 1
 
 
 def _profile_files() -> dict[str, Path]:
@@ -501,6 +588,12 @@ def load_profile(name_or_path: str) -> CardProfile:
 def _load_file(path: str, mtime_ns: int, size: int) -> CardProfile:
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"card profile {path}: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"card profile {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"card profile {path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"card profile {path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"card profile {path}: nested too deeply") from None
     return parse_profile(data, path)
