@@ -24,7 +24,7 @@ import datetime as dt
 import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from emulator import config as configmod
 from emulator.errors import ConnectError, DnsError, HostLinkError, HostTimeout, JournalError, LinkLost
@@ -84,11 +84,13 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class ChipCard:
-    """What the chip read gave: the card data and how the cardholder was verified."""
+    """What the card read gave: the card data, how the cardholder was verified and, for a chip, the
+    kernel that completes the transaction with the card after the host's answer."""
 
     card: CardData
     online_pin: str | None = field(default=None, repr=False)
     offline_pin_ok: bool = False
+    kernel: Any = field(default=None, repr=False, compare=False)     # emulator.emv.EmvKernel
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,7 +380,7 @@ class Terminal:
             verified = await self._verify_cardholder(got)
             if isinstance(verified, Failure):
                 return await self._fail(kind, fail_head, verified, amount=amount, card=card)
-            out = await self._online(txn, kind, card, amount, verified, fail_head)
+            out = await self._online(txn, kind, card, amount, verified, fail_head, kernel=got.kernel)
         if self.machine.session.sign_on_owed:
             async with self._busy:
                 await self._sign_on(again=True)
@@ -525,7 +527,8 @@ class Terminal:
         card = CardData(pan=read.pan, entry=EntryMode.CHIP, expiry=read.expiry, track2=read.track2_equivalent,
                         pan_seq=seq, icc=read.icc_data, service_code=read.service_code)
         return ChipCard(card, online_pin=read.online_pin if read.cvm is emv.Cvm.ONLINE_PIN else None,
-                        offline_pin_ok=read.cvm is emv.Cvm.OFFLINE_PIN_OK)
+                        offline_pin_ok=read.cvm is emv.Cvm.OFFLINE_PIN_OK,
+                        kernel=kernel if read.cryptogram_type is emv.CryptogramType.ARQC else None)
 
     async def _chip_error(self, e: PosemuError) -> Failure:
         """A chip read that failed: the card left or was reset (拔出卡失败), or the read may be retried."""
@@ -621,7 +624,7 @@ class Terminal:
 
     # --- online -----------------------------------------------------------------------------------------
     async def _online(self, txn: TxnType, kind: str, card: CardData, amount: int | None,
-                      pin_block: bytes | None, fail_head: Msg, *, resent: bool = False) -> Outcome:
+                      pin_block: bytes | None, fail_head: Msg, *, resent: bool = False, kernel: Any = None) -> Outcome:
         keys = self.keys
         assert keys is not None
         try:
@@ -666,7 +669,7 @@ class Terminal:
             self.journal.complete(jid, Status.DECLINED, rc=rc, screen=Msg.DUPLICATE.value, reversal=Reversal.NONE)
             self.trace.record(Kind.NOTE, "host refused a reused STAN (94): resending under a new STAN", stan=stan)
             self._fire(Event.RESEND)
-            return await self._online(txn, kind, card, amount, pin_block, fail_head, resent=True)
+            return await self._online(txn, kind, card, amount, pin_block, fail_head, resent=True, kernel=kernel)
         if rc != "00":
             self._fire(Event.RESPONSE)
             detail = RC_SCREENS.get(rc, Msg.DECLINED)
@@ -691,7 +694,15 @@ class Terminal:
             return await self._unknown_outcome(kind, fail_head, jid, reversible is not None,
                                                Msg.CARD_REMOVED_EARLY, RC.TERMINAL_ERROR, rc=rc, amount=amount,
                                                card=card, info=info, removal=True)
-        self._fire(Event.RESPONSE)
+        if kernel is not None:
+            declined = await self._complete_with_card(kernel, rc)
+            if declined is not None:
+                return await self._unknown_outcome(kind, fail_head, jid, reversible is not None, declined.detail,
+                                                   RC.TERMINAL_ERROR, rc=rc, amount=amount, card=card, info=info,
+                                                   removal=declined.removal, code=declined.code,
+                                                   error=declined.reason)
+        else:
+            self._fire(Event.RESPONSE)
         self.journal.complete(jid, Status.APPROVED, rc=rc, screen=(Msg.APPROVED_BALANCE if balance is not None
                                                                   and txn is TxnType.BALANCE else Msg.APPROVED).value,
                               reversal=Reversal.NONE)
@@ -706,6 +717,40 @@ class Terminal:
                                  card=card, ref=info)
         out.balance, out.currency = balance, currency
         return out
+
+    async def _complete_with_card(self, kernel: Any, rc: str) -> Failure | None:
+        """Second GENERATE AC with the host's approval (EMV Book 3 §10.11): ``None`` when the card
+        accepts (TC); otherwise why the transaction cannot stand (the card declined, failed or left),
+        and a purchase the host approved must be reversed."""
+        from emulator import emv
+
+        self._fire(Event.COMPLETE)
+        try:
+            done = await kernel.complete(True, rc)
+        except emv.EmvError as e:
+            root = _root_cause(e)
+            if isinstance(root, CardAbsentError) or not await self._card_present():
+                self._fire(Event.CARD_PULLED)
+                return self._pulled(str(e), code=root.code if isinstance(root, CardAbsentError) else None)
+            self._note(Kind.READER, "second GENERATE AC failed", root.code if root is not e else "chip.complete_failed",
+                       error=str(e))
+            self._fire(Event.READ_FAILED)
+            return Failure(Msg.CARD_DECLINED, "chip.complete_failed", str(e), Event.READ_FAILED)
+        except PosemuError as e:
+            root = _root_cause(e)
+            if isinstance(root, CardAbsentError | CardResetError) or not await self._card_present():
+                self._fire(Event.CARD_PULLED)
+                return self._pulled(str(e), code=root.code)
+            self._note(Kind.READER, "second GENERATE AC failed", root.code, error=str(e))
+            self._fire(Event.READ_FAILED)
+            return Failure(Msg.CARD_DECLINED, root.code, str(e), Event.READ_FAILED)
+        if done.declined:
+            self._note(Kind.READER, "the card declined after the host approved (AAC)", "chip.declined_after_online")
+            self._fire(Event.READ_FAILED)
+            return Failure(Msg.CARD_DECLINED, "chip.declined_after_online", "the card answered the second "
+                           "GENERATE AC with an AAC")
+        self._fire(Event.COMPLETED)
+        return None
 
     async def _while_card_in_online(self, work: Awaitable[Exchange]) -> tuple[Exchange, bool]:
         """The host exchange of a chip transaction; a card pulled meanwhile is noted (the answer still

@@ -305,3 +305,34 @@ def test_profile_stripe_damage_makes_swipes_fail(vrun: asyncio.Runner, vclock: V
         vrun.run(rig.close())
     assert (out.headline, out.detail) == (Msg.QUERY_CARD_FAILED, Msg.SWIPE_AGAIN)
     assert out.codes.count("SWIPE_AGAIN") >= 3
+
+
+def test_card_that_declines_after_the_host_approved_is_reversed(vrun: asyncio.Runner, vclock: VirtualClock,
+                                                               tmp_path: Path) -> None:
+    """Second GENERATE AC answered with an AAC: the purchase the host approved is reversed (EMV Book 3 §10.11)."""
+    from hardware.cards.profiles import _profile_files
+
+    text = _profile_files()["cup_debit"].read_text().replace(
+        'response_format = 2', 'response_format = 2\ndecline_after_online = true')
+    prof = tmp_path / "late_decline.toml"
+    prof.write_text(text)
+
+    async def go() -> Rig:
+        return await open_rig(replace(TerminalConfig(), reader="sim://cup_debit"), clock=vclock,
+                              state_dir=tmp_path / "state", pinpad=ScriptedPinPad("123456"), card_profile=str(prof))
+
+    rig = vrun.run(go())
+    assert rig.host is not None
+    acct = rig.host.store.card("9900020000000018")
+    assert acct is not None
+    before = rig.host.store.balance(acct.account_id)[0]
+    try:
+        assert vrun.run(rig.terminal.sign_on()).approved
+        out = vrun.run(rig.terminal.purchase(25_00))
+        entry = rig.journal.get(out.journal_id or 0)
+        after = rig.host.store.balance(acct.account_id)[0]
+    finally:
+        vrun.run(rig.close())
+    assert not out.approved and out.rc == "00" and out.detail is Msg.CARD_DECLINED
+    assert "chip.declined_after_online" in out.evidence
+    assert entry.reversal is Reversal.DONE and after == before
