@@ -57,7 +57,8 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
                    display: Display | None = None, reader: CardReader | None = None,
                    card_profile: str | None = None, host_rules: HostRules | None = None,
                    resolver: Resolver = system_resolver, connector: Connector = tcp_connector,
-                   host_name: str | None = None, auto_cardholder: bool = True) -> Rig:
+                   host_name: str | None = None, auto_cardholder: bool = True,
+                   external_host: bool | None = None) -> Rig:
     """Start everything a terminal needs. With ``cfg.host`` unset, the bundled host runs
     in-process on an ephemeral loopback port with its database in ``state_dir``.
 
@@ -80,7 +81,8 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
                       legacy_key_material=cfg.tmk)
     link = HostLink(addr, port, get_profile(cfg.profile), clock=clock, trace=trace,
                     connect_timeout=cfg.timeouts.connect, response_timeout=cfg.timeouts.response,
-                    resolver=resolver, connector=connector)
+                    resolver=resolver, connector=connector,
+                    external_peer=cfg.host is not None if external_host is None else external_host)
     terminal = Terminal(cfg, clock=clock, reader=opened, pinpad=pinpad, journal=journal, link=link, trace=trace,
                         display=display)
     cardholder = None

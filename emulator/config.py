@@ -81,6 +81,7 @@ class TerminalConfig:
     chip_retries: int = 3
     allow_fallback: bool = True               # magstripe fallback after repeated chip failures
     disabled_entry: tuple[str, ...] = ()      # e.g. ("swipe",) — card types switched off
+    persistent_connection: bool = False       # keep the host connection open between transactions
     mac_required: bool = True                 # every response must carry a valid MAC once keys exist
     sign_on_mac: bool = True                  # the 0800 carries a MAC under the TMK (proof of the key)
     timeouts: Timeouts = field(default_factory=Timeouts)

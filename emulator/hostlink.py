@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ from protocol.session import ClientSession, ResponseReceived, UnmatchedResponse
 from protocol.specs import Profile
 
 Resolver = Callable[[str, int], Awaitable[list[tuple[str, int]]]]
+EXTERNAL_GRACE_S = 5.0
+"""On the virtual clock, how long (real seconds) to wait for a host in another process before
+letting virtual time run on to the response timeout."""
+_CONNECT_CODES = {errno.ECONNREFUSED: "tcp.refused", errno.EHOSTUNREACH: "tcp.unreachable",
+                  errno.ENETUNREACH: "tcp.unreachable", errno.ETIMEDOUT: "tcp.connect_timeout"}
 Connector = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
@@ -42,7 +48,8 @@ async def system_resolver(host: str, port: int) -> list[tuple[str, int]]:
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
-        raise DnsError(f"cannot resolve {host!r}: {e.strerror}") from None
+        code = {socket.EAI_NONAME: "dns.nxdomain", socket.EAI_AGAIN: "dns.timeout"}.get(e.errno or 0, "dns.failed")
+        raise DnsError(f"cannot resolve {host!r}: {e.strerror}").with_code(code) from None
     return [(str(i[4][0]), int(i[4][1])) for i in infos]
 
 
@@ -60,7 +67,8 @@ class Exchange:
 class HostLink:
     def __init__(self, host: str, port: int, profile: Profile, *, clock: Clock, trace: Trace,
                  connect_timeout: float = 10.0, response_timeout: float = 60.0,
-                 resolver: Resolver = system_resolver, connector: Connector = tcp_connector) -> None:
+                 resolver: Resolver = system_resolver, connector: Connector = tcp_connector,
+                 external_peer: bool = False) -> None:
         self.host = host
         self.port = port
         self.profile = profile
@@ -70,6 +78,7 @@ class HostLink:
         self.response_timeout = response_timeout
         self.resolver = resolver
         self.connector = connector
+        self.external_peer = external_peer        # the host is another process (matters on the virtual clock)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._session = ClientSession(profile)
@@ -97,6 +106,7 @@ class HostLink:
                     raise DnsError(f"{self.host!r} resolved to no address")
                 self.trace.record(Kind.TCP, "resolved", host=self.host, addresses=[a for a, _ in addrs])
                 last: Exception | None = None
+                code = "tcp.connect_failed"
                 for addr, port in addrs:
                     try:
                         self._reader, self._writer = await self.connector(addr, port)
@@ -104,12 +114,13 @@ class HostLink:
                         return
                     except OSError as e:
                         last = e
-                        self.trace.record(Kind.TCP, "connect failed", peer=f"{addr}:{port}", error=str(e))
-                raise ConnectError(f"cannot connect to {self.host}:{self.port}: {last}")
+                        code = _CONNECT_CODES.get(e.errno or 0, "tcp.connect_failed")
+                        self.trace.record(Kind.TCP, "connect failed", peer=f"{addr}:{port}", error=str(e), code=code)
+                raise ConnectError(f"cannot connect to {self.host}:{self.port}: {last}").with_code(code)
         except TimeoutError:
-            self.trace.record(Kind.TCP, "connect timeout", seconds=self.connect_timeout)
-            raise ConnectError(f"no connection to {self.host}:{self.port} within {self.connect_timeout:g} s") \
-                from None
+            self.trace.record(Kind.TCP, "connect timeout", seconds=self.connect_timeout, code="tcp.connect_timeout")
+            raise ConnectError(f"no connection to {self.host}:{self.port} within {self.connect_timeout:g} s"
+                               ).with_code("tcp.connect_timeout") from None
 
     async def exchange(self, request: Message, *, mak: bytes | None = None) -> Exchange:
         """Send a request and wait for its response (connecting first if needed)."""
@@ -124,13 +135,23 @@ class HostLink:
         except (ConnectionError, OSError) as e:
             self._session.forget(request)
             await self.close()
-            raise LinkLost(f"connection lost while sending: {e}") from None
+            raise LinkLost(f"connection lost while sending: {e}").with_code("tcp.reset") from None
         try:
             async with asyncio.timeout(self.response_timeout):
-                return await self._await_response(request)
+                waiting = asyncio.ensure_future(self._await_response(request))
+                try:
+                    if self.external_peer:
+                        # another process answers: on the virtual clock, wait for it in real time (a little),
+                        # then let virtual time run on to the timeout
+                        with self.clock.external():
+                            await asyncio.wait({waiting}, timeout=min(EXTERNAL_GRACE_S, self.response_timeout))
+                    return await waiting
+                finally:
+                    if not waiting.done():
+                        waiting.cancel()
         except TimeoutError:
             self._session.forget(request)
-            self.trace.record(Kind.TCP, "response timeout", seconds=self.response_timeout)
+            self.trace.record(Kind.TCP, "response timeout", seconds=self.response_timeout, code="tcp.response_timeout")
             await self.close()   # a late answer must not be taken for the next request's
             raise HostTimeout(f"no response within {self.response_timeout:g} s") from None
 
@@ -142,9 +163,9 @@ class HostLink:
             try:
                 ev = self._session.next_event()
             except DecodeError as e:
-                self.trace.record(Kind.ERROR, "undecodable response", error=str(e))
+                self.trace.record(Kind.ERROR, "undecodable response", error=str(e), code="iso.undecodable")
                 await self.close()
-                raise LinkLost(f"host sent an undecodable response: {e}") from None
+                raise LinkLost(f"host sent an undecodable response: {e}").with_code("iso.undecodable") from None
             if isinstance(ev, ResponseReceived):
                 self.trace.message(Kind.ISO_IN, ev.response)
                 if ev.request is request or ev.request == request:
@@ -153,19 +174,25 @@ class HostLink:
             if isinstance(ev, UnmatchedResponse):
                 self.trace.message(Kind.ISO_IN, ev.response)
                 self.trace.record(Kind.ERROR, "unmatched response", mti=ev.response.mti, stan=ev.key[1],
-                                  tid=ev.key[2], expected_stan=request.get(11), expected_tid=request.get(41))
+                                  tid=ev.key[2], expected_stan=request.get(11), expected_tid=request.get(41),
+                                  code="iso.unmatched")
                 continue
             if ev is NEED_DATA:
+                reset = False
                 try:
                     chunk = await reader.read(65536)
                 except (ConnectionError, OSError) as e:
                     chunk = b""
-                    self.trace.record(Kind.TCP, "read error", error=str(e))
+                    reset = True
+                    self.trace.record(Kind.TCP, "read error", error=str(e), code="tcp.reset")
                 if not chunk:
                     self._session.forget(request)
-                    self.trace.record(Kind.TCP, "connection closed by peer")
+                    if not reset:
+                        self.trace.record(Kind.TCP, "connection closed by peer", code="tcp.closed")
                     await self.close()
-                    raise LinkLost("the host closed the connection before answering")
+                    raise LinkLost("the connection broke before the answer came" if reset else
+                                   "the host closed the connection before answering"
+                                   ).with_code("tcp.reset" if reset else "tcp.closed")
                 self._session.receive_data(chunk)
 
     async def close(self) -> None:

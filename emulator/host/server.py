@@ -185,6 +185,8 @@ class _Conn(asyncio.Protocol):
                 self.host.stats.by_rc[rc] = self.host.stats.by_rc.get(rc, 0) + 1
             try:
                 data = self.session.send(d.response, mak=d.mak)
+                if d.mangle:
+                    data = mangle(data, d.mangle, self.host.profile.header_len)
             except (PosemuError, TypeError) as e:
                 log.warning("closing %s: cannot encode the %s answer (%s)", self.peer, d.response.mti, e)
                 if self._out:
@@ -202,6 +204,22 @@ class _Conn(asyncio.Protocol):
                 tr.write(b"".join(self._out))
                 self._out.clear()
             tr.close()
+
+
+def mangle(frame_bytes: bytes, mode: str, header_len: int) -> bytes:
+    """Spoil an encoded, framed answer the way a broken host or middlebox does (a GARBAGE rule):
+    ``garbage`` — a frame of the right length holding noise; ``truncated`` — the length header says
+    less than the message holds; ``bad-bitmap`` — the bitmap's bits flipped."""
+    body = frame_bytes[2:]
+    if mode == "truncated":
+        cut = max(1, len(body) // 2)
+        return cut.to_bytes(2, "big") + body[:cut]
+    if mode == "bad-bitmap":
+        at = header_len + (2 if header_len else 4)           # after the MTI (BCD on cup, ASCII otherwise)
+        flipped = bytes(b ^ 0xA5 for b in body[at:at + 8])
+        return frame_bytes[:2] + body[:at] + flipped + body[at + 8:]
+    noise = bytes((i * 37 + 11) & 0xFF for i in range(len(body)))
+    return frame_bytes[:2] + noise
 
 
 class HostServer:
