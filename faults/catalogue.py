@@ -54,8 +54,8 @@ class Catalogue:
             return self.faults[fault_id]
         except KeyError:
             close = [f for f in self.faults if fault_id and (fault_id in f or f.split(".")[-1] in fault_id)]
-            hint = f"; did you mean {', '.join(close[:3])}?" if close else ""
-            raise ConfigError(f"unknown fault {fault_id!r}{hint} (see `posemu faults list`)") from None
+            hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
+            raise ConfigError(f"unknown fault {fault_id!r}{hint}; see `posemu faults list`") from None
 
     def group(self, group_id: str) -> Group:
         try:

@@ -98,16 +98,25 @@ def gather(trace: Sequence[TraceEntry], readings: dict[str, Any] | None = None) 
             tracks = e.data.get("tracks")
             if isinstance(tracks, list):
                 ev.swipes.append([t for t in tracks if isinstance(t, dict)])
-        if e.kind is Kind.ERROR and e.what == "unmatched response":
-            ev.explanations.append(
-                f"a response never matched its request: the host answered STAN {e.data.get('stan')} / terminal "
-                f"{e.data.get('tid')} while the terminal waited for STAN {e.data.get('expected_stan')} / "
-                f"{e.data.get('expected_tid')} (fields 11/41): the terminal ignored it")
-        if e.kind is Kind.JOURNAL and e.what == "reversal not acknowledged":
-            ev.explanations.append("a reversal was not acknowledged: the purchase stays pending in the journal and "
-                                   "the reversal goes again until the host acknowledges it")
+        _explain(e, ev)
     for e in outside:
         code = e.data.get("code")
         if isinstance(code, str):
             ev.context[code] += 1
+        _explain(e, ev)
     return ev
+
+
+def _explain(e: TraceEntry, ev: Evidence) -> None:
+    """The two things a technician wants spelled out (from the event, never from message wording)."""
+    if e.kind is Kind.ERROR and e.what == "unmatched response":
+        text = (f"a response never matched its request: the host answered STAN {e.data.get('stan')} / terminal "
+                f"{e.data.get('tid')} while the terminal waited for STAN {e.data.get('expected_stan')} / "
+                f"{e.data.get('expected_tid')} (fields 11/41): the terminal ignored it")
+    elif e.kind is Kind.JOURNAL and e.what == "reversal not acknowledged":
+        text = ("a reversal was not acknowledged: the purchase stays pending in the journal and the reversal goes "
+                "again until the host acknowledges it")
+    else:
+        return
+    if text not in ev.explanations:
+        ev.explanations.append(text)

@@ -134,6 +134,11 @@ class FaultyReader:
             self.arm(faults)
 
     # --- arming ---------------------------------------------------------------------------------
+    @property
+    def armed(self) -> bool:
+        """Is any fault armed (else this reader passes everything through)?"""
+        return bool(self._armed)
+
     def arm(self, faults: ReaderFaults) -> None:
         if not self._armed:
             self.rng = random.Random(faults.seed)
@@ -341,6 +346,9 @@ def open_fault_url(url: ReaderURL, clock: Clock) -> CardReader:
     (pyproject.toml) names this factory."""
     from urllib.parse import urlencode
 
+    if "+" not in url.scheme or not url.scheme.split("+", 1)[1]:
+        raise ConfigError(f"reader URL {url.raw!r}: fault+ wraps another reader URL, e.g. "
+                          "fault+sim://cup_debit?contact_ohms=12")
     inner_scheme = url.scheme.split("+", 1)[1]
     known = {f.name for f in fields(ReaderFaults)}
     faults = ReaderFaults.from_params({k: v for k, v in url.params.items() if k in known})

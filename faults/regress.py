@@ -60,11 +60,25 @@ class Case:
 
 
 def catalogue_cases(cat: Catalogue, only: list[str] | None = None, seed: int = 7) -> list[Case]:
+    """Every preset of every fault, or of the faults named in ``only`` (``ID`` for all its presets,
+    ``ID@PRESET`` for one); an unknown id or preset is a :class:`ConfigError`."""
+    wanted: dict[str, set[str] | None] = {}
+    for item in only or ():
+        fid, _, pname = item.partition("@")
+        fault = cat.get(fid)
+        if pname:
+            fault.preset(pname)
+            have = wanted.get(fid, set())
+            if have is not None:
+                wanted[fid] = have | {pname}
+        else:
+            wanted[fid] = None
     cases: list[Case] = []
     for f in cat.faults.values():
-        if only and f.id not in only:
+        if only and f.id not in wanted:
             continue
-        cases.extend(Case(f"{f.id}[{p.name}]", p, f, seed=seed) for p in f.presets)
+        names = wanted.get(f.id)
+        cases.extend(Case(f"{f.id}[{p.name}]", p, f, seed=seed) for p in f.presets if names is None or p.name in names)
     return cases
 
 
@@ -180,7 +194,8 @@ def _scenario_case(doc: dict[str, Any], path: Path | str, where: str, cat: Catal
     journal = _typed(exp.get("journal", "any"), str, where, "expect.journal", "a string")
     if journal not in JOURNAL_EXPECT:
         raise ConfigError(f"{where}: expect.journal must be one of {', '.join(JOURNAL_EXPECT)}")
-    preset = Preset(name=name, params={}, expect=_codes(exp.get("screens", []), where), approved=approved,
+    screens = _strings(exp.get("screens", []), where, "expect.screens")
+    preset = Preset(name=name, params={}, expect=_codes(list(screens), where), approved=approved,
                     diagnosis=diagnosis, journal=journal, steps=steps, config=config, card=card, txn=txn,
                     reader=reader)
     try:   # the faults' parameters and the config, as the run will combine them

@@ -367,14 +367,17 @@ class Run:
         pts = self.points
         for spec in self.injection.specs:
             inj = spec.fault.injector
-            if spec not in self.injection.armed and inj not in ("stripe", "chip", "config", "steps", "port-busy",
+            if spec not in self.injection.ever and inj not in ("stripe", "chip", "config", "steps", "port-busy",
                                                                 "pcsc", "habits"):
                 out[spec.id] = False
                 continue
             if inj == "reader":
                 out[spec.id] = bool(pts and pts.reader and pts.reader.struck)
             elif inj == "link":
-                out[spec.id] = bool(self.proxy and self.proxy.struck)
+                # a link that is down refuses connections in the kernel: the proxy never sees them
+                refused = spec.values.get("refuse") is True and self.rig is not None and any(
+                    e.data.get("code") == "tcp.refused" for e in self.rig.trace)
+                out[spec.id] = bool(self.proxy and self.proxy.struck) or refused
             elif inj == "dns":
                 out[spec.id] = bool(self.resolver and self.resolver.struck)
             else:

@@ -48,7 +48,9 @@ class Injection:
     _pending: list[_Pending] = field(default_factory=list)
     _points: Points | None = None
     _armed_order: list[_Pending] = field(default_factory=list)
+    _trace: Trace | None = None
     log: list[str] = field(default_factory=list)
+    ever: list[FaultSpec] = field(default_factory=list)     # every spec armed at some point (undo keeps it)
 
     def prepare(self, plan: Plan) -> Plan:
         """Apply every fault's build-time changes to ``plan``; keep the actions for their onset."""
@@ -75,6 +77,7 @@ class Injection:
             if p.spec.onset.kind is OnsetKind.POWER_ON or not p.actions:
                 self._arm(p, "power-on")
         if trace is not None:
+            self._trace = trace
             trace.subscribe(self._on_trace)
 
     def step(self, n: int) -> None:
@@ -110,10 +113,15 @@ class Injection:
                 raise ConfigError(f"fault {p.spec.id}: {e}") from None
         p.armed = True
         self._armed_order.append(p)
+        if p.spec not in self.ever:
+            self.ever.append(p.spec)
         self.log.append(f"{p.spec} armed at {why}")
 
     def undo(self) -> None:
-        """Disarm every armed fault, last first; the rig is as it was."""
+        """Disarm every armed fault, last first, and stop watching the trace: the rig is as it was."""
+        if self._trace is not None:
+            self._trace.unsubscribe(self._on_trace)
+            self._trace = None
         if self._points is None:
             return
         for p in reversed(self._armed_order):
