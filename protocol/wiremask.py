@@ -13,8 +13,10 @@ user asks for that. :func:`mask_payload` rewrites one frame payload in place:
 
 Only digits are replaced, and only by digits, so every length prefix, BCD nibble and TLV
 length stays valid and the message decodes as before (its MAC, which covered the PAN, no
-longer verifies). A frame that does not decode is masked field by field as far as it decodes;
-from there on every run of 13 or more digits — ASCII or BCD nibbles — keeps only 6 + 4.
+longer verifies). A frame that does not decode is masked field by field as far as it decodes.
+When the field that failed is one of those card fields (a frame cut inside the PAN), every digit
+from there on becomes ``0``; otherwise every run of 13 or more digits — ASCII or BCD nibbles —
+keeps only 6 + 4, and a run of 7 to 12 ASCII digits becomes ``0``.
 
 :class:`StreamMasker` applies this to a byte stream (2-byte length + payload, back to back,
 split anywhere) with the sans-IO vocabulary of :mod:`protocol.sansio`.
@@ -42,7 +44,8 @@ from protocol.specs import Profile
 
 KEEP_HEAD, KEEP_TAIL = 6, 4
 MIN_PAN = 13
-_ASCII_RUN = re.compile(rb"[0-9]{13,}")
+MIN_FRAGMENT = 7                  # more digits than a BIN: may be the middle of a cut card number
+_ASCII_RUN = re.compile(rb"[0-9]{7,}")
 _NIBBLE_RUN = re.compile(r"[0-9]{13,}")
 PAN_FIELDS = (2,)
 TRACK_FIELDS = (35, 36, 45)
@@ -98,13 +101,29 @@ def mask_track(text: str, separators: str = "=") -> str:
     return text[:start] + pan + sep + kept + "".join("0" if c.isdigit() else c for c in dd)
 
 
+def mask_run(digits: str) -> str:
+    """A digit run in bytes that did not decode: a PAN keeps 6 + 4; 7 to 12 digits (a fragment
+    of one, or anything else) become ``0``; shorter runs stay.
+
+    >>> mask_run("9912345678901234"), mask_run("99123456"), mask_run("123456")
+    ('9912340000001234', '00000000', '123456')
+    """
+    if len(digits) >= MIN_PAN:
+        return mask_digits(digits)
+    if len(digits) >= MIN_FRAGMENT:
+        return "0" * len(digits)
+    return digits
+
+
 def _mask_runs_text(text: str) -> str:
-    return _NIBBLE_RUN.sub(lambda m: mask_digits(m.group(0)), text)
+    return _NIBBLE_RUN.sub(lambda m: mask_run(m.group(0)), text)
 
 
 def mask_digit_runs(data: bytes) -> bytes:
-    """The fallback for bytes that do not decode: every run of 13 or more ASCII digits, then
-    every run of 13 or more BCD digit nibbles outside those, keeps only its first 6 and last 4.
+    """The fallback for bytes that do not decode: runs of ASCII digits masked by :func:`mask_run`,
+    then runs of 13 or more BCD digit nibbles outside those keep 6 + 4 (shorter nibble runs are
+    left). Lower-case ASCII text is mostly digit nibbles: here it cannot be told from a BCD card
+    number, and is masked like one — safe, and only in bytes that did not decode anyway.
 
     >>> mask_digit_runs(b"x9912345678901234y")
     b'x9912340000001234y'
@@ -114,7 +133,7 @@ def mask_digit_runs(data: bytes) -> bytes:
     out = bytearray(data)
     ascii_spans = []
     for m in _ASCII_RUN.finditer(data):
-        out[m.start():m.end()] = mask_digits(m.group(0).decode("ascii")).encode("ascii")
+        out[m.start():m.end()] = mask_run(m.group(0).decode("ascii")).encode("ascii")
         ascii_spans.append((m.start(), m.end()))
     # BCD runs, between the ASCII runs (an ASCII digit is also two digit nibbles)
     pos = 0
@@ -127,15 +146,15 @@ def mask_digit_runs(data: bytes) -> bytes:
 
 def _mask_nibble_runs(data: bytes) -> bytes:
     h = data.hex()
-    masked = _NIBBLE_RUN.sub(lambda m: mask_digits(m.group(0)), h)
+    masked = _NIBBLE_RUN.sub(lambda m: mask_run(m.group(0)), h)
     return data if masked == h else bytes.fromhex(masked)
 
 
 # --- one frame payload ---------------------------------------------------------------------------
 
-def _spans(payload: bytes, spec: dict[str, Any]) -> tuple[list[tuple[str, int, int, int]], int]:
-    """(key, data start, data end, encoded length) of each field decoded, and where an undecoded
-    tail begins (``len(payload)`` when the whole message decodes)."""
+def _spans(payload: bytes, spec: dict[str, Any]) -> tuple[list[tuple[str, int, int, int]], int, str | None]:
+    """(key, data start, data end, encoded length) of each field decoded, where an undecoded
+    tail begins (``len(payload)`` when the whole message decodes) and the field that failed."""
     try:
         _, doc_enc = iso8583.decode(payload, spec)
         failed: str | None = None
@@ -145,19 +164,22 @@ def _spans(payload: bytes, spec: dict[str, Any]) -> tuple[list[tuple[str, int, i
         failed = str(e.field)
         extra = e.msg.startswith("Extra data after last field")
     except (ValueError, LookupError, TypeError):     # defensive, as protocol.iso.decode
-        return [], 0
+        return [], 0, None
     spans: list[tuple[str, int, int, int]] = []
     pos = 0
     keys = list(doc_enc)
     for i, key in enumerate(keys):
         if failed is not None and not extra and i == len(keys) - 1:
-            return spans, pos           # the field that failed: mask from its first byte on
+            # the field that failed: mask from its data on (its length prefix, when whole, stays)
+            lbytes = doc_enc[key]["len"]
+            whole = len(lbytes) == int(spec.get(key, {}).get("len_type", -1))
+            return spans, pos + (len(lbytes) if whole else 0), key
         enc = doc_enc[key]
         lbytes, data = enc["len"], enc["data"]
         start = pos + len(lbytes)
         pos = start + len(data)
         spans.append((key, start, pos, _encoded_len(lbytes, data, spec.get(key, {}))))
-    return spans, pos
+    return spans, pos, None
 
 
 def _encoded_len(lbytes: bytes, data: bytes, fspec: dict[str, Any]) -> int:
@@ -203,7 +225,7 @@ def _rewrite(out: bytearray, start: int, end: int, fspec: dict[str, Any], nunits
 def mask_payload(payload: bytes, profile: Profile) -> bytes:
     """Mask card data in one frame payload (everything after the 2-byte length header)."""
     spec = profile.spec
-    spans, tail = _spans(payload, spec)
+    spans, tail, failed = _spans(payload, spec)
     out = bytearray(payload)
     for key, start, end, nunits in spans:
         if not key.isdigit() or start == end:
@@ -217,8 +239,22 @@ def mask_payload(payload: bytes, profile: Profile) -> bytes:
         elif n == ICC_FIELD:
             out[start:end] = mask_icc(bytes(out[start:end]))
     if tail < len(out):
-        out[tail:] = mask_digit_runs(bytes(out[tail:]))
+        if failed is not None and failed.isdigit() and int(failed) in (*PAN_FIELDS, *TRACK_FIELDS, ICC_FIELD):
+            out[tail:] = zero_digits(bytes(out[tail:]), binary=spec.get(failed, {}).get("data_enc") == "b")
+        else:
+            out[tail:] = mask_digit_runs(bytes(out[tail:]))
     return bytes(out)
+
+
+def zero_digits(data: bytes, *, binary: bool) -> bytes:
+    """Every digit becomes ``0``: BCD digit nibbles when ``binary``, else ASCII digits.
+
+    >>> zero_digits(b"16991234", binary=False), zero_digits(bytes.fromhex("1699D2"), binary=True).hex()
+    (b'00000000', '0000d0')
+    """
+    if binary:
+        return bytes.fromhex(re.sub(r"[0-9]", "0", data.hex()))
+    return re.sub(rb"[0-9]", b"0", data)
 
 
 def _mask_pan_text(text: str) -> str:

@@ -10,8 +10,8 @@ import sys
 import click
 
 from emulator.commands._exit import exit_epilog
-from emulator.commands._pcap import check_pcap, pcap_options, streaming_capture
 from emulator.commands._paths import output_file, state_folder
+from emulator.commands._pcap import check_pcap, pcap_options, streaming_capture
 from emulator.config import parse_hostport
 from emulator.host.rules import HostRule, HostRules
 from emulator.host.server import HostServer

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from emulator.commands._exit import ExitCode, exit_epilog
-from emulator.commands._pcap import terminal_pcap
 from emulator.commands._paths import JUNIT_PREFIXES, output_file, output_folder, write_failed
+from emulator.commands._pcap import terminal_pcap
 
 
 @click.command("regress", epilog=exit_epilog("every scenario passed (or the replay matched)",

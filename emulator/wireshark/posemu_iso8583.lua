@@ -682,6 +682,7 @@ local function dissect_message(tvb, pinfo, root, prof_name)
     root:append_text(string.format(", %s %s", mti, MTI_NAMES[mti] or ""))
     -- bitmaps
     local bm_len = (prof.bitmap_enc == "b") and 8 or 16
+    local bm_start = off
     local present = {}
     local function read_bitmap(base, pfield)
         need(tvb, off, bm_len, "bitmap")
@@ -711,7 +712,7 @@ local function dissect_message(tvb, pinfo, root, prof_name)
     end
     local names = {}
     for _, n in ipairs(present) do names[#names + 1] = tostring(n) end
-    tree:add(pf.present, table.concat(names, " ")):set_generated()
+    tree:add(pf.present, tvb(bm_start, off - bm_start), table.concat(names, " ")):set_generated()
     -- data elements
     local stan, rc
     for _, n in ipairs(present) do
@@ -760,7 +761,7 @@ local function dissect_pdu(tvb, pinfo, tree)
         set_info(pinfo, "ISO 8583 ?")
         return tvb:len()
     end
-    root:add(pf.profile, prof_name):set_generated()
+    root:add(pf.profile, tvb(0, 2), prof_name):set_generated()
     root:append_text(" (" .. prof_name .. ")")
     local ok, res = pcall(dissect_message, tvb, pinfo, root, prof_name)
     if ok then
