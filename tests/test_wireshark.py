@@ -351,3 +351,35 @@ def test_host_pcap_is_written_while_it_runs(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0 and "Traceback" not in err and "pcap written" in err
+
+
+@pytest.mark.parametrize("profile", [CUP, ISO87ASCII], ids=lambda p: p.name)
+def test_tshark_never_hits_a_lua_error_on_damaged_messages(tshark: str, tmp_path: Path, profile: Profile) -> None:
+    """Cut, flipped and garbage frames, each on its own connection: malformed at worst, never a Lua
+    error (the dissector's 'arbitrary bytes raise only a decode error')."""
+    import random
+
+    rnd = random.Random(11)
+    good = [f for _, f in _pair(profile)]
+    buf = bytearray()
+    rec = PcapRecorder(buf.extend, clear=True)
+    for i in range(150):
+        f = bytearray(rnd.choice(good))
+        how = i % 3
+        if how == 0:                                   # flip a few bytes after the length header
+            for _ in range(rnd.randint(1, 4)):
+                f[rnd.randrange(2, len(f))] = rnd.randrange(256)
+        elif how == 1:                                 # cut, with the length header saying so
+            f = bytearray(frame(bytes(f[2:rnd.randrange(3, len(f))])))
+        else:                                          # the real header, then garbage
+            body = bytes(f[2:2 + profile.header_len + (2 if profile is CUP else 4)])
+            f = bytearray(frame(body + rnd.randbytes(rnd.randrange(0, 60))))
+        conn = WireConn("client", ("127.0.0.1", 30000 + i), ("127.0.0.1", 5000), profile)
+        rec(WireEvent(WireKind.OPEN, conn, 1767258000.0 + i))
+        rec(WireEvent(WireKind.SENT, conn, 1767258000.0 + i, bytes(f)))
+    cap = tmp_path / "damaged.pcap"
+    cap.write_bytes(bytes(buf))
+    layers = decode_with_tshark(tshark, cap, tmp_path / "home", f"posemu8583.profile:{profile.name}")
+    lua = [p for p in problems(layers) if "Lua" in p or "lua" in p]
+    assert lua == []
+    assert len(iso_layers(layers)) == 150

@@ -443,6 +443,11 @@ local function is_digits(s)
     return s:match("^[0-9]*$") ~= nil
 end
 
+-- Text from the wire as Wireshark shows strings (UTF-8): printable ASCII as is, any other byte as \xHH.
+local function printable(s)
+    return (s:gsub("[^\32-\126]", function(c) return string.format("\\x%02X", c:byte()) end))
+end
+
 -- The message's profile: forced by preference, or recognised from the bytes after the length.
 local function detect(tvb, off)
     local avail = tvb:len() - off
@@ -456,7 +461,7 @@ local function detect(tvb, off)
             if prof.mti_enc == "b" then
                 if avail >= 2 + prof.header_len + 2 then mti = hex(tvb(at, 2)) end
             elseif avail >= 2 + prof.header_len + 4 then
-                mti = tvb(at, 4):string()
+                mti = tvb(at, 4):raw()
             end
             local tpdu_ok = (not prof.tpdu) or tvb(off + 2, 1):uint() == 0x60
             if mti and tpdu_ok and mti:match("^0[1-9][0-9][0-9]$") then return name end
@@ -484,7 +489,7 @@ local function read_field(tvb, off, n, f, prof_name)
             if not is_digits(h) then fail(off, lt, "field " .. n .. ": length " .. h .. " is not BCD") end
             count = tonumber(h)
         else
-            local s = lr:string()
+            local s = lr:raw()
             if not s:match("^[0-9]+$") then fail(off, lt, "field " .. n .. ": length is not ASCII digits") end
             count = tonumber(s)
         end
@@ -511,7 +516,7 @@ local function read_field(tvb, off, n, f, prof_name)
             end
         end
     else
-        value = dr:string()
+        value = printable(dr:raw())
     end
     return value, dr, lt + nbytes, count
 end
@@ -674,7 +679,7 @@ local function dissect_message(tvb, pinfo, root, prof_name)
         off = off + 2
     else
         need(tvb, off, 4, "message type")
-        mti = tvb(off, 4):string()
+        mti = printable(tvb(off, 4):raw())
         tree:add(pf.mti, tvb(off, 4), mti)
         off = off + 4
     end
@@ -691,7 +696,7 @@ local function dissect_message(tvb, pinfo, root, prof_name)
         if prof.bitmap_enc == "b" then
             bytes = r:bytes()
         else
-            local s = r:string()
+            local s = r:raw()
             if not s:match("^[0-9A-Fa-f]+$") then fail(off, bm_len, "bitmap is not hex text") end
             bytes = ByteArray.new(s)
         end
@@ -732,7 +737,7 @@ local function dissect_message(tvb, pinfo, root, prof_name)
             item:add(pf.field_length, tvb(start, f.len_type), count)
         end
         if f.kind == "n" and not is_digits(value) then
-            item:add_proto_expert_info(ef_value, string.format("field %d is numeric but holds %q", n, value))
+            item:add_proto_expert_info(ef_value, string.format("field %d is numeric but holds \"%s\"", n, value))
         end
         if n == 55 and dr then
             dissect_tlv(tvb, start + f.len_type, start + used, item, 0, n)
