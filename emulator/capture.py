@@ -142,9 +142,9 @@ class PcapRecorder:
         return t
 
     def _emit(self, ts: float, frames: list[bytes]) -> None:
-        for f in frames:
-            self._emit_raw(pcap.record(ts, f))
-            self.packets += 1
+        if frames:
+            self._emit_raw(b"".join([pcap.record(ts, f) for f in frames]))      # one write per event
+            self.packets += len(frames)
 
     def _endpoints(self, conn: WireConn) -> tuple[pcap.Endpoint, pcap.Endpoint]:
         client, server = (conn.local, conn.peer) if conn.side == "client" else (conn.peer, conn.local)
