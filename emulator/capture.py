@@ -109,6 +109,10 @@ class PcapRecorder:
     file: a later run whose virtual clock starts again is placed one second after the last
     packet. With ``clear`` off, every frame is masked before it is written (and a frame is
     written when it is complete, as one segment burst).
+
+    It never raises into the link or server it observes: a write error stops the recording
+    (``error``), and so does anything else that goes wrong (``failed``, with the reason) — the
+    transactions go on, and the command says the capture is incomplete.
     """
 
     write: Callable[[bytes], None]
@@ -116,6 +120,7 @@ class PcapRecorder:
     mss: int = pcap.DEFAULT_MSS
     packets: int = 0
     error: OSError | None = None
+    failed: str | None = None
     _flows: dict[WireConn, _Flow] = field(default_factory=dict)
     _last: float = 0.0
     _offset: float = 0.0
@@ -171,6 +176,14 @@ class PcapRecorder:
         return flow
 
     def __call__(self, ev: WireEvent) -> None:
+        if self.failed is not None or self.error is not None:
+            return
+        try:
+            self._record(ev)
+        except Exception as e:      # a capture problem must not break the link it watches
+            self.failed = f"{type(e).__name__}: {e}"
+
+    def _record(self, ev: WireEvent) -> None:
         ts = self._ts(ev.at)
         if ev.kind is WireKind.OPEN:
             self._flow(ev.conn, ts)
@@ -206,8 +219,13 @@ class PcapRecorder:
 
     def finish(self) -> None:
         """Write what is still held back (frames cut short); connections left open stay open."""
-        for flow in self._flows.values():
-            self._drain(flow, self._last, final=True)
+        if self.failed is not None:
+            return
+        try:
+            for flow in self._flows.values():
+                self._drain(flow, self._last, final=True)
+        except Exception as e:
+            self.failed = f"{type(e).__name__}: {e}"
 
 
 def _ip(host: str) -> str:

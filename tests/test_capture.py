@@ -63,6 +63,7 @@ def run_inquiry_and_purchase(vrun: asyncio.Runner, vclock: VirtualClock, tmp_pat
     rig = vrun.run(go())
     term_rec.finish()
     host_rec.finish()
+    assert term_rec.failed is None and host_rec.failed is None
     return bytes(term_buf), bytes(host_buf), rig
 
 
@@ -178,3 +179,16 @@ def test_write_errors_stop_recording_without_raising() -> None:
     rec(WireEvent(WireKind.OPEN, conn, 1.0))
     rec(WireEvent(WireKind.SENT, conn, 2.0, b"\x00\x04abcd"))
     assert isinstance(rec.error, OSError) and len(calls) == 2
+
+
+def test_a_recording_problem_never_reaches_the_link() -> None:
+    buf = bytearray()
+    rec = PcapRecorder(buf.extend)
+    conn = WireConn("client", ("127.0.0.1", 40001), ("127.0.0.1", 5000), CUP)
+    rec(WireEvent(WireKind.OPEN, conn, 1.0))
+    rec(WireEvent(WireKind.SENT, conn, 2.0 ** 40, b"\x00\x01x"))   # a time a classic pcap cannot hold
+    assert rec.failed is not None and "timestamp" in rec.failed
+    size = len(buf)
+    rec(WireEvent(WireKind.SENT, conn, 3.0, b"\x00\x01y"))       # recording has stopped
+    rec.finish()
+    assert len(buf) == size

@@ -72,6 +72,7 @@ def capturing_terminals(out: Path | None, clear: bool) -> Iterator[PcapRecorder 
             raise write_failed("pcap", out, e) from None
         click.echo(f"posemu: pcap written to {out} ({rec.packets} packets, "
                    f"{'card data in clear' if clear else 'card numbers masked'})", err=True)
+        _incomplete(rec)
 
 
 @contextlib.contextmanager
@@ -91,8 +92,15 @@ def streaming_capture(out: Path | None, clear: bool) -> Iterator[PcapRecorder | 
         rec.finish()
         sink.close()
         click.echo(f"posemu: pcap written to {out} ({rec.packets} packets)", err=True)
+        _incomplete(rec)
         if rec.error is not None:
             raise write_failed("pcap", out, rec.error)
+
+
+def _incomplete(rec: PcapRecorder) -> None:
+    if rec.failed is not None:
+        click.echo(f"posemu: WARNING: the capture stopped early ({rec.failed}); it holds the packets before",
+                   err=True)
 
 
 def terminal_pcap(fn: F) -> F:
