@@ -141,8 +141,8 @@ def pcap_messages(data: bytes, profile: Profile) -> list[tuple[bool, Message]]:
 
 # --- tshark ---------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tshark() -> str:
+def require_tshark() -> str:
+    """tshark's path; skip with the reason when it is missing — fail under ``CI=true``."""
     exe = shutil.which("tshark")
     if exe is None:
         reason = "tshark is not installed (make sysdeps installs it)"
@@ -150,6 +150,21 @@ def tshark() -> str:
             pytest.fail(f"CI=true but {reason}", pytrace=False)
         pytest.skip(reason)
     return exe
+
+
+@pytest.fixture(scope="module")
+def tshark() -> str:
+    return require_tshark()
+
+
+def test_missing_tshark_skips_outside_ci_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="tshark is not installed"):
+        require_tshark()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but tshark"):
+        require_tshark()
 
 
 def decode_with_tshark(tshark: str, capture: Path, home: Path, *prefs: str) -> list[dict[str, Any]]:
