@@ -258,6 +258,9 @@ def test_tshark_decodes_an_inquiry_and_a_purchase(tshark: str, tmp_path: Path, p
         assert rsp["posemu8583.f54"].endswith(f"1002156C{balance:012d}")
         if kind == "purchase":
             assert req["posemu8583.f4"] == "000000001250"
+        if profile == "iso87ascii" and kind == "inquiry":                 # sign-on: field 70, secondary bitmap
+            sign_on = next(x for x in iso if x["posemu8583.mti"] == "0800")
+            assert sign_on["posemu8583.f70"] == "001" and "posemu8583.bitmap2" in sign_on
         if profile == "cup":
             assert req["posemu8583.tpdu"] == "60:00:03:00:00"
             assert req["posemu8583.f60_tree"]["posemu8583.f60.type"] == ("01" if kind == "inquiry" else "22")
