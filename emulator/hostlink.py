@@ -6,7 +6,8 @@ A response that matches no outstanding request (wrong STAN or terminal id, a lat
 recorded in the trace and ignored; the terminal keeps waiting for its own.
 
 The resolver and the connector are parameters, so the fault injector can slow or break DNS and
-put a proxy on the path without this module knowing.
+put a proxy on the path without this module knowing. ``wire_observers`` see the raw bytes sent
+and received (:mod:`emulator.capture`: ``--pcap``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from emulator.capture import WireConn, WireEvent, WireKind, WireObserver, sockname, terminal_taps
 from emulator.errors import ConnectError, DnsError, HostTimeout, LinkLost
 from emulator.trace import Kind, Trace
 from hardware.clock import Clock
@@ -82,6 +84,14 @@ class HostLink:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._session = ClientSession(profile)
+        self.wire_observers: list[WireObserver] = list(terminal_taps())
+        self._wire: WireConn | None = None
+
+    def _tap(self, kind: WireKind, data: bytes = b"", *, by_peer: bool = False) -> None:
+        if self._wire is not None and self.wire_observers:
+            ev = WireEvent(kind, self._wire, self.clock.wall().timestamp(), data, by_peer)
+            for fn in self.wire_observers:
+                fn(ev)
 
     @property
     def connected(self) -> bool:
@@ -110,6 +120,9 @@ class HostLink:
                 for addr, port in addrs:
                     try:
                         self._reader, self._writer = await self.connector(addr, port)
+                        self._wire = WireConn("client", sockname(self._writer, "sockname"), (addr, port),
+                                              self.profile)
+                        self._tap(WireKind.OPEN)
                         self.trace.record(Kind.TCP, "connected", peer=f"{addr}:{port}")
                         return
                     except OSError as e:
@@ -131,6 +144,7 @@ class HostLink:
         self.trace.message(Kind.ISO_OUT, request)
         try:
             self._writer.write(data)
+            self._tap(WireKind.SENT, data)
             await self._writer.drain()
         except (ConnectionError, OSError) as e:
             self._session.forget(request)
@@ -193,10 +207,14 @@ class HostLink:
                     raise LinkLost("the connection broke before the answer came" if reset else
                                    "the host closed the connection before answering"
                                    ).with_code("tcp.reset" if reset else "tcp.closed")
+                self._tap(WireKind.RECEIVED, chunk)
                 self._session.receive_data(chunk)
 
     async def close(self) -> None:
         w = self._writer
+        if self._wire is not None:
+            self._tap(WireKind.CLOSED, by_peer=self._reader is not None and self._reader.at_eof())
+            self._wire = None
         self._reader = self._writer = None
         if w is not None:
             w.close()

@@ -11,6 +11,7 @@ import click
 
 from emulator.commands._exit import exit_epilog
 from emulator.commands._paths import output_file, state_folder
+from emulator.commands._pcap import check_pcap, pcap_options, streaming_capture
 from emulator.config import parse_hostport
 from emulator.host.rules import HostRule, HostRules
 from emulator.host.server import HostServer
@@ -39,8 +40,10 @@ from protocol.specs import get_profile
 @click.option("--max-connections", type=click.IntRange(min=1), default=HostServer.DEFAULT_MAX_CONNECTIONS,
               show_default=True, help="Connections open at once; more are refused.")
 @click.option("-v", "--verbose", count=True)
+@pcap_options
 def command(listen: str, allow_remote: bool, profile: str, db: str | None, rules: tuple[str, ...], seed: int,
-            idle_timeout: float, max_connections: int, verbose: int) -> None:
+            idle_timeout: float, max_connections: int, verbose: int, pcap_path: str | None = None,
+            pcap_clear: bool = False) -> None:
     """Run the host simulator until interrupted (Ctrl-C)."""
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose + 1, 2)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -55,6 +58,7 @@ def command(listen: str, allow_remote: bool, profile: str, db: str | None, rules
     parsed = HostRules([HostRule.parse(r) for r in rules], seed=seed)
     db_path = output_file(db, "host database") if db else state_folder(None) / "host.sqlite3"
     check_sqlite_file(db_path, "host database")
+    pcap_out = check_pcap(pcap_path, pcap_clear)
 
     async def main() -> None:
         server = await HostServer.start(prof, clock=RealClock(), host=host, port=port, db=db_path, rules=parsed,
@@ -62,10 +66,13 @@ def command(listen: str, allow_remote: bool, profile: str, db: str | None, rules
         h, p = server.address
         click.echo(f"posemu host: profile {profile}, listening on {h}:{p}, database {db_path}", err=False)
         sys.stdout.flush()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.close()
+        with streaming_capture(pcap_out, pcap_clear) as rec:
+            if rec is not None:
+                server.wire_observers.append(rec)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await server.close()
 
     try:
         asyncio.run(main())

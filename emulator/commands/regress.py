@@ -13,6 +13,7 @@ from rich.table import Table
 
 from emulator.commands._exit import ExitCode, exit_epilog
 from emulator.commands._paths import JUNIT_PREFIXES, output_file, output_folder, write_failed
+from emulator.commands._pcap import terminal_pcap
 
 if TYPE_CHECKING:
     from faults.runner import RunResult
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 @click.option("--replay", "replay_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Run the scenario a trace file recorded again and compare the event sequence.")
 @click.option("-v", "--verbose", is_flag=True, help="Print the diagnosis of every run.")
+@terminal_pcap
 def command(only: tuple[str, ...], files: tuple[str, ...], no_bundled_scenarios: bool, seed: int,
             junit_path: str | None, trace_dir: str | None, replay_path: str | None, verbose: bool) -> None:
     """Run every fault's scenarios through the real stack on the virtual clock and check screens,
