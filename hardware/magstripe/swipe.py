@@ -3,7 +3,9 @@
 The model works at the level of flux-transition *events*, not ADC samples: for each transition it
 computes when it passes the head, the readback pulse it makes there and the peak a sampling peak
 detector finds, which is what a magstripe reader ASIC hands to its clock-recovery logic. That
-keeps a 0.33 s swipe at ~1,000 events per track instead of ~50,000 samples.
+keeps a 0.33 s swipe at ~1,000 events per track instead of ~50,000 samples. Every event is
+independent of the others given the recorded positions, so the formulas below are evaluated for
+all transitions of a track at once (numpy arrays, one expression per formula).
 
 The physics, per transition ``i`` at stripe position ``x_i`` (inches):
 
@@ -46,13 +48,21 @@ detector and the clock recovery in :mod:`hardware.magstripe.decoder`.
 
 from __future__ import annotations
 
+import functools
 import math
-import random
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hardware.magstripe.f2f import CARD_LENGTH_IN, f2f_positions, track_origin
+import numpy as np
+import numpy.typing as npt
+
+from hardware.magstripe.f2f import CARD_LENGTH_IN, f2f_array, track_origin
 from hardware.magstripe.tracks import track_spec
 from protocol.errors import ConfigError
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
 
 UM_PER_IN = 25_400.0
 NOMINAL_SPEED_IPS = 10.0
@@ -160,24 +170,25 @@ class SwipeParams:
             raise TypeError("damage must be a tuple of Damage")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class HeadSignal:
     """What the head and front end present to one track's peak detector.
 
     ``arrivals_s``/``speeds_ips`` are the true passage times and speeds of the transitions that
     reached the head. The candidate peaks (sorted by sample) are every local extremum the
     detector could see: transition pulses (``sources[i]`` = transition index) and noise
-    (``sources[i] == -1``), with their sampled height and polarity.
+    (``sources[i] == -1``), with their sampled height and polarity. Arrays, one entry per
+    transition or candidate.
     """
 
     track: int
     transitions: int
-    arrivals_s: tuple[float, ...]
-    speeds_ips: tuple[float, ...]
-    samples: tuple[int, ...]
-    heights: tuple[float, ...]
-    polarities: tuple[int, ...]
-    sources: tuple[int, ...]
+    arrivals_s: F64
+    speeds_ips: F64
+    samples: I64
+    heights: F64
+    polarities: npt.NDArray[np.int8]
+    sources: I64
     adc_rate_hz: float
 
 
@@ -200,37 +211,53 @@ def arrival_times(xs: list[float], v0: float, a: float, j: float) -> tuple[list[
 
     Positions beyond where the card stops are left out (the lists may be shorter than ``xs``).
     """
+    times, speeds = _arrivals(np.asarray(xs, dtype=np.float64), v0, a, j)
+    return times.tolist(), np.broadcast_to(speeds, times.shape).tolist()
+
+
+def _arrivals(xs: F64, v0: float, a: float, j: float) -> tuple[F64, F64 | float]:
+    """:func:`arrival_times` on an array; the speed is a plain float when it is constant."""
     if a == 0.0 and j == 0.0:
-        inv = 1.0 / v0
-        return [x * inv for x in xs], [v0] * len(xs)
+        return xs * (1.0 / v0), v0
     t_stop = _stop_time(v0, a, j)
     if t_stop > 1e6:                 # stops after a million seconds: it does not stop on the stripe
         t_stop = math.inf
-    s_stop = v0 * t_stop + a * t_stop * t_stop / 2 + j * t_stop ** 3 / 6 if math.isfinite(t_stop) else math.inf
-    times: list[float] = []
-    speeds: list[float] = []
-    t = 0.0
-    for x in xs:
-        if x >= s_stop:
+    if math.isfinite(t_stop):
+        s_stop = v0 * t_stop + a * t_stop * t_stop / 2 + j * t_stop ** 3 / 6
+        beyond = xs >= s_stop
+        if beyond.any():
+            xs = xs[:int(np.argmax(beyond))]
+    if j == 0.0:
+        # s(t) = x: the root where the card first gets there, in the form without cancellation.
+        t = 2.0 * xs / (v0 + np.sqrt(np.maximum(v0 * v0 + 2.0 * a * xs, 0.0)))
+    else:
+        t = _newton_arrivals(xs, v0, a, j, t_stop)
+    return t, v0 + a * t + j * t * t / 2
+
+
+def _newton_arrivals(xs: F64, v0: float, a: float, j: float, t_stop: float) -> F64:
+    """Safeguarded Newton on s(t) - x for every x at once (bisection when a step leaves the bracket)."""
+    disc = np.maximum(v0 * v0 + 2.0 * a * xs, 0.0)
+    t = 2.0 * xs / (v0 + np.sqrt(disc))          # the constant-acceleration solution as the start
+    lo = np.zeros_like(xs)
+    hi = np.full_like(xs, t_stop)
+    t = np.minimum(t, hi)
+    for _ in range(60):
+        s = v0 * t + a * t * t / 2 + j * t * t * t / 6 - xs
+        v = v0 + a * t + j * t * t / 2
+        over = s > 0
+        hi = np.where(over, t, hi)
+        lo = np.where(over, lo, t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nt = np.where(v > 0, t - s / v, np.inf)
+        out = ~((lo <= nt) & (nt <= hi))
+        if out.any():
+            nt = np.where(out, np.where(np.isfinite(hi), (lo + hi) / 2, lo * 2 + 1e-3), nt)
+        done = bool(np.all(np.abs(nt - t) < 1e-13))
+        t = nt
+        if done:
             break
-        lo, hi = t, t_stop
-        for _ in range(60):
-            s = v0 * t + a * t * t / 2 + j * t * t * t / 6 - x
-            v = v0 + a * t + j * t * t / 2
-            if s > 0:
-                hi = t
-            else:
-                lo = t
-            nt = t - s / v if v > 0 else math.inf
-            if not lo <= nt <= hi:
-                nt = (lo + hi) / 2 if math.isfinite(hi) else lo * 2 + 1e-3
-            if abs(nt - t) < 1e-13:
-                t = nt
-                break
-            t = nt
-        times.append(t)
-        speeds.append(v0 + a * t + j * t * t / 2)
-    return times, speeds
+    return t
 
 
 # --- pulse shape ------------------------------------------------------------------------------
@@ -263,6 +290,18 @@ def pulse_peak_and_curvature(w: float, delta: float) -> tuple[float, float]:
     return p0, 8.0 / (w * w * q * q)
 
 
+def _smeared_pulse(u: F64, w: F64 | float, delta: float) -> F64:
+    """:func:`pulse` for ``delta ≥ 1e-3 w`` (the arctangent form), on arrays."""
+    return (w / (2.0 * delta)) * (np.arctan((2.0 * u + delta) / w) - np.arctan((2.0 * u - delta) / w))
+
+
+def _smeared_slope(u: F64, w: F64 | float, delta: float) -> F64:
+    """:func:`pulse_slope` for ``delta ≥ 1e-3 w``, on arrays."""
+    zp = (2.0 * u + delta) / w
+    zm = (2.0 * u - delta) / w
+    return (1.0 / (1.0 + zp * zp) - 1.0 / (1.0 + zm * zm)) / delta
+
+
 def pw50_in(reader: ReaderModel, medium: StripeMedium, dirt_um: float) -> float:
     """Isolated-pulse width at the head, inches (Williams–Comstock)."""
     d = reader.contact_um + dirt_um
@@ -273,56 +312,108 @@ def pw50_in(reader: ReaderModel, medium: StripeMedium, dirt_um: float) -> float:
 
 # --- synthesis --------------------------------------------------------------------------------
 
-def _standard_normals(rng: random.Random, count: int) -> list[float]:
-    """``count`` independent N(0, 1) draws from ``rng`` (Box–Muller, two per pair of uniforms)."""
-    pairs = (count + 1) // 2
-    rand = rng.random
-    log = math.log
-    sqrt = math.sqrt
-    cos = math.cos
-    sin = math.sin
-    tau = 2.0 * math.pi
-    rs = [(sqrt(-2.0 * log(1.0 - rand())), tau * rand()) for _ in range(pairs)]
-    out = [r * cos(a) for r, a in rs]
-    out += [r * sin(a) for r, a in rs]
-    return out[:count] if len(out) > count else out
+def noise_peak_times(rng: np.random.Generator, rate: float, t0: float, t1: float) -> F64:
+    """Arrival times of a Poisson process of ``rate`` on ``[t0, t1)`` (at most :data:`MAX_NOISE_PEAKS`):
+    exponential gaps drawn in batches, cut at ``t1``."""
+    expected = rate * (t1 - t0)
+    parts: list[F64] = []
+    t = t0
+    count = 0
+    while count < MAX_NOISE_PEAKS:
+        batch = int(min(MAX_NOISE_PEAKS, expected + 6.0 * math.sqrt(expected) + 16))
+        ts = t + np.cumsum(rng.exponential(1.0 / rate, batch))
+        inside = int(np.searchsorted(ts, t1))
+        parts.append(ts[:inside])
+        count += inside
+        if inside < batch:
+            break
+        t = float(ts[-1])
+    out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return out[:MAX_NOISE_PEAKS]
 
 
-def synthesize(track: int, bits: list[int], params: SwipeParams, rng: random.Random) -> HeadSignal:
+@functools.lru_cache(maxsize=256)
+def recorded_positions(track: int, data: str) -> F64:
+    """Where the flux transitions of ``data`` sit on ``track`` (inches from the leading edge),
+    before write jitter: a card's recording is fixed, so this is computed once per content.
+    The array is read-only. Raises :class:`~protocol.errors.EncodeError` for data the track cannot hold."""
+    from hardware.magstripe.tracks import encode_array
+
+    spec = track_spec(track)
+    xs = f2f_array(encode_array(track, data), spec.bpi, track_origin(spec.clock_zeros, spec.bpi))
+    xs.flags.writeable = False
+    return xs
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(counts: tuple[int, ...]) -> tuple[I64, I64, F64, tuple[int, ...]]:
+    """For tracks of ``counts`` transitions laid out one after another, each padded with two silent
+    neighbours per side: the padded index of every transition, the padded indices of its four
+    neighbours (two per side; one row per neighbour), its polarity (alternating from + within each track) and the offset
+    of each track's first transition in the unpadded order."""
+    centre: list[int] = []
+    signs: list[float] = []
+    offsets: list[int] = []
+    base = 0
+    done = 0
+    for m in counts:
+        centre += range(base + 2, base + 2 + m)
+        signs += [1.0, -1.0] * (m // 2) + [1.0] * (m % 2)
+        offsets.append(done)
+        base += m + 4
+        done += m
+    c = np.array(centre, dtype=np.int64)
+    nb = c[None, :] + np.array([-2, -1, 1, 2], dtype=np.int64)[:, None]
+    return c, nb, np.array(signs), tuple(offsets)
+
+
+class _RngPool(threading.local):
+    def __init__(self) -> None:
+        self.gens = [np.random.Generator(np.random.PCG64(0)) for _ in range(4)]
+
+
+_POOL = _RngPool()
+
+
+def seeded_rng(key: bytes, slot: int = 0) -> np.random.Generator:
+    """A generator whose PCG64 state and increment come from the 32-byte ``key`` (a hash).
+
+    The same key gives the same stream. Building a PCG64 costs ~9 µs, so each thread keeps one
+    per ``slot`` (0–3) and sets its state: the generator is valid until the next call for the
+    same slot in the same thread.
+    """
+    gen = _POOL.gens[slot]
+    gen.bit_generator.state = {"bit_generator": "PCG64",
+                       "state": {"state": int.from_bytes(key[:16], "big"),
+                                 "inc": int.from_bytes(key[16:32], "big") | 1},
+                       "has_uint32": 0, "uinteger": 0}
+    return gen
+
+
+def synthesize(track: int, bits: npt.NDArray[np.uint8], params: SwipeParams,
+               rng: np.random.Generator) -> HeadSignal:
     """The peak-detector input for one track's recorded ``bits`` under ``params``."""
     spec = track_spec(track)
+    xs = f2f_array(bits, spec.bpi, track_origin(spec.clock_zeros, spec.bpi))
+    return synthesize_tracks([(track, xs, rng)], params)[0]
+
+
+def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], params: SwipeParams) -> list[HeadSignal]:
+    """The peak-detector input of each ``(track, recorded positions, random stream)`` under ``params``.
+
+    The tracks share the motion and the head, so their transitions are evaluated together.
+    Each track draws from its own stream, in this order: recording jitter (one normal per
+    transition), the sampling phase (one uniform), height and time noise (two normals per
+    arriving transition), then its spurious noise peaks (:func:`noise_peak_times`, then one
+    uniform each for amplitude and polarity).
+    """
     reader = params.reader
     medium = params.medium
-    cell = spec.cell_in
-
-    # Recorded transitions in card coordinates (write jitter included), and damage.
-    xs = f2f_positions(bits, spec.bpi, track_origin(spec.clock_zeros, spec.bpi))
-    n = len(xs)
-    if medium.jitter > 0:
-        sj = medium.jitter * cell
-        xs = [x + sj * z for x, z in zip(xs, _standard_normals(rng, n), strict=True)]
-    gain = [1.0] * n
-    for dmg in params.damage:
-        keep = 1.0 - dmg.severity
-        for i, x in enumerate(xs):
-            if dmg.start_in <= x <= dmg.end_in:
-                gain[i] *= keep
-
-    # Order of passage and position along the motion.
     tan_skew = math.tan(math.radians(params.skew_deg))
     cos_skew = math.cos(math.radians(params.skew_deg))
-    shift = (TRACK_Y_IN[track] - TRACK_Y_IN[2]) * tan_skew + TRACK_Y_IN[2] * abs(tan_skew)
-    if params.reverse:
-        motion = [CARD_LENGTH_IN - x + shift for x in reversed(xs)]
-        gain.reverse()
-    else:
-        motion = [x + shift for x in xs]
-    times, speeds = arrival_times(
-        motion, params.speed_ips * cos_skew, params.accel_ips2 * cos_skew, params.jerk_ips3 * cos_skew
-    )
-    m = len(times)
-
-    # Pulse geometry and heights.
+    v0 = params.speed_ips * cos_skew
+    acc = params.accel_ips2 * cos_skew
+    jerk = params.jerk_ips3 * cos_skew
     wx = pw50_in(reader, medium, params.dirt_um)
     w_nom = pw50_in(reader, medium, 0.0)
     tau = math.log(math.sqrt(2.0)) / (math.pi * reader.bandwidth_hz)
@@ -331,124 +422,190 @@ def synthesize(track: int, bits: list[int], params: SwipeParams, rng: random.Ran
     fs = reader.adc_rate_hz
     ts = 1.0 / fs
     slope_noise = math.sqrt(2.0) * sigma / tau        # σ of the noise's time derivative
-    phase = rng.random() * ts
     scale = w_nom / NOMINAL_SPEED_IPS
 
-    widths = [wx + v * tau for v in speeds]
-    # Signed pulse heights (polarity alternates), padded with two silent neighbours each side.
-    sbase = [0.0, 0.0]
-    sbase += [(scale if i % 2 == 0 else -scale) * speeds[i] / widths[i] * gain[i] for i in range(m)]
-    sbase += [0.0, 0.0]
+    # Per track: recorded transitions (write jitter, damage), order of passage, arrival, draws.
+    motions: list[F64] = []
+    times_l: list[F64] = []
+    speeds_l: list[F64 | float] = []
+    gains: list[F64 | None] = []
+    noises: list[F64] = []
+    phases: list[float] = []
+    counts: list[int] = []
+    for track, recorded, rng in jobs:
+        cell = track_spec(track).cell_in
+        n = recorded.size
+        xs = recorded + (medium.jitter * cell) * rng.standard_normal(n) if medium.jitter > 0 else recorded
+        gain: F64 | None = None
+        for dmg in params.damage:
+            hit = (xs >= dmg.start_in) & (xs <= dmg.end_in)
+            if hit.any():
+                if gain is None:
+                    gain = np.ones(n)
+                gain[hit] *= 1.0 - dmg.severity
+        shift = (TRACK_Y_IN[track] - TRACK_Y_IN[2]) * tan_skew + TRACK_Y_IN[2] * abs(tan_skew)
+        if params.reverse:
+            motion = CARD_LENGTH_IN - xs[::-1] + shift
+            if gain is not None:
+                gain = gain[::-1]
+        else:
+            motion = xs + shift
+        times, speeds = _arrivals(motion, v0, acc, jerk)
+        m = times.size
+        phases.append(rng.random() * ts)
+        noises.append(rng.standard_normal((2, m)))
+        motions.append(motion[:m])
+        times_l.append(times)
+        speeds_l.append(speeds)
+        gains.append(None if gain is None else gain[:m])
+        counts.append(m)
+
+    centre, nb, sign, offsets = _layout(tuple(counts))
+    total = int(centre.size)
+    const_speed = acc == 0.0 and jerk == 0.0
+    if len(jobs) == 1:
+        times = times_l[0]
+        noise = noises[0]
+        speeds = speeds_l[0]
+        phase: F64 | float = phases[0]
+    else:
+        times = np.concatenate(times_l)
+        noise = np.concatenate(noises, axis=1)
+        speeds = speeds_l[0] if const_speed else np.concatenate(
+            [np.broadcast_to(v, t.shape) for v, t in zip(speeds_l, times_l, strict=True)])
+        phase = np.repeat(np.array(phases), counts)
+    widths = wx + speeds * tau                        # front end: Lorentzian widths add
+
+    # Signed pulse heights (polarity alternates) and positions, two silent neighbours each side.
     far = 1e9
-    mpos = [-far, -far, *motion[:m], far, far]
-    normals = _standard_normals(rng, 2 * m)
+    padded = total + 4 * len(jobs)
+    mpos = np.full(padded, far)
+    sb = np.zeros(padded)
+    base = 0
+    for motion, m in zip(motions, counts, strict=True):
+        mpos[base:base + 2] = -far
+        mpos[base + 2:base + 2 + m] = motion
+        base += m + 4
+    amp = sign * (scale * speeds / widths)
+    if any(g is not None for g in gains):
+        amp *= np.concatenate([np.ones(m) if g is None else g for g, m in zip(gains, counts, strict=True)])
+    sb[centre] = amp
+    ai = np.abs(amp)
+    live = ai != 0.0
+    all_live = bool(live.all())
+    if not all_live:
+        ai = np.where(live, ai, 1.0)              # erased transitions make no pulse: dropped below
+    u = mpos[centre] - mpos[nb]                       # offsets to the neighbours (one row each)
+    b = sb[nb]                                        # and their signed heights
+    g_lo = u[1]
+    g_hi = -u[2]
 
-    cands: list[tuple[int, float, int, int]] = []
-    emit = cands.append
-    ordered = True
-    last_k = -(1 << 62)
-    geo_w = -1.0
-    p0 = kappa = 0.0
-    lorentz = True
-    for i in range(m):
-        b0 = sbase[i + 2]
-        ai = b0 if b0 >= 0.0 else -b0
-        if ai == 0.0:
-            continue
-        sign = 1.0 if b0 > 0.0 else -1.0
-        w = widths[i]
-        if w != geo_w:
-            p0, kappa = pulse_peak_and_curvature(w, delta)
-            geo_w = w
-            lorentz = delta < 1e-3 * w
-            w2 = 2.0 / w
-        xi = mpos[i + 2]
-        g_lo = xi - mpos[i + 1]
-        g_hi = mpos[i + 3] - xi
-        # Linear superposition of the two neighbours on each side.
-        if lorentz:
-            z1 = (xi - mpos[i]) * w2
-            z2 = g_lo * w2
-            z3 = -g_hi * w2
-            z4 = (xi - mpos[i + 4]) * w2
-            q1 = 1.0 + z1 * z1
-            q2 = 1.0 + z2 * z2
-            q3 = 1.0 + z3 * z3
-            q4 = 1.0 + z4 * z4
-            b1 = sbase[i]
-            b2 = sbase[i + 1]
-            b3 = sbase[i + 3]
-            b4 = sbase[i + 4]
-            level = ai + sign * (b1 / q1 + b2 / q2 + b3 / q3 + b4 / q4)
-            slope = -sign * w2 * 2.0 * (b1 * z1 / (q1 * q1) + b2 * z2 / (q2 * q2)
-                                        + b3 * z3 / (q3 * q3) + b4 * z4 / (q4 * q4))
+    # p(0) and -p''(0) of each pulse (pulse_peak_and_curvature, per width); then the linear
+    # superposition of the two neighbours on each side.
+    scalar_w = isinstance(widths, float)
+    p0: F64 | float
+    if scalar_w:
+        p0, kappa = pulse_peak_and_curvature(widths, delta)
+        lorentz = np.full(1, delta < 1e-3 * widths)
+        wc: F64 | float = widths
+    else:
+        r = delta / widths
+        q = 1.0 + r * r
+        kappa = 8.0 / (widths * widths * q * q)
+        lorentz = delta < 1e-3 * widths
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p0 = np.where(r < 1e-3, 1.0, np.arctan(r) / r)
+        wc = widths
+    any_lorentz = bool(lorentz.any()) or total == 0
+    all_lorentz = bool(lorentz.all())
+    if any_lorentz:
+        w2 = 2.0 / wc
+        z = u * w2
+        inv = 1.0 / (1.0 + z * z)
+        bi = b * inv
+        level_l = ai + sign * bi.sum(axis=0)
+        w2v = w2 if scalar_w else 2.0 / widths
+        slope_l = (bi * z * inv).sum(axis=0) * (-2.0 * w2v) * sign
+    if not all_lorentz:
+        level_s = ai * p0 + sign * (b * _smeared_pulse(u, wc, delta)).sum(axis=0)
+        slope_s = sign * (b * _smeared_slope(u, wc, delta)).sum(axis=0)
+    if all_lorentz:
+        level, slope = level_l, slope_l
+    elif not any_lorentz:
+        level, slope = level_s, slope_s
+    else:
+        level = np.where(lorentz, level_l, level_s)
+        slope = np.where(lorentz, slope_l, slope_s)
+    # The summed signal's peak moves by -y'(x_i)/y''(x_i) (one Newton step), at most ~½ gap.
+    lim = 0.45 * np.minimum(g_lo, g_hi)
+    dx = np.minimum(np.maximum(slope / (ai * kappa), -lim), lim)
+    height = level + sigma * noise[0]
+    keep = height > 0.0
+    if not all_live:
+        keep &= live
+    all_kept = bool(keep.all())
+    if not all_kept:
+        height = np.where(keep, height, 1.0)
+    # Noise slope over the pulse's curvature in time moves the detected peak.
+    half_w = 0.5 * widths / speeds
+    dt = (slope_noise * p0 / (height * (kappa * speeds * speeds))) * noise[1]
+    dt = np.minimum(np.maximum(dt, -half_w), half_w)
+    t_peak = times + dx / speeds + dt
+    k = np.rint((t_peak + phase) * fs)
+    off = speeds * (k * ts - phase - t_peak)
+    if all_lorentz:
+        zo = off * (2.0 / widths)
+        seen = height / (1.0 + zo * zo)
+    else:
+        wv = np.broadcast_to(widths, off.shape)
+        seen_s = height * _smeared_pulse(off, wv, delta) / p0
+        if any_lorentz:
+            zo = off * (2.0 / widths)
+            seen = np.where(lorentz, height / (1.0 + zo * zo), seen_s)
         else:
-            level = ai * p0
-            slope = 0.0
-            for j in (i, i + 1, i + 3, i + 4):
-                bj = sbase[j]
-                if bj != 0.0:
-                    u = xi - mpos[j]
-                    level += sign * bj * pulse(u, w, delta)
-                    slope += sign * bj * pulse_slope(u, w, delta)
-        # The summed signal's peak moves by -y'(x_i)/y''(x_i) (one Newton step), at most ~½ gap.
-        dx = slope / (ai * kappa)
-        lim = 0.45 * (g_lo if g_lo < g_hi else g_hi)
-        if dx > lim:
-            dx = lim
-        elif dx < -lim:
-            dx = -lim
-        height = level + sigma * normals[2 * i]
-        if height <= 0.0:
-            continue
-        v = speeds[i]
-        # Noise slope over the pulse's curvature in time moves the detected peak.
-        half_w = 0.5 * w / v
-        dt = slope_noise * p0 / (height * kappa * v * v) * normals[2 * i + 1]
-        if dt > half_w:
-            dt = half_w
-        elif dt < -half_w:
-            dt = -half_w
-        t_peak = times[i] + dx / v + dt
-        k = round((t_peak + phase) * fs)
-        off = v * (k * ts - phase - t_peak)
-        if lorentz:
-            z = off * w2
-            seen = height / (1.0 + z * z)
-        else:
-            seen = height * pulse(off, w, delta) / p0
-        emit((k, seen, 1 if sign > 0.0 else -1, i))
-        if k < last_k:
-            ordered = False
-        last_k = k
+            seen = seen_s
+    samples = k.astype(np.int64)
+    pols = sign.astype(np.int8)
 
-    # Spurious peaks: band-limited noise crossing the detector's lowest threshold (Rice rate).
-    if m:
-        thr = reader.threshold_floor
-        f_rms = math.sqrt(2.0) / (2.0 * math.pi * tau)
-        rate = 2.0 * f_rms * math.exp(-(thr * thr) / (2.0 * sigma * sigma))
-        t0 = times[0] - 0.002
-        t1 = times[-1] + 0.002
-        if rate * (t1 - t0) > 1e-9:
-            t = t0 + rng.expovariate(rate)
-            extra = 0
-            while t < t1 and extra < MAX_NOISE_PEAKS:
-                amp = math.sqrt(thr * thr - 2.0 * sigma * sigma * math.log(1.0 - rng.random()))
-                emit((round((t + phase) * fs), amp, 1 if rng.random() < 0.5 else -1, -1))
-                extra += 1
-                ordered = False
-                t += rng.expovariate(rate)
-    if not ordered:
-        cands.sort()
-    samples, heights, pols, srcs = zip(*cands, strict=True) if cands else ((), (), (), ())
-    return HeadSignal(
-        track=track,
-        transitions=n,
-        arrivals_s=tuple(times),
-        speeds_ips=tuple(speeds),
-        samples=samples,
-        heights=heights,
-        polarities=pols,
-        sources=srcs,
-        adc_rate_hz=fs,
-    )
+    # Per track: the candidates in detector order, plus spurious peaks (band-limited noise crossing
+    # the detector's lowest threshold at the Rice rate).
+    out: list[HeadSignal] = []
+    thr = reader.threshold_floor
+    rate = 2.0 * (math.sqrt(2.0) / (2.0 * math.pi * tau)) * math.exp(-(thr * thr) / (2.0 * sigma * sigma))
+    for (track, recorded, rng), o, m, t_arr, v_arr, ph in zip(jobs, offsets, counts, times_l, speeds_l, phases,
+                                                             strict=True):
+        ks, hs, ps = samples[o:o + m], seen[o:o + m], pols[o:o + m]
+        srcs = _sources(m)
+        if not all_kept:
+            kept = keep[o:o + m]
+            if not kept.all():
+                ks, hs, ps, srcs = ks[kept], hs[kept], ps[kept], srcs[kept]
+        ordered = ks.size < 2 or bool((ks[1:] >= ks[:-1]).all())
+        if m:
+            t0 = float(t_arr[0]) - 0.002
+            t1 = float(t_arr[-1]) + 0.002
+            if rate * (t1 - t0) > 1e-9:
+                nt = noise_peak_times(rng, rate, t0, t1)
+                if nt.size:
+                    u01 = rng.random((2, nt.size))
+                    namp = np.sqrt(thr * thr - 2.0 * sigma * sigma * np.log(1.0 - u01[0]))
+                    ks = np.concatenate([ks, np.rint((nt + ph) * fs).astype(np.int64)])
+                    hs = np.concatenate([hs, namp])
+                    ps = np.concatenate([ps, np.where(u01[1] < 0.5, 1, -1).astype(np.int8)])
+                    srcs = np.concatenate([srcs, np.full(nt.size, -1, dtype=np.int64)])
+                    ordered = False
+        if not ordered:
+            order = np.lexsort((srcs, ps, hs, ks))   # as sorting (sample, height, polarity, source)
+            ks, hs, ps, srcs = ks[order], hs[order], ps[order], srcs[order]
+        out.append(HeadSignal(track=track, transitions=recorded.size, arrivals_s=t_arr,
+                              speeds_ips=np.full(t_arr.shape, v_arr) if isinstance(v_arr, float) else v_arr,
+                              samples=ks, heights=hs,
+                              polarities=ps, sources=srcs, adc_rate_hz=fs))
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _sources(m: int) -> I64:
+    a = np.arange(m, dtype=np.int64)
+    a.flags.writeable = False
+    return a
