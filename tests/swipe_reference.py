@@ -2,8 +2,8 @@
 :func:`hardware.magstripe.swipe.synthesize` must agree with.
 
 This is the per-transition loop posemu ran before the model was vectorised, changed only to take
-its random draws from the same numpy stream in the same order (recording jitter, sampling phase,
-height and time noise, spurious peaks), so both see identical randomness and any difference is
+its random draws from the same numpy stream in the same order (sampling phase, then recording
+jitter, height and time noise, then spurious peaks), so both see identical randomness and any difference is
 arithmetic: rounding, ~1e-12 relative.
 """
 
@@ -40,9 +40,13 @@ def synthesize_scalar(track: int, bits: list[int], params: SwipeParams,
     cell = spec.cell_in
     xs = f2f_positions(bits, spec.bpi, track_origin(spec.clock_zeros, spec.bpi))
     n = len(xs)
+    fs = reader.adc_rate_hz
+    ts = 1.0 / fs
+    phase = rng.random() * ts
+    jitter, noise_h, noise_t = rng.standard_normal((3, n)).tolist()
     if medium.jitter > 0:
         sj = medium.jitter * cell
-        xs = [x + sj * z for x, z in zip(xs, rng.standard_normal(n).tolist(), strict=True)]
+        xs = [x + sj * z for x, z in zip(xs, jitter, strict=True)]
     gain = [1.0] * n
     for dmg in params.damage:
         keep = 1.0 - dmg.severity
@@ -62,19 +66,14 @@ def synthesize_scalar(track: int, bits: list[int], params: SwipeParams,
     )
     m = len(times)
     if m == 0:
-        rng.random()
         return [], []
     wx = pw50_in(reader, medium, params.dirt_um)
     w_nom = pw50_in(reader, medium, 0.0)
     tau = math.log(math.sqrt(2.0)) / (math.pi * reader.bandwidth_hz)
     delta = reader.head_width_um / UM_PER_IN * abs(tan_skew)
     sigma = math.hypot(reader.noise_floor, params.noise)
-    fs = reader.adc_rate_hz
-    ts = 1.0 / fs
     slope_noise = math.sqrt(2.0) * sigma / tau
-    phase = rng.random() * ts
     scale = w_nom / NOMINAL_SPEED_IPS
-    noise = rng.standard_normal((2, m)).tolist()
     widths = [wx + v * tau for v in speeds]
     sbase = [0.0, 0.0]
     sbase += [(scale if i % 2 == 0 else -scale) * speeds[i] / widths[i] * gain[i] for i in range(m)]
@@ -106,16 +105,16 @@ def synthesize_scalar(track: int, bits: list[int], params: SwipeParams,
         dx = slope / (ai * kappa)
         lim = 0.45 * min(g_lo, g_hi)
         dx = max(-lim, min(lim, dx))
-        height = level + sigma * noise[0][i]
+        height = level + sigma * noise_h[i]
         if height <= 0.0:
             continue
         v = speeds[i]
         half_w = 0.5 * w / v
-        dt = slope_noise * p0 / (height * kappa * v * v) * noise[1][i]
+        dt = slope_noise * p0 / (height * kappa * v * v) * noise_t[i]
         dt = max(-half_w, min(half_w, dt))
-        t_peak = times[i] + dx / v + dt
-        k = round((t_peak + phase) * fs)
-        off = v * (k * ts - phase - t_peak)
+        t_peak = (times[i] + phase) + dx / v + dt        # on the ADC's clock
+        k = round(t_peak * fs)
+        off = v * (k * ts - t_peak)
         seen = height * pulse(off, w, delta) / p0
         cands.append((k, seen, 1 if sign > 0.0 else -1, i))
         if k < last_k:

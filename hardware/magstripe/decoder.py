@@ -71,42 +71,60 @@ class _Frozen:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
 
-def _tuple_of(cache: dict[str, tuple[Any, ...]], name: str, arr: npt.NDArray[Any]) -> tuple[Any, ...]:
-    t = cache.get(name)
+def _tuple_of(cache: dict[str, Any], name: str, arr: npt.NDArray[Any]) -> tuple[Any, ...]:
+    t: tuple[Any, ...] | None = cache.get(name)
     if t is None:
         t = cache[name] = tuple(arr.tolist())
     return t
 
 
+def _ready(value: Any) -> Any:
+    return value() if callable(value) else value
+
+
 class Peaks(_Frozen):
     """The peak detector's output: sample index, height and polarity of each accepted peak.
 
-    The fields are tuples of Python numbers (made from the arrays on first access);
-    ``arrays`` holds the arrays themselves.
+    The fields are tuples of Python numbers made on first access; ``arrays`` holds the same as
+    numpy arrays (samples, heights, polarities, thresholds, sources). The thresholds are only for
+    display, so when every candidate was accepted they are computed when first asked for.
     """
 
-    __slots__ = ("arrays", "_cache")
-    arrays: tuple[I64, F64, npt.NDArray[np.int8], F64, I64]
-    _cache: dict[str, tuple[Any, ...]]
+    __slots__ = ("sample_array", "_heights", "_pols", "_thr", "source_array", "_cache")
+    sample_array: I64
+    _heights: F64
+    _pols: npt.NDArray[np.int8]
+    _thr: Any
+    source_array: I64
+    _cache: dict[str, Any]
 
     def __init__(self, samples: Any, heights: Any, polarities: Any, thresholds: Any, sources: Any) -> None:
-        object.__setattr__(self, "arrays", (
-            np.asarray(samples, dtype=np.int64), np.asarray(heights, dtype=np.float64),
-            np.asarray(polarities, dtype=np.int8), np.asarray(thresholds, dtype=np.float64),
-            np.asarray(sources, dtype=np.int64)))
-        object.__setattr__(self, "_cache", {})
+        setattr_ = object.__setattr__
+        setattr_(self, "sample_array", np.asarray(samples, dtype=np.int64))
+        setattr_(self, "_heights", np.asarray(heights, dtype=np.float64))
+        setattr_(self, "_pols", np.asarray(polarities, dtype=np.int8))
+        setattr_(self, "_thr", thresholds if callable(thresholds) else np.asarray(thresholds, dtype=np.float64))
+        setattr_(self, "source_array", np.asarray(sources, dtype=np.int64))
+        setattr_(self, "_cache", {})
+
+    @property
+    def arrays(self) -> tuple[I64, F64, npt.NDArray[np.int8], F64, I64]:
+        thr = self._cache.get("thr")
+        if thr is None:
+            thr = self._cache["thr"] = np.asarray(_ready(self._thr), dtype=np.float64)
+        return self.sample_array, self._heights, self._pols, thr, self.source_array
 
     @property
     def samples(self) -> tuple[int, ...]:
-        return _tuple_of(self._cache, "samples", self.arrays[0])
+        return _tuple_of(self._cache, "samples", self.sample_array)
 
     @property
     def heights(self) -> tuple[float, ...]:
-        return _tuple_of(self._cache, "heights", self.arrays[1])
+        return _tuple_of(self._cache, "heights", self._heights)
 
     @property
     def polarities(self) -> tuple[int, ...]:
-        return _tuple_of(self._cache, "polarities", self.arrays[2])
+        return _tuple_of(self._cache, "polarities", self._pols)
 
     @property
     def thresholds(self) -> tuple[float, ...]:
@@ -116,10 +134,10 @@ class Peaks(_Frozen):
     @property
     def sources(self) -> tuple[int, ...]:
         """The transition each peak came from, -1 = noise."""
-        return _tuple_of(self._cache, "sources", self.arrays[4])
+        return _tuple_of(self._cache, "sources", self.source_array)
 
     def __len__(self) -> int:
-        return int(self.arrays[0].size)
+        return int(self.sample_array.size)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Peaks):
@@ -139,37 +157,53 @@ class RecoveredClock(_Frozen):
     ``bits`` (track data: kept out of ``repr``), ``boundaries`` (sample index of each recovered
     bit cell's start, plus the last end) and ``periods`` (the period estimate T in samples after
     each bit) are tuples; ``lock_peak`` is the index in :class:`Peaks` of the first peak of the
-    locking run, ``lost_peak`` where the clock was lost (``None`` = clean end).
+    locking run, ``lost_peak`` where the clock was lost (``None`` = clean end). ``bit_array``,
+    ``boundary_array`` and ``period_array`` are the same as numpy arrays (the boundaries are
+    worked out when first asked for).
     """
 
-    __slots__ = ("arrays", "lock_peak", "lost_peak", "lost_reason", "_cache")
-    arrays: tuple[npt.NDArray[np.uint8], I64, F64]
+    __slots__ = ("bit_array", "_bounds", "period_array", "lock_peak", "lost_peak", "lost_reason", "_cache")
+    bit_array: npt.NDArray[np.uint8]
+    _bounds: Any
+    period_array: F64
     lock_peak: int | None
     lost_peak: int | None
     lost_reason: str
-    _cache: dict[str, tuple[Any, ...]]
+    _cache: dict[str, Any]
 
     def __init__(self, bits: Any, boundaries: Any, periods: Any, lock_peak: int | None, lost_peak: int | None,
                  lost_reason: str = "") -> None:
-        object.__setattr__(self, "arrays", (
-            np.asarray(bits, dtype=np.uint8), np.asarray(boundaries, dtype=np.int64),
-            np.asarray(periods, dtype=np.float64)))
-        object.__setattr__(self, "lock_peak", lock_peak)
-        object.__setattr__(self, "lost_peak", lost_peak)
-        object.__setattr__(self, "lost_reason", lost_reason)
-        object.__setattr__(self, "_cache", {})
+        setattr_ = object.__setattr__
+        setattr_(self, "bit_array", np.asarray(bits, dtype=np.uint8))
+        setattr_(self, "_bounds", boundaries if callable(boundaries) else np.asarray(boundaries, dtype=np.int64))
+        setattr_(self, "period_array", np.asarray(periods, dtype=np.float64))
+        setattr_(self, "lock_peak", lock_peak)
+        setattr_(self, "lost_peak", lost_peak)
+        setattr_(self, "lost_reason", lost_reason)
+        setattr_(self, "_cache", {})
+
+    @property
+    def boundary_array(self) -> I64:
+        b = self._cache.get("bounds")
+        if b is None:
+            b = self._cache["bounds"] = np.asarray(_ready(self._bounds), dtype=np.int64)
+        return b
+
+    @property
+    def arrays(self) -> tuple[npt.NDArray[np.uint8], I64, F64]:
+        return self.bit_array, self.boundary_array, self.period_array
 
     @property
     def bits(self) -> tuple[int, ...]:
-        return _tuple_of(self._cache, "bits", self.arrays[0])
+        return _tuple_of(self._cache, "bits", self.bit_array)
 
     @property
     def boundaries(self) -> tuple[int, ...]:
-        return _tuple_of(self._cache, "boundaries", self.arrays[1])
+        return _tuple_of(self._cache, "boundaries", self.boundary_array)
 
     @property
     def periods(self) -> tuple[float, ...]:
-        return _tuple_of(self._cache, "periods", self.arrays[2])
+        return _tuple_of(self._cache, "periods", self.period_array)
 
     def _key(self) -> tuple[object, ...]:
         return (self.lock_peak, self.lost_peak, self.lost_reason)
@@ -209,15 +243,21 @@ class TrackDiagnostics(_Frozen):
     break_sample: int | None
     break_bit: int | None
     break_reason: str
-    _cache: dict[str, tuple[Any, ...]]
+    _cache: dict[str, Any]
 
     def __init__(self, *, signal: HeadSignal, peaks: Peaks, clock: RecoveredClock, break_sample: int | None,
                  break_bit: int | None, break_reason: str) -> None:
-        for name, value in (("track", signal.track), ("adc_rate_hz", signal.adc_rate_hz),
-                            ("transitions", signal.transitions), ("signal", signal), ("peaks", peaks),
-                            ("clock", clock), ("break_sample", break_sample), ("break_bit", break_bit),
-                            ("break_reason", break_reason), ("_cache", {})):
-            object.__setattr__(self, name, value)
+        setattr_ = object.__setattr__
+        setattr_(self, "track", signal.track)
+        setattr_(self, "adc_rate_hz", signal.adc_rate_hz)
+        setattr_(self, "transitions", signal.transitions)
+        setattr_(self, "signal", signal)
+        setattr_(self, "peaks", peaks)
+        setattr_(self, "clock", clock)
+        setattr_(self, "break_sample", break_sample)
+        setattr_(self, "break_bit", break_bit)
+        setattr_(self, "break_reason", break_reason)
+        setattr_(self, "_cache", {})
 
     @property
     def arrivals_s(self) -> tuple[float, ...]:
@@ -247,7 +287,7 @@ class TrackDiagnostics(_Frozen):
     @property
     def missed_transitions(self) -> int:
         """Transitions that reached the head but are not among the detector's peaks."""
-        return int(self.signal.arrivals_s.size - np.count_nonzero(self.peaks.arrays[4] >= 0))
+        return int(self.signal.arrivals_s.size - np.count_nonzero(self.peaks.source_array >= 0))
 
     def _key(self) -> tuple[object, ...]:
         return (self.track, self.adc_rate_hz, self.transitions, self.peaks, self.clock, self.break_sample,
@@ -266,7 +306,7 @@ class TrackDiagnostics(_Frozen):
 
     def __repr__(self) -> str:
         return (f"TrackDiagnostics(track={self.track}, transitions={self.transitions}, "
-                f"candidates={self.signal.samples.size}, peaks={len(self.peaks)}, bits={self.clock.arrays[0].size}, "
+                f"candidates={self.signal.samples.size}, peaks={len(self.peaks)}, bits={self.clock.bit_array.size}, "
                 f"break_sample={self.break_sample!r}, break_bit={self.break_bit!r}, "
                 f"break_reason={self.break_reason!r})")
 
@@ -314,6 +354,21 @@ def _ema_powers(n: int) -> tuple[F64, F64]:
 _EMA_BLOCK = 4096     # r^-4096 ≈ 4e237: the closed form stays inside float64 for a block this long
 
 
+def _accepted_thresholds(h: F64, floor: float, ratio: float) -> F64:
+    """The threshold in force at each candidate when every one of ``h`` is accepted in turn."""
+    rpow, rinv = _ema_powers(_EMA_BLOCK)
+    out = np.empty(h.size)
+    avg = 0.0
+    for s in range(0, h.size, _EMA_BLOCK):
+        hs = h[s:s + _EMA_BLOCK]
+        size = hs.size
+        avgs = rpow[:size] * ((avg if avg != 0.0 else float(hs[0])) + _AGC_WEIGHT * np.cumsum(hs * rinv[:size]))
+        out[s] = ratio * avg
+        out[s + 1:s + size] = ratio * avgs[:-1]
+        avg = float(avgs[-1])
+    return np.maximum(out, floor)
+
+
 def detect_peaks(signal: HeadSignal, reader: ReaderModel) -> Peaks:
     """Threshold + alternating-polarity peak detection with an adaptive threshold.
 
@@ -324,6 +379,14 @@ def detect_peaks(signal: HeadSignal, reader: ReaderModel) -> Peaks:
     n = h.size
     floor = reader.threshold_floor
     ratio = reader.threshold_ratio
+    if n and (n == 1 or bool((p[1:] != p[:-1]).all())):
+        # The running average of accepted heights never exceeds the highest one: when the lowest
+        # candidate clears both the floor and ratio × the highest, and the polarities alternate,
+        # the rule accepts every candidate.
+        hmin = float(h.min())
+        if hmin > floor * (1.0 + _TIE) and hmin > ratio * float(h.max()) * (1.0 + _TIE):
+            return Peaks(signal.samples, h, p, functools.partial(_accepted_thresholds, h, floor, ratio),
+                         signal.sources)
     rpow, rinv = _ema_powers(_EMA_BLOCK)
     avg = 0.0
     last = 0
@@ -492,9 +555,9 @@ class _ABFilter:
 
     With M = V·Λ·V⁻¹ and y = V⁻¹·x, each component follows y_m = λ·y_{m-1} + g·c_m, so
     y_m = λ^m·(y_0 + Σ_{i≤m} g·λ^-i·c_i): a cumulative sum. The tables hold, for m < ``block``,
-    ``g·λ^-(m+1)`` and the rows of V times ``λ^m`` and ``λ^(m+1)``, so a run of cells costs a
-    handful of array operations. A complex-conjugate pair of eigenvalues (the default gains)
-    needs one component (x is twice its real part); two real ones need both.
+    ``g·λ^-(m+1)`` and the rows of V times ``λ^(m+1)``, so a run of cells costs a handful of
+    array operations. A complex-conjugate pair of eigenvalues (the default gains) needs one
+    component (x is twice its real part); two real ones need both.
     """
 
     def __init__(self, alpha: float, beta: float) -> None:
@@ -511,46 +574,51 @@ class _ABFilter:
         comps = [0] if pair else [0, 1]
         factor = 2.0 if pair else 1.0
         self.block = min(4096, max(16, int(200.0 / -math.log(float(mags.min()))))) if self.usable else 16
-        k = np.arange(self.block + 1, dtype=np.float64)
-        pw = lam[comps][:, None] ** k                       # λ^k, k = 0 … block
-        self.w = w[comps]                                   # rows of V⁻¹: y0 = w·x
-        self.g_inv = g[comps][:, None] / pw[:, 1:]          # g·λ^-(m+1)
-        self.p_after = factor * v[0, comps][:, None] * pw[:, 1:]          # period after cell m
-        self.d_after = factor * v[1, comps][:, None] * pw[:, 1:]          # trend after cell m
-        self.e_before = factor * (v[0, comps] + v[1, comps])[:, None] * pw[:, :-1]   # prediction for cell m
+        k = np.arange(1, self.block + 1, dtype=np.float64)
+        pw = lam[comps][:, None] ** k                       # λ^(m+1)
+        self.w = [complex(x) for x in w[comps].ravel()]     # rows of V⁻¹: y0 = w·x
+        self.g_inv = g[comps][:, None] / pw                 # g·λ^-(m+1)
+        self.p_after = factor * v[0, comps][:, None] * pw   # period after cell m
+        self.d_after = factor * v[1, comps][:, None] * pw   # trend after cell m
+        self.pd_after = self.p_after + self.d_after         # the prediction for cell m + 1
+        if pair:                                            # one component: plain vectors
+            self.g_inv, self.p_after, self.d_after, self.pd_after = (
+                self.g_inv[0], self.p_after[0], self.d_after[0], self.pd_after[0])
 
-    def run(self, cells: F64, period: float, trend: float) -> tuple[F64, F64, F64]:
-        """(prediction before, period after, trend after) each of ``cells``."""
-        n = cells.size
-        if n > self.block:
-            parts = []
-            for s in range(0, n, self.block):
-                e, p, d = self.run(cells[s:s + self.block], period, trend)
-                parts.append((e, p, d))
-                period, trend = float(p[-1]), float(d[-1])
-            return (np.concatenate([x[0] for x in parts]), np.concatenate([x[1] for x in parts]),
-                    np.concatenate([x[2] for x in parts]))
-        y0 = (self.w @ np.array([period, trend], dtype=np.complex128))[:, None]
-        acc = np.cumsum(self.g_inv[:, :n] * cells, axis=1)
-        after = y0 + acc
-        before = after - self.g_inv[:, :n] * cells
-        if after.shape[0] == 1:
-            return ((self.e_before[0, :n] * before[0]).real, (self.p_after[0, :n] * after[0]).real,
-                    (self.d_after[0, :n] * after[0]).real)
-        return ((self.e_before[:, :n] * before).real.sum(axis=0), (self.p_after[:, :n] * after).real.sum(axis=0),
-                (self.d_after[:, :n] * after).real.sum(axis=0))
+    def run(self, cells: npt.NDArray[Any], period: float, trend: float) -> tuple[F64, F64, complex | F64, int]:
+        """(prediction before each of ``cells``, period after each, the filter's state after each
+        — for :meth:`trend_after` —, the block length used). Runs longer than ``block`` cells
+        are cut: the caller continues from the state after the last cell returned."""
+        n = min(cells.size, self.block)
+        if cells.size > n:
+            cells = cells[:n]
+        w = self.w
+        if self.g_inv.ndim == 1:
+            y0: Any = w[0] * period + w[1] * trend
+            after = np.cumsum(self.g_inv[:n] * cells)
+            after += y0
+            per = (self.p_after[:n] * after).real
+            pd = (self.pd_after[:n] * after).real
+        else:
+            y0 = np.array([[w[0] * period + w[1] * trend], [w[2] * period + w[3] * trend]])
+            after = np.cumsum(self.g_inv[:, :n] * cells, axis=1) + y0
+            per = (self.p_after[:, :n] * after).real.sum(axis=0)
+            pd = (self.pd_after[:, :n] * after).real.sum(axis=0)
+        expect = np.empty(n)
+        expect[0] = period + trend
+        expect[1:] = pd[:-1]
+        return expect, per, after, n
+
+    def trend_after(self, after: Any, m: int) -> float:
+        """The trend after cell ``m`` of a :meth:`run`."""
+        if self.g_inv.ndim == 1:
+            return float((self.d_after[m] * after[m]).real)
+        return float((self.d_after[:, m] * after[:, m]).real.sum())
 
 
 @functools.lru_cache(maxsize=8)
 def _ab_filter(alpha: float, beta: float) -> _ABFilter:
     return _ABFilter(alpha, beta)
-
-
-@functools.lru_cache(maxsize=16)
-def _positions(n: int) -> I64:
-    a = np.arange(n, dtype=np.int64)
-    a.flags.writeable = False
-    return a
 
 
 def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
@@ -573,21 +641,20 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
         return recover_bits_reference(s_arr, reader)
     dec = reader.decision
     # Margins: a decision within _TIE·T of its threshold fails the check and goes to the rule.
-    lo_half, hi_half = dec - _TIE, dec + _TIE
-    cell_hi, cell_lo = 1.5 - _TIE, 0.5 + _TIE
-    bit_parts: list[npt.NDArray[np.uint8]] = [np.zeros(need, dtype=np.uint8)]
+    half_sel = np.array([dec + _TIE, dec - _TIE])   # a full cell's interval must reach the first,
+    cell_hi, cell_lo = 1.5 - _TIE, 0.5 + _TIE       # a half cell's stay under the second
+    bit_parts: list[npt.NDArray[Any]] = [np.zeros(need, dtype=np.uint8)]
     per_parts: list[F64] = [np.full(need, period)]
-    end_parts: list[I64] = []       # the last interval of each bit after the locking run
+    bound_parts: list[I64] = [s_arr[start:start + need + 1]]
     p = start + need
     trend = 0.0
     lost: int | None = None
     reason = ""
     restarts = 0
-    iv_list: list[int] | None = None
     while p < n:
         # Speculate: classify every remaining interval against the current prediction (with the
-        # trend extrapolated over the intervals' time), pair the half cells, run the filter over
-        # the cells in closed form, then check each bit's decision against the rule.
+        # trend extrapolated over the intervals' time), cut the intervals into bits, run the
+        # filter over the cells in closed form, then check each bit's decisions against the rule.
         seg = iv_arr[p:]
         size = seg.size
         expect0 = period + trend
@@ -595,29 +662,34 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
             short = seg < dec * expect0
         else:
             short = seg < dec * (expect0 + trend * ((np.cumsum(seg) - seg) * (1.0 / expect0)))
-        q = _positions(size) if size <= 4096 else np.arange(size)
-        # A 1's first half opens an even-length stretch of half cells after the last full cell.
-        first = ~short
-        first |= (q - np.maximum.accumulate(np.where(short, -1, q))) & 1 == 1
-        starts = np.flatnonzero(first)
-        ones = short[starts]
-        if ones.size and ones[-1] and starts[-1] + 1 >= size:
-            starts, ones = starts[:-1], ones[:-1]           # the last half cell has no partner
-        d = seg[starts]
-        d2 = seg[np.minimum(starts + 1, size - 1)] * ones
-        cells = (d + d2).astype(np.float64)
-        expect, per, tr = filt.run(cells, period, trend)
-        good = np.where(ones, (np.maximum(d, d2) < lo_half * expect) & (cells <= cell_hi * expect)
-                        & (cells >= cell_lo * expect),
-                        (d >= hi_half * expect) & (d <= cell_hi * expect))
+        # A 0 is one interval, a 1 two: an interval opens a bit when the half cells before it
+        # (since p) are even in number — when the running count of halves, itself included,
+        # has the parity of its own shortness.
+        opens = np.flatnonzero(np.logical_xor.accumulate(short) == short)
+        if short[opens[-1]] and opens[-1] + 1 >= size:
+            edges = opens                              # the last half cell has no partner
+            opens = opens[:-1]
+        else:
+            edges = np.concatenate((opens, (size,)))
+        if opens.size > filt.block:
+            opens, edges = opens[:filt.block], edges[:filt.block + 1]
+        ones = short[opens]
+        bounds = s_arr[p + edges]
+        cells = bounds[1:] - bounds[:-1]
+        d = seg[opens]
+        expect, per, after, _ = filt.run(cells, period, trend)
+        # A 0: its interval reaches ¾ T; a 1: both halves stay under ¾ T; every cell ½ T … 1½ T.
+        good = (np.maximum(d, cells - d) < expect * half_sel[ones.view(np.uint8)]) == ones
+        good &= cells <= cell_hi * expect
+        good &= cells >= cell_lo * expect
         f = cells.size if good.all() else int(np.argmin(good))
         if f:
-            bit_parts.append(ones[:f].astype(np.uint8))
+            bit_parts.append(ones[:f])
             per_parts.append(per[:f])
-            end_parts.append(p + starts[:f] + ones[:f])
+            bound_parts.append(bounds[1:f + 1])
             period = float(per[f - 1])
-            trend = float(tr[f - 1])
-            p += int(starts[f - 1] + ones[f - 1]) + 1
+            trend = filt.trend_after(after, f - 1)
+            p += int(edges[f] - edges[0])
         if f == cells.size and p >= n - 1:
             steps = 1                          # one interval left (or none): the rule decides it
         else:
@@ -626,30 +698,26 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
             steps = 4 if restarts < _MAX_RESTARTS else n
         if p >= n:
             break
-        iv_list = iv_list or iv_arr.tolist()
+        # (Each step takes at most two intervals: a window of 2·steps + 1 decides like the whole.)
+        window = iv_arr[p:p + 2 * steps + 1].tolist() if steps < n else iv_arr[p:].tolist()
         bits_l: list[int] = []
         pers_l: list[float] = []
         p0 = p
-        p, period, trend, lost, reason, tie = _track_steps(iv_list, p, period, trend, reader, bits_l, pers_l,
-                                                           steps, exact=False)
+        q_end, period, trend, lost_at, reason, tie = _track_steps(window, 0, period, trend, reader, bits_l, pers_l,
+                                                                  steps, exact=False)
+        p = p0 + q_end
+        lost = None if lost_at is None else p0 + lost_at
         if tie:
             return recover_bits_reference(s_arr, reader)
         if bits_l:
             bit_parts.append(np.array(bits_l, dtype=np.uint8))
             per_parts.append(np.array(pers_l))
-            end_parts.append(p0 + np.cumsum(np.array(bits_l, dtype=np.int64) + 1) - 1)
+            bound_parts.append(s_arr[p0 + np.cumsum(np.array(bits_l, dtype=np.int64) + 1)])
         if lost is not None or len(bits_l) < steps:
             break
         restarts += 1
-    bits = np.concatenate(bit_parts) if len(bit_parts) > 1 else bit_parts[0]
-    periods = np.concatenate(per_parts) if len(per_parts) > 1 else per_parts[0]
-    lock = s_arr[start:start + need + 1]
-    if end_parts:
-        ends = np.concatenate(end_parts) if len(end_parts) > 1 else end_parts[0]
-        bounds = np.concatenate([lock, s_arr[ends + 1]])
-    else:
-        bounds = lock
-    return RecoveredClock(bits, bounds, periods, start, lost, reason)
+    return RecoveredClock(np.concatenate(bit_parts).view(np.uint8), functools.partial(np.concatenate, bound_parts),
+                          np.concatenate(per_parts), start, lost, reason)
 
 
 # --- all three ---------------------------------------------------------------------------------
@@ -659,7 +727,7 @@ def decode_signal(signal: HeadSignal, reader: ReaderModel) -> tuple[TrackRead, T
     n = signal.track
     spec = track_spec(n)
     peaks = detect_peaks(signal, reader)
-    peak_samples = peaks.arrays[0]
+    peak_samples = peaks.sample_array
     clock = recover_bits(peak_samples, reader)
     break_sample: int | None = None
     break_bit: int | None = None
@@ -671,7 +739,7 @@ def decode_signal(signal: HeadSignal, reader: ReaderModel) -> tuple[TrackRead, T
         if peak_samples.size:
             break_sample = int(peak_samples[0])
     else:
-        bits = clock.arrays[0]
+        bits = clock.bit_array
         read, err = read_track(n, bits.tobytes())
         if clock.lost_peak is not None:
             lost_bit = int(bits.size)
@@ -687,7 +755,7 @@ def decode_signal(signal: HeadSignal, reader: ReaderModel) -> tuple[TrackRead, T
                 break_sample, break_bit, break_reason = lost_sample, lost_bit, clock.lost_reason
         if not read.ok and break_reason == "" and err is not None:
             break_bit = err.pos
-            bounds = clock.arrays[1]
+            bounds = clock.boundary_array
             if err.pos is not None and err.pos < bounds.size:
                 break_sample = int(bounds[err.pos])
             break_reason = read.detail

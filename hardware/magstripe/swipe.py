@@ -402,10 +402,9 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     """The peak-detector input of each ``(track, recorded positions, random stream)`` under ``params``.
 
     The tracks share the motion and the head, so their transitions are evaluated together.
-    Each track draws from its own stream, in this order: recording jitter (one normal per
-    transition), the sampling phase (one uniform), height and time noise (two normals per
-    arriving transition), then its spurious noise peaks (:func:`noise_peak_times`, then one
-    uniform each for amplitude and polarity).
+    Each track draws from its own stream, in this order: the sampling phase (one uniform), three
+    normals per transition (recording jitter, height noise, time noise), then its spurious noise
+    peaks (:func:`noise_peak_times`, then one uniform each for amplitude and polarity).
     """
     reader = params.reader
     medium = params.medium
@@ -427,6 +426,7 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     # Per track: recorded transitions (write jitter, damage), order of passage, arrival, draws.
     motions: list[F64] = []
     times_l: list[F64] = []
+    phased_l: list[F64] = []
     speeds_l: list[F64 | float] = []
     gains: list[F64 | None] = []
     noises: list[F64] = []
@@ -435,7 +435,9 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     for track, recorded, rng in jobs:
         cell = track_spec(track).cell_in
         n = recorded.size
-        xs = recorded + (medium.jitter * cell) * rng.standard_normal(n) if medium.jitter > 0 else recorded
+        phase = rng.random() * ts                     # the ADC clock's phase against the swipe
+        draws = rng.standard_normal((3, n))
+        xs = recorded + (medium.jitter * cell) * draws[0] if medium.jitter > 0 else recorded
         gain: F64 | None = None
         for dmg in params.damage:
             hit = (xs >= dmg.start_in) & (xs <= dmg.end_in)
@@ -452,10 +454,11 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
             motion = xs + shift
         times, speeds = _arrivals(motion, v0, acc, jerk)
         m = times.size
-        phases.append(rng.random() * ts)
-        noises.append(rng.standard_normal((2, m)))
+        phases.append(phase)
+        noises.append(draws[1:, :m])
         motions.append(motion[:m])
         times_l.append(times)
+        phased_l.append(times + phase)
         speeds_l.append(speeds)
         gains.append(None if gain is None else gain[:m])
         counts.append(m)
@@ -464,16 +467,14 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     total = int(centre.size)
     const_speed = acc == 0.0 and jerk == 0.0
     if len(jobs) == 1:
-        times = times_l[0]
+        phased = phased_l[0]                          # arrival times on the ADC's clock
         noise = noises[0]
         speeds = speeds_l[0]
-        phase: F64 | float = phases[0]
     else:
-        times = np.concatenate(times_l)
+        phased = np.concatenate(phased_l)
         noise = np.concatenate(noises, axis=1)
         speeds = speeds_l[0] if const_speed else np.concatenate(
             [np.broadcast_to(v, t.shape) for v, t in zip(speeds_l, times_l, strict=True)])
-        phase = np.repeat(np.array(phases), counts)
     widths = wx + speeds * tau                        # front end: Lorentzian widths add
 
     # Signed pulse heights (polarity alternates) and positions, two silent neighbours each side.
@@ -550,9 +551,9 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     half_w = 0.5 * widths / speeds
     dt = (slope_noise * p0 / (height * (kappa * speeds * speeds))) * noise[1]
     dt = np.minimum(np.maximum(dt, -half_w), half_w)
-    t_peak = times + dx / speeds + dt
-    k = np.rint((t_peak + phase) * fs)
-    off = speeds * (k * ts - phase - t_peak)
+    t_peak = phased + dx / speeds + dt               # on the ADC's clock
+    k = np.rint(t_peak * fs)
+    off = speeds * (k * ts - t_peak)
     if all_lorentz:
         zo = off * (2.0 / widths)
         seen = height / (1.0 + zo * zo)
@@ -566,6 +567,11 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
             seen = seen_s
     samples = k.astype(np.int64)
     pols = sign.astype(np.int8)
+    rising = samples[1:] >= samples[:-1]
+    for o in offsets[1:]:
+        if 0 < o <= rising.size:
+            rising[o - 1] = True                      # (between two tracks)
+    all_ordered = bool(rising.all())
 
     # Per track: the candidates in detector order, plus spurious peaks (band-limited noise crossing
     # the detector's lowest threshold at the Rice rate).
@@ -580,7 +586,7 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
             kept = keep[o:o + m]
             if not kept.all():
                 ks, hs, ps, srcs = ks[kept], hs[kept], ps[kept], srcs[kept]
-        ordered = ks.size < 2 or bool((ks[1:] >= ks[:-1]).all())
+        ordered = all_ordered or ks.size < 2 or bool((ks[1:] >= ks[:-1]).all())
         if m:
             t0 = float(t_arr[0]) - 0.002
             t1 = float(t_arr[-1]) + 0.002

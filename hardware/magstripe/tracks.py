@@ -36,8 +36,11 @@ round reaches the head end sentinel first, and real readers decode both directio
 from __future__ import annotations
 
 import enum
+import functools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -226,8 +229,7 @@ class _Direction(enum.Enum):
     REVERSE = "reverse"
 
 
-@dataclass(frozen=True, slots=True)
-class _Attempt:
+class _Attempt(NamedTuple):
     """One direction's decode: the data or the error, and how far it got (characters)."""
 
     direction: _Direction
@@ -277,6 +279,27 @@ def _word_values(spec: TrackSpec) -> dict[bytes, int]:
 
 
 _WORD_VALUES = {n: _word_values(spec) for n, spec in TRACKS.items()}
+
+
+def _code_values(spec: TrackSpec) -> npt.NDArray[np.int64]:
+    """Recorded character read as a little-endian number (data bits, then parity as the top bit)
+    → its value, or -1 when the parity is even."""
+    out = np.full(1 << spec.char_bits, -1, dtype=np.int64)
+    for v in range(1 << spec.data_bits):
+        bits = _char_bits(v, spec.data_bits)
+        out[sum(b << i for i, b in enumerate(bits))] = v
+    return out
+
+
+_CODE_VALUES = {n: _code_values(spec) for n, spec in TRACKS.items()}
+
+
+_TO_ASCII = {n: bytes((v + spec.offset) & 0xFF for v in range(256)) for n, spec in TRACKS.items()}
+
+
+def _text(spec: TrackSpec, values: list[int]) -> str:
+    """Characters from their values (all within the track's code)."""
+    return bytes(values).translate(_TO_ASCII[spec.number]).decode("ascii")
 _SS_PATTERNS = {n: bytes(_char_bits(ord(spec.ss) - spec.offset, spec.data_bits)) for n, spec in TRACKS.items()}
 assert all(p[0] == 1 for p in _SS_PATTERNS.values())     # _find_ss relies on it
 
@@ -302,28 +325,30 @@ def _decode_direction(spec: TrackSpec, bits: bytes, direction: _Direction, total
                           pos=pos_of(first_one), partial={"direction": direction.value})
         return _Attempt(direction, err, 0)
     clean = start == bits.index(1)
-    acc = ss_val
-    chars: list[str] = []
-    i = start + cb
-    index = 1
-    while True:
-        if index >= spec.max_chars - 1 or i + cb > len(bits):
-            why = "bits ran out" if i + cb > len(bits) else f"{spec.max_chars - 2} characters read"
-            err = DecodeError(f"no end sentinel ({why})", field=f"{name}.es", pos=pos_of(min(i, total - 1)),
-                              partial={"data": "".join(chars), "direction": direction.value})
-            return _Attempt(direction, err, index, clean)
-        v = values.get(bits[i:i + cb], -1)
-        if v < 0:
-            err = DecodeError(f"parity error at character {index}", field=f"{name}.char[{index}].parity",
-                              pos=pos_of(i), partial={"data": "".join(chars), "direction": direction.value})
-            return _Attempt(direction, err, index, clean)
-        acc ^= v
-        i += cb
-        index += 1
-        if v == es_val:
-            break
-        chars.append(chr(spec.offset + v))
-    data = "".join(chars)
+    # Every character after the start sentinel that the track could hold, looked up at once; then
+    # the first parity error or end sentinel among them decides, as reading them in turn would.
+    i0 = start + cb
+    room = min((len(bits) - i0) // cb, spec.max_chars - 2)
+    words = np.frombuffer(bits, dtype=np.uint8, count=room * cb, offset=i0).reshape(room, cb)
+    vals = _CODE_VALUES[n][np.packbits(words, axis=1, bitorder="little")[:, 0]].tolist()
+    es_at = vals.index(es_val) if es_val in vals else room
+    bad_at = vals.index(-1, 0, es_at) if -1 in vals[:es_at] else -1
+    if bad_at >= 0:
+        index, i = bad_at + 1, i0 + bad_at * cb
+        err = DecodeError(f"parity error at character {index}", field=f"{name}.char[{index}].parity",
+                          pos=pos_of(i), partial={"data": _text(spec, vals[:bad_at]), "direction": direction.value})
+        return _Attempt(direction, err, index, clean)
+    if es_at == room:
+        index, i = room + 1, i0 + room * cb
+        why = "bits ran out" if i + cb > len(bits) else f"{spec.max_chars - 2} characters read"
+        err = DecodeError(f"no end sentinel ({why})", field=f"{name}.es", pos=pos_of(min(i, total - 1)),
+                          partial={"data": _text(spec, vals), "direction": direction.value})
+        return _Attempt(direction, err, index, clean)
+    acc = functools.reduce(operator.xor, vals[:es_at + 1], ss_val)
+    chars = vals[:es_at]
+    i = i0 + (es_at + 1) * cb
+    index = es_at + 2
+    data = _text(spec, chars)
     if i + cb > len(bits):
         err = DecodeError("no LRC character after the end sentinel (bits ran out)", field=f"{name}.lrc",
                           pos=pos_of(min(i, total - 1)), partial={"data": data, "direction": direction.value})
