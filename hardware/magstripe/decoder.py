@@ -158,14 +158,14 @@ class RecoveredClock(_Frozen):
     bit cell's start, plus the last end) and ``periods`` (the period estimate T in samples after
     each bit) are tuples; ``lock_peak`` is the index in :class:`Peaks` of the first peak of the
     locking run, ``lost_peak`` where the clock was lost (``None`` = clean end). ``bit_array``,
-    ``boundary_array`` and ``period_array`` are the same as numpy arrays (the boundaries are
-    worked out when first asked for).
+    ``boundary_array`` and ``period_array`` are the same as numpy arrays (boundaries and periods
+    are diagnostics: worked out when first asked for).
     """
 
-    __slots__ = ("bit_array", "_bounds", "period_array", "lock_peak", "lost_peak", "lost_reason", "_cache")
+    __slots__ = ("bit_array", "_bounds", "_periods", "lock_peak", "lost_peak", "lost_reason", "_cache")
     bit_array: npt.NDArray[np.uint8]
     _bounds: Any
-    period_array: F64
+    _periods: Any
     lock_peak: int | None
     lost_peak: int | None
     lost_reason: str
@@ -176,7 +176,7 @@ class RecoveredClock(_Frozen):
         setattr_ = object.__setattr__
         setattr_(self, "bit_array", np.asarray(bits, dtype=np.uint8))
         setattr_(self, "_bounds", boundaries if callable(boundaries) else np.asarray(boundaries, dtype=np.int64))
-        setattr_(self, "period_array", np.asarray(periods, dtype=np.float64))
+        setattr_(self, "_periods", periods if callable(periods) else np.asarray(periods, dtype=np.float64))
         setattr_(self, "lock_peak", lock_peak)
         setattr_(self, "lost_peak", lost_peak)
         setattr_(self, "lost_reason", lost_reason)
@@ -188,6 +188,13 @@ class RecoveredClock(_Frozen):
         if b is None:
             b = self._cache["bounds"] = np.asarray(_ready(self._bounds), dtype=np.int64)
         return b
+
+    @property
+    def period_array(self) -> F64:
+        p = self._cache.get("periods_a")
+        if p is None:
+            p = self._cache["periods_a"] = np.asarray(_ready(self._periods), dtype=np.float64)
+        return p
 
     @property
     def arrays(self) -> tuple[npt.NDArray[np.uint8], I64, F64]:
@@ -556,7 +563,8 @@ class _ABFilter:
     With M = V·Λ·V⁻¹ and y = V⁻¹·x, each component follows y_m = λ·y_{m-1} + g·c_m, so
     y_m = λ^m·(y_0 + Σ_{i≤m} g·λ^-i·c_i): a cumulative sum. The tables hold, for m < ``block``,
     ``g·λ^-(m+1)`` and the rows of V times ``λ^(m+1)``, so a run of cells costs a handful of
-    array operations. A complex-conjugate pair of eigenvalues (the default gains) needs one
+    array operations (``e_before``: the prediction T + D for cell m, from the state before it).
+    A complex-conjugate pair of eigenvalues (the default gains) needs one
     component (x is twice its real part); two real ones need both.
     """
 
@@ -580,40 +588,66 @@ class _ABFilter:
         self.g_inv = g[comps][:, None] / pw                 # g·λ^-(m+1)
         self.p_after = factor * v[0, comps][:, None] * pw   # period after cell m
         self.d_after = factor * v[1, comps][:, None] * pw   # trend after cell m
-        self.pd_after = self.p_after + self.d_after         # the prediction for cell m + 1
+        self.e_before = factor * (v[0, comps] + v[1, comps])[:, None] * (pw / lam[comps][:, None])  # prediction
+        self.gain_start, self.gain_cells = self._gains(alpha, beta) if self.usable else (math.inf, math.inf)
         if pair:                                            # one component: plain vectors
-            self.g_inv, self.p_after, self.d_after, self.pd_after = (
-                self.g_inv[0], self.p_after[0], self.d_after[0], self.pd_after[0])
+            self.g_inv, self.p_after, self.d_after, self.e_before = (
+                self.g_inv[0], self.p_after[0], self.d_after[0], self.e_before[0])
 
-    def run(self, cells: npt.NDArray[Any], period: float, trend: float) -> tuple[F64, F64, complex | F64, int]:
-        """(prediction before each of ``cells``, period after each, the filter's state after each
-        — for :meth:`trend_after` —, the block length used). Runs longer than ``block`` cells
-        are cut: the caller continues from the state after the last cell returned."""
+    @staticmethod
+    def _gains(alpha: float, beta: float, steps: int = 4096) -> tuple[float, float]:
+        """G = max |t_m| and H = Σ |h_k| of the prediction's response to the starting period
+        (``t``) and to the cells (``h``): the prediction never leaves c̄ ± (G·|T₀ − c̄| + H·max|c − c̄|)
+        for a run started at (T₀, 0). Stepped out as the rule steps (the tail past ``steps`` is
+        below 1e-100 for a stable filter), with a little slack for rounding."""
+        def predictions(period: float, cells: list[float]) -> list[float]:
+            trend = 0.0
+            out = []
+            for c in cells:
+                expect = period + trend
+                out.append(expect)
+                err = c - expect
+                period = expect + alpha * err
+                trend += beta * err
+            return out
+
+        t = predictions(1.0, [0.0] * steps)
+        h = predictions(0.0, [1.0] + [0.0] * (steps - 1))[1:]
+        return max(abs(x) for x in t) * 1.001 + 1e-9, sum(abs(x) for x in h) * 1.001 + 1e-9
+
+    def run(self, cells: npt.NDArray[Any], period: float, trend: float) -> tuple[F64, npt.NDArray[Any]]:
+        """The prediction before each of ``cells`` and the filter's state after each (for
+        :meth:`periods` and :meth:`state`). Runs longer than ``block`` cells are cut: the caller
+        continues from the state after the last cell returned."""
         n = min(cells.size, self.block)
         if cells.size > n:
             cells = cells[:n]
         w = self.w
         if self.g_inv.ndim == 1:
-            y0: Any = w[0] * period + w[1] * trend
-            after = np.cumsum(self.g_inv[:n] * cells)
-            after += y0
-            per = (self.p_after[:n] * after).real
-            pd = (self.pd_after[:n] * after).real
-        else:
-            y0 = np.array([[w[0] * period + w[1] * trend], [w[2] * period + w[3] * trend]])
-            after = np.cumsum(self.g_inv[:, :n] * cells, axis=1) + y0
-            per = (self.p_after[:, :n] * after).real.sum(axis=0)
-            pd = (self.pd_after[:, :n] * after).real.sum(axis=0)
-        expect = np.empty(n)
-        expect[0] = period + trend
-        expect[1:] = pd[:-1]
-        return expect, per, after, n
+            z = self.g_inv[:n] * cells
+            after = np.cumsum(z)
+            after += w[0] * period + w[1] * trend
+            z -= after
+            return (self.e_before[:n] * z).real * -1.0, after
+        y0 = np.array([[w[0] * period + w[1] * trend], [w[2] * period + w[3] * trend]])
+        z = self.g_inv[:, :n] * cells
+        after = np.cumsum(z, axis=1) + y0
+        return (self.e_before[:, :n] * (after - z)).real.sum(axis=0), after
 
-    def trend_after(self, after: Any, m: int) -> float:
-        """The trend after cell ``m`` of a :meth:`run`."""
-        if self.g_inv.ndim == 1:
-            return float((self.d_after[m] * after[m]).real)
-        return float((self.d_after[:, m] * after[:, m]).real.sum())
+    def periods(self, after: npt.NDArray[Any]) -> F64:
+        """The period after each cell of a :meth:`run`."""
+        n = after.shape[-1]
+        if after.ndim == 1:
+            return (self.p_after[:n] * after).real
+        return (self.p_after[:, :n] * after).real.sum(axis=0)
+
+    def state(self, after: npt.NDArray[Any], m: int) -> tuple[float, float]:
+        """(period, trend) after cell ``m`` of a :meth:`run`."""
+        if after.ndim == 1:
+            y = after[m]
+            return float((self.p_after[m] * y).real), float((self.d_after[m] * y).real)
+        y2 = after[:, m]
+        return float((self.p_after[:, m] * y2).real.sum()), float((self.d_after[:, m] * y2).real.sum())
 
 
 @functools.lru_cache(maxsize=8)
@@ -641,10 +675,10 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
         return recover_bits_reference(s_arr, reader)
     dec = reader.decision
     # Margins: a decision within _TIE·T of its threshold fails the check and goes to the rule.
-    half_sel = np.array([dec + _TIE, dec - _TIE])   # a full cell's interval must reach the first,
-    cell_hi, cell_lo = 1.5 - _TIE, 0.5 + _TIE       # a half cell's stay under the second
+    half_sel = _half_cell_limits(dec)   # a full cell's interval must reach the first, a half cell's stay under the second
+    cell_hi, cell_lo = 1.5 - _TIE, 0.5 + _TIE
     bit_parts: list[npt.NDArray[Any]] = [np.zeros(need, dtype=np.uint8)]
-    per_parts: list[F64] = [np.full(need, period)]
+    per_parts: list[Any] = [np.full(need, period)]
     bound_parts: list[I64] = [s_arr[start:start + need + 1]]
     p = start + need
     trend = 0.0
@@ -671,24 +705,33 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
             opens = opens[:-1]
         else:
             edges = np.concatenate((opens, (size,)))
-        if opens.size > filt.block:
-            opens, edges = opens[:filt.block], edges[:filt.block + 1]
         ones = short[opens]
         bounds = s_arr[p + edges]
         cells = bounds[1:] - bounds[:-1]
         d = seg[opens]
-        expect, per, after, _ = filt.run(cells, period, trend)
+        if (trend == 0.0 and edges[-1] == size and 0 < cells.size <= filt.block
+                and _whole_bits(short, ones, size)
+                and _settled(filt, cells, seg, period, dec)):
+            # Every prediction the filter can make here decides each bit the same way: done.
+            bit_parts.append(ones)
+            per_parts.append(functools.partial(_run_periods, filt, cells, period))
+            bound_parts.append(bounds[1:])
+            p = n
+            break
+        expect, after = filt.run(cells, period, trend)
+        if expect.size < cells.size:
+            cells, d, ones = cells[:expect.size], d[:expect.size], ones[:expect.size]
         # A 0: its interval reaches ¾ T; a 1: both halves stay under ¾ T; every cell ½ T … 1½ T.
         good = (np.maximum(d, cells - d) < expect * half_sel[ones.view(np.uint8)]) == ones
         good &= cells <= cell_hi * expect
         good &= cells >= cell_lo * expect
+        good &= (edges[1:] - edges[:-1]) == ones + 1   # a 0 is one interval, a 1 two
         f = cells.size if good.all() else int(np.argmin(good))
         if f:
             bit_parts.append(ones[:f])
-            per_parts.append(per[:f])
+            per_parts.append(functools.partial(filt.periods, after[..., :f]))
             bound_parts.append(bounds[1:f + 1])
-            period = float(per[f - 1])
-            trend = filt.trend_after(after, f - 1)
+            period, trend = filt.state(after, f - 1)
             p += int(edges[f] - edges[0])
         if f == cells.size and p >= n - 1:
             steps = 1                          # one interval left (or none): the rule decides it
@@ -709,6 +752,13 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
         lost = None if lost_at is None else p0 + lost_at
         if tie:
             return recover_bits_reference(s_arr, reader)
+        if lost is not None:
+            # The decision is the rule's; its message quotes T, so say it with the step-by-step value.
+            cells_so_far = np.diff(np.concatenate([bound_parts[0][-1:], *bound_parts[1:],
+                                                   s_arr[p0 + np.cumsum(np.array(bits_l, dtype=np.int64) + 1)]]))
+            exact_p, exact_t = _stepped_state(cells_so_far.tolist(), float(per_parts[0][0]), reader)
+            _, _, _, _, reason, _ = _track_steps(iv_arr[lost:lost + 2].tolist(), 0, exact_p, exact_t, reader, [], [],
+                                                 1, exact=True)
         if bits_l:
             bit_parts.append(np.array(bits_l, dtype=np.uint8))
             per_parts.append(np.array(pers_l))
@@ -717,7 +767,66 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
             break
         restarts += 1
     return RecoveredClock(np.concatenate(bit_parts).view(np.uint8), functools.partial(np.concatenate, bound_parts),
-                          np.concatenate(per_parts), start, lost, reason)
+                          functools.partial(_join_lazy, per_parts), start, lost, reason)
+
+
+def _stepped_state(cells: list[int], period: float, reader: ReaderModel) -> tuple[float, float]:
+    """(period, trend) after ``cells`` from (``period``, 0), summed step by step as the rule does."""
+    alpha = reader.clock_gain
+    beta = reader.clock_trend_gain
+    trend = 0.0
+    for c in cells:
+        expect = period + trend
+        err = c - expect
+        period = expect + alpha * err
+        trend += beta * err
+    return period, trend
+
+
+def _whole_bits(short: npt.NDArray[np.bool_], ones: npt.NDArray[np.bool_], size: int) -> bool:
+    """Every speculated 0 is one interval and every 1 two half cells: as many intervals as bits
+    plus ones, and twice as many half cells as ones (each bit takes at least that much)."""
+    n_ones = int(np.count_nonzero(ones))
+    return size == ones.size + n_ones and int(np.count_nonzero(short)) == 2 * n_ones
+
+
+def _settled(filt: _ABFilter, cells: I64, seg: I64, period: float, dec: float) -> bool:
+    """Whether the rule decides every bit as speculated for *any* prediction the filter can make
+    over these cells: the prediction stays within ``c̄ ± (G·|T₀ − c̄| + H·r)`` (``c̄`` the middle
+    and ``r`` the half-range of the cells, G and H the filter's gains, :meth:`_ABFilter._gains`),
+    and every decision holds, with margin, at both ends of that band. (The speculation classified
+    each interval against T₀, inside the band; with no interval between ¾ of the band's bottom and
+    ¾ of its top, every half cell is short and every full cell long for any prediction in it.)"""
+    cmin = int(cells.min())
+    cmax = int(cells.max())
+    mid = 0.5 * (cmin + cmax)
+    band = filt.gain_start * abs(period - mid) + filt.gain_cells * 0.5 * (cmax - cmin)
+    lo, hi = mid - band, mid + band
+    if not (lo > 0.0 and cmax <= (1.5 - _TIE) * lo and cmin >= (0.5 + _TIE) * hi):
+        return False
+    lo_edge, hi_edge = (dec - _TIE) * lo, (dec + _TIE) * hi
+    return not bool((np.abs(seg - 0.5 * (lo_edge + hi_edge)) <= 0.5 * (hi_edge - lo_edge)).any())
+
+
+def _run_periods(filt: _ABFilter, cells: I64, period: float) -> F64:
+    parts = []
+    trend = 0.0
+    for s in range(0, cells.size, filt.block):
+        _, after = filt.run(cells[s:s + filt.block], period, trend)
+        parts.append(filt.periods(after))
+        period, trend = filt.state(after, after.shape[-1] - 1)
+    return np.concatenate(parts)
+
+
+@functools.lru_cache(maxsize=8)
+def _half_cell_limits(dec: float) -> npt.NDArray[np.float64]:
+    a = np.array([dec + _TIE, dec - _TIE])
+    a.flags.writeable = False
+    return a
+
+
+def _join_lazy(parts: list[Any]) -> F64:
+    return np.concatenate([_ready(x) for x in parts])
 
 
 # --- all three ---------------------------------------------------------------------------------

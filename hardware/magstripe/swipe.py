@@ -53,6 +53,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -170,8 +171,7 @@ class SwipeParams:
             raise TypeError("damage must be a tuple of Damage")
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class HeadSignal:
+class HeadSignal(NamedTuple):
     """What the head and front end present to one track's peak detector.
 
     ``arrivals_s``/``speeds_ips`` are the true passage times and speeds of the transitions that
@@ -184,7 +184,7 @@ class HeadSignal:
     track: int
     transitions: int
     arrivals_s: F64
-    speeds_ips: F64
+    speeds_ips: F64 | float   # one float when the speed is constant
     samples: I64
     heights: F64
     polarities: npt.NDArray[np.int8]
@@ -345,26 +345,47 @@ def recorded_positions(track: int, data: str) -> F64:
     return xs
 
 
+class _Layout(NamedTuple):
+    """Tracks of ``counts`` transitions one after another, each between two silent neighbours on
+    either side (``padded`` slots in all). The model works on every slot but the outer two on
+    each end (``span`` = padded − 4): a track's transitions are ``starts[t] … starts[t] + counts[t]``
+    there, the slots in between are padding."""
+
+    starts: tuple[int, ...]
+    padded: int
+    sign: F64            # polarity of each transition (alternating from + per track), 0 on padding
+    padding: F64         # 1.0 on padding slots, 0.0 on transitions
+    boundary: npt.NDArray[np.bool_]   # True where slot i or i + 1 is padding (order checks skip those)
+
+
 @functools.lru_cache(maxsize=64)
-def _layout(counts: tuple[int, ...]) -> tuple[I64, I64, F64, tuple[int, ...]]:
-    """For tracks of ``counts`` transitions laid out one after another, each padded with two silent
-    neighbours per side: the padded index of every transition, the padded indices of its four
-    neighbours (two per side; one row per neighbour), its polarity (alternating from + within each track) and the offset
-    of each track's first transition in the unpadded order."""
-    centre: list[int] = []
-    signs: list[float] = []
-    offsets: list[int] = []
-    base = 0
-    done = 0
+def _layout(counts: tuple[int, ...]) -> _Layout:
+    padded = sum(counts) + 4 * len(counts)
+    span = padded - 4
+    sign = np.zeros(span)
+    padding = np.ones(span)
+    starts = []
+    at = 0
     for m in counts:
-        centre += range(base + 2, base + 2 + m)
-        signs += [1.0, -1.0] * (m // 2) + [1.0] * (m % 2)
-        offsets.append(done)
-        base += m + 4
-        done += m
-    c = np.array(centre, dtype=np.int64)
-    nb = c[None, :] + np.array([-2, -1, 1, 2], dtype=np.int64)[:, None]
-    return c, nb, np.array(signs), tuple(offsets)
+        starts.append(at)
+        sign[at:at + m:2] = 1.0
+        sign[at + 1:at + m:2] = -1.0
+        padding[at:at + m] = 0.0
+        at += m + 4
+    pad = padding != 0.0
+    boundary = pad[1:] | pad[:-1]
+    for arr in (sign, padding, boundary):
+        arr.flags.writeable = False
+    return _Layout(tuple(starts), padded, sign, padding, boundary)
+
+
+_NEIGHBOURS = np.array([0, 1, 3, 4])   # in a window of five slots centred on index 2
+
+
+def _windows(a: F64) -> F64:
+    """Rows: ``a`` shifted by −2, −1, +1, +2 against ``a[2:-2]`` (the four neighbours of each slot)."""
+    view = np.ndarray((5, a.size - 4), dtype=np.float64, buffer=a, strides=(8, 8))
+    return view[_NEIGHBOURS]
 
 
 class _RngPool(threading.local):
@@ -426,7 +447,6 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     # Per track: recorded transitions (write jitter, damage), order of passage, arrival, draws.
     motions: list[F64] = []
     times_l: list[F64] = []
-    phased_l: list[F64] = []
     speeds_l: list[F64 | float] = []
     gains: list[F64 | None] = []
     noises: list[F64] = []
@@ -458,57 +478,56 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
         noises.append(draws[1:, :m])
         motions.append(motion[:m])
         times_l.append(times)
-        phased_l.append(times + phase)
         speeds_l.append(speeds)
         gains.append(None if gain is None else gain[:m])
         counts.append(m)
 
-    centre, nb, sign, offsets = _layout(tuple(counts))
-    total = int(centre.size)
+    total = sum(counts)
+    lay = _layout(tuple(counts))
+    span = lay.padded - 4
+    sign = lay.sign
     const_speed = acc == 0.0 and jerk == 0.0
-    if len(jobs) == 1:
-        phased = phased_l[0]                          # arrival times on the ADC's clock
-        noise = noises[0]
-        speeds = speeds_l[0]
-    else:
-        phased = np.concatenate(phased_l)
-        noise = np.concatenate(noises, axis=1)
-        speeds = speeds_l[0] if const_speed else np.concatenate(
-            [np.broadcast_to(v, t.shape) for v, t in zip(speeds_l, times_l, strict=True)])
+    # Everything per slot: arrival on the ADC's clock, noise, speed (1 on padding).
+    phased = np.zeros(span)
+    noise = np.zeros((2, span))
+    speeds: F64 | float = v0
+    if not const_speed:
+        speeds = np.ones(span)
+    far = 1e9
+    mpos = np.full(lay.padded, far)
+    sb = np.zeros(lay.padded)
+    for e, m, motion, t, ph, nz, v in zip(lay.starts, counts, motions, times_l, phases, noises, speeds_l,
+                                          strict=True):
+        mpos[e:e + 2] = -far
+        mpos[e + 2:e + 2 + m] = motion
+        np.add(t, ph, out=phased[e:e + m])
+        noise[:, e:e + m] = nz
+        if not const_speed:
+            speeds[e:e + m] = v          # type: ignore[index]
     widths = wx + speeds * tau                        # front end: Lorentzian widths add
 
-    # Signed pulse heights (polarity alternates) and positions, two silent neighbours each side.
-    far = 1e9
-    padded = total + 4 * len(jobs)
-    mpos = np.full(padded, far)
-    sb = np.zeros(padded)
-    base = 0
-    for motion, m in zip(motions, counts, strict=True):
-        mpos[base:base + 2] = -far
-        mpos[base + 2:base + 2 + m] = motion
-        base += m + 4
-    amp = sign * (scale * speeds / widths)
-    if any(g is not None for g in gains):
-        amp *= np.concatenate([np.ones(m) if g is None else g for g, m in zip(gains, counts, strict=True)])
-    sb[centre] = amp
-    ai = np.abs(amp)
-    live = ai != 0.0
-    all_live = bool(live.all())
-    if not all_live:
-        ai = np.where(live, ai, 1.0)              # erased transitions make no pulse: dropped below
-    u = mpos[centre] - mpos[nb]                       # offsets to the neighbours (one row each)
-    b = sb[nb]                                        # and their signed heights
+    # Signed pulse heights: polarity alternates, height ∝ speed / width, times the remanence left.
+    body = sb[2:-2]
+    np.multiply(sign, scale * speeds / widths, out=body)
+    for e, m, g in zip(lay.starts, counts, gains, strict=True):
+        if g is not None:
+            body[e:e + m] *= g
+    ai = np.abs(body)
+    live_count = int(np.count_nonzero(ai))
+    all_live = live_count == total
+    ai_safe = ai + lay.padding if all_live else np.where(ai != 0.0, ai, 1.0)
+    u = mpos[2:-2] - _windows(mpos)                   # offsets to the neighbours (one row each)
+    b = _windows(sb)                                  # and their signed heights
     g_lo = u[1]
     g_hi = -u[2]
 
     # p(0) and -p''(0) of each pulse (pulse_peak_and_curvature, per width); then the linear
     # superposition of the two neighbours on each side.
-    scalar_w = isinstance(widths, float)
     p0: F64 | float
-    if scalar_w:
+    if isinstance(widths, float):
         p0, kappa = pulse_peak_and_curvature(widths, delta)
-        lorentz = np.full(1, delta < 1e-3 * widths)
-        wc: F64 | float = widths
+        any_lorentz = all_lorentz = delta < 1e-3 * widths
+        lorentz: npt.NDArray[np.bool_] | bool = all_lorentz
     else:
         r = delta / widths
         q = 1.0 + r * r
@@ -516,20 +535,37 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
         lorentz = delta < 1e-3 * widths
         with np.errstate(divide="ignore", invalid="ignore"):
             p0 = np.where(r < 1e-3, 1.0, np.arctan(r) / r)
-        wc = widths
-    any_lorentz = bool(lorentz.any()) or total == 0
-    all_lorentz = bool(lorentz.all())
+        any_lorentz = bool(lorentz.any())
+        all_lorentz = bool(lorentz.all())
     if any_lorentz:
-        w2 = 2.0 / wc
+        # (in place on the 4-row temporaries: their size is what costs here)
+        w2 = 2.0 / widths
         z = u * w2
-        inv = 1.0 / (1.0 + z * z)
-        bi = b * inv
+        inv = z * z
+        inv += 1.0
+        np.reciprocal(inv, out=inv)                   # 1 / (1 + z²) per neighbour
+        bi = b * inv                                  # its contribution to the level
         level_l = ai + sign * bi.sum(axis=0)
-        w2v = w2 if scalar_w else 2.0 / widths
-        slope_l = (bi * z * inv).sum(axis=0) * (-2.0 * w2v) * sign
+        z *= inv
+        z *= bi                                       # b·z / (1 + z²)²: its slope
+        slope_l = z.sum(axis=0) * (-2.0 * w2) * sign
     if not all_lorentz:
-        level_s = ai * p0 + sign * (b * _smeared_pulse(u, wc, delta)).sum(axis=0)
-        slope_s = sign * (b * _smeared_slope(u, wc, delta)).sum(axis=0)
+        # The smeared pulse and its slope at the neighbours (pulse/pulse_slope's arctangent form;
+        # the difference of the two arctangents taken as one angle, atan2, which is exact here).
+        a = delta / widths
+        zp = u * (2.0 / widths)
+        zm = zp - a
+        zp += a
+        smeared = np.arctan2(2.0 * a, 1.0 + zp * zm)
+        smeared *= b
+        level_s = ai * p0 + sign * (smeared.sum(axis=0) * (widths / (2.0 * delta)))
+        zp *= zp
+        zp += 1.0
+        zm *= zm
+        zm += 1.0
+        np.subtract(1.0 / zp, 1.0 / zm, out=zp)
+        zp *= b
+        slope_s = sign * (zp.sum(axis=0) * (1.0 / delta))
     if all_lorentz:
         level, slope = level_l, slope_l
     elif not any_lorentz:
@@ -539,11 +575,12 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
         slope = np.where(lorentz, slope_l, slope_s)
     # The summed signal's peak moves by -y'(x_i)/y''(x_i) (one Newton step), at most ~½ gap.
     lim = 0.45 * np.minimum(g_lo, g_hi)
-    dx = np.minimum(np.maximum(slope / (ai * kappa), -lim), lim)
+    dx = np.minimum(np.maximum(slope / (ai_safe * kappa), -lim), lim)
     height = level + sigma * noise[0]
+    height += lay.padding                             # (padding: a harmless 1)
     keep = height > 0.0
     if not all_live:
-        keep &= live
+        keep &= (ai != 0.0) | (lay.padding != 0.0)
     all_kept = bool(keep.all())
     if not all_kept:
         height = np.where(keep, height, 1.0)
@@ -551,15 +588,14 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     half_w = 0.5 * widths / speeds
     dt = (slope_noise * p0 / (height * (kappa * speeds * speeds))) * noise[1]
     dt = np.minimum(np.maximum(dt, -half_w), half_w)
-    t_peak = phased + dx / speeds + dt               # on the ADC's clock
+    t_peak = phased + dx / speeds + dt                # on the ADC's clock
     k = np.rint(t_peak * fs)
     off = speeds * (k * ts - t_peak)
     if all_lorentz:
         zo = off * (2.0 / widths)
         seen = height / (1.0 + zo * zo)
     else:
-        wv = np.broadcast_to(widths, off.shape)
-        seen_s = height * _smeared_pulse(off, wv, delta) / p0
+        seen_s = height * _smeared_pulse(off, widths, delta) / p0
         if any_lorentz:
             zo = off * (2.0 / widths)
             seen = np.where(lorentz, height / (1.0 + zo * zo), seen_s)
@@ -568,9 +604,7 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     samples = k.astype(np.int64)
     pols = sign.astype(np.int8)
     rising = samples[1:] >= samples[:-1]
-    for o in offsets[1:]:
-        if 0 < o <= rising.size:
-            rising[o - 1] = True                      # (between two tracks)
+    rising |= lay.boundary
     all_ordered = bool(rising.all())
 
     # Per track: the candidates in detector order, plus spurious peaks (band-limited noise crossing
@@ -578,7 +612,7 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     out: list[HeadSignal] = []
     thr = reader.threshold_floor
     rate = 2.0 * (math.sqrt(2.0) / (2.0 * math.pi * tau)) * math.exp(-(thr * thr) / (2.0 * sigma * sigma))
-    for (track, recorded, rng), o, m, t_arr, v_arr, ph in zip(jobs, offsets, counts, times_l, speeds_l, phases,
+    for (track, recorded, rng), o, m, t_arr, v_arr, ph in zip(jobs, lay.starts, counts, times_l, speeds_l, phases,
                                                              strict=True):
         ks, hs, ps = samples[o:o + m], seen[o:o + m], pols[o:o + m]
         srcs = _sources(m)
@@ -603,10 +637,7 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
         if not ordered:
             order = np.lexsort((srcs, ps, hs, ks))   # as sorting (sample, height, polarity, source)
             ks, hs, ps, srcs = ks[order], hs[order], ps[order], srcs[order]
-        out.append(HeadSignal(track=track, transitions=recorded.size, arrivals_s=t_arr,
-                              speeds_ips=np.full(t_arr.shape, v_arr) if isinstance(v_arr, float) else v_arr,
-                              samples=ks, heights=hs,
-                              polarities=ps, sources=srcs, adc_rate_hz=fs))
+        out.append(HeadSignal(track, recorded.size, t_arr, v_arr, ks, hs, ps, srcs, fs))
     return out
 
 
