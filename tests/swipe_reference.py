@@ -1,15 +1,22 @@
-"""The swipe physics one transition at a time: the scalar model the vectorised
-:func:`hardware.magstripe.swipe.synthesize` must agree with.
+"""Scalar references for the vectorised magstripe code.
+
+:func:`synthesize_scalar` is the swipe physics one transition at a time: the scalar model the
+vectorised :func:`hardware.magstripe.swipe.synthesize_tracks` must agree with.
 
 This is the per-transition loop posemu ran before the model was vectorised, changed only to take
 its random draws from the same numpy stream in the same order (sampling phase, then recording
 jitter, height and time noise, then spurious peaks), so both see identical randomness and any difference is
 arithmetic: rounding, ~1e-12 relative.
+
+:func:`read_track_reference` is the character decoder as a loop over one character at a time on a
+list of bits (the way :func:`hardware.magstripe.tracks.read_track` decoded before it looked the
+characters up in bulk); both must give the same read, error, position and partial data.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,7 +33,9 @@ from hardware.magstripe.swipe import (
     pulse_slope,
     pw50_in,
 )
-from hardware.magstripe.tracks import track_spec
+from hardware.magstripe.tracks import TrackSpec, _Attempt, _char_bits, _Direction, _pick, status_for, track_spec
+from hardware.ports import TrackRead, TrackStatus
+from protocol.errors import DecodeError
 
 Candidate = tuple[int, float, int, int]
 
@@ -136,3 +145,110 @@ def synthesize_scalar(track: int, bits: list[int], params: SwipeParams,
     if not ordered:
         cands.sort()
     return times, cands
+
+
+# --- the character decoder, one character at a time ----------------------------------------------
+
+def _find_ss(bits: list[int], pattern: list[int]) -> int:
+    """First offset where the start-sentinel pattern (parity included) follows ≥4 zeros or the start.
+
+    Readers frame on the start sentinel after the clocking zeros (ISO/IEC 7811-2, location of the data); demanding
+    preceding zeros keeps a missed sentinel from being "found" inside the data.
+    """
+    w = len(pattern)
+    zeros = 0
+    i = 0
+    last = len(bits) - w
+    while i <= last:
+        if bits[i] == 1:
+            if (zeros >= 4 or zeros == i) and bits[i:i + w] == pattern:
+                return i
+            zeros = 0
+        else:
+            zeros += 1
+        i += 1
+    return -1
+
+
+def _decode_direction(spec: TrackSpec, bits: list[int], direction: _Direction, total: int) -> _Attempt:
+    n = spec.number
+    name = f"track{n}"
+
+    def pos_of(i: int) -> int:
+        return i if direction is _Direction.FORWARD else total - 1 - i
+
+    cb = spec.char_bits
+    db = spec.data_bits
+    if 1 not in bits:
+        err = DecodeError("no data: no 1 bits on the track", field=f"{name}.bits")
+        return _Attempt(direction, err, -1)
+    ss_val = ord(spec.ss) - spec.offset
+    es_val = ord(spec.es) - spec.offset
+    start = _find_ss(bits, _char_bits(ss_val, db))
+    if start < 0:
+        first_one = bits.index(1)
+        err = DecodeError("no start sentinel after the clocking zeros", field=f"{name}.ss",
+                          pos=pos_of(first_one), partial={"direction": direction.value})
+        return _Attempt(direction, err, 0)
+    clean = start == bits.index(1)
+    acc = ss_val
+    chars: list[str] = []
+    i = start + cb
+    index = 1
+    while True:
+        if index >= spec.max_chars - 1 or i + cb > len(bits):
+            why = "bits ran out" if i + cb > len(bits) else f"{spec.max_chars - 2} characters read"
+            err = DecodeError(f"no end sentinel ({why})", field=f"{name}.es", pos=pos_of(min(i, total - 1)),
+                              partial={"data": "".join(chars), "direction": direction.value})
+            return _Attempt(direction, err, index, clean)
+        word = bits[i:i + cb]
+        if sum(word) & 1 == 0:
+            err = DecodeError(f"parity error at character {index}", field=f"{name}.char[{index}].parity",
+                              pos=pos_of(i), partial={"data": "".join(chars), "direction": direction.value})
+            return _Attempt(direction, err, index, clean)
+        v = 0
+        for k in range(db):
+            v |= word[k] << k
+        acc ^= v
+        i += cb
+        index += 1
+        if v == es_val:
+            break
+        chars.append(chr(spec.offset + v))
+    data = "".join(chars)
+    if i + cb > len(bits):
+        err = DecodeError("no LRC character after the end sentinel (bits ran out)", field=f"{name}.lrc",
+                          pos=pos_of(min(i, total - 1)), partial={"data": data, "direction": direction.value})
+        return _Attempt(direction, err, index, clean)
+    word = bits[i:i + cb]
+    if sum(word) & 1 == 0:
+        err = DecodeError("parity error in the LRC character", field=f"{name}.lrc.parity", pos=pos_of(i),
+                          partial={"data": data, "direction": direction.value})
+        return _Attempt(direction, err, index, clean)
+    v = 0
+    for k in range(db):
+        v |= word[k] << k
+    if v != acc:
+        err = DecodeError(f"LRC mismatch (read {v:#x}, computed {acc:#x})", field=f"{name}.lrc", pos=pos_of(i),
+                          partial={"data": data, "direction": direction.value})
+        return _Attempt(direction, err, index, clean)
+    return _Attempt(direction, data, index + 1, clean, i + cb)
+
+
+
+def read_track_reference(n: int, bits: Sequence[int]) -> tuple[TrackRead, DecodeError | None]:
+    """What :func:`hardware.magstripe.tracks.read_track` returns, decoded character by character."""
+    spec = track_spec(n)
+    seq = [int(b) for b in bits]
+    fwd = _decode_direction(spec, seq, _Direction.FORWARD, len(seq))
+    rev = None
+    if not (fwd.ok and 1 not in seq[fwd.end:]):
+        rev = _decode_direction(spec, seq[::-1], _Direction.REVERSE, len(seq))
+    best = _pick(fwd, rev)
+    outcome = best.outcome
+    if isinstance(outcome, str):
+        detail = "read in reverse (card swiped the other way round)" if best.direction is _Direction.REVERSE else ""
+        return TrackRead(n, TrackStatus.OK, outcome, detail), None
+    where = f" at bit {outcome.pos}" if outcome.pos is not None else ""
+    rev_note = " (reversed)" if best.direction is _Direction.REVERSE else ""
+    return TrackRead(n, status_for(outcome), "", f"{outcome.msg}{where}{rev_note} [{outcome.field}]"), outcome

@@ -64,6 +64,7 @@ __all__ = [
     "TrackNumberError",
     "TrackSpec",
     "decode_track",
+    "encode_array",
     "encode_track",
     "f2f_positions",
     "lrc",

@@ -90,7 +90,7 @@ class Peaks(_Frozen):
     display, so when every candidate was accepted they are computed when first asked for.
     """
 
-    __slots__ = ("sample_array", "_heights", "_pols", "_thr", "source_array", "_cache")
+    __slots__ = ("_cache", "_heights", "_pols", "_thr", "sample_array", "source_array")
     sample_array: I64
     _heights: F64
     _pols: npt.NDArray[np.int8]
@@ -142,7 +142,9 @@ class Peaks(_Frozen):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Peaks):
             return NotImplemented
-        return all(np.array_equal(a, b) for a, b in zip(self.arrays, other.arrays, strict=True))
+        mine: tuple[npt.NDArray[Any], ...] = self.arrays
+        theirs: tuple[npt.NDArray[Any], ...] = other.arrays
+        return all(np.array_equal(a, b) for a, b in zip(mine, theirs, strict=True))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -162,7 +164,7 @@ class RecoveredClock(_Frozen):
     are diagnostics: worked out when first asked for).
     """
 
-    __slots__ = ("bit_array", "_bounds", "_periods", "lock_peak", "lost_peak", "lost_reason", "_cache")
+    __slots__ = ("_bounds", "_cache", "_periods", "bit_array", "lock_peak", "lost_peak", "lost_reason")
     bit_array: npt.NDArray[np.uint8]
     _bounds: Any
     _periods: Any
@@ -218,8 +220,10 @@ class RecoveredClock(_Frozen):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RecoveredClock):
             return NotImplemented
+        mine: tuple[npt.NDArray[Any], ...] = self.arrays
+        theirs: tuple[npt.NDArray[Any], ...] = other.arrays
         return self._key() == other._key() and all(
-            np.array_equal(a, b) for a, b in zip(self.arrays, other.arrays, strict=True))
+            np.array_equal(a, b) for a, b in zip(mine, theirs, strict=True))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -239,8 +243,18 @@ class TrackDiagnostics(_Frozen):
     on first access from the model's arrays (``signal``).
     """
 
-    __slots__ = ("track", "adc_rate_hz", "transitions", "signal", "peaks", "clock", "break_sample",
-                 "break_bit", "break_reason", "_cache")
+    __slots__ = (
+        "_cache",
+        "adc_rate_hz",
+        "break_bit",
+        "break_reason",
+        "break_sample",
+        "clock",
+        "peaks",
+        "signal",
+        "track",
+        "transitions",
+    )
     track: int
     adc_rate_hz: float
     transitions: int
@@ -576,7 +590,7 @@ class _ABFilter:
         w = np.linalg.inv(v)
         g = w @ np.array([alpha, beta], dtype=np.complex128)
         mags = np.abs(lam)
-        self.usable = bool(abs(lam[0] - lam[1]) > 1e-6 and 0.05 < mags.min() and mags.max() < 1.0
+        self.usable = bool(abs(lam[0] - lam[1]) > 1e-6 and mags.min() > 0.05 and mags.max() < 1.0
                            and np.linalg.cond(v) < 1e6)
         pair = bool(abs(lam[0].imag) > 1e-12)
         comps = [0] if pair else [0, 1]
@@ -638,8 +652,10 @@ class _ABFilter:
         """The period after each cell of a :meth:`run`."""
         n = after.shape[-1]
         if after.ndim == 1:
-            return (self.p_after[:n] * after).real
-        return (self.p_after[:, :n] * after).real.sum(axis=0)
+            one: F64 = (self.p_after[:n] * after).real
+            return one
+        two: F64 = (self.p_after[:, :n] * after).real.sum(axis=0)
+        return two
 
     def state(self, after: npt.NDArray[Any], m: int) -> tuple[float, float]:
         """(period, trend) after cell ``m`` of a :meth:`run`."""
@@ -675,7 +691,7 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
         return recover_bits_reference(s_arr, reader)
     dec = reader.decision
     # Margins: a decision within _TIE·T of its threshold fails the check and goes to the rule.
-    half_sel = _half_cell_limits(dec)   # a full cell's interval must reach the first, a half cell's stay under the second
+    half_sel = _half_cell_limits(dec)   # a full cell's interval reaches the first, a half cell's stays under the second
     cell_hi, cell_lo = 1.5 - _TIE, 0.5 + _TIE
     bit_parts: list[npt.NDArray[Any]] = [np.zeros(need, dtype=np.uint8)]
     per_parts: list[Any] = [np.full(need, period)]
@@ -733,12 +749,10 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
             bound_parts.append(bounds[1:f + 1])
             period, trend = filt.state(after, f - 1)
             p += int(edges[f] - edges[0])
-        if f == cells.size and p >= n - 1:
-            steps = 1                          # one interval left (or none): the rule decides it
-        else:
-            # The speculation failed at bit f: a few steps of the rule itself, then speculate
-            # again (after too many restarts, the rule to the end).
-            steps = 4 if restarts < _MAX_RESTARTS else n
+        # One interval left (or none): the rule decides it. Else the speculation failed at bit f: a
+        # few steps of the rule itself, then speculate again (after too many restarts, the rule to
+        # the end).
+        steps = 1 if f == cells.size and p >= n - 1 else 4 if restarts < _MAX_RESTARTS else n
         if p >= n:
             break
         # (Each step takes at most two intervals: a window of 2·steps + 1 decides like the whole.)

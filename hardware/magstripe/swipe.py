@@ -384,8 +384,9 @@ _NEIGHBOURS = np.array([0, 1, 3, 4])   # in a window of five slots centred on in
 
 def _windows(a: F64) -> F64:
     """Rows: ``a`` shifted by −2, −1, +1, +2 against ``a[2:-2]`` (the four neighbours of each slot)."""
-    view = np.ndarray((5, a.size - 4), dtype=np.float64, buffer=a, strides=(8, 8))
-    return view[_NEIGHBOURS]
+    view: F64 = np.ndarray((5, a.size - 4), dtype=np.float64, buffer=a, strides=(8, 8))
+    rows: F64 = view[_NEIGHBOURS]
+    return rows
 
 
 class _RngPool(threading.local):
@@ -472,13 +473,13 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
                 gain = gain[::-1]
         else:
             motion = xs + shift
-        times, speeds = _arrivals(motion, v0, acc, jerk)
+        times, track_speeds = _arrivals(motion, v0, acc, jerk)
         m = times.size
         phases.append(phase)
         noises.append(draws[1:, :m])
         motions.append(motion[:m])
         times_l.append(times)
-        speeds_l.append(speeds)
+        speeds_l.append(track_speeds)
         gains.append(None if gain is None else gain[:m])
         counts.append(m)
 
@@ -524,6 +525,7 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     # p(0) and -p''(0) of each pulse (pulse_peak_and_curvature, per width); then the linear
     # superposition of the two neighbours on each side.
     p0: F64 | float
+    kappa: F64 | float
     if isinstance(widths, float):
         p0, kappa = pulse_peak_and_curvature(widths, delta)
         any_lorentz = all_lorentz = delta < 1e-3 * widths
