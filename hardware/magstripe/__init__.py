@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,8 +100,12 @@ class SwipeReport:
 def track_rng(seed: int, track: int) -> np.random.Generator:
     """The random stream of one track of a swipe: PCG64 keyed by a hash of the seed and the track
     (valid until the next call for the same track in the same thread)."""
-    key = hashlib.blake2b(f"posemu.swipe:{seed}:track{track}".encode(), digest_size=32).digest()
-    return seeded_rng(key, track)
+    return seeded_rng(_track_key(seed, track), track)
+
+
+@functools.lru_cache(maxsize=4096)
+def _track_key(seed: int, track: int) -> bytes:
+    return hashlib.blake2b(f"posemu.swipe:{seed}:track{track}".encode(), digest_size=32).digest()
 
 
 def simulate_swipe(stripe: Sequence[str | None], params: SwipeParams | None = None) -> SwipeReport:

@@ -724,7 +724,6 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
         ones = short[opens]
         bounds = s_arr[p + edges]
         cells = bounds[1:] - bounds[:-1]
-        d = seg[opens]
         if (trend == 0.0 and edges[-1] == size and 0 < cells.size <= filt.block
                 and _whole_bits(short, ones, size)
                 and _settled(filt, cells, seg, period, dec)):
@@ -734,6 +733,7 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
             bound_parts.append(bounds[1:])
             p = n
             break
+        d = seg[opens]
         expect, after = filt.run(cells, period, trend)
         if expect.size < cells.size:
             cells, d, ones = cells[:expect.size], d[:expect.size], ones[:expect.size]
