@@ -553,12 +553,18 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
         slope_l = z.sum(axis=0) * (-2.0 * w2) * sign
     if not all_lorentz:
         # The smeared pulse and its slope at the neighbours (pulse/pulse_slope's arctangent form;
-        # the difference of the two arctangents taken as one angle, atan2, which is exact here).
+        # the difference of the two arctangents taken as one angle: atan(zp) − atan(zm) is
+        # atan(2a / (1 + zp·zm)), plus π where that denominator is negative).
         a = delta / widths
         zp = u * (2.0 / widths)
         zm = zp - a
         zp += a
-        smeared = np.arctan2(2.0 * a, 1.0 + zp * zm)
+        den = zp * zm
+        den += 1.0
+        smeared = np.arctan((2.0 * a) / den)
+        behind = den < 0.0
+        if behind.any():
+            smeared[behind] += math.pi
         smeared *= b
         level_s = ai * p0 + sign * (smeared.sum(axis=0) * (widths / (2.0 * delta)))
         zp *= zp
