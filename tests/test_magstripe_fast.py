@@ -27,7 +27,7 @@ from hardware.magstripe.decoder import (
     recover_bits_reference,
 )
 from hardware.magstripe.measure import DEMO_STRIPE, impaired_params
-from hardware.magstripe.swipe import HeadSignal, recorded_positions, synthesize_tracks
+from hardware.magstripe.swipe import HeadSignal, arrival_times, recorded_positions, synthesize_tracks
 from hardware.magstripe.tracks import encode_array, encode_track, read_track, track_spec
 from tests.swipe_reference import read_track_reference, synthesize_scalar
 
@@ -250,3 +250,14 @@ def test_the_noisy_swipes_that_broke_the_fast_path() -> None:
             if diag is not None:
                 ref = detect_peaks_reference(diag.signal, params.reader)
                 _same_clock(diag.clock, recover_bits_reference(ref.sample_array, params.reader))
+
+
+def test_a_braking_card_with_a_vanishing_jerk_stops_where_braking_stops_it() -> None:
+    # Found by hypothesis in CI: v = 1 - t + j t²/2 with j ≈ 1e-217 stops at t ≈ 1 (0.5 in); the
+    # textbook quadratic formula put the stop at t = 2/j and the arrivals beyond 0.5 in became NaN.
+    times, speeds = arrival_times([0.1, 0.49, 0.5, 0.6], 1.0, -1.0, 1.5105889032341692e-217)
+    assert len(times) == 2 and all(s > 0 for s in speeds)
+    assert times[1] < 1.0
+    for skew in (0.0, 1.0):
+        params = SwipeParams(speed_ips=1.0, accel_ips2=-1.0, jerk_ips3=1.5105889032341692e-217, skew_deg=skew)
+        test_synthesis_is_the_scalar_model.hypothesis.inner_test(params)  # type: ignore[attr-defined]

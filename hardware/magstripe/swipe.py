@@ -201,8 +201,11 @@ def _stop_time(v0: float, a: float, j: float) -> float:
     disc = a * a - 2.0 * j * v0
     if disc < 0:
         return math.inf
-    r = math.sqrt(disc)
-    roots = [t for t in ((-a - r) / j, (-a + r) / j) if t > 0]
+    # The roots of (j/2) t² + a t + v0, in the form without cancellation (a tiny jerk beside a
+    # braking card must still give the braking stop near -v0/a, not 0 and 2|a|/j).
+    q = -0.5 * (a + math.copysign(math.sqrt(disc), a))
+    roots = [t for t in ((q / (0.5 * j)) if q != 0.0 else math.inf, (v0 / q) if q != 0.0 else math.inf)
+             if 0 < t < math.inf]
     return min(roots) if roots else math.inf
 
 
@@ -232,7 +235,14 @@ def _arrivals(xs: F64, v0: float, a: float, j: float) -> tuple[F64, F64 | float]
         t = 2.0 * xs / (v0 + np.sqrt(np.maximum(v0 * v0 + 2.0 * a * xs, 0.0)))
     else:
         t = _newton_arrivals(xs, v0, a, j, t_stop)
-    return t, v0 + a * t + j * t * t / 2
+    v = v0 + a * t + j * t * t / 2
+    # A card creeping to a stop may leave the last positions unreachable in floating point:
+    # they are not passed (never a NaN time or a non-positive speed downstream).
+    ok = np.isfinite(t) & (v > 0.0)
+    if not bool(ok.all()):
+        m = int(np.argmin(ok))
+        t, v = t[:m], v[:m]
+    return t, v
 
 
 def _newton_arrivals(xs: F64, v0: float, a: float, j: float, t_stop: float) -> F64:
