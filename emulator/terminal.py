@@ -52,6 +52,7 @@ from protocol.txn import (
     TerminalIds,
     TxnType,
     financial_request,
+    key_block,
     network_request,
     parse_balances,
     reversal_request,
@@ -297,7 +298,7 @@ class Terminal:
         if rc != "00":
             return self._sign_on_failed(RC_SCREENS.get(rc, Msg.DECLINED), rc=rc)
         try:
-            keys = keymod.parse_field62(self.cfg.tmk, ex.response.binary(62), keymod.KeyScheme(self.cfg.key_scheme))
+            keys = keymod.parse_field62(self.cfg.tmk, key_block(ex.response), keymod.KeyScheme(self.cfg.key_scheme))
         except (KeyError, TypeError, PosemuError) as e:
             code = "keys.check_value" if isinstance(e, CryptoError) else "keys.malformed"
             self._note(Kind.ERROR, "working keys refused", code, error=f"working keys: {e}")

@@ -32,7 +32,7 @@ from protocol.masking import mask_pan
 from protocol.pinblock import decrypt_pinblock
 from protocol.session import check_mac
 from protocol.specs import Profile
-from protocol.txn import RC, Balance, Field60, NetCode, TxnType, encode_balances, response_to
+from protocol.txn import RC, Balance, Field60, NetCode, TxnType, encode_balances, key_block_value, response_to
 
 log = logging.getLogger("posemu.host")
 
@@ -195,7 +195,7 @@ class HostLogic:
 
     # --- helpers ------------------------------------------------------------------------------
     def _respond(self, req: Message, rc: RC | str, **extra: str | bytes) -> Message:
-        return response_to(req, rc, **extra)
+        return response_to(req, rc, tpdu_len=self.profile.tpdu_len, **extra)
 
     def _next_rrn(self) -> str:
         self._rrn += 1
@@ -279,7 +279,7 @@ class HostLogic:
         self.store.commit()
         now = self.clock.wall()
         resp = self._respond(req, RC.APPROVED, f12=f"{now:%H%M%S}", f13=f"{now:%m%d}",
-                             f32=ACQUIRER_ID, f37=self._next_rrn(), f62=block)
+                             f32=ACQUIRER_ID, f37=self._next_rrn(), f62=key_block_value(block, self.profile))
         log.info("terminal %s signed on (scheme %s)", term.tid, scheme)
         return Decision(resp)
 
