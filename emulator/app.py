@@ -7,7 +7,7 @@ link and trace, all on the given clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from hardware.clock import Clock
 from hardware.ports import CardReader
 from hardware.registry import open_reader
 from hardware.sim import SimReader, card_for_profile
-from protocol.specs import get_profile
 
 
 def default_state_dir() -> Path:
@@ -67,9 +66,12 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
     private_dir(state_dir)
     trace = Trace(clock)
     host: HostServer | None = None
+    profile = cfg.wire_profile()
+    dialect = cfg.dialect
+    tls = dialect.tls.client_context() if dialect.tls is not None and dialect.tls.enabled and cfg.host else None
     if cfg.host is None:
-        host = await HostServer.start(get_profile(cfg.profile), clock=clock, db=state_dir / "host.sqlite3",
-                                      rules=host_rules)
+        host = await HostServer.start(profile, clock=clock, db=state_dir / "host.sqlite3", rules=host_rules)
+        fit_bundled_host(host, cfg)
         addr, port = host.address
     else:
         addr, port = parse_hostport(cfg.host)
@@ -78,9 +80,13 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
     opened = reader or open_reader(cfg.reader, clock=clock)
     journal = Journal(state_dir / "journal.sqlite3", clock=clock, local_key=LocalKey.at(state_dir / "local.key"),
                       legacy_key_material=cfg.tmk)
-    link = HostLink(addr, port, get_profile(cfg.profile), clock=clock, trace=trace,
+    link = HostLink(addr, port, profile, clock=clock, trace=trace,
                     connect_timeout=cfg.timeouts.connect, response_timeout=cfg.timeouts.response,
-                    resolver=resolver, connector=connector)
+                    resolver=resolver, connector=connector, tls=tls,
+                    server_name=dialect.tls.server_name if dialect.tls is not None else None,
+                    tls_pins=dialect.tls.pin_sha256 if dialect.tls is not None else (),
+                    backup=parse_hostport(dialect.backup) if dialect.backup else None,
+                    per_transaction=dialect.per_transaction)
     terminal = Terminal(cfg, clock=clock, reader=opened, pinpad=pinpad, journal=journal, link=link, trace=trace,
                         display=display)
     cardholder = None
@@ -94,6 +100,26 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
             cardholder = Cardholder(sim, card)
             terminal.add_display(cardholder)
     return Rig(cfg, clock, trace, terminal, opened, journal, host, cardholder)
+
+
+def fit_bundled_host(host: HostServer, cfg: TerminalConfig) -> None:
+    """The bundled host in-process speaks the terminal's dialect: its row for this terminal follows
+    the config — with no sign-on it holds the config's static working keys, with no MAC it asks
+    none, and back to the defaults when the config goes back."""
+    store = host.store
+    term = store.terminal(cfg.terminal_id)
+    if term is None:
+        return
+    keys = cfg.static_keys()
+    want: dict[str, Any] = {"mac_required": cfg.dialect.mac_enabled, "sign_on_proof": cfg.request_sign_on_mac,
+                            "require_sign_on": keys is None}
+    if keys is not None:
+        want.update(pik=keys.pik, mak=keys.mak, signed_on=True)
+    changes = {k: v for k, v in want.items() if getattr(term, k) != v}
+    if changes:
+        store.begin()
+        store.set_terminal(replace(term, **changes))
+        store.commit()
 
 
 def _find_sim(reader: CardReader) -> SimReader | None:

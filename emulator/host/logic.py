@@ -29,7 +29,7 @@ from protocol import keys as keymod
 from protocol.errors import DecodeError, PosemuError
 from protocol.iso import Message, encode
 from protocol.masking import mask_pan
-from protocol.pinblock import decrypt_pinblock
+from protocol.pinblock import decrypt_pinblock_any
 from protocol.session import check_mac
 from protocol.specs import Profile
 from protocol.txn import RC, Balance, Field60, NetCode, TxnType, encode_balances, key_block_value, response_to
@@ -376,7 +376,7 @@ class HostLogic:
     @staticmethod
     def _decrypt_pin(block: bytes, pan: str, pik: bytes) -> str | None:
         try:
-            return decrypt_pinblock(block, pan, pik)
+            return decrypt_pinblock_any(block, pan, pik)      # ISO 9564 format 0, 1 or 3, whichever it is
         except PosemuError:
             return None
 
