@@ -102,17 +102,24 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
     return Rig(cfg, clock, trace, terminal, opened, journal, host, cardholder)
 
 
-def fit_bundled_host(host: HostServer, cfg: TerminalConfig) -> None:
-    """The bundled host in-process speaks the terminal's dialect: its row for this terminal follows
-    the config — with no sign-on it holds the config's static working keys, with no MAC it asks
-    none, and back to the defaults when the config goes back."""
+def fit_bundled_host(host: HostServer, cfg: TerminalConfig, *, tmk: bool = False) -> None:
+    """The bundled host in-process serves the configured terminal (added with the config's master key
+    when it does not know its id) and speaks its dialect: its row for this terminal follows the
+    config — with no sign-on it holds the config's static working keys, with no MAC it asks none,
+    and back to the defaults when the config goes back (``tmk``: and the config's master key)."""
     store = host.store
     term = store.terminal(cfg.terminal_id)
     if term is None:
-        return
+        store.begin()
+        store.add_terminal(cfg.terminal_id, cfg.merchant_id, cfg.tmk)
+        store.commit()
+        term = store.terminal(cfg.terminal_id)
+        assert term is not None
     keys = cfg.static_keys()
     want: dict[str, Any] = {"mac_required": cfg.dialect.mac_enabled, "sign_on_proof": cfg.request_sign_on_mac,
                             "require_sign_on": keys is None}
+    if tmk:
+        want["tmk"] = cfg.tmk
     if keys is not None:
         want.update(pik=keys.pik, mak=keys.mak, signed_on=True)
     changes = {k: v for k, v in want.items() if getattr(term, k) != v}

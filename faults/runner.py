@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from emulator.app import Rig, open_rig
+from emulator.app import Rig, fit_bundled_host, open_rig
 from emulator.config import TerminalConfig
 from emulator.host.logic import seed_demo
 from emulator.host.server import HostServer
@@ -50,7 +51,6 @@ from hardware.registry import open_reader
 from hardware.sim import SimReader, card_for_profile
 from protocol.errors import PosemuError
 from protocol.iso import Message
-from protocol.specs import get_profile
 
 
 @dataclass(slots=True)
@@ -100,6 +100,29 @@ def subsequence(expected: tuple[str, ...], seen: list[str]) -> bool:
     return all(any(code == s for s in it) for code in expected)
 
 
+_BASE: contextvars.ContextVar[TerminalConfig | None] = contextvars.ContextVar("posemu_base_config", default=None)
+
+
+@contextlib.contextmanager
+def base_config(cfg: TerminalConfig | None) -> Iterator[None]:
+    """Run scenarios on this terminal configuration (``posemu regress --config``) instead of the
+    defaults: the terminal starts from it (faults change it as usual) and the bundled host speaks its
+    host dialect, with its terminal id and master key. Its host address, TLS and backup host are
+    not used: every run has its own host on 127.0.0.1."""
+    if cfg is not None:
+        cfg = replace(cfg, host=None, dialect=replace(cfg.dialect, tls=None, backup=None)).validate()
+    token = _BASE.set(cfg)
+    try:
+        yield
+    finally:
+        _BASE.reset(token)
+
+
+def _base() -> TerminalConfig:
+    cfg = _BASE.get()
+    return cfg if cfg is not None else TerminalConfig()
+
+
 def build_setup(fault: Fault, scenario: Scenario, *, seed: int, overrides: dict[str, Any] | None = None) -> Setup:
     """The setup for one catalogue scenario."""
     return combine([(fault, {**scenario.params, **(overrides or {})})], scenario=scenario, seed=seed)
@@ -109,7 +132,7 @@ def combine(faults: list[tuple[Fault, dict[str, Any]]], *, scenario: Scenario | 
             card: str | None = None, txn: str | None = None, steps: list[str] | None = None,
             reader_url: str | None = None, config: dict[str, Any] | None = None) -> Setup:
     """One setup with several faults active at once (each injector wraps what the previous left)."""
-    cfg = TerminalConfig()
+    cfg = _base()
     conf = {**(scenario.config if scenario else {}), **(config or {})}
     if conf:
         timeouts = conf.pop("timeouts", None)
@@ -168,10 +191,12 @@ class Run:
     async def start_host(self) -> None:
         s = self.setup
         self.state.mkdir(parents=True, exist_ok=True)
-        profile = get_profile("cup")      # the bundled host speaks the terminal's default profile
+        base = _base()                    # the bundled host speaks the configured dialect (default: cup),
+        profile = base.wire_profile()     # whatever a fault does to the terminal's
         self.host = await HostServer.start(profile, clock=self.clock, db=":memory:",
                                            rules=s.host_rules, seed=False)
         seed_demo(self.host.store, profiles=[s.card])     # only what this run uses: PIN hashing is slow on purpose
+        fit_bundled_host(self.host, base, tmk=True)
         for change in s.store_changes:
             change(self.host.store, self.pan)
         card = self.host.store.card(self.pan)
