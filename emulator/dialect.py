@@ -70,7 +70,7 @@ class TlsSettings:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         if self.cert:
             if self.key:
-                _private(Path(self.key), "host.tls.key")
+                check_private_file(Path(self.key), "host.tls.key")
             try:
                 ctx.load_cert_chain(self.cert, self.key)
             except (OSError, ssl.SSLError) as e:
@@ -92,7 +92,7 @@ def _ssl_reason(e: BaseException) -> str:
     return str(e)
 
 
-def _private(path: Path, key: str) -> None:
+def check_private_file(path: Path, key: str) -> None:
     """A private key file must be readable by its owner only."""
     try:
         mode = stat.S_IMODE(path.stat().st_mode)

@@ -10,6 +10,10 @@ connection with a logged one-line reason. Nothing a client sends can stop the se
 * a connection that completes no request for ``idle_timeout`` seconds is closed (idle terminals
   and slowloris clients alike), and at most ``max_connections`` are open at once — more are
   refused at once.
+
+With an :class:`ssl.SSLContext` the listener speaks TLS (``posemu host --tls-cert/--tls-key``).
+Every message in and out is logged as one masked line (:func:`emulator.host.logic.summary`) on the
+``posemu.host.wire`` logger at INFO — ``posemu host -v`` shows them.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from emulator.host.logic import Decision, HostLogic, PinJob, seed_demo
+from emulator.host.logic import Decision, HostLogic, PinJob, seed_demo, summary
 from emulator.host.rules import HostRules
 from emulator.host.store import HostStore
 from hardware.clock import Clock, run_external
@@ -33,6 +38,8 @@ from protocol.session import RequestReceived, ServerSession
 from protocol.specs import Profile
 
 log = logging.getLogger("posemu.host")
+wire = logging.getLogger("posemu.host.wire")
+"""One masked line per message in and out (INFO)."""
 
 
 @dataclass(slots=True)
@@ -123,6 +130,8 @@ class _Conn(asyncio.Protocol):
                 self._arm_idle()
                 if isinstance(ev, RequestReceived):
                     host.stats.requests += 1
+                    if wire.isEnabledFor(logging.INFO):
+                        wire.info("%s <- %s", self.peer, summary(ev.request))
                     for fn in host.observers:
                         fn(ev.request)
                     job = host.logic.pin_job(ev.request, ev.raw)
@@ -133,6 +142,8 @@ class _Conn(asyncio.Protocol):
                     host.notify_decided(ev.request, decision)
                 else:
                     host.stats.malformed += 1
+                    if wire.isEnabledFor(logging.INFO):
+                        wire.info("%s <- malformed %s (%s)", self.peer, ev.mti or "frame", ev.error.msg)
                     decision = host.logic.malformed(ev.mti, ev.partial, ev.error)
                 self._dispatch(decision)
         except Exception:  # a bug must not take the server down: log it, drop this connection
@@ -183,6 +194,8 @@ class _Conn(asyncio.Protocol):
             rc = d.response.get(39)
             if isinstance(rc, str):
                 self.host.stats.by_rc[rc] = self.host.stats.by_rc.get(rc, 0) + 1
+            if wire.isEnabledFor(logging.INFO):
+                wire.info("%s -> %s", self.peer, summary(d.response))
             try:
                 data = self.session.send(d.response, mak=d.mak)
             except (PosemuError, TypeError) as e:
@@ -230,13 +243,17 @@ class HostServer:
     async def start(cls, profile: Profile, *, clock: Clock, host: str = "127.0.0.1", port: int = 0,
                     db: str | Path = ":memory:", rules: HostRules | None = None, seed: bool = True,
                     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                    max_connections: int = DEFAULT_MAX_CONNECTIONS) -> HostServer:
+                    max_connections: int = DEFAULT_MAX_CONNECTIONS, tls: ssl.SSLContext | None = None) -> HostServer:
         store = HostStore(db)
         if seed and store.empty:
             seed_demo(store)
         self = cls(profile, store, clock, rules, idle_timeout=idle_timeout, max_connections=max_connections)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Conn(self), host, port)
+        try:
+            self._server = await loop.create_server(lambda: _Conn(self), host, port, ssl=tls)
+        except BaseException:
+            store.close()
+            raise
         return self
 
     @property
