@@ -98,3 +98,14 @@ def test_regress_with_a_bad_config_is_a_usage_error(tmp_path: Path) -> None:
     cfg.write_text('[host]\nmac = "md5"\n', encoding="utf-8")
     code, out = run("regress", "--config", str(cfg), "--fault", "user.wrong-pin")
     assert code == 2 and "host.mac" in out
+
+
+def test_a_fault_run_uses_the_config_too(tmp_path: Path) -> None:
+    """`--fault` runs on its own bundled host: it speaks the saved dialect (no sign-on, 4-digit ASCII
+    lengths, PIN block format 3) and finds the wrong PIN."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "terminal.toml").write_text(DIALECT.split("[host.responses]")[0], encoding="utf-8")
+    code, out = run("inquiry", "--virtual-time", "--state", str(state), "--fault", "user.wrong-pin")
+    assert code == 1 and "message codes: SIGN_ON_OK INSERT_OR_SWIPE" in out and "SIGNING_ON" not in out
+    assert "[WRONG_PIN] Incorrect PIN" in out                 # the host decrypted the format-3 block

@@ -109,8 +109,11 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
             click.echo(f"  [{s.code}] {line}")
 
     if fault_specs:
-        _run_with_faults(kind, amount, fault_specs, card=card, reader=reader, clock=clock, display=display,
-                         state_dir=state_dir, trace_path=trace_path, as_json=as_json, lang=language)
+        from faults.runner import base_config
+
+        with base_config(cfg):       # the run's own bundled host speaks the configured dialect
+            _run_with_faults(kind, amount, fault_specs, card=card, reader=reader, clock=clock, display=display,
+                             state_dir=state_dir, trace_path=trace_path, as_json=as_json, lang=language)
         return
 
     trace_error: list[OSError] = []
