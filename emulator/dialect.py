@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator.messages import Msg
-from protocol.errors import ConfigError, DecodeError
+from protocol.errors import ConfigError, DecodeError, EncodeError
 from protocol.framing import LengthHeader
 from protocol.iso import Message
 from protocol.mac import MacAlgorithm
@@ -106,9 +106,18 @@ FieldDefs = tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
 """pyiso8583 field definitions kept hashable: ((field, ((key, value), …)), …)."""
 
 
-def field_defs(fields: Mapping[str, Mapping[str, Any]]) -> FieldDefs:
-    """Field definitions in the hashable form a :class:`HostDialect` keeps."""
-    return tuple(sorted((str(k), tuple(sorted(v.items()))) for k, v in fields.items()))
+def field_defs(fields: Mapping[str, Mapping[str, Any]], where: str = "host.spec.fields") -> FieldDefs:
+    """Field definitions in the hashable form a :class:`HostDialect` keeps (values are strings,
+    numbers or booleans; anything else is a :class:`ConfigError`)."""
+    out = []
+    for k, v in fields.items():
+        if not isinstance(v, Mapping):
+            raise ConfigError(f"{where}.{k} must be a table of pyiso8583 spec keys")
+        for name, value in v.items():
+            if not isinstance(value, str | int | float | bool):
+                raise ConfigError(f"{where}.{k}.{name} must be a string or a number, not {type(value).__name__}")
+        out.append((str(k), tuple(sorted((str(n), x) for n, x in v.items()))))
+    return tuple(sorted(out))
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,8 +255,8 @@ def _is_hex(text: str) -> bool:
 def _build(base: str | None, d: HostDialect) -> Profile:
     try:
         length = LengthHeader(d.length_size, d.length_encoding, d.length_inclusive)
-    except Exception as e:   # EncodeError from the header's own checks
-        raise ConfigError(f"host.envelope: {e}") from None
+    except EncodeError as e:   # the header's own checks
+        raise ConfigError(f"host.envelope: {e.msg}") from None
     fields = {k: dict(v) for k, v in d.spec_fields}
     return build_profile(base, name=d.name or None, fields=fields,
                          tpdu=None if d.tpdu is None else bytes.fromhex(d.tpdu),
@@ -341,7 +350,13 @@ def parse_host_table(t: Mapping[str, Any], where: str, *, base_dir: Path | None 
         fields = _want(spec["fields"], dict, where, "host.spec.fields", "a table of fields ([host.spec.fields.62])")
         for k, v in fields.items():
             _want(v, dict, where, f"host.spec.fields.{k}", "a table of pyiso8583 spec keys")
-        ch["spec_fields"] = field_defs(fields)
+        if "h" in fields:
+            raise ConfigError(f"{where}: host.spec.fields.h: the header is the TPDU and application header of "
+                              "[host.envelope]")
+        try:
+            ch["spec_fields"] = field_defs(fields)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
     if ch.get("complete_spec") and not ch.get("spec_fields"):
         raise ConfigError(f"{where}: host.spec.base = \"none\" needs the whole spec in [host.spec.fields.*]")
     responses = t.get("responses", {})

@@ -273,7 +273,7 @@ def _check_field(key: str, f: object, where: str) -> dict[str, Any]:
             raise ConfigError(f"{at}.{name} must be one character")
     if "left_pad" in out and "right_pad" in out:
         raise ConfigError(f"{at}: give left_pad or right_pad, not both")
-    if "kind" in out and out["kind"] not in _KINDS:
+    if "kind" in out and (not isinstance(out["kind"], str) or out["kind"] not in _KINDS):
         raise ConfigError(f"{at}.kind must be one of {', '.join(_KINDS)}")
     if "desc" in out and not isinstance(out["desc"], str):
         raise ConfigError(f"{at}.desc must be a string")

@@ -6,9 +6,11 @@ import stat
 import tomllib
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
 
 from emulator import config
 from emulator.cli import main
@@ -19,6 +21,7 @@ from protocol.framing import LengthHeader
 from protocol.mac import MacAlgorithm
 from protocol.pinblock import PinBlockFormat
 from protocol.specs import CUP, Kind
+from tests.test_inputs_fuzz import mutated
 
 PIK = "1111111111111111FEFEFEFEFEFEFEFE"
 MAK = "2323232323232323"
@@ -256,3 +259,22 @@ def test_every_config_key_is_documented() -> None:
     missing = sorted(k for k in keys - subtables
                      if f"`{k}`" not in doc and f"`{k}," not in doc and f" {k}`" not in doc)
     assert not missing, f"not in docs/config.md: {missing}"
+
+
+_FULL_DOC = tomllib.loads(FULL.replace(f'pik = "{PIK}"', "").replace(f'mak = "{MAK}"', "")
+                          .replace("sign_on = false", "sign_on = true"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=mutated(_FULL_DOC, ("host", "keys")))
+def test_malformed_host_tables_raise_only_config_errors(doc: dict[str, Any]) -> None:
+    """Whatever a [host] table holds, loading it is a config or a clear ConfigError, never a crash."""
+    try:
+        cfg = config.from_dict(doc, "fuzz.toml")
+    except ConfigError:
+        return
+    cfg.wire_profile()
+
+
+def test_the_fuzz_base_is_valid() -> None:
+    config.from_dict(_FULL_DOC, "fuzz.toml").wire_profile()
