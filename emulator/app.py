@@ -104,9 +104,10 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
 
 def fit_bundled_host(host: HostServer, cfg: TerminalConfig, *, tmk: bool = False) -> None:
     """The bundled host in-process serves the configured terminal (added with the config's master key
-    when it does not know its id) and speaks its dialect: its row for this terminal follows the
-    config — with no sign-on it holds the config's static working keys, with no MAC it asks none,
-    and back to the defaults when the config goes back (``tmk``: and the config's master key)."""
+    when it does not know its id) and speaks its dialect: with no sign-on it holds the config's static
+    working keys for it, with no MAC (or no sign-on MAC) it asks none (``tmk``: and it takes the
+    config's master key). Only what the dialect needs is changed: what an administrator set with
+    ``posemu host accounts`` stays (a MAC the config does not switch off is not forced back on)."""
     store = host.store
     term = store.terminal(cfg.terminal_id)
     if term is None:
@@ -116,12 +117,15 @@ def fit_bundled_host(host: HostServer, cfg: TerminalConfig, *, tmk: bool = False
         term = store.terminal(cfg.terminal_id)
         assert term is not None
     keys = cfg.static_keys()
-    want: dict[str, Any] = {"mac_required": cfg.dialect.mac_enabled, "sign_on_proof": cfg.request_sign_on_mac,
-                            "require_sign_on": keys is None}
+    want: dict[str, Any] = {}
+    if not cfg.dialect.mac_enabled:
+        want.update(mac_required=False)
+    if not cfg.request_sign_on_mac:
+        want.update(sign_on_proof=False)
+    if keys is not None:
+        want.update(pik=keys.pik, mak=keys.mak, signed_on=True, require_sign_on=False)
     if tmk:
         want["tmk"] = cfg.tmk
-    if keys is not None:
-        want.update(pik=keys.pik, mak=keys.mak, signed_on=True)
     changes = {k: v for k, v in want.items() if getattr(term, k) != v}
     if changes:
         store.begin()

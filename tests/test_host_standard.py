@@ -295,3 +295,18 @@ server_name = "acquirer.test"
     wire = [ln for ln in err.splitlines() if "posemu.host.wire" in ln]
     assert len(wire) == 2 and "<- 0200 tid=SHOP0042" in wire[0] and "-> 0210" in wire[1] and "rc=00" in wire[1]
     assert "9900010000000019" not in err and "990001******0019" in wire[0]
+
+
+def test_the_in_process_host_keeps_what_the_administrator_set(tmp_path: Path) -> None:
+    """The in-process host changes its terminal row only as far as the dialect needs: a MAC switched off
+    by `accounts set` stays off under a default config; a config without MAC switches it off."""
+    assert cli("set", DEMO_TID, "--no-mac-required", "--state", str(tmp_path))[0] == 0
+    res = CliRunner().invoke(main, ["inquiry", "--virtual-time", "--state", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(cli("show", DEMO_TID, "--json", "--state", str(tmp_path))[1])[0]["mac_required"] is False
+    cli("reset", DEMO_TID, "--state", str(tmp_path))
+    (tmp_path / "terminal.toml").write_text('[host]\nmac = "none"\n', encoding="utf-8")
+    res = CliRunner().invoke(main, ["inquiry", "--virtual-time", "--state", str(tmp_path)])
+    assert res.exit_code == 0 and "SIGN_ON_OK" in res.output, res.output         # a sign-on without MAC
+    row = json.loads(cli("show", DEMO_TID, "--json", "--state", str(tmp_path))[1])[0]
+    assert row["mac_required"] is False and row["sign_on_mac"] is False
