@@ -56,7 +56,8 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
                    display: Display | None = None, reader: CardReader | None = None,
                    card_profile: str | None = None, host_rules: HostRules | None = None,
                    resolver: Resolver = system_resolver, connector: Connector = tcp_connector,
-                   host_name: str | None = None, auto_cardholder: bool = True) -> Rig:
+                   host_name: str | None = None, auto_cardholder: bool = True,
+                   external_host: bool | None = None) -> Rig:
     """Start everything a terminal needs. With ``cfg.host`` unset, the bundled host runs
     in-process on an ephemeral loopback port with its database in ``state_dir``.
 
@@ -86,7 +87,7 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
                     server_name=dialect.tls.server_name if dialect.tls is not None else None,
                     tls_pins=dialect.tls.pin_sha256 if dialect.tls is not None else (),
                     backup=parse_hostport(dialect.backup) if dialect.backup else None,
-                    per_transaction=dialect.per_transaction)
+                    external_peer=cfg.host is not None if external_host is None else external_host)
     terminal = Terminal(cfg, clock=clock, reader=opened, pinpad=pinpad, journal=journal, link=link, trace=trace,
                         display=display)
     cardholder = None

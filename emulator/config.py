@@ -90,6 +90,8 @@ class TerminalConfig:
     chip_retries: int = 3
     allow_fallback: bool = True               # magstripe fallback after repeated chip failures
     disabled_entry: tuple[str, ...] = ()      # e.g. ("swipe",) — card types switched off
+    persistent_connection: bool = False       # [host] connection: "persistent" keeps it open between
+                                              # transactions; "per-transaction" (default) hangs up after each
     mac_required: bool = True                 # every response must carry a valid MAC once keys exist
     sign_on_mac: bool = True                  # the 0800 carries a MAC under the TMK (proof of the key)
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -164,6 +166,8 @@ class TerminalConfig:
         for name in ("mac_required", "sign_on_mac"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"security.{'mac' if name == 'mac_required' else name} must be true or false")
+        if not isinstance(self.persistent_connection, bool):
+            raise ConfigError('host.connection must be "persistent" or "per-transaction"')
         _int(self.operator_tries, "operator_tries", 1, 99)
         if not isinstance(self.tmk, bytes) or len(self.tmk) not in (8, 16, 24):
             raise ConfigError("keys.tmk must be 8, 16 or 24 bytes (hex)")
@@ -369,6 +373,8 @@ def from_dict(data: dict[str, Any], where: str = "config", *, base_dir: Path | N
                     raise ConfigError(f"{where}: host.{key} and security.{'mac' if key == 'response_mac' else key} "
                                       f"both given; keep host.{key}")
                 changes[attr] = switch
+        if ht.persistent is not None:
+            changes["persistent_connection"] = ht.persistent
     if "disabled_entry" in data:
         entries = _want(data["disabled_entry"], list, where, "disabled_entry", "a list of entry modes")
         changes["disabled_entry"] = tuple(_want(x, str, where, "disabled_entry", "a list of entry modes")
@@ -432,7 +438,8 @@ def to_dict(cfg: TerminalConfig, *, hide_secrets: bool = False) -> dict[str, Any
     out["reversal"] = {"retries": cfg.reversal_retries}
     out["emv"] = {"aids": list(cfg.aids), "chip_retries": cfg.chip_retries, "allow_fallback": cfg.allow_fallback}
     out["host"] = host_table(cfg.dialect, address=cfg.host, response_mac=cfg.mac_required,
-                             sign_on_mac=cfg.sign_on_mac, base=cfg.profile)
+                             sign_on_mac=cfg.sign_on_mac, base=cfg.profile,
+                             persistent=cfg.persistent_connection)
     del out["profile"]          # it is [host.spec] base
     return out
 

@@ -4,14 +4,19 @@ Acquirer hosts differ in small ways that decide whether a terminal works with th
 ISO 8583 spec (which fields, which encodings), the envelope around each message (length header,
 TPDU, application header), whether there is a sign-on that hands out working keys or the keys are
 installed statically, the MAC algorithm (or none), the PIN block format, where the balance is and
-what to show when it is missing, which response code means which screen, TLS, a backup host, and
-whether the connection stays open. A :class:`HostDialect` holds all of that; the ``[host]`` table
+what to show when it is missing, which response code means which screen, TLS and a backup host.
+A :class:`HostDialect` holds all of that; the ``[host]`` table
 of the terminal's TOML config describes it (docs/config.md lists every key), and
 :meth:`HostDialect.profile` turns it into the :class:`protocol.specs.Profile` the codec speaks.
 
 Defaults describe the bundled host: the base profile as it is, sign-on on, MAC on (the base's
 algorithm) and required on every response, PIN block format 0, the balance in field 54 as
-ISO 8583:1987 additional amounts, TLS off, one persistent connection.
+ISO 8583:1987 additional amounts, TLS off.
+
+Whether the connection stays open between transactions (``[host] connection``) is also read from
+the ``[host]`` table, but the terminal config keeps it as a field of its own
+(:attr:`emulator.config.TerminalConfig.persistent_connection`, the one place the terminal and
+the fault injector look), as it keeps the two MAC switches.
 
 >>> d = HostDialect(mac="none", sign_on=False, pin_block=1, balance_missing="not-shown")
 >>> d.profile("iso87ascii").name, d.mac_enabled, d.pin_format.name
@@ -141,7 +146,6 @@ class HostDialect:
     rc_screens: tuple[tuple[str, str], ...] = ()
     tls: TlsSettings | None = None
     backup: str | None = None
-    connection: str = "persistent"
 
     # --- what the terminal asks ---------------------------------------------------------------------
     @property
@@ -151,10 +155,6 @@ class HostDialect:
     @property
     def pin_format(self) -> PinBlockFormat:
         return PinBlockFormat(self.pin_block)
-
-    @property
-    def per_transaction(self) -> bool:
-        return self.connection == "per-transaction"
 
     @property
     def tls_on(self) -> bool:
@@ -202,8 +202,6 @@ class HostDialect:
             raise ConfigError(f"host.mac must be one of {', '.join(MAC_CHOICES)}")
         if self.pin_block not in PIN_FORMATS or isinstance(self.pin_block, bool):
             raise ConfigError("host.pin_block must be 0, 1 or 3 (ISO 9564-1 format)")
-        if self.connection not in CONNECTIONS:
-            raise ConfigError(f"host.connection must be one of {', '.join(CONNECTIONS)}")
         if self.balance_format not in BALANCE_FORMATS:
             raise ConfigError(f"host.balance_format must be one of {', '.join(BALANCE_FORMATS)}")
         if self.balance_missing not in BALANCE_MISSING:
@@ -275,14 +273,15 @@ TLS_KEYS = frozenset({"enabled", "ca", "server_name", "cert", "key", "pin_sha256
 
 @dataclass(frozen=True, slots=True)
 class HostTable:
-    """What a ``[host]`` table gives, beyond the dialect: the address, the spec's base and the two
-    MAC switches the terminal config keeps as fields of its own."""
+    """What a ``[host]`` table gives, beyond the dialect: the address, the spec's base, and the two
+    MAC switches and the connection mode the terminal config keeps as fields of its own."""
 
     dialect: HostDialect
     address: str | None = None
     base: str | None = None               # [host.spec] base (None: not given)
     response_mac: bool | None = None
     sign_on_mac: bool | None = None
+    persistent: bool | None = None        # connection = "persistent" (True) | "per-transaction" (False)
 
 
 def _want(value: Any, kind: type | tuple[type, ...], where: str, key: str, what: str) -> Any:
@@ -317,7 +316,7 @@ def parse_host_table(t: Mapping[str, Any], where: str, *, base_dir: Path | None 
     if unknown:
         raise ConfigError(f"{where}: unknown key host.{unknown[0]}; known: {', '.join(sorted(HOST_KEYS))}")
     ch: dict[str, Any] = {}
-    for key in ("name", "backup", "connection", "mac", "balance_format", "balance_missing"):
+    for key in ("name", "backup", "mac", "balance_format", "balance_missing"):
         if key in t:
             ch[key] = _want(t[key], str, where, f"host.{key}", "a string (in quotes)")
     for key in ("sign_on",):
@@ -377,16 +376,23 @@ def parse_host_table(t: Mapping[str, Any], where: str, *, base_dir: Path | None 
             pin_sha256=tuple(_want(p, str, where, "host.tls.pin_sha256", "fingerprints in hex").lower()
                              .replace(":", "") for p in pins))
     address = _want(t["address"], str, where, "host.address", "HOST:PORT in quotes") if "address" in t else None
+    persistent: bool | None = None
+    if "connection" in t:
+        connection = _want(t["connection"], str, where, "host.connection", "a string (in quotes)")
+        if connection not in CONNECTIONS:
+            raise ConfigError(f"{where}: host.connection must be one of {', '.join(CONNECTIONS)}")
+        persistent = connection == "persistent"
     return HostTable(
         HostDialect(**ch), address=address, base=base,
         response_mac=_want(t["response_mac"], bool, where, "host.response_mac", "true or false")
         if "response_mac" in t else None,
         sign_on_mac=_want(t["sign_on_mac"], bool, where, "host.sign_on_mac", "true or false")
-        if "sign_on_mac" in t else None)
+        if "sign_on_mac" in t else None,
+        persistent=persistent)
 
 
 def host_table(d: HostDialect, *, address: str | None, response_mac: bool, sign_on_mac: bool,
-               base: str) -> dict[str, Any]:
+               base: str, persistent: bool = False) -> dict[str, Any]:
     """The ``[host]`` table that :func:`parse_host_table` reads back as ``d`` (only what differs from
     the defaults, apart from the switches a reader looks for first)."""
     out: dict[str, Any] = {}
@@ -396,7 +402,7 @@ def host_table(d: HostDialect, *, address: str | None, response_mac: bool, sign_
     for key in ("name", "backup"):
         if getattr(d, key):
             out[key] = getattr(d, key)
-    out["connection"] = d.connection
+    out["connection"] = CONNECTIONS[0] if persistent else CONNECTIONS[1]
     out["sign_on"] = d.sign_on
     out["mac"] = d.mac
     out["response_mac"] = response_mac

@@ -277,7 +277,10 @@ class Terminal:
     # --- sign-on / sign-off -------------------------------------------------------------------------------
     async def sign_on(self) -> Outcome:
         async with self._busy:
-            return await self._sign_on()
+            try:
+                return await self._sign_on()
+            finally:
+                await self._hang_up()
 
     async def _sign_on(self, *, again: bool = False) -> Outcome:
         self._begin("sign_on")
@@ -382,6 +385,12 @@ class Terminal:
         return await self._transaction(TxnType.PURCHASE, amount)
 
     async def _transaction(self, txn: TxnType, amount: int | None) -> Outcome:
+        try:
+            return await self._transaction_flow(txn, amount)
+        finally:
+            await self._hang_up()
+
+    async def _transaction_flow(self, txn: TxnType, amount: int | None) -> Outcome:
         kind = "balance" if txn is TxnType.BALANCE else "purchase"
         fail_head = Msg.QUERY_CARD_FAILED if txn is TxnType.BALANCE else Msg.TXN_FAILED
         async with self._busy:
@@ -692,7 +701,13 @@ class Terminal:
             self._fire(Event.RESPONSE)
             return await self._unknown_outcome(kind, fail_head, jid, reversible is not None, Msg.MAC_ERROR,
                                                RC.MAC_ERROR, rc=rc, amount=amount, card=card, info=info)
-        self._note(Kind.NOTE, "host answer", f"host.rc.{rc or 'none'}", rc=rc)
+        if not rc:
+            # an answer without a response code says nothing about the outcome: a purchase is reversed
+            self._note(Kind.ERROR, "answer without a response code (field 39)", "iso.no_rc", mti=resp.mti)
+            self._fire(Event.RESPONSE)
+            return await self._unknown_outcome(kind, fail_head, jid, reversible is not None, Msg.FORMAT_ERROR,
+                                               RC.NO_RESPONSE, amount=amount, card=card, info=info, code="iso.no_rc")
+        self._note(Kind.NOTE, "host answer", f"host.rc.{rc}", rc=rc)
         if rc == RC.DUPLICATE.value and not resent:
             # the host saw this STAN today for another transaction (a reinstalled terminal): it moved
             # nothing; send the transaction again, once, under the next STAN
@@ -887,8 +902,12 @@ class Terminal:
 
     async def _remove_card(self) -> bool:
         if not await self._card_present():
+            self.trace.record(Kind.READER, "no card in the slot", code="slot.empty")
+            self._evidence.append("slot.empty")
             self._fire(Event.NO_CARD)
             return True
+        self.trace.record(Kind.READER, "a card is in the slot", code="slot.card_in")
+        self._evidence.append("slot.card_in")
         self._fire(Event.CARD_IN_SLOT)
         self.show(Msg.REMOVE_CARD)
         deadline = self.clock.now() + self.cfg.timeouts.removal
@@ -913,6 +932,11 @@ class Terminal:
         self.show(Msg.REMOVE_CARD_FAILED)
         self._fire(Event.REMOVAL_ACKNOWLEDGED)
         return False
+
+    async def _hang_up(self) -> None:
+        """One connection per transaction (CUP POS practice), unless the config keeps it open."""
+        if not self.cfg.persistent_connection:
+            await self.link.close()
 
     def _end(self, out: Outcome) -> Outcome:
         self.trace.record(Kind.TXN, "end", txn=out.kind, approved=out.approved, headline=out.headline.value,
@@ -996,7 +1020,10 @@ class Terminal:
 
     async def send_pending_reversals(self) -> int:
         async with self._busy:
-            return await self._send_pending_reversals()
+            try:
+                return await self._send_pending_reversals()
+            finally:
+                await self._hang_up()
 
     async def close(self) -> None:
         await self.link.close()

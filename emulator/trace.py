@@ -123,6 +123,11 @@ class Trace:
     def subscribe(self, fn: Callable[[TraceEntry], None]) -> None:
         self._listeners.append(fn)
 
+    def unsubscribe(self, fn: Callable[[TraceEntry], None]) -> None:
+        """Stop calling ``fn`` (no error if it was not subscribed)."""
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
     def record(self, kind: Kind, what: str, **data: Any) -> TraceEntry:
         e = TraceEntry(self.clock.now() - self._t0, kind, mask_text(what), _safe(data))
         self.entries.append(e)

@@ -35,7 +35,7 @@ mak = "{MAK}"
 address = "10.1.2.3:7000"
 backup = "acquirer-b.example:7000"
 name = "acme"
-connection = "per-transaction"
+connection = "persistent"
 sign_on = false
 mac = "x9.19"
 response_mac = true
@@ -81,7 +81,7 @@ def test_a_full_host_table(tmp_path: Path) -> None:
     cfg = _load(tmp_path, FULL)
     d = cfg.dialect
     assert cfg.host == "10.1.2.3:7000" and cfg.profile == "iso87ascii"
-    assert (d.backup, d.per_transaction, d.sign_on, d.mac, d.pin_format) == (
+    assert (d.backup, cfg.persistent_connection, d.sign_on, d.mac, d.pin_format) == (
         "acquirer-b.example:7000", True, False, "x9.19", PinBlockFormat.ISO_3)
     assert d.tls == TlsSettings(ca=str(tmp_path / "ca.pem"), server_name="acquirer.example", pin_sha256=("ab" * 32,))
     assert d.screen_for("05") is not None and d.screen_for("05").value == "DECLINED"  # type: ignore[union-attr]

@@ -18,13 +18,15 @@ from emulator.app import open_rig
 from emulator.cli import main
 from emulator.demo import DEMO_TID
 from emulator.host import admin
-from emulator.host.server import HostServer
+from emulator.host.server import HostServer, mangle
 from emulator.host.store import HostStore
 from emulator.messages import Msg
 from emulator.ports import ScriptedPinPad
 from hardware.clock import VirtualClock
-from protocol.iso import Message
-from protocol.specs import CUP, ISO87ASCII, PROFILES, Profile
+from protocol.errors import PosemuError
+from protocol.framing import Framer, LengthHeader, frame
+from protocol.iso import Message, decode, encode
+from protocol.specs import CUP, ISO87ASCII, PROFILES, Profile, build_profile
 from protocol.txn import RC, TxnType, parse_balances
 from tests.test_host import CARDS, Client, run_host
 from tests.tls_pki import Pki, make_pki
@@ -310,3 +312,30 @@ def test_the_in_process_host_keeps_what_the_administrator_set(tmp_path: Path) ->
     assert res.exit_code == 0 and "SIGN_ON_OK" in res.output, res.output         # a sign-on without MAC
     row = json.loads(cli("show", DEMO_TID, "--json", "--state", str(tmp_path))[1])[0]
     assert row["mac_required"] is False and row["sign_on_mac"] is False
+
+
+# --- host rules on a dialect's envelope --------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["garbage", "truncated", "bad-bitmap"])
+def test_a_garbage_rule_spoils_the_answer_inside_a_dialects_envelope(mode: str) -> None:
+    """GARBAGE rules (faults) on a host speaking a dialect: the length header stays the dialect's, so the
+    terminal receives one frame and finds it undecodable — the fault the rule names, not a framing one."""
+    header = LengthHeader(4, "ascii")
+    prof = build_profile("iso87ascii", tpdu=bytes.fromhex("6000030000"), length_header=header)
+    answer = Message("0210", {3: "310000", 11: "000042", 39: "00", 41: "POSEMU01"}, prof.default_header)
+    raw = frame(encode(answer, prof), header=header)
+    out = mangle(raw, mode, prof)
+    framer = Framer(header=header)
+    framer.receive_data(out)
+    payloads = framer.frames()
+    assert len(payloads) == 1 and framer.buffered == 0               # exactly one frame, as announced
+    body = payloads[0]
+    if mode == "truncated":
+        assert body == raw[4:4 + len(body)] and len(body) < len(raw) - 4
+    elif mode == "bad-bitmap":
+        at = 5 + 4                                                    # after the TPDU and the ASCII MTI
+        assert body[:at] == raw[4:4 + at] and body[at + 8:] == raw[4 + at + 8:]
+        assert body[at:at + 8] != raw[4 + at:4 + at + 8]
+    else:
+        assert len(body) == len(raw) - 4 and body != raw[4:]
+    with pytest.raises(PosemuError):
+        decode(body, prof)

@@ -339,7 +339,7 @@ def test_a_host_that_refuses_our_missing_client_certificate(tmp_path: Path, pki:
 
 
 def test_backup_host_and_per_transaction_connections(tmp_path: Path) -> None:
-    """The primary refuses connections; the backup answers; every request opens its own connection."""
+    """The primary refuses connections; the backup answers; every transaction opens its own connection."""
     import socket
 
     clock = VirtualClock()
@@ -362,14 +362,14 @@ def test_backup_host_and_per_transaction_connections(tmp_path: Path) -> None:
             s.bind(("127.0.0.1", 0))
             dead = s.getsockname()[1]
         cfg = terminal_config(dead, tmp_path)
-        cfg = replace(cfg, dialect=replace(cfg.dialect, backup=f"127.0.0.1:{port}",
-                                                               connection="per-transaction")).validate()
+        cfg = replace(cfg, dialect=replace(cfg.dialect, backup=f"127.0.0.1:{port}"),
+                      persistent_connection=False).validate()
 
         async def body(rig: Rig) -> None:
             _approved(await rig.terminal.balance_inquiry(), Msg.APPROVED_BALANCE)
             _approved(await rig.terminal.balance_inquiry(), Msg.APPROVED_BALANCE)
             assert any(e.data.get("code") == "link.backup" for e in rig.trace.entries)
-            assert not rig.terminal.link.connected            # closed after each answer
+            assert not rig.terminal.link.connected            # hung up after each transaction
 
         try:
             await with_terminal(cfg, clock, tmp_path / "state", body)
@@ -378,3 +378,62 @@ def test_backup_host_and_per_transaction_connections(tmp_path: Path) -> None:
 
     run(clock, main())
     assert len(conns) == 2 and [d["t"] for d in host.seen] == ["0200", "0200"]
+
+
+# --- faults against this host: `posemu inquiry --fault … ` on a config that names it ----------------
+def _fault_run(host: PlainHost, config: Callable[[int], configmod.TerminalConfig], fault: str, clock: VirtualClock,
+               state: Path, ssl_ctx: ssl.SSLContext | None = None) -> tuple[int, Outcome | None, list[Any]]:
+    """The fault runner on the config ``config(port)`` makes, against ``host`` as the user's host."""
+    from faults.catalogue import load
+    from faults.grammar import parse_spec
+    from faults.runner import final_outcome, run_specs
+
+    async def main() -> tuple[int, Outcome | None, list[Any]]:
+        port = await host.start(ssl_ctx)
+        try:
+            ran = await run_specs([parse_spec(fault, load())], clock=clock, state=state, card="demo", txn="balance",
+                                  steps=["balance"], cfg=replace(config(port), host=None),
+                                  external_host=f"127.0.0.1:{port}", self_test_too=False)
+            try:
+                assert ran.run.rig is not None
+                return port, final_outcome(ran.outcomes), list(ran.run.rig.trace.entries)
+            finally:
+                await ran.run.close()
+        finally:
+            await host.close()
+
+    with asyncio.Runner(loop_factory=clock.new_event_loop) as r:
+        return r.run(main())
+
+
+def test_a_fault_run_reaches_the_tls_host_through_the_fault_proxy(tmp_path: Path, pki: Pki) -> None:
+    """The run resolves its own name for the host to the fault proxy; TLS still checks the certificate
+    against the host's address (no server_name configured), and the latency fault is on the path."""
+    clock = VirtualClock()
+    host = PlainHost()
+    table = tls_table(pki, server_name=None)
+    port, out, trace = _fault_run(host, lambda port: terminal_config(port, tmp_path, tls=table),
+                                  "network.congestion:latency=2", clock, tmp_path / "run",
+                                  server_context(pki, client_cert=True))
+    assert out is not None and out.approved, (out and out.codes, out and out.error)
+    tls = [e for e in trace if e.what == "TLS established"]
+    assert tls and tls[0].data["server_name"] == "127.0.0.1" and tls[0].data["sha256"] == pki.server_sha256
+    peers = {e.data.get("peer") for e in trace if e.what == "connected"}
+    assert peers and f"127.0.0.1:{port}" not in peers                 # through the proxy, not straight to the host
+    assert [d["t"] for d in host.seen] == ["0200"]
+    assert clock.now() >= 4                                           # the latency was on the path (both ways)
+
+
+def test_a_fault_run_does_not_go_round_a_link_fault_to_the_backup_host(tmp_path: Path) -> None:
+    """The configured backup host would be reached directly, past the fault proxy: a fault run has one path."""
+    clock = VirtualClock()
+    host = PlainHost()
+
+    def config(port: int) -> configmod.TerminalConfig:
+        cfg = terminal_config(port, tmp_path)
+        return replace(cfg, dialect=replace(cfg.dialect, backup=f"127.0.0.1:{port}")).validate()
+
+    _, out, trace = _fault_run(host, config, "network.link-down", clock, tmp_path / "run")
+    assert out is not None and not out.approved and out.detail is Msg.CONNECT_FAILED
+    assert not any(e.data.get("code") == "link.backup" for e in trace)
+    assert host.seen == []

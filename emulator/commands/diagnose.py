@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,6 @@ from emulator.trace import TraceEntry, read_trace
 from protocol.errors import DecodeError, UsageError
 
 if TYPE_CHECKING:
-    from faults.catalogue import Fault
     from faults.diagnose import Diagnosis
 
 
@@ -38,13 +36,13 @@ def command(trace_path: str | None, reader: str, host: str | None, fault_specs: 
         diag = diagnose(_read_trace(Path(trace_path)), [])
         click.echo(diag.render(lang))
     else:
-        m, diag = asyncio.run(_self_test(reader, host, list(fault_specs)))
+        m, diag = _self_test(reader, host, list(fault_specs))
         click.echo("self-test 自检:")
         for k, v in m.items():
             click.echo(f"  {k:22s} {v}")
         click.echo("diagnosis 诊断:")
         click.echo(diag.render(lang))
-    sys.exit(ExitCode.FAILED if diag.findings else ExitCode.OK)
+    sys.exit(ExitCode.FAILED if diag.named else ExitCode.OK)
 
 
 def _read_trace(path: Path) -> list[TraceEntry]:
@@ -58,55 +56,38 @@ def _read_trace(path: Path) -> list[TraceEntry]:
         raise UsageError(f"{path}: cannot read the trace ({e.strerror})") from None
 
 
-async def _self_test(reader_url: str, host: str | None, specs: list[str]) -> tuple[dict[str, Any], Diagnosis]:
+def _self_test(reader_url: str, host: str | None, specs: list[str]) -> tuple[dict[str, Any], Diagnosis]:
+    """Power on (with the faults, all from power-on), sign on, take every reading. The same world
+    the regression suite builds; on the virtual clock when nothing real is involved."""
     import tempfile
     from dataclasses import replace
 
-    from emulator.app import open_rig
-    from emulator.config import TerminalConfig
-    from emulator.ports import ScriptedPinPad
-    from faults.catalogue import load, parse_fault_spec
-    from faults.diagnose import diagnose, self_test
-    from faults.reader import FaultyReader, ReaderFaults
-    from hardware.clock import RealClock
-    from hardware.registry import open_reader
+    from faults.catalogue import load
+    from faults.grammar import parse_spec
+    from faults.model import Onset, OnsetKind
+    from faults.runner import run_specs
+    from hardware.clock import Clock, RealClock, VirtualClock
 
-    chosen = []
-    for spec in specs:
-        fid, params = parse_fault_spec(spec)
-        f = load().get(fid)
-        _check_params(f, params)
-        chosen.append((f, params))
-    clock = RealClock()
-    r = open_reader(reader_url, clock=clock)
-    for f, params in chosen:
-        if f.injector == "reader":
-            known = {k: str(v) for k, v in {**f.defaults(), **params}.items() if k in ReaderFaults.__dataclass_fields__}
-            r = FaultyReader(r, ReaderFaults.from_params(known), clock)
-    with tempfile.TemporaryDirectory() as tmp:
-        rig = await open_rig(replace(TerminalConfig(), host=host), clock=clock, state_dir=Path(tmp),
-                             pinpad=ScriptedPinPad("0"), reader=r, auto_cardholder=False)
-        try:
-            so = await rig.terminal.sign_on()
-            m = await self_test(rig)
-            m["sign_on"] = "ok (working keys verified by check value)" if so.approved else \
-                f"FAILED {so.detail.value if so.detail else ''}"
-            m["reader"] = rig.reader.name
-            return m, diagnose(list(rig.trace), [so], m)
-        finally:
-            await rig.close()
+    cat = load()
+    chosen = [replace(parse_spec(text, cat), onset=Onset(OnsetKind.POWER_ON)) for text in specs]
+    sim = reader_url.startswith("sim://")
+    card = reader_url.removeprefix("sim://").split("?")[0] or None if sim else None
+    clock: Clock = VirtualClock() if sim and host is None else RealClock()
 
+    async def main() -> tuple[dict[str, Any], Diagnosis]:
+        with tempfile.TemporaryDirectory(prefix="posemu-selftest-") as tmp:
+            ran = await run_specs(chosen, clock=clock, state=Path(tmp), steps=["sign_on"], card=card,
+                                  reader_url=None if sim else reader_url, external_host=host)
+            try:
+                m = dict(ran.readings)
+                so = ran.outcomes[0] if ran.outcomes else None
+                m["sign_on"] = "ok (working keys verified by check value)" if so and so.approved else \
+                    f"FAILED {so.detail.value if so and so.detail else ''}".rstrip()
+                if ran.run.rig is not None:
+                    m["reader"] = ran.run.rig.reader.name
+                return m, ran.diagnosis
+            finally:
+                await ran.run.close()
 
-def _check_params(fault: Fault, params: dict[str, str]) -> None:
-    """A parameter the catalogue declares is a finite number within its range (``contact_ohms=nan``
-    or ``=-1`` would measure nonsense). The same rule as ``inquiry --fault``."""
-    for k, v in params.items():
-        p = fault.param(k)
-        if p is None:
-            continue
-        try:
-            num = float(v)
-        except ValueError:
-            num = math.nan
-        if not (math.isfinite(num) and p.min <= num <= p.max):
-            raise UsageError(f"{fault.id}: {k}={v!r} must be a number from {p.min:g} to {p.max:g} {p.unit}".rstrip())
+    with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
+        return runner.run(main())

@@ -17,6 +17,7 @@ import click
 from emulator.commands._exit import exit_epilog
 from emulator.commands._inputs import parse_amount
 from emulator.commands._paths import output_file, state_folder
+from emulator.commands._pcap import check_pcap, pcap_options, streaming_capture
 from emulator.config import parse_hostport
 from emulator.host.rules import HostRule, HostRules
 from emulator.host.server import HostServer
@@ -57,12 +58,14 @@ from protocol.specs import Profile, get_profile
               help="Require client certificates issued by this CA (PEM): mutual TLS.")
 @click.option("-v", "--verbose", count=True,
               help="-v: one masked line per message in and out; -vv: debug.")
+@pcap_options
 @click.pass_context
 def command(ctx: click.Context, listen: str, allow_remote: bool, profile: str | None, config_file: str | None,
             db: str | None, rules: tuple[str, ...], seed: int, idle_timeout: float, max_connections: int,
-            tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, verbose: int) -> None:
+            tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, verbose: int,
+            pcap_path: str | None = None, pcap_clear: bool = False) -> None:
     """Run the host simulator until interrupted (Ctrl-C); `posemu host accounts …` administers its
-    database."""
+    database. With --pcap over TLS, the capture holds the messages inside the TLS session."""
     if ctx.invoked_subcommand is not None:
         return
     logging.basicConfig(level=[logging.INFO, logging.DEBUG][min(verbose, 2) // 2],
@@ -87,6 +90,7 @@ def command(ctx: click.Context, listen: str, allow_remote: bool, profile: str | 
     parsed = HostRules([HostRule.parse(r) for r in rules], seed=seed)
     db_path = output_file(db, "host database") if db else state_folder(None) / "host.sqlite3"
     check_sqlite_file(db_path, "host database")
+    pcap_out = check_pcap(pcap_path, pcap_clear)
 
     async def main() -> None:
         server = await HostServer.start(prof, clock=RealClock(), host=host, port=port, db=db_path, rules=parsed,
@@ -99,10 +103,13 @@ def command(ctx: click.Context, listen: str, allow_remote: bool, profile: str | 
         click.echo(f"posemu host: profile {prof.name}{' over TLS' if tls else ''}, listening on {h}:{p}, "
                    f"database {db_path}", err=False)
         sys.stdout.flush()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.close()
+        with streaming_capture(pcap_out, pcap_clear) as rec:
+            if rec is not None:
+                server.wire_observers.append(rec)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await server.close()
 
     try:
         asyncio.run(main())

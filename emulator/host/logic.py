@@ -53,6 +53,7 @@ class Decision:
     delay: float = 0.0
     close: bool = False
     mak: bytes | None = None       # seal the response with this MAC key
+    mangle: str = ""               # a GARBAGE rule's mode: the encoded answer is spoilt on the way out
 
 
 _PIN_HASHES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
@@ -144,6 +145,7 @@ class HostLogic:
         delay = rule.delay if rule is not None and rule.action is RuleAction.DELAY else 0.0
         drop = rule is not None and rule.action is RuleAction.DROP_RESPONSE
         wrong_stan = rule is not None and rule.action is RuleAction.WRONG_STAN
+        garbage = rule.mode if rule is not None and rule.action is RuleAction.GARBAGE else ""
         try:
             decision = self._process(_Call(req, raw, pin_ok))
         except PosemuError as e:   # a request whose fields do not make sense: format error
@@ -157,6 +159,11 @@ class HostLogic:
         if drop:
             log.info("rule: response to %s STAN %s processed and dropped", req.mti, req.get(11))
             decision = replace(decision, response=None)
+        if garbage and decision.response is not None:
+            if garbage == "no-rc":
+                decision = replace(decision, response=decision.response.replace(f39=None))
+            else:
+                decision = replace(decision, mangle=garbage)
         return decision
 
     def pin_job(self, req: Message, raw: bytes) -> PinJob | None:
@@ -240,11 +247,8 @@ class HostLogic:
         term = self.store.terminal(tid) if isinstance(tid, str) else None
         if term is None:
             return Decision(self._respond(req, RC.NOT_PERMITTED_TERMINAL))
-        if self.profile.header_len and term.min_version:
-            version = req.header[6] if len(req.header) > 6 else 0
-            if version < term.min_version:
-                return Decision(self._respond(req, RC.VERSION_NOT_ACCEPTED))
-        if NetCode.of(req) is not NetCode.SIGN_ON:
+        signing_on = NetCode.of(req) is NetCode.SIGN_ON
+        if not signing_on:
             if term.require_sign_on and not term.signed_on:
                 return Decision(self._respond(req, RC.SIGN_ON_REQUIRED))
             if term.mak is not None and term.mac_required:
@@ -252,8 +256,13 @@ class HostLogic:
                 if not status.ok:
                     log.warning("%s from %s STAN %s: MAC %s", req.mti, term.tid, req.get(11), status.value)
                     return Decision(self._respond(req, RC.MAC_ERROR), mak=term.mak)
-            if kind is not None and not permitted(kind, term.permissions):
-                return Decision(self._respond(req, RC.NOT_PERMITTED_TERMINAL), mak=self._response_mak(req))
+        if self.profile.header_len and term.min_version:
+            version = req.header[6] if len(req.header) > 6 else 0
+            if version < term.min_version:
+                return Decision(self._respond(req, RC.VERSION_NOT_ACCEPTED),
+                                mak=None if signing_on else self._response_mak(req))
+        if not signing_on and kind is not None and not permitted(kind, term.permissions):
+            return Decision(self._respond(req, RC.NOT_PERMITTED_TERMINAL), mak=self._response_mak(req))
         decision = fn(c, term)
         if decision.response is not None and decision.mak is None:
             decision = replace(decision, mak=self._response_mak(req))

@@ -14,6 +14,8 @@ connection with a logged one-line reason. Nothing a client sends can stop the se
 With an :class:`ssl.SSLContext` the listener speaks TLS (``posemu host --tls-cert/--tls-key``).
 Every message in and out is logged as one masked line (:func:`emulator.host.logic.summary`) on the
 ``posemu.host.wire`` logger at INFO — ``posemu host -v`` shows them.
+``wire_observers`` see every accepted connection's raw bytes (:mod:`emulator.capture`:
+``posemu host --pcap``; over TLS, the bytes inside the TLS session).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from emulator.capture import WireConn, WireEvent, WireKind, WireObserver, sockname
 from emulator.host.logic import Decision, HostLogic, PinJob, seed_demo, summary
 from emulator.host.rules import HostRules
 from emulator.host.store import HostStore
@@ -64,6 +67,22 @@ class _Conn(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._out: list[bytes] | None = None    # responses batched during one data_received
         self._idle: asyncio.TimerHandle | None = None
+        self._wire: WireConn | None = None
+        self._peer_eof = False
+
+    def _tap(self, kind: WireKind, data: bytes = b"") -> None:
+        if self._wire is not None:
+            ev = WireEvent(kind, self._wire, self.host.clock.wall().timestamp(), data, self._peer_eof)
+            for fn in self.host.wire_observers:
+                fn(ev)
+
+    def _write(self, tr: asyncio.Transport, data: bytes) -> None:
+        self._tap(WireKind.SENT, data)
+        tr.write(data)
+
+    def eof_received(self) -> bool | None:
+        self._peer_eof = True           # the client closed first; the transport then closes
+        return None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)   # any loop's stream transport (asyncio, uvloop)
@@ -82,6 +101,10 @@ class _Conn(asyncio.Protocol):
             return
         host.stats.connections += 1
         host.conns.add(self)
+        if host.wire_observers:
+            self._wire = WireConn("server", sockname(transport, "sockname"), sockname(transport, "peername"),
+                                  host.profile)
+            self._tap(WireKind.OPEN)
         self._arm_idle()
 
     def _arm_idle(self) -> None:
@@ -102,6 +125,8 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.host.conns.discard(self)
+        self._tap(WireKind.CLOSED)
+        self._wire = None
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
@@ -111,6 +136,7 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         host = self.host
         session = self.session
+        self._tap(WireKind.RECEIVED, data)
         session.receive_data(data)
         host.store.begin()
         out: list[bytes] = []
@@ -154,7 +180,7 @@ class _Conn(asyncio.Protocol):
             host.commit_soon()
             self._out = None
             if out and self.transport is not None and not self.transport.is_closing():
-                self.transport.write(b"".join(out))
+                self._write(self.transport, b"".join(out))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         t = asyncio.get_running_loop().create_task(coro)
@@ -198,10 +224,12 @@ class _Conn(asyncio.Protocol):
                 wire.info("%s -> %s", self.peer, summary(d.response))
             try:
                 data = self.session.send(d.response, mak=d.mak)
+                if d.mangle:
+                    data = mangle(data, d.mangle, self.host.profile)
             except (PosemuError, TypeError) as e:
                 log.warning("closing %s: cannot encode the %s answer (%s)", self.peer, d.response.mti, e)
                 if self._out:
-                    tr.write(b"".join(self._out))
+                    self._write(tr, b"".join(self._out))
                     self._out.clear()
                 tr.close()
                 return
@@ -209,12 +237,31 @@ class _Conn(asyncio.Protocol):
                 if self._out is not None:
                     self._out.append(data)
                 else:
-                    tr.write(data)
+                    self._write(tr, data)
         if d.close:
             if self._out:
-                tr.write(b"".join(self._out))
+                self._write(tr, b"".join(self._out))
                 self._out.clear()
             tr.close()
+
+
+def mangle(frame_bytes: bytes, mode: str, profile: Profile) -> bytes:
+    """Spoil an encoded, framed answer the way a broken host or middlebox does (a GARBAGE rule):
+    ``garbage`` — a frame of the right length holding noise; ``truncated`` — the length header says
+    less than the message holds; ``bad-bitmap`` — the bitmap's bits flipped. The frame is the
+    profile's (its length header, TPDU/application header, MTI and bitmap widths: any dialect)."""
+    lh = profile.length_header
+    head, body = frame_bytes[:lh.size], frame_bytes[lh.size:]
+    if mode == "truncated":
+        cut = max(1, len(body) // 2)
+        return lh.encode(cut) + body[:cut]
+    if mode == "bad-bitmap":
+        at = profile.header_len + int(profile.spec["t"].get("max_len", 4))   # after the MTI (BCD or ASCII)
+        width = int(profile.spec["p"].get("max_len", 8))
+        flipped = bytes(b ^ 0xA5 for b in body[at:at + width])
+        return head + body[:at] + flipped + body[at + width:]
+    noise = bytes((i * 37 + 11) & 0xFF for i in range(len(body)))
+    return head + noise
 
 
 class HostServer:
@@ -236,6 +283,7 @@ class HostServer:
         self.conns: set[_Conn] = set()
         self.observers: list[Callable[[Message], None]] = []   # called with every decoded request
         self.decided: list[Callable[[Message, Decision], None]] = []   # … and with its decision, once taken
+        self.wire_observers: list[WireObserver] = []   # raw bytes of every accepted connection
         self._commit_handle: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
 
