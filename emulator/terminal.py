@@ -36,7 +36,7 @@ from emulator.ports import Display, PinPad
 from emulator.trace import Kind, Trace
 from hardware.clock import Clock
 from hardware.errors import CardAbsentError, CardResetError, HardwareError, NoReaderError, ServiceUnavailableError
-from hardware.ports import CardReader, ReaderEventKind, SwipeResult
+from hardware.ports import CardReader, HealthSensors, ReaderEventKind, SwipeResult
 from protocol import keys as keymod
 from protocol.errors import CryptoError, PosemuError
 from protocol.masking import mask_pan
@@ -131,6 +131,10 @@ class Outcome:
     @property
     def codes(self) -> list[str]:
         return [s.code for s in self.screens]
+
+
+CLOCK_TOLERANCE_S = 300.0
+"""How far the terminal's clock may be from the host's (sign-on answer, fields 12/13) unnoticed."""
 
 
 class Terminal:
@@ -319,9 +323,40 @@ class Terminal:
             with contextlib.suppress(PosemuError):
                 batch = Field60.parse(f60).batch
                 self.ids = TerminalIds(self.ids.tid, self.ids.mid, self.ids.header, batch)
+        self._compare_clock(ex.response.get(12), ex.response.get(13))
         self._fire(Event.SIGNED_ON)
         self.show(Msg.SIGN_ON_OK)
         return self._end(self._outcome("sign_on", True, Msg.SIGN_ON_OK, rc="00"))
+
+    def _record_health(self) -> None:
+        """The terminal's own sensors, where its reader has them (supply voltage, case temperature)."""
+        if isinstance(self.reader, HealthSensors):
+            try:
+                readings = self.reader.health()
+            except PosemuError:
+                return
+            self.trace.record(Kind.NOTE, "terminal health", code="terminal.health", **readings)
+
+    def _compare_clock(self, hhmmss: object, mmdd: object) -> None:
+        """The sign-on answer carries the host's local time (fields 12, 13): a terminal clock that
+        is off by more than five minutes is noted in the trace (the year is not sent: the skew is
+        taken within a year either way)."""
+        if not (isinstance(hhmmss, str) and isinstance(mmdd, str) and len(hhmmss) == 6 and len(mmdd) == 4
+                and hhmmss.isdigit() and mmdd.isdigit()):
+            return
+        mine = self.clock.wall()
+        best: float | None = None
+        for year in (mine.year - 1, mine.year, mine.year + 1):
+            try:
+                host = mine.replace(year=year, month=int(mmdd[:2]), day=int(mmdd[2:]), hour=int(hhmmss[:2]),
+                                    minute=int(hhmmss[2:4]), second=int(hhmmss[4:]), microsecond=0)
+            except ValueError:
+                continue
+            skew = (mine - host).total_seconds()
+            if best is None or abs(skew) < abs(best):
+                best = skew
+        if best is not None and abs(best) >= CLOCK_TOLERANCE_S:
+            self._note(Kind.NOTE, "terminal clock differs from the host's", "clock.host_skew", skew_s=round(best))
 
     def _static_keys(self, keys: keymod.WorkingKeys) -> Outcome:
         """A host without sign-on (config ``[host] sign_on = false``): the working keys installed in the
@@ -407,6 +442,7 @@ class Terminal:
                 return self._end(self._outcome(kind, False, Msg.SIGN_ON_REQUIRED, error="not signed on"))
             await self._send_pending_reversals()
             self._begin(kind)
+            self._record_health()
             self._fire(Event.START)
             got = await self._acquire_card(txn, amount)
             if isinstance(got, Failure):
@@ -579,6 +615,7 @@ class Terminal:
             self._note(Kind.READER, "card reset during the transaction", root.code, error=str(e))
             return Failure(Msg.CARD_RESET, root.code, str(e), Event.CARD_PULLED, removal=True)
         self._note(Kind.READER, "chip read error", root.code, error=str(e))
+        self._record_health()                  # what the supply monitor and case sensor say at the failure
         return Failure(Msg.READER_ERROR, root.code, str(e), retry=True)
 
     def _pulled(self, reason: str, *, code: str | None = None) -> Failure:

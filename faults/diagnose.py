@@ -129,6 +129,16 @@ NET_FAIL = ("tcp.response_timeout", "tcp.reset", "tcp.closed", "tcp.refused", "t
             "tcp.connect_timeout", "tcp.connect_failed")
 
 
+def _health_off(ev: Evidence) -> str | None:
+    """What the terminal's own sensors say is wrong (trace evidence), if anything."""
+    v, t = ev.health.get("supply_v"), ev.health.get("temperature_c")
+    if v is not None and v < 4.75:
+        return "supply"
+    if t is not None and not 0 <= t <= 45:
+        return "temperature"
+    return None
+
+
 def _ohms(ev: Evidence) -> tuple[float | None, float | None]:
     return ev.num("multimeter.contact_ohms"), ev.num("multimeter.after_cleaning_ohms")
 
@@ -153,6 +163,14 @@ def _stripe_failures(ev: Evidence) -> list[str]:
 @rule("contacts")
 def _contacts(ev: Evidence) -> list[Clue]:
     ohms, after = _ohms(ev)
+    if not ev.measured:
+        # from the trace alone: chip read errors and contacts that open mid-command are most often the
+        # contacts (the multimeter, voltmeter, thermometer and field meter tell the rest apart)
+        trouble = [c for c in (*CHIP_TROUBLE, "pcsc.0x80100069") if ev.has(c) and c != "chip.fallback"]
+        if not trouble or (ev.has("slot.empty") and ev.has("reader.card_removed")) or _health_off(ev):
+            return []
+        return [Clue(1.2, trouble[0], f"chip read errors ({', '.join(trouble)}); measure to tell contacts, supply, "
+                     "temperature, interference and the card apart")]
     if ohms is None or ohms <= 5.0 or (after is not None and after > 5.0):
         return []
     out = [Clue(2.0, "multimeter.contact_ohms", f"contacts read {ohms:g} Ω (clean < 1 Ω)"
@@ -178,6 +196,12 @@ def _aging(ev: Evidence) -> list[Clue]:
 @rule("power")
 def _power(ev: Evidence) -> list[Clue]:
     supply, minv = ev.num("voltmeter.supply_v"), ev.num("voltmeter.min_card_v")
+    if not ev.measured:
+        trouble = [c for c in CHIP_TROUBLE if ev.has(c)]
+        if trouble and _health_off(ev) == "supply":
+            return [Clue(2.0, "terminal.health", f"the terminal's supply monitor read {ev.health['supply_v']:g} V "
+                         f"(nominal 5 V) and the chip failed ({', '.join(trouble)})")]
+        return []
     ohms, _ = _ohms(ev)
     if supply is not None and supply < 4.75:
         out = [Clue(2.5, "voltmeter.supply_v", f"supply {supply:g} V at the reader (nominal 5 V)")]
@@ -194,6 +218,12 @@ def _power(ev: Evidence) -> list[Clue]:
 @rule("temperature")
 def _temperature(ev: Evidence) -> list[Clue]:
     t = ev.num("thermometer.c")
+    if not ev.measured:
+        trouble = [c for c in CHIP_TROUBLE if ev.has(c)]
+        if trouble and _health_off(ev) == "temperature":
+            return [Clue(2.0, "terminal.health", f"the terminal's case sensor read {ev.health['temperature_c']:g} °C "
+                         f"(operating 0–45 °C) and the chip failed ({', '.join(trouble)})")]
+        return []
     if t is None or 0 <= t <= 45:
         return []
     return [Clue(2.5, "thermometer.c", f"ambient {t:g} °C (operating 0–45 °C)")]
@@ -250,6 +280,13 @@ def _reader_dead(ev: Evidence) -> list[Clue]:
 @rule("sensor")
 def _sensor(ev: Evidence) -> list[Clue]:
     out = []
+    if not ev.measured:
+        if ev.has("reader.removal_unconfirmed"):
+            out.append(Clue(1.5, "reader.removal_unconfirmed", "the reader never reported the card out: its seat "
+                            "switch or latch (inspect the slot to tell)"))
+        if ev.has("reader.no_card"):
+            out.append(Clue(1.5, "reader.no_card", "the reader never reported a card in: its card-present sensor"))
+        return out
     if ev.has("reader.removal_unconfirmed"):
         if ev.r("latch.releases") is False:
             out.append(Clue(3.0, "latch.releases", "the latch does not release the card"))
@@ -294,6 +331,9 @@ def _stripe_damaged(ev: Evidence) -> list[Clue]:
 @rule("swipe")
 def _swipe(ev: Evidence) -> list[Clue]:
     fails = _stripe_failures(ev)
+    if not ev.measured:
+        return [Clue(1.2, fails[0], "the swipes fail (most often the way the card is swiped; a careful swipe by "
+                     "the technician tells a damaged stripe apart)")] if fails else []
     if not fails or ev.r("swipe.careful_ok") is not True or not _env_nominal(ev):
         return []
     return [Clue(2.5, fails[0], "the cardholder's swipes fail but the technician's slow, level swipe of the same "
@@ -330,8 +370,11 @@ def _locked(ev: Evidence) -> list[Clue]:
 @rule("permission")
 def _permission(ev: Evidence) -> list[Clue]:
     codes = [c for c in ("host.rc.57", "host.rc.58", "host.rc.62") if ev.has(c)]
-    return [Clue(3.0, codes[0], "the host does not permit this card or terminal (" + ", ".join(codes) + ")")] \
-        if codes else []
+    if codes:
+        return [Clue(3.0, codes[0], "the host does not permit this card or terminal (" + ", ".join(codes) + ")")]
+    if ev.has("host.rc.14") and ev.txn != "sign_on":
+        return [Clue(2.0, "host.rc.14", "the host does not take this card (14: blocked or unknown at the issuer)")]
+    return []
 
 
 @rule("version")
@@ -350,6 +393,9 @@ def _card_type(ev: Evidence) -> list[Clue]:
 @rule("config-host")
 def _config_host(ev: Evidence) -> list[Clue]:
     fails = [c for c in ("tcp.refused", "tcp.unreachable", "tcp.connect_timeout", "tcp.connect_failed") if ev.has(c)]
+    if not ev.measured:
+        return [Clue(1.0, "tcp.refused", "the host refuses the connection: a wrong address or port in the settings "
+                     "is as likely as a link that is down")] if ev.has("tcp.refused") else []
     if not fails or ev.r("config.host_matches") is not False:
         return []
     return [Clue(3.0, "config.host_matches", "the terminal is set to another host address than the acquirer's "
@@ -359,6 +405,10 @@ def _config_host(ev: Evidence) -> list[Clue]:
 @rule("keys")
 def _keys(ev: Evidence) -> list[Clue]:
     refused = ev.txn == "sign_on" and (ev.has("host.rc.A0") or ev.has("keys.check_value"))
+    if refused and not ev.measured:
+        return [Clue(1.5, "host.rc.A0" if ev.has("host.rc.A0") else "keys.check_value",
+                     "the sign-on is refused for its MAC or key check value: the terminal master key is most "
+                     "likely not the acquirer's (compare the key check values)")]
     if not refused or ev.r("keys.kcv_match") is not False:
         return []
     return [Clue(3.0, "keys.kcv_match", "the terminal master key's check value differs from the acquirer's key "
@@ -368,6 +418,9 @@ def _keys(ev: Evidence) -> list[Clue]:
 @rule("keys-rotated")
 def _keys_rotated(ev: Evidence) -> list[Clue]:
     refused = ev.has("host.rc.77") or (ev.txn != "sign_on" and ev.has("host.rc.A0"))
+    if refused and not ev.measured:
+        return [Clue(1.5, "host.rc.77" if ev.has("host.rc.77") else "host.rc.A0",
+                     "the host refuses the working keys in a transaction after a good sign-on: it changed them")]
     if not refused or ev.r("keys.kcv_match") is not True or (ev.num("echo.failures") or 0) > 0:
         return []
     return [Clue(2.5, "host.rc.77" if ev.has("host.rc.77") else "host.rc.A0",
@@ -407,6 +460,9 @@ def _storage(ev: Evidence) -> list[Clue]:
 @rule("clock")
 def _clock(ev: Evidence) -> list[Clue]:
     skew = ev.num("clock.skew_s")
+    noted = ev.facts.get("clock.host_skew", {}).get("skew_s")
+    if skew is None and isinstance(noted, int | float):
+        skew = float(noted)
     if not ev.has("card.expired_local") or skew is None or abs(skew) < 86_400:
         return []
     return [Clue(3.0, "clock.skew_s", f"the terminal's clock is {abs(skew) / 86_400:.0f} days "
@@ -439,6 +495,12 @@ def _network(ev: Evidence) -> list[Clue]:
     replies = ev.num("ping.replies")
     fails = [c for c in NET_FAIL if ev.has(c)]
     out = []
+    if not ev.measured:
+        broken = [c for c in ("tcp.reset", "tcp.unreachable", "tcp.connect_timeout", "tcp.refused") if ev.has(c)]
+        if broken:
+            return [Clue(1.2, broken[0], "the connection to the host breaks or cannot be made (" + ", ".join(broken)
+                         + "); ping and the configured address tell the link and the settings apart")]
+        return []
     if ev.has("tcp.reset"):
         out.append(Clue(2.0, "tcp.reset", "the connection was reset in the middle of an exchange"))
     if replies is not None and replies < 4:
@@ -452,6 +514,8 @@ def _network(ev: Evidence) -> list[Clue]:
 def _congestion(ev: Evidence) -> list[Clue]:
     rtt = ev.num("ping.rtt_s")
     slow = [t for t in ev.response_s if t > 3.0]
+    if not ev.measured:
+        return [Clue(1.2, "response.seconds", f"answers took {', '.join(f'{t:g}' for t in slow)} s")] if slow else []
     if rtt is None or rtt < 1.0 or not (slow or ev.has("tcp.response_timeout")):
         return []
     return [Clue(2.5, "ping.rtt_s", f"round trip {rtt:g} s on the link" + (
@@ -479,6 +543,13 @@ def _host_busy(ev: Evidence) -> list[Clue]:
 
 @rule("lost-answer")
 def _lost_answer(ev: Evidence) -> list[Clue]:
+    if not ev.measured:
+        only_timeout = ev.has("tcp.response_timeout") and not ev.has(*(c for c in NET_FAIL
+                                                                           if c != "tcp.response_timeout"))
+        if not only_timeout or ev.has("iso.unmatched", "host.rc.91", "host.rc.96"):
+            return []
+        return [Clue(1.2, "tcp.response_timeout", "the request left and no answer came on an open connection "
+                     "(an echo test tells a lost answer from a slow host or link)")]
     if not ev.has("tcp.response_timeout") or not _ping_ok(ev) or ev.has("iso.unmatched"):
         return []
     if ev.r("echo.ok") is True and ev.r("echo.rc") == "00" and (ev.num("echo.seconds") or 0) < 2:
@@ -497,6 +568,8 @@ def _data_errors(ev: Evidence) -> list[Clue]:
         macs.append("host.rc.A0")
     if ev.r("keys.kcv_match") is False or ev.r("config.profile_matches") is False or ev.has("host.rc.77"):
         return []
+    if not ev.measured and ev.txn == "sign_on":
+        return []                   # a sign-on nobody can read is a specification mismatch (incompatible)
     if structural:
         return [Clue(2.0, structural[0], "answers arrive damaged or not as sent (" + ", ".join(structural) + ")")]
     # MAC failures alone: damaged bytes, or keys the host changed — repeated echo tests tell them apart
@@ -508,6 +581,12 @@ def _data_errors(ev: Evidence) -> list[Clue]:
 
 @rule("incompatible")
 def _incompatible(ev: Evidence) -> list[Clue]:
+    if not ev.measured:
+        codes = [c for c in ("iso.undecodable", "tcp.closed", "host.rc.30") if ev.has(c)]
+        if ev.txn == "sign_on" and codes:
+            return [Clue(1.5, codes[0], "the host cannot read the sign-on or the terminal its answer ("
+                         + ", ".join(codes) + "): they speak different message specifications")]
+        return []
     if ev.r("config.profile_matches") is not False:
         return []
     codes = [c for c in ("iso.undecodable", "tcp.closed", "host.rc.30", "tcp.response_timeout") if ev.has(c)]
@@ -517,15 +596,47 @@ def _incompatible(ev: Evidence) -> list[Clue]:
                  "(" + ", ".join(codes) + ")")]
 
 
+# --- what a failed transaction must show for a measured problem to be its cause -----------------------
+_CHIP_SYMPTOMS = (*CHIP_TROUBLE, "pcsc.0x80100069", "reader.card_removed")
+_NET_SYMPTOMS = (*NET_FAIL, "dns.nxdomain", "dns.timeout", "dns.failed", "iso.undecodable", "iso.unmatched")
+SYMPTOMS: dict[str, Callable[[Evidence], bool]] = {
+    "contacts": lambda ev: ev.has(*_CHIP_SYMPTOMS),
+    "aging": lambda ev: ev.has(*_CHIP_SYMPTOMS),
+    "power": lambda ev: ev.has(*_CHIP_SYMPTOMS),
+    "temperature": lambda ev: ev.has(*_CHIP_SYMPTOMS),
+    "insertion": lambda ev: ev.has(*_CHIP_SYMPTOMS),
+    "emi": lambda ev: ev.has(*_CHIP_SYMPTOMS) or bool(_stripe_failures(ev)),
+    "dns": lambda ev: ev.has(*_NET_SYMPTOMS),
+    "network": lambda ev: ev.has(*_NET_SYMPTOMS),
+    "version": lambda ev: ev.has("host.rc.A4"),
+    "locked": lambda ev: ev.has("terminal.locked"),
+    "storage": lambda ev: ev.has("journal.full"),
+    "host-busy": lambda ev: ev.has("host.rc.91", "host.rc.96", "tcp.response_timeout")
+    or any(t > 10 for t in ev.response_s),
+}
+"""For the groups whose rules can rest on a measurement alone: the trace evidence that ties the
+measured problem to the failed transaction. Without it the problem is real but not this failure's
+cause: it is listed below the threshold (the technician still sees it)."""
+LATENT = 0.2
+"""How much a measured problem with no symptom in the failed transaction counts."""
+
+
 def diagnose(trace: Sequence[TraceEntry], outcomes: Sequence[object] = (), measurements: dict[str, Any] | None = None,
              *, catalogue: Catalogue | None = None) -> Diagnosis:
-    """The ranked cause groups for the failed transaction in ``trace`` given the self-test's readings."""
+    """The ranked cause groups for the failed transaction in ``trace`` given the self-test's readings.
+
+    With a failed transaction, a group is named only with evidence from that transaction (a
+    measurement alone makes it a candidate); with none (a self-test after a good sign-on), the
+    measurements speak for themselves."""
     cat = catalogue or load()
     ev = gather(trace, measurements)
+    failed = ev.approved is False
     found = []
     for gid, fn in RULES.items():
         clues = tuple(fn(ev))
         score = sum(c.weight for c in clues)
+        if failed and gid in SYMPTOMS and not SYMPTOMS[gid](ev) and not any(c.code in ev.codes for c in clues):
+            score *= LATENT
         if score > 0 and gid in cat.groups:
             found.append(Finding(cat.groups[gid], 1.0 - math.exp(-score), clues))
     found.sort(key=lambda f: (-f.confidence, f.group.id))

@@ -32,6 +32,13 @@ class Evidence:
     response_s: list[float] = field(default_factory=list)
     swipes: list[list[dict[str, Any]]] = field(default_factory=list)
     explanations: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)        # standing conditions noted anywhere in the session
+    health: dict[str, float] = field(default_factory=dict)     # the terminal's own sensors at the transaction
+
+    @property
+    def measured(self) -> bool:
+        """Were the technician's readings taken (else: the trace alone)?"""
+        return bool(self.readings)
 
     def has(self, *codes: str) -> bool:
         return any(c in self.codes for c in codes)
@@ -82,6 +89,12 @@ def gather(trace: Sequence[TraceEntry], readings: dict[str, Any] | None = None) 
         code = e.data.get("code")
         if isinstance(code, str):
             ev.codes[code] += 1
+        if code == "terminal.health":          # the worst the terminal's sensors saw in the transaction
+            for k, v in e.data.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    old = ev.health.get(k)
+                    if old is None or abs(float(v) - NOMINAL.get(k, 0.0)) > abs(old - NOMINAL.get(k, 0.0)):
+                        ev.health[k] = float(v)
         if e.kind is Kind.SCREEN:
             ev.screens.append(e.what)
             ev.codes[f"screen.{e.what}"] += 1
@@ -104,7 +117,18 @@ def gather(trace: Sequence[TraceEntry], readings: dict[str, Any] | None = None) 
         if isinstance(code, str):
             ev.context[code] += 1
         _explain(e, ev)
+    for e in trace:                 # standing conditions: what the terminal noted about itself, any time
+        if e.data.get("code") in SESSION_FACTS:
+            ev.facts[str(e.data["code"])] = {k: v for k, v in e.data.items() if k != "code"}
     return ev
+
+
+NOMINAL = {"supply_v": 5.0, "temperature_c": 25.0}
+"""The terminal sensors' nominal values (the worst deviation in a transaction is kept)."""
+
+SESSION_FACTS = frozenset({"clock.host_skew"})
+"""Codes that describe the terminal, not one transaction (its clock against the host's, from the
+sign-on answer): the diagnosis of a later transaction may use them."""
 
 
 def _explain(e: TraceEntry, ev: Evidence) -> None:

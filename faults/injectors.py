@@ -189,9 +189,11 @@ class HostStateAction:
     min_version: int | None = None
     keys: str | None = None                 # "rotate": new keys the terminal does not have; "drop": none
     _saved: list[Any] = field(default_factory=list)
+    armed_at: float | None = None           # when it was armed (on the clock), for scoring only
 
     def arm(self, pts: Points) -> None:
         host = _need(pts.host, "the bundled host")
+        self.armed_at = pts.clock.now()
         store: HostStore = host.store
         card = store.card(pts.card_pan)
         term = store.terminal(pts.terminal_id)

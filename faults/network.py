@@ -41,6 +41,9 @@ from emulator.hostlink import Resolver
 from hardware.clock import Clock
 from protocol.errors import ConfigError
 
+NOTICEABLE_DELAY_S = 2.0
+"""A message held up this long on the link is slower than a cardholder waits without noticing."""
+
 
 @dataclass(frozen=True, slots=True)
 class LinkFaults:
@@ -290,14 +293,14 @@ class FaultProxy:
         while f.loss and self.rng.random() < f.loss:
             tries += 1
             self.stats["retransmissions"] += 1
-            self.struck += 1
             if tries > f.max_retries:
                 self.stats["resets"] += 1
+                self.struck += 1
                 raise _Reset()
             delay += rto
             rto *= 2
         if delay > 0:
-            if delay >= 0.5:
+            if delay >= NOTICEABLE_DELAY_S:     # scoring: a delay nobody notices changes nothing
                 self.struck += 1
             await self.clock.sleep(max(0.0, delay))
         w.write(chunk)

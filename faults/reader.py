@@ -18,6 +18,7 @@ As a URL: ``fault+sim://demo?contact_ohms=12&seed=7`` (any reader URL after ``fa
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -127,6 +128,7 @@ class FaultyReader:
         self.stats: dict[str, int] = {"retransmissions": 0, "resets": 0, "mute": 0, "lost": 0, "bounces": 0,
                                       "suppressed_removals": 0, "suppressed_insertions": 0}
         self.struck = 0                   # times an armed fault changed what happened (for scoring only)
+        self.hits: Counter[str] = Counter()   # …by mechanism: brownout, parity, bounce, temperature, emi, …
         self.cleaned = False              # the technician cleaned the contacts: the dirt film is gone
         self.min_card_v: float | None = None   # the lowest supply the card saw (a logging voltmeter)
         self._seat_closed = False
@@ -172,7 +174,7 @@ class FaultyReader:
 
     def _flap(self) -> None:
         if self.faults.dead:
-            self.struck += 1
+            self._hit("dead")
             raise NoReaderError(_NO_RESPONSE).with_code("reader.no_response")
 
     # --- CardReader port ----------------------------------------------------------------------
@@ -191,7 +193,7 @@ class FaultyReader:
             if ev.kind is ReaderEventKind.CARD_INSERTED:
                 if self.faults.sensor_dead:
                     self.stats["suppressed_insertions"] += 1
-                    self.struck += 1
+                    self._hit("sensor")
                     continue
                 self.insertions += 1
                 self.apdus = 0
@@ -201,7 +203,7 @@ class FaultyReader:
             if ev.kind is ReaderEventKind.CARD_REMOVED and (self.faults.seat_stuck or self.faults.latch_stuck) \
                     and self._seat_closed:
                 self.stats["suppressed_removals"] += 1
-                self.struck += 1
+                self._hit("latch" if self.faults.latch_stuck else "seat")
                 continue
             if ev.kind is ReaderEventKind.CARD_REMOVED:
                 self._seat_closed = False
@@ -223,23 +225,28 @@ class FaultyReader:
         m = self.model()
         self._log_voltage(m, False)
         if f.seating == "reversed":
-            return self._mute("no answer to reset: the chip does not touch the contacts")
+            return self._mute("no answer to reset: the chip does not touch the contacts", "seating")
         if not m.temperature_ok:
-            return self._mute(f"no answer to reset at {m.temperature_c:g} °C")
+            return self._mute(f"no answer to reset at {m.temperature_c:g} °C", "temperature")
         if m.browns_out(False):
-            return self._mute(f"no answer to reset: card supply {m.card_voltage():.2f} V under {m.v_min:g} V")
+            return self._mute(f"no answer to reset: card supply {m.card_voltage():.2f} V under {m.v_min:g} V",
+                              "brownout")
         atr = await self.inner.power_on()
         repeats, failed = m.exchange(len(atr), self.rng)
         self.stats["retransmissions"] += repeats
-        self.struck += bool(repeats)
         if failed:
-            self.struck += 1
+            self._hit("parity")
             raise CardMuteError("ATR unreadable: parity errors on the I/O contact").with_code("reader.atr_parity")
         return atr
 
-    def _mute(self, why: str) -> bytes:
-        self.stats["mute"] += 1
+    def _hit(self, mechanism: str) -> None:
+        """An armed fault changed what happened, through ``mechanism`` (scoring only)."""
         self.struck += 1
+        self.hits[mechanism] += 1
+
+    def _mute(self, why: str, mechanism: str) -> bytes:
+        self.stats["mute"] += 1
+        self._hit(mechanism)
         raise CardMuteError(why).with_code("reader.atr_timeout")
 
     async def transmit(self, apdu: bytes) -> bytes:
@@ -247,7 +254,7 @@ class FaultyReader:
         if f.flap_probability and not f.dead and self.rng.random() < f.flap_probability:
             # a loose reader drops off the bus in the middle of a card session: the card is "gone"
             self.stats["lost"] += 1
-            self.struck += 1
+            self._hit("flap")
             raise CardAbsentError("the reader went away during the command: card reported removed "
                                   "[0x80100069]").with_code("pcsc.0x80100069")
         self._flap()
@@ -255,7 +262,7 @@ class FaultyReader:
         bounce = f.bounce_probability or (0.5 if f.seating == "partial" else 0.0)
         if bounce and self.rng.random() < bounce:
             self.stats["bounces"] += 1
-            self.struck += 1
+            self._hit("bounce")
             raise CardAbsentError("the card-present contact opened during the command: reported as removed "
                                   "[0x80100069]").with_code("pcsc.0x80100069")
         m = self.model()
@@ -263,26 +270,26 @@ class FaultyReader:
         self._log_voltage(m, ins in CRYPTO_INS)
         if m.browns_out(crypto=ins in CRYPTO_INS) or m.browns_out(False):
             self.stats["resets"] += 1
-            self.struck += 1
+            self._hit("brownout")
             raise CardResetError(f"card reset during the command (INS {ins:02X}): supply at the card "
                                  f"{m.card_voltage(ins in CRYPTO_INS):.2f} V [0x80100068]").with_code("pcsc.0x80100068")
         if not m.temperature_ok or m.emi_v > EMI_RESET_V:
             # an overheated (or frozen) card's supervisor, or an EMI burst, resets it mid-command
             self.stats["resets"] += 1
-            self.struck += 1
+            self._hit("temperature" if not m.temperature_ok else "emi")
             raise CardResetError(f"the card reset during the command (INS {ins:02X}) [0x80100068]"
                                  ).with_code("pcsc.0x80100068")
         repeats, failed = m.exchange(len(apdu) + 1, self.rng)
         self.stats["retransmissions"] += repeats
-        self.struck += bool(repeats)
         if failed:
+            self._hit("parity")
             raise TransmissionError(f"parity errors: a character was repeated more than {m.max_repeats} times"
                                     ).with_code("reader.parity_failed")
         resp = await self.inner.transmit(apdu)
         repeats, failed = m.exchange(len(resp), self.rng)
         self.stats["retransmissions"] += repeats
-        self.struck += bool(repeats)
         if failed:
+            self._hit("parity")
             raise TransmissionError(f"parity errors in the response (after {repeats} repetitions)"
                                     ).with_code("reader.parity_failed")
         return resp
@@ -292,6 +299,14 @@ class FaultyReader:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    # --- what the terminal itself senses ------------------------------------------------------------
+    def health(self) -> dict[str, float]:
+        """The terminal's own sensors (:class:`hardware.ports.HealthSensors`): its supply monitor
+        (±1 %) and its case temperature sensor (±0.5 °C), through the same physics as the faults."""
+        m = self.model()
+        return {"supply_v": round(m.supply_v * (1.0 + self.rng.uniform(-0.01, 0.01)), 2),
+                "temperature_c": round(m.temperature_c + self.rng.uniform(-0.5, 0.5), 1)}
 
     # --- what a technician measures -------------------------------------------------------------
     def measure_contacts(self) -> float:

@@ -44,6 +44,7 @@ from emulator.journal import Reversal, Status
 from emulator.messages import Msg, Screen
 from emulator.ports import CancelPinPad, PinPad, ScriptedPinPad
 from emulator.terminal import Outcome
+from emulator.trace import Kind
 from faults.card import StripeOverride, truncated_stripe
 from faults.catalogue import Catalogue, load
 from faults.diagnose import Diagnosis, diagnose
@@ -231,6 +232,8 @@ class Run:
         self.rig: Rig | None = None
         self.extras: list[Any] = []
         self.profile: CardProfile = self._profile()
+        self.requests: list[tuple[float, str]] = []        # (clock time, MTI) the bundled host decoded
+        self._struck: dict[str, bool] | None = None
         self.pan = self.profile.pan
         self.balance_before = 0
         self.screens: list[str] = []
@@ -266,6 +269,7 @@ class Run:
             host_cfg = self._host_config()
             self.host = await HostServer.start(host_cfg.wire_profile(), clock=self.clock, db=":memory:",
                                                rules=HostRules(seed=self.plan.seed), seed=False)
+            self.host.observers.append(lambda m: self.requests.append((self.clock.now(), m.mti)))
             seed_demo(self.host.store, profiles=[self.plan.card])   # PIN hashing is slow on purpose: only this card
             fit_bundled_host(self.host, host_cfg, tmk=True)          # its terminal, keys and dialect
             if self.profile.pan != load_profile(self.plan.card).pan:
@@ -412,27 +416,96 @@ class Run:
             t.add_done_callback(self._tasks.discard)
 
     def struck(self) -> dict[str, bool]:
-        """Scoring only (never for the diagnosis): which armed faults changed anything."""
+        """Scoring only (never for the diagnosis): which faults changed anything in this run — their
+        injector acted, or what they change was reached (a habit needs its moment, a stripe a swipe,
+        a refused host a request)."""
+        from faults.injectors import HostRuleAction, HostStateAction
+
+        if self._struck is not None:
+            return dict(self._struck)
+        trace = list(self.rig.trace) if self.rig is not None else []
+        screens = {e.what for e in trace if e.kind is Kind.SCREEN}
+        codes = {e.data.get("code") for e in trace}
+        swiped = any(e.kind is Kind.READER and e.what == "swipe read" for e in trace)
+        chip = any(e.kind is Kind.APDU for e in trace) or bool(codes & {"reader.atr_timeout", "reader.card_mute",
+                                                                        "chip.fallback", "reader.card_reset"})
+        stripe_errors = "SWIPE_AGAIN" in screens or any(isinstance(c, str) and c.startswith("stripe.") for c in codes)
+        began = any(e.kind is Kind.TXN and e.what == "begin" and e.data.get("txn") not in ("sign_on", "sign_off")
+                    for e in trace)
+        signed = any(e.kind is Kind.TXN and e.what == "begin" and e.data.get("txn") == "sign_on" for e in trace)
         out: dict[str, bool] = {}
         pts = self.points
         for spec in self.injection.specs:
-            inj = spec.fault.injector
-            if spec not in self.injection.ever and inj not in ("stripe", "chip", "config", "steps", "port-busy",
-                                                                "pcsc", "habits"):
-                out[spec.id] = False
-                continue
-            if inj == "reader":
-                out[spec.id] = bool(pts and pts.reader and pts.reader.struck)
+            inj, v = spec.fault.injector, spec.values
+            armed = spec in self.injection.ever
+            if inj in ("reader", "environment"):
+                hits = pts.reader.hits if pts and pts.reader else {}
+                hit = armed and any(hits.get(m, 0) for m in _mechanisms(v))
+                if inj == "environment" and _num(v, "field_v") > 0 and swiped and stripe_errors:
+                    hit = True                          # the field reaches the magstripe head too
             elif inj == "link":
-                # a link that is down refuses connections in the kernel: the proxy never sees them
-                refused = spec.values.get("refuse") is True and self.rig is not None and any(
-                    e.data.get("code") == "tcp.refused" for e in self.rig.trace)
-                out[spec.id] = bool(self.proxy and self.proxy.struck) or refused
+                refused = v.get("refuse") is True and "tcp.refused" in codes
+                hit = armed and (bool(self.proxy and self.proxy.struck) or refused)
             elif inj == "dns":
-                out[spec.id] = bool(self.resolver and self.resolver.struck)
-            else:
-                out[spec.id] = True
+                hit = armed and bool(self.resolver and self.resolver.struck)
+            elif inj == "host-rule":
+                hit = any(r.applied > 0 for a in self.injection.actions_of(spec) if isinstance(a, HostRuleAction)
+                          for r in a.rules)
+            elif inj == "host-state":
+                times = [a.armed_at for a in self.injection.actions_of(spec)
+                         if isinstance(a, HostStateAction) and a.armed_at is not None]
+                hit = bool(times) and any(t >= min(times) and mti in ("0100", "0200", "0220")
+                                          for t, mti in self.requests)
+            elif inj == "stripe":
+                hit = swiped and stripe_errors
+            elif inj == "chip":
+                hit = chip if v.get("declines_after_online") is not True else \
+                    "chip.declined_after_online" in codes
+            elif inj == "habits":
+                hit = self._habit_struck(v, screens, swiped and stripe_errors)
+            elif inj == "clock":
+                hit = armed and "card.expired_local" in codes
+            elif inj == "journal":
+                hit = armed and began
+            elif inj == "config":
+                hit = signed or began
+            elif inj == "steps":
+                hit = self._steps_struck(str(v.get("steps", "")), codes)
+            else:                                   # port-busy, pcsc: they shape the whole run
+                hit = True
+            out[spec.id] = bool(hit)
         return out
+
+    def freeze_struck(self) -> None:
+        """Take :meth:`struck` now (before the technician's readings add traffic of their own)."""
+        self._struck = None
+        self._struck = self.struck()
+
+    @staticmethod
+    def _steps_struck(steps: str, codes: set[Any]) -> bool:
+        """Operator steps change something when their effect happened: a crash that left a purchase
+        to recover, a transaction before the sign-on, wrong operator passwords."""
+        if "crash_purchase" in steps:
+            return "journal.recovered" in codes
+        if "operator:" in steps:
+            return bool(codes & {"operator.wrong_password", "terminal.locked"})
+        if not steps.startswith("sign_on"):
+            return "terminal.not_signed_on" in codes
+        return True
+
+    @staticmethod
+    def _habit_struck(v: dict[str, Any], screens: set[str], swiped: bool) -> bool:
+        if any(k in v for k in ("speed_ips", "skew_deg")):
+            return swiped
+        if v.get("wrong_pins") or v.get("cancel_pin") is True:
+            return "ENTER_PIN" in screens
+        moments = {"reading": "READING_CARD", "pin": "ENTER_PIN", "online": "PROCESSING"}
+        moment = moments.get(str(v.get("pulls_card_at")))
+        if moment is not None:
+            return moment in screens
+        if v.get("removes_card") is False:
+            return "REMOVE_CARD" in screens
+        return True
 
     async def close(self) -> None:
         self.injection.undo()
@@ -448,6 +521,36 @@ class Run:
             await self.proxy.close()
         if self.host is not None:
             await self.host.close()
+
+
+def _num(values: dict[str, Any], key: str) -> float:
+    x = values.get(key, 0)
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else 0.0
+
+
+def _mechanisms(v: dict[str, Any]) -> set[str]:
+    """How a reader or environment fault's settings can change what happens (the reader's
+    :attr:`~faults.reader.FaultyReader.hits`)."""
+    out: set[str] = set()
+    if _num(v, "contact_ohms") > 1.0 or _num(v, "dirt_per_insert_ohms") > 0 or _num(v, "wear_per_insert_ohms") > 0:
+        out |= {"brownout", "parity"}
+    if _num(v, "bounce_probability") > 0:
+        out.add("bounce")
+    if ("supply_v" in v and _num(v, "supply_v") < 5.0) or _num(v, "sag_v") > 0 or _num(v, "supply_wear_v") > 0:
+        out.add("brownout")
+    if v.get("seating") not in (None, "ok"):
+        out |= {"seating", "bounce"}
+    for flag, mechanism in (("dead", "dead"), ("seat_stuck", "seat"), ("latch_stuck", "latch"),
+                            ("sensor_dead", "sensor")):
+        if v.get(flag) is True:
+            out.add(mechanism)
+    if _num(v, "flap_probability") > 0:
+        out.add("flap")
+    if "temperature_c" in v:
+        out.add("temperature")
+    if _num(v, "field_v") > 0:
+        out |= {"emi", "parity"}
+    return out
 
 
 DEFAULT_STEPS = {"balance": ["sign_on", "balance"], "purchase": ["sign_on", "purchase"]}
@@ -555,6 +658,7 @@ async def run_specs(specs: Sequence[FaultSpec], *, clock: Clock, state: Path, pr
     rig = run.rig
     if rig is None:
         raise PosemuError("the run left no terminal running")
+    run.freeze_struck()
     readings = await self_test(rig, run.points, run.sheet(), seed=seed) if self_test_too else {}
     return Ran(run, outcomes, diagnose(list(rig.trace), outcomes, readings), readings)
 

@@ -134,3 +134,7 @@ class Injection:
     @property
     def armed(self) -> list[FaultSpec]:
         return [p.spec for p in self._armed_order]
+
+    def actions_of(self, spec: FaultSpec) -> list[Action]:
+        """The actions a spec's injector made (for scoring what acted; never for the diagnosis)."""
+        return next((p.actions for p in self._pending if p.spec is spec), [])

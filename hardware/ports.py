@@ -100,6 +100,15 @@ class CardReader(Protocol):
 
 
 @runtime_checkable
+class HealthSensors(Protocol):
+    """What a terminal knows about its own condition, where its hardware reports it: the supply
+    voltage at the card reader (the battery or power-supply monitor, V) and the temperature inside
+    the case (°C). Optional: a reader that offers it gets it into every transaction's trace."""
+
+    def health(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
 class ByteLink(Protocol):
     """A byte stream to a device (serial port, pty)."""
 
