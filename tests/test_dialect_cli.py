@@ -3,6 +3,7 @@ in-process speaks the dialect the config describes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,23 @@ def test_a_fault_run_uses_the_config_too(tmp_path: Path) -> None:
     code, out = run("inquiry", "--virtual-time", "--state", str(state), "--fault", "user.wrong-pin")
     assert code == 1 and "message codes: SIGN_ON_OK INSERT_OR_SWIPE" in out and "SIGNING_ON" not in out
     assert "[WRONG_PIN] Incorrect PIN" in out                 # the host decrypted the format-3 block
+
+
+def test_regress_worker_processes_run_on_the_configured_dialect(tmp_path: Path) -> None:
+    """regress runs many cases in worker processes: each gets the base configuration, so its terminal
+    (its id, the dialect) and its own bundled host are the configured ones there too."""
+    from emulator import config as configmod
+    from faults import regress
+    from faults.runner import base_config
+
+    cfg = tmp_path / "terminal.toml"
+    cfg.write_text('terminal_id = "SHOP0001"\n' + DIALECT.split("[host.responses]")[0], encoding="utf-8")
+    cases = regress.catalogue_cases(regress.load(), only=["network.drop-after-send", "user.wrong-pin"])
+    with base_config(configmod.load(cfg)):
+        results = regress.run_cases(cases, workers=2)
+    assert len(results) == len(cases) >= 2
+    for r in results:
+        assert r.ok, (r.name, r.error, [c for c in r.checks if not c.ok])
+        sent = [json.loads(e) for e in r.trace]
+        tids = {e["fields"]["41"] for e in sent if e["kind"] == "iso-out" and "41" in e.get("fields", {})}
+        assert tids == {"SHOP0001"}, (r.name, tids)

@@ -69,11 +69,12 @@ def _hashed(pan: str, pin: str) -> tuple[bytes, bytes]:
     return _PIN_HASHES[key]
 
 
-def seed_demo(store: HostStore, *, profiles: list[str] | None = None) -> None:
-    """Seed the demo terminal, the load-test terminals and every bundled card profile."""
+def seed_demo(store: HostStore, *, profiles: list[str] | None = None, load_terminals: bool = True) -> None:
+    """Seed the demo terminal, the load-test terminals (unless ``load_terminals`` is false) and every
+    bundled card profile (or those named)."""
     store.begin()
     store.add_terminal(DEMO_TID, DEMO_MID, DEMO_TMK)
-    for tid in LOAD_TIDS:
+    for tid in LOAD_TIDS if load_terminals else ():
         store.add_terminal(tid, DEMO_MID, DEMO_TMK, require_sign_on=False)
     for name in profiles if profiles is not None else list_profiles():
         prof = load_profile(name)

@@ -557,7 +557,9 @@ MAX_CARD_LENGTH_IN = 3.37
 MAX_BALANCE = 10**12 - 1
 
 
+@functools.cache
 def _profile_files() -> dict[str, Path]:
+    """The bundled profiles (package data: they do not change while posemu runs)."""
     root = resources.files("hardware.cards") / PROFILE_DIR
     out: dict[str, Path] = {}
     for entry in root.iterdir():
@@ -573,7 +575,7 @@ def list_profiles() -> list[str]:
 
 def load_profile(name_or_path: str) -> CardProfile:
     """Load a bundled profile by name, or a profile file by path (parsed once per file version)."""
-    files = _profile_files()
+    files = dict(_profile_files())
     path = files.get(name_or_path) or Path(name_or_path)
     if not path.is_file():
         raise ConfigError(f"unknown card profile {name_or_path!r}; bundled: {', '.join(sorted(files))}")
