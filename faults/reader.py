@@ -366,6 +366,8 @@ def open_fault_url(url: ReaderURL, clock: Clock) -> CardReader:
                           "fault+sim://cup_debit?contact_ohms=12")
     inner_scheme = url.scheme.split("+", 1)[1]
     known = {f.name for f in fields(ReaderFaults)}
+    if "fault" in url.params:
+        return _catalogue_faults(url, inner_scheme, clock)
     faults = ReaderFaults.from_params({k: v for k, v in url.params.items() if k in known})
     env = Environment()
     try:
@@ -378,6 +380,38 @@ def open_fault_url(url: ReaderURL, clock: Clock) -> CardReader:
     rest = {k: v for k, v in url.params.items() if k not in known and k not in _ENV_PARAMS}
     inner_url = f"{inner_scheme}://{url.target}" + (f"?{urlencode(rest)}" if rest else "")
     return FaultyReader(open_reader(inner_url, clock=clock), faults, clock, env)
+
+
+def _catalogue_faults(url: ReaderURL, inner_scheme: str, clock: Clock) -> CardReader:
+    """``fault+sim://cup_debit?fault=reader.dirty-contacts@mild``: catalogue faults (the CLI's grammar,
+    several separated by ``;``) armed through the same seam as every other front end, from power-on.
+    Only faults that act on the reader or its surroundings fit in a reader URL."""
+    from dataclasses import replace as dc_replace
+    from urllib.parse import urlencode
+
+    from emulator.config import TerminalConfig
+    from faults.catalogue import load
+    from faults.environment import SkewedClock
+    from faults.grammar import parse_spec
+    from faults.injectors import Plan, Points
+    from faults.model import Onset, OnsetKind
+    from faults.seam import Injection
+
+    cat = load()
+    specs = [dc_replace(parse_spec(text, cat), onset=Onset(OnsetKind.POWER_ON))
+             for text in url.params["fault"].split(";") if text.strip()]
+    other = [s.id for s in specs if s.fault.injector not in ("reader", "environment")]
+    if other:
+        raise ConfigError(f"reader URL {url.raw!r}: {', '.join(other)} do not act on the reader; use "
+                          "--fault with the command instead")
+    rest = {k: v for k, v in url.params.items() if k != "fault"}
+    inner_url = f"{inner_scheme}://{url.target}" + (f"?{urlencode(rest)}" if rest else "")
+    env = Environment()
+    reader = FaultyReader(open_reader(inner_url, clock=clock), None, clock, env)
+    injection = Injection(specs)
+    injection.prepare(Plan(cfg=TerminalConfig()))
+    injection.attach(Points(environment=env, clock=SkewedClock(clock), reader=reader), None)
+    return reader
 
 
 __all__ = ["FaultyReader", "ReaderFaults", "combine", "find_faulty", "open_fault_url", "with_faults"]

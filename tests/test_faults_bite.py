@@ -162,3 +162,91 @@ def test_virtual_time_against_an_external_host(tmp_path: Path) -> None:
             proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_a_catalogue_fault_in_a_reader_url_goes_through_the_seam() -> None:
+    res = CliRunner().invoke(main, ["inquiry", "--virtual-time", "--card", "cup_debit", "--reader",
+                                    "fault+sim://cup_debit?fault=reader.seat-switch-stuck"])
+    assert res.exit_code == 1 and "[REMOVE_CARD_FAILED]" in res.output, res.output
+    res = CliRunner().invoke(main, ["inquiry", "--virtual-time", "--card", "cup_debit", "--reader",
+                                    "fault+sim://cup_debit?fault=reader.dirty-contacts@mild"])
+    assert res.exit_code == 0, res.output                   # mild: retries, approved
+    res = CliRunner().invoke(main, ["inquiry", "--virtual-time", "--reader", "fault+sim://demo?fault=network.dns"])
+    assert res.exit_code == 2 and "do not act on the reader" in res.output
+    res = CliRunner().invoke(main, ["inquiry", "--virtual-time", "--reader", "fault+sim://demo?fault=reader.nope"])
+    assert res.exit_code == 2 and "unknown fault" in res.output
+
+
+def test_diagnose_json_carries_the_ranked_groups() -> None:
+    import json
+
+    res = CliRunner().invoke(main, ["diagnose", "--json", "--fault", "reader.dirty-contacts"])
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.output[res.output.index("{"):])
+    top = doc["diagnosis"]["groups"][0]
+    assert top["group"] == "contacts" and top["named"] and top["confidence"] >= 0.5
+    assert {"A1", "B2"} <= set(top["causes"]) and top["evidence"][0]["code"] == "multimeter.contact_ohms"
+    assert doc["readings"]["multimeter.contact_ohms"] > 5
+    res = CliRunner().invoke(main, ["diagnose", "--json"])
+    assert res.exit_code == 0 and not [g for g in json.loads(res.output)["diagnosis"]["groups"] if g["named"]]
+
+
+DOC_EXAMPLES = [  # (the command as the docs show it, exit code, codes that must be shown in order)
+    ("inquiry --virtual-time --fault reader.dirty-contacts", 1, ["READER_ERROR", "QUERY_CARD_FAILED"]),
+    ("inquiry --virtual-time --fault reader.dirty-contacts@mild", 0, ["APPROVED_BALANCE"]),
+    ("inquiry --virtual-time --fault reader.dirty-contacts@crypto-brownout", 1, ["REMOVE_CARD_FAILED", "CARD_RESET"]),
+    ("purchase --amount 20 --virtual-time --fault network.drop-after-send", 1,
+     ["TXN_FAILED", "TIMEOUT", "REVERSAL_DONE"]),
+    ("inquiry --virtual-time --fault 'host.peak-hours:rule=respond:rc=91,mti=0200'", 1,
+     ["QUERY_CARD_FAILED", "HOST_BUSY"]),
+    ("inquiry --virtual-time --fault network.congestion:onset=sign-on", 1, ["SIGN_ON_FAILED", "TIMEOUT"]),
+]
+
+
+@pytest.mark.parametrize(("command", "code", "shows"), DOC_EXAMPLES, ids=[c for c, _, _ in DOC_EXAMPLES])
+def test_the_documented_examples_do_what_they_say(command: str, code: int, shows: list[str]) -> None:
+    import shlex
+
+    docs = (ROOT / "docs" / "faults.md").read_text(encoding="utf-8")
+    assert " ".join(command.split()) in " ".join(docs.split()), f"not in docs/faults.md: {command}"
+    res = CliRunner().invoke(main, [*shlex.split(command), "--lang", "en"])
+    assert res.exit_code == code, res.output
+    assert subsequence(shows, re.findall(r"\[([A-Z_]+)\]", res.output)), res.output
+
+
+def test_dirty_contacts_show_query_card_failed(posemu_inject: Any) -> None:
+    """The README's pytest-plugin example, as written there."""
+    run = posemu_inject("reader.dirty-contacts", contact_ohms=40)
+    assert "QUERY_CARD_FAILED" in run.codes
+    assert run.groups[0] == "contacts" and {"A1", "B2"} <= run.diagnosis.cause_ids
+
+
+def test_a_lost_answer_is_reversed(posemu_inject: Any) -> None:
+    """The README's second pytest-plugin example."""
+    run = posemu_inject("network.drop-after-send", txn="purchase")
+    assert "REVERSAL_DONE" in run.codes and not run.approved
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert 'run = posemu_inject("network.drop-after-send", txn="purchase")' in readme
+    assert 'run = posemu_inject("reader.dirty-contacts", contact_ohms=40)' in readme
+
+
+def test_the_fault_path_takes_the_card_of_a_sim_reader() -> None:
+    import json
+
+    res = CliRunner().invoke(main, ["inquiry", "--virtual-time", "--reader", "sim://cup_debit", "--fault",
+                                    "user.wrong-pin", "--json"])
+    doc = json.loads(res.output[res.output.index("{"):])
+    from hardware.cards.profiles import load_profile
+
+    pan = load_profile("cup_debit").pan
+    assert doc["pan"] == pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+    res = CliRunner().invoke(main, ["inquiry", "--virtual-time", "--card", "demo", "--reader", "sim://cup_debit"])
+    assert res.exit_code == 2 and "name different cards" in res.output
+
+
+def test_a_blocked_chip_never_falls_back_to_the_stripe() -> None:
+    """SELECT → 6A81: the card is blocked; its stripe must not be used instead (EMV Book 3 §10.1)."""
+    res = CliRunner().invoke(main, ["inquiry", "--virtual-time", "--card", "chip_blocked"])
+    codes = re.findall(r"\[([A-Z_]+)\]", res.output)
+    assert res.exit_code == 1 and "CARD_BLOCKED" in codes
+    assert "FALLBACK_SWIPE" not in codes and "APPROVED_BALANCE" not in codes

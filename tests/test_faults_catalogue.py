@@ -207,3 +207,12 @@ def test_faults_list_json_and_table() -> None:
     assert "B1" in res.output and "remedy" in res.output and "REMOVE_CARD_FAILED" in res.output
     res = CliRunner().invoke(main, ["faults", "show", "reader.nope"])
     assert res.exit_code == 2 and "unknown fault" in res.output
+
+
+def test_the_docs_tables_are_the_catalogue() -> None:
+    """docs/faults.md holds `python -m faults.docgen`'s block: regenerate it when the catalogue changes."""
+    from faults.docgen import BEGIN, END, block
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "faults.md").read_text(encoding="utf-8")
+    assert BEGIN in doc and END in doc
+    assert doc[doc.index(BEGIN):doc.index(END) + len(END)] == block()

@@ -23,6 +23,7 @@ from emulator.sqlite_files import check_sqlite_file
 from emulator.terminal import Outcome
 from hardware.cards.profiles import load_profile
 from hardware.clock import Clock, RealClock, VirtualClock
+from protocol.errors import UsageError
 
 TXN_OPTIONS = [
     click.option("--card", "card", default=None,
@@ -80,7 +81,11 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # every fault spec is parsed (grammar, ids, presets, parameters, ranges) before anything runs
     specs = _parse_faults(fault_specs)
-    if specs and card is None and not (reader and not reader.startswith("sim://")):
+    sim_card = reader.removeprefix("sim://").split("?")[0] if reader and reader.startswith("sim://") else ""
+    if sim_card and card is not None and card != sim_card:
+        raise UsageError(f"--card {card} and --reader {reader} name different cards; give one of them")
+    card = card or sim_card or None
+    if specs and card is None and not reader:
         card = specs[0].fault.card
     card = card or "demo"
     from emulator.commands.config import config_path as saved_or_given

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
 @click.option("--fault", "fault_specs", multiple=True, metavar="ID[:k=v,…]",
               help="Self-test with these faults active (to see what the technician would measure).")
 @click.option("--lang", type=click.Choice(["zh", "en", "both"]), default="both")
-def command(trace_path: str | None, reader: str, host: str | None, fault_specs: tuple[str, ...], lang: str) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable: the readings and the ranked cause groups (confidence, evidence codes).")
+def command(trace_path: str | None, reader: str, host: str | None, fault_specs: tuple[str, ...], lang: str,
+            as_json: bool) -> None:
     """Without --trace: run the articles' detection methods against the current setup (contact
     resistance and supply voltage, reader and service, network and DNS, sign-on and key check
     values, clock). With --trace: name the most likely causes of that failure, with evidence and
@@ -34,9 +38,16 @@ def command(trace_path: str | None, reader: str, host: str | None, fault_specs: 
 
     if trace_path:
         diag = diagnose(_read_trace(Path(trace_path)), [])
-        click.echo(diag.render(lang))
+        if as_json:
+            click.echo(json.dumps({"diagnosis": diag.to_json()}, ensure_ascii=False, indent=1))
+        else:
+            click.echo(diag.render(lang))
     else:
         m, diag = _self_test(reader, host, list(fault_specs))
+        if as_json:
+            click.echo(json.dumps({"readings": m, "diagnosis": diag.to_json()}, ensure_ascii=False, indent=1,
+                                  default=str))
+            sys.exit(ExitCode.FAILED if diag.named else ExitCode.OK)
         click.echo("self-test 自检:")
         for k, v in m.items():
             click.echo(f"  {k:22s} {v}")
