@@ -7,7 +7,21 @@ recorded in the trace and ignored; the terminal keeps waiting for its own.
 
 The resolver and the connector are parameters, so the fault injector can slow or break DNS and
 put a proxy on the path without this module knowing. ``wire_observers`` see the raw bytes sent
-and received (:mod:`emulator.capture`: ``--pcap``).
+and received (:mod:`emulator.capture`: ``--pcap``; over TLS, the bytes inside the TLS session).
+
+What the host's dialect asks of the link (:mod:`emulator.dialect`, config ``[host]``):
+
+* **TLS** — after the TCP connection, a TLS handshake with the standard :mod:`ssl` module (the
+  context from :meth:`emulator.dialect.TlsSettings.client_context`: CA pinning, optional client
+  certificate), the host name checked, and optionally the certificate's SHA-256 pinned. A failed
+  handshake is a :class:`ConnectError` (``tls.verify_failed``, ``tls.handshake``, ``tls.pin_mismatch``):
+  nothing was sent.
+* **A backup host** — tried when the primary cannot be reached (DNS or connect failure, TLS
+  included); the trace records the switch (``link.backup``).
+
+When the link is closed is the terminal's business (``[host] connection``: per transaction or
+persistent, :attr:`emulator.config.TerminalConfig.persistent_connection`); the link reconnects
+whenever it finds its connection closed (or closed by the host).
 """
 
 from __future__ import annotations
@@ -15,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -70,6 +86,8 @@ class HostLink:
     def __init__(self, host: str, port: int, profile: Profile, *, clock: Clock, trace: Trace,
                  connect_timeout: float = 10.0, response_timeout: float = 60.0,
                  resolver: Resolver = system_resolver, connector: Connector = tcp_connector,
+                 tls: ssl.SSLContext | None = None, server_name: str | None = None,
+                 tls_pins: tuple[str, ...] = (), backup: tuple[str, int] | None = None,
                  external_peer: bool = False) -> None:
         self.host = host
         self.port = port
@@ -80,6 +98,11 @@ class HostLink:
         self.response_timeout = response_timeout
         self.resolver = resolver
         self.connector = connector
+        self.tls = tls
+        self.server_name = server_name
+        self.tls_pins = tls_pins
+        self.backup = backup
+        self._heard = False          # this connection has received bytes (TLS: the host accepted us)
         self.external_peer = external_peer        # the host is another process (matters on the virtual clock)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -105,35 +128,79 @@ class HostLink:
             return
         await self.close()
         self._session = ClientSession(self.profile)
+        self._heard = False
+        try:
+            await self._connect_to(self.host, self.port)
+        except (DnsError, ConnectError) as e:
+            if self.backup is None:
+                raise
+            host, port = self.backup
+            self.trace.record(Kind.TCP, "primary host unreachable: trying the backup host", code="link.backup",
+                              primary=f"{self.host}:{self.port}", backup=f"{host}:{port}", error=str(e))
+            await self._connect_to(host, port)
+
+    async def _connect_to(self, host: str, port: int) -> None:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if self.resolver is system_resolver:
                     with self.clock.external():     # getaddrinfo runs in a worker thread
-                        addrs = await self.resolver(self.host, self.port)
+                        addrs = await self.resolver(host, port)
                 else:
-                    addrs = await self.resolver(self.host, self.port)
+                    addrs = await self.resolver(host, port)
                 if not addrs:
-                    raise DnsError(f"{self.host!r} resolved to no address")
-                self.trace.record(Kind.TCP, "resolved", host=self.host, addresses=[a for a, _ in addrs])
+                    raise DnsError(f"{host!r} resolved to no address")
+                self.trace.record(Kind.TCP, "resolved", host=host, addresses=[a for a, _ in addrs])
                 last: Exception | None = None
                 code = "tcp.connect_failed"
-                for addr, port in addrs:
+                for addr, aport in addrs:
                     try:
-                        self._reader, self._writer = await self.connector(addr, port)
-                        self._wire = WireConn("client", sockname(self._writer, "sockname"), (addr, port),
+                        self._reader, self._writer = await self.connector(addr, aport)
+                        self._wire = WireConn("client", sockname(self._writer, "sockname"), (addr, aport),
                                               self.profile)
                         self._tap(WireKind.OPEN)
-                        self.trace.record(Kind.TCP, "connected", peer=f"{addr}:{port}")
-                        return
+                        self.trace.record(Kind.TCP, "connected", peer=f"{addr}:{aport}")
+                        break
                     except OSError as e:
                         last = e
                         code = _CONNECT_CODES.get(e.errno or 0, "tcp.connect_failed")
-                        self.trace.record(Kind.TCP, "connect failed", peer=f"{addr}:{port}", error=str(e), code=code)
-                raise ConnectError(f"cannot connect to {self.host}:{self.port}: {last}").with_code(code)
+                        self.trace.record(Kind.TCP, "connect failed", peer=f"{addr}:{aport}", error=str(e), code=code)
+                else:
+                    raise ConnectError(f"cannot connect to {host}:{port}: {last}").with_code(code)
+                if self.tls is not None:
+                    await self._start_tls(host)
         except TimeoutError:
+            await self.close()
             self.trace.record(Kind.TCP, "connect timeout", seconds=self.connect_timeout, code="tcp.connect_timeout")
-            raise ConnectError(f"no connection to {self.host}:{self.port} within {self.connect_timeout:g} s"
+            raise ConnectError(f"no connection to {host}:{port} within {self.connect_timeout:g} s"
                                ).with_code("tcp.connect_timeout") from None
+
+    async def _start_tls(self, host: str) -> None:
+        """The TLS handshake on the open connection; the certificate checked (and its pin)."""
+        writer = self._writer
+        assert writer is not None and self.tls is not None
+        name = self.server_name or host
+        try:
+            await writer.start_tls(self.tls, server_hostname=name)
+        except ssl.SSLCertVerificationError as e:
+            await self.close()
+            self.trace.record(Kind.TCP, "TLS: host certificate refused", code="tls.verify_failed",
+                              error=str(e.verify_message or e))
+            raise ConnectError(f"TLS to {host}: the host's certificate is not trusted "
+                               f"({e.verify_message or e})").with_code("tls.verify_failed") from None
+        except (ssl.SSLError, ConnectionError, OSError) as e:
+            await self.close()
+            self.trace.record(Kind.TCP, "TLS handshake failed", code="tls.handshake", error=str(e))
+            raise ConnectError(f"TLS handshake with {host} failed: {e}").with_code("tls.handshake") from None
+        obj = writer.get_extra_info("ssl_object")
+        der = obj.getpeercert(binary_form=True) if obj is not None else None
+        digest = hashlib.sha256(der).hexdigest() if der else ""
+        if self.tls_pins and digest not in self.tls_pins:
+            await self.close()
+            self.trace.record(Kind.TCP, "TLS: host certificate not pinned", code="tls.pin_mismatch", sha256=digest)
+            raise ConnectError(f"TLS to {host}: the host's certificate (SHA-256 {digest}) is not one of "
+                               "host.tls.pin_sha256").with_code("tls.pin_mismatch")
+        self.trace.record(Kind.TCP, "TLS established", version=obj.version() if obj is not None else None,
+                          server_name=name, sha256=digest)
 
     async def exchange(self, request: Message, *, mak: bytes | None = None) -> Exchange:
         """Send a request and wait for its response (connecting first if needed)."""
@@ -201,12 +268,21 @@ class HostLink:
                     self.trace.record(Kind.TCP, "read error", error=str(e), code="tcp.reset")
                 if not chunk:
                     self._session.forget(request)
+                    if self.tls is not None and not self._heard:
+                        # TLS 1.3: the host checks our certificate after the handshake has completed
+                        # for us; a refusal is a close before any answer on a fresh connection
+                        await self.close()
+                        self.trace.record(Kind.TCP, "TLS connection closed by the host before any answer",
+                                          code="tls.closed_after_handshake")
+                        raise LinkLost("the host closed the TLS connection before any answer (does it accept "
+                                       "our client certificate?)").with_code("tls.closed_after_handshake")
                     if not reset:
                         self.trace.record(Kind.TCP, "connection closed by peer", code="tcp.closed")
                     await self.close()
                     raise LinkLost("the connection broke before the answer came" if reset else
                                    "the host closed the connection before answering"
                                    ).with_code("tcp.reset" if reset else "tcp.closed")
+                self._heard = True
                 self._tap(WireKind.RECEIVED, chunk)
                 self._session.receive_data(chunk)
 

@@ -40,6 +40,7 @@ class Msg(enum.Enum):
     PROCESSING = "PROCESSING"
     APPROVED_BALANCE = "APPROVED_BALANCE"
     APPROVED = "APPROVED"
+    APPROVED_NO_BALANCE = "APPROVED_NO_BALANCE"     # a balance inquiry approved without a balance (host dialect)
     QUERY_CARD_FAILED = "QUERY_CARD_FAILED"
     TXN_FAILED = "TXN_FAILED"
     REMOVE_CARD = "REMOVE_CARD"

@@ -42,7 +42,7 @@ from protocol.errors import CryptoError, PosemuError
 from protocol.masking import mask_pan
 from protocol.pinblock import encrypt_pinblock
 from protocol.session import MacStatus, check_mac
-from protocol.specs import Profile, get_profile
+from protocol.specs import Profile
 from protocol.txn import (
     RC,
     CardData,
@@ -52,8 +52,8 @@ from protocol.txn import (
     TerminalIds,
     TxnType,
     financial_request,
+    key_block,
     network_request,
-    parse_balances,
     reversal_request,
     sign_on_request,
 )
@@ -155,17 +155,20 @@ class Terminal:
         self.journal = journal
         self.link = link
         self.trace = trace or link.trace
-        self.profile: Profile = get_profile(cfg.profile)
+        self.profile: Profile = cfg.wire_profile()        # the host's dialect (config [host])
         self.machine = Machine()
         self._displays: list[Display] = [display] if display else []
         self._screens: list[Screen] = []
         self._evidence: list[str] = []
         self._busy = asyncio.Lock()
         header = self.profile.default_header
-        if header:
+        if len(header) == 11 and self.profile.tpdu_len == 5:     # CUP: TPDU + header, version in byte 2
             header = header[:6] + bytes([cfg.software_version & 0xFF]) + header[7:]
         self.ids = TerminalIds(cfg.terminal_id, cfg.merchant_id, header,
                                f"{journal.counter('batch', 1):06d}")
+        static = cfg.static_keys()            # a host without sign-on: working keys from the config
+        if static is not None:
+            self.machine.session.keys = static
         self._seed_stan(journal)
         recovered = journal.recover()
         if recovered:
@@ -290,21 +293,24 @@ class Terminal:
             self.show(Msg.TERMINAL_LOCKED)
             return self._end(self._outcome("sign_on", False, Msg.TERMINAL_LOCKED, error="terminal locked"))
         self._fire(Event.SIGN_ON)
+        static = self.cfg.static_keys()
+        if static is not None:
+            return self._static_keys(static)
         self.show(Msg.SIGNING_ON_AGAIN if again else Msg.SIGNING_ON)
         try:
             req = sign_on_request(self.profile, self.ids, stan=self._stan(), operator=self.cfg.operator,
                                   key_scheme=self.cfg.key_scheme)
             # the MAC under the terminal master key proves to the host that the sign-on is ours
-            ex = await self.link.exchange(req, mak=self.cfg.tmk if self.cfg.sign_on_mac else None)
+            ex = await self.link.exchange(req, mak=self.cfg.tmk if self.cfg.request_sign_on_mac else None)
         except (HostLinkError, JournalError) as e:
             self._note(Kind.ERROR, "sign-on not answered", e.code, error=str(e))
             return self._sign_on_failed(self._error_screen(e), error=str(e))
         rc = str(ex.response.get(39, ""))
         self._note(Kind.NOTE, "sign-on answer", f"host.rc.{rc or 'none'}", rc=rc)
         if rc != "00":
-            return self._sign_on_failed(RC_SCREENS.get(rc, Msg.DECLINED), rc=rc)
+            return self._sign_on_failed(self._rc_screen(rc), rc=rc)
         try:
-            keys = keymod.parse_field62(self.cfg.tmk, ex.response.binary(62), keymod.KeyScheme(self.cfg.key_scheme))
+            keys = keymod.parse_field62(self.cfg.tmk, key_block(ex.response), keymod.KeyScheme(self.cfg.key_scheme))
         except (KeyError, TypeError, PosemuError) as e:
             code = "keys.check_value" if isinstance(e, CryptoError) else "keys.malformed"
             self._note(Kind.ERROR, "working keys refused", code, error=f"working keys: {e}")
@@ -352,6 +358,30 @@ class Terminal:
         if best is not None and abs(best) >= CLOCK_TOLERANCE_S:
             self._note(Kind.NOTE, "terminal clock differs from the host's", "clock.host_skew", skew_s=round(best))
 
+    def _static_keys(self, keys: keymod.WorkingKeys) -> Outcome:
+        """A host without sign-on (config ``[host] sign_on = false``): the working keys installed in the
+        config are the session's; nothing is sent."""
+        self.machine.session.keys = keys
+        self.machine.session.sign_on_owed = False
+        self.trace.record(Kind.NOTE, "static working keys from the config: this host has no sign-on",
+                          code="keys.static")
+        self._fire(Event.SIGNED_ON)
+        self.show(Msg.SIGN_ON_OK)
+        return self._end(self._outcome("sign_on", True, Msg.SIGN_ON_OK))
+
+    # --- the host's dialect (config [host]) ----------------------------------------------------------------
+    def _mak(self, keys: keymod.WorkingKeys) -> bytes | None:
+        """The key to MAC a request with: the MAK, unless the host's dialect has no MAC."""
+        return keys.mak if self.cfg.dialect.mac_enabled else None
+
+    def _pin_block(self, pin: str, pan: str, keys: keymod.WorkingKeys) -> bytes:
+        """Field 52: the PIN block in the dialect's ISO 9564 format under the PIK."""
+        return encrypt_pinblock(pin, pan, keys.pik, self.cfg.dialect.pin_format)
+
+    def _rc_screen(self, rc: str) -> Msg:
+        """The screen for a response code: the dialect's table first, then the terminal's."""
+        return self.cfg.dialect.screen_for(rc) or RC_SCREENS.get(rc, Msg.DECLINED)
+
     def _sign_on_failed(self, detail: Msg, *, rc: str | None = None, error: str | None = None) -> Outcome:
         self._fire(Event.SIGN_ON_FAILED)
         self.show(Msg.SIGN_ON_FAILED)
@@ -369,7 +399,7 @@ class Terminal:
             self.show(Msg.SIGNING_OFF)
             try:
                 req = network_request(self.profile, self.ids, NetCode.SIGN_OFF, stan=self._stan())
-                ex = await self.link.exchange(req, mak=keys.mak if self.cfg.mac_required else None)
+                ex = await self.link.exchange(req, mak=self._mak(keys) if self.cfg.mac_required else None)
             except (HostLinkError, JournalError) as e:
                 self._note(Kind.ERROR, "sign-off not answered", e.code, error=str(e))
                 self._fire(Event.SIGN_OFF_FAILED)
@@ -617,7 +647,7 @@ class Terminal:
         if card.entry is EntryMode.CHIP:
             if got.online_pin is not None:
                 self._fire(Event.PIN_ENTERED)
-                return encrypt_pinblock(got.online_pin, card.pan, keys.pik)
+                return self._pin_block(got.online_pin, card.pan, keys)
             self._fire(Event.PIN_ENTERED if got.offline_pin_ok else Event.NO_PIN)
             return None
         prompt = self.show(Msg.ENTER_PIN)
@@ -626,7 +656,7 @@ class Terminal:
             self._note(Kind.NOTE, "PIN entry cancelled or timed out", "pin.cancelled")
             return Failure(Msg.CANCELLED, "pin.cancelled", "PIN entry cancelled", Event.CANCEL)
         self._fire(Event.PIN_ENTERED)
-        return encrypt_pinblock(pin, card.pan, keys.pik)
+        return self._pin_block(pin, card.pan, keys)
 
     async def _typed_pin(self, prompt: Screen) -> str | None:
         try:
@@ -692,9 +722,9 @@ class Terminal:
         pulled = False
         try:
             if card.entry is EntryMode.CHIP:      # a chip card must stay in until the transaction completes
-                ex, pulled = await self._while_card_in_online(self.link.exchange(req, mak=keys.mak))
+                ex, pulled = await self._while_card_in_online(self.link.exchange(req, mak=self._mak(keys)))
             else:
-                ex = await self.link.exchange(req, mak=keys.mak)
+                ex = await self.link.exchange(req, mak=self._mak(keys))
         except HostLinkError as e:
             return await self._host_failed(kind, fail_head, e, jid, stan, reversible is not None, amount, card)
         resp = ex.response
@@ -724,7 +754,7 @@ class Terminal:
             return await self._online(txn, kind, card, amount, pin_block, fail_head, resent=True, kernel=kernel)
         if rc != "00":
             self._fire(Event.RESPONSE)
-            detail = RC_SCREENS.get(rc, Msg.DECLINED)
+            detail = self._rc_screen(rc)
             if rc in KEYS_REFUSED:
                 self.machine.session.keys = None
                 self.machine.session.sign_on_owed = True
@@ -733,7 +763,8 @@ class Terminal:
                                                              Event.RESPONSE),
                                     amount=amount, card=card, rc=rc, journal_id=jid, fired=True, ref=info)
         balance, currency = self._balance(resp)
-        if txn is TxnType.BALANCE and balance is None:
+        if txn is TxnType.BALANCE and balance is None and (self.cfg.dialect.balance_missing == "error"
+                                                           or resp.get(self.cfg.dialect.balance_field) is not None):
             self._fire(Event.RESPONSE)
             self._note(Kind.ERROR, "balance missing from the answer", "iso.no_balance")
             self.journal.complete(jid, Status.DECLINED, rc=rc, screen=Msg.FORMAT_ERROR.value)
@@ -755,13 +786,17 @@ class Terminal:
                                                    error=declined.reason)
         else:
             self._fire(Event.RESPONSE)
-        self.journal.complete(jid, Status.APPROVED, rc=rc, screen=(Msg.APPROVED_BALANCE if balance is not None
-                                                                  and txn is TxnType.BALANCE else Msg.APPROVED).value,
-                              reversal=Reversal.NONE)
+        approved_head = Msg.APPROVED
         if txn is TxnType.BALANCE:
-            assert balance is not None
-            head = Msg.APPROVED_BALANCE
-            self.show(head, balance=format_amount(balance, currency))
+            approved_head = Msg.APPROVED_BALANCE if balance is not None else Msg.APPROVED_NO_BALANCE
+        self.journal.complete(jid, Status.APPROVED, rc=rc, screen=approved_head.value, reversal=Reversal.NONE)
+        if txn is TxnType.BALANCE:
+            head = approved_head
+            if balance is None:      # the dialect shows an approval without a balance (balance_missing)
+                self._note(Kind.NOTE, "approved without a balance", "iso.no_balance")
+                self.show(head)
+            else:
+                self.show(head, balance=format_amount(balance, currency))
         else:
             head = Msg.APPROVED
             self.show(head, **self._amount_params(amount))
@@ -828,15 +863,12 @@ class Terminal:
         from protocol.iso import Message
 
         assert isinstance(resp, Message)
-        f54 = resp.get(54)
-        if isinstance(f54, str):
-            try:
-                entries = parse_balances(f54)
-                avail = [b for b in entries if b.amount_type == "02"] or entries
-                return avail[0].amount, avail[0].currency
-            except PosemuError as e:
-                self.trace.record(Kind.ERROR, "bad balance field", error=str(e), code="iso.bad_balance")
-        return None, self.cfg.currency
+        try:            # the field and format the host's dialect names (54, ISO 8583:1987 additional amounts)
+            got = self.cfg.dialect.read_balance(resp, self.cfg.currency)
+        except PosemuError as e:
+            self.trace.record(Kind.ERROR, "bad balance field", error=str(e), code="iso.bad_balance")
+            got = None
+        return got if got is not None else (None, self.cfg.currency)
 
     async def _host_failed(self, kind: str, fail_head: Msg, e: HostLinkError, jid: int, stan: str, reversible: bool,
                            amount: int | None, card: CardData) -> Outcome:
@@ -872,7 +904,7 @@ class Terminal:
 
         With working keys every response must carry a valid MAC: a missing MAC is never skipped."""
         keys = self.keys
-        if keys is None or not self.cfg.mac_required:
+        if keys is None or not self.cfg.response_mac:
             return None
         status = check_mac(ex.response, ex.raw, self.profile, keys.mak)
         return None if status.ok else status
@@ -994,7 +1026,7 @@ class Terminal:
                 req = reversal_request(self.profile, original, reason=reason, ids=self.ids)
                 self.journal.reversal_attempted(entry.id)
                 try:
-                    ex = await self.link.exchange(req, mak=keys.mak)
+                    ex = await self.link.exchange(req, mak=self._mak(keys))
                 except HostLinkError as e:
                     self.trace.record(Kind.JOURNAL, "reversal not acknowledged", id=entry.id, error=str(e),
                                       code=e.code)

@@ -36,10 +36,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from emulator.config import TerminalConfig
 from faults.catalogue import JOURNAL_EXPECT, Catalogue, _codes, load
 from faults.grammar import spec_from
 from faults.model import Fault, FaultSpec, Preset
-from faults.runner import RunResult, make_plan, run_preset, run_specs
+from faults.runner import RunResult, base_config, current_base, make_plan, run_preset, run_specs
 from hardware.cards.profiles import load_profile
 from hardware.clock import VirtualClock
 from hardware.registry import ReaderURL
@@ -260,13 +261,15 @@ async def run_file_case(case: Case, state: Path, clock: VirtualClock) -> RunResu
     return result
 
 
-def _run_one(case: Case) -> RunResult:
-    """One case in its own state folder (RAM-backed where there is one) on its own virtual clock."""
+def _run_one(case: Case, base: TerminalConfig | None = None) -> RunResult:
+    """One case in its own state folder (RAM-backed where there is one) on its own virtual clock, on the
+    caller's base configuration (``regress --config``: set again here, as a worker process has a context
+    of its own)."""
     logging.disable(logging.WARNING)        # the bundled host's log of what it refused is not a result
     shm = Path("/dev/shm")
     scratch = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
     clock = VirtualClock()
-    with tempfile.TemporaryDirectory(prefix="posemu-regress-", dir=scratch) as tmp, \
+    with base_config(base), tempfile.TemporaryDirectory(prefix="posemu-regress-", dir=scratch) as tmp, \
             asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
         return runner.run(run_case(case, Path(tmp), clock))
 
@@ -278,6 +281,7 @@ def run_cases(cases: list[Case], *, trace_dir: Path | None = None, workers: int 
     four); cases on a real PC/SC stack run here, one at a time (vpcd serves one card per slot)."""
     workers = workers if workers is not None else min(4, os.cpu_count() or 1) if len(cases) > 8 else 1
     results: dict[int, RunResult] = {}
+    base = current_base()
     if workers > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -285,14 +289,14 @@ def run_cases(cases: list[Case], *, trace_dir: Path | None = None, workers: int 
         local = [i for i, c in enumerate(cases) if c.preset.reader == "vpcd"]
         remote = [i for i in range(len(cases)) if i not in set(local)]
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = {i: pool.submit(_run_one, cases[i]) for i in remote}
+            futures = {i: pool.submit(_run_one, cases[i], base) for i in remote}
             for i in local:
-                results[i] = _run_one(cases[i])
+                results[i] = _run_one(cases[i], base)
             for i, fut in futures.items():
                 results[i] = fut.result()
     else:
         for i, case in enumerate(cases):
-            results[i] = _run_one(case)
+            results[i] = _run_one(case, base)
     ordered = [results[i] for i in range(len(cases))]
     if trace_dir is not None:
         for case, r in zip(cases, ordered, strict=True):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import os
 import time
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from emulator.app import Rig, open_rig
+from emulator.app import Rig, fit_bundled_host, open_rig
 from emulator.config import TerminalConfig
 from emulator.demo import DEMO_TMK
 from emulator.host.logic import seed_demo
@@ -64,7 +65,6 @@ from hardware.sim import SimReader, card_for_profile
 from protocol import keys as keymod
 from protocol.errors import ConfigError, PosemuError
 from protocol.iso import Message
-from protocol.specs import get_profile
 
 HOST_NAME = "acquirer.example"
 """The name the terminal is configured with: resolved (through the fault point) to the path to the host."""
@@ -145,12 +145,47 @@ def subsequence(expected: Sequence[str], seen: Sequence[str]) -> bool:
     return all(any(code == s for s in it) for code in expected)
 
 
+_BASE: contextvars.ContextVar[TerminalConfig | None] = contextvars.ContextVar("posemu_base_config", default=None)
+
+
+def for_bundled_host(cfg: TerminalConfig) -> TerminalConfig:
+    """``cfg`` for a run's own bundled host on 127.0.0.1: its host address, TLS and backup host dropped."""
+    return replace(cfg, host=None, dialect=replace(cfg.dialect, tls=None, backup=None)).validate()
+
+
+@contextlib.contextmanager
+def base_config(cfg: TerminalConfig | None) -> Iterator[None]:
+    """Run faults on this terminal configuration (``posemu regress --config``, ``inquiry``/``purchase
+    --fault`` on the saved terminal.toml) instead of the defaults: the terminal starts from it (faults
+    change it as usual) and the bundled host speaks its host dialect, with its terminal id and master
+    key. Its host address, TLS and backup host are not used: every run has its own host on 127.0.0.1."""
+    if cfg is not None:
+        cfg = for_bundled_host(cfg)
+    token = _BASE.set(cfg)
+    try:
+        yield
+    finally:
+        _BASE.reset(token)
+
+
+def current_base() -> TerminalConfig | None:
+    """The configuration :func:`base_config` set here (``None``: the defaults): to hand to another
+    process, which sets it again (``regress`` runs cases in worker processes)."""
+    return _BASE.get()
+
+
+def _base() -> TerminalConfig:
+    cfg = _BASE.get()
+    return cfg if cfg is not None else TerminalConfig()
+
+
 def make_plan(specs: Sequence[FaultSpec], *, preset: Preset | None = None, seed: int = 7, card: str | None = None,
               txn: str | None = None, steps: Sequence[str] | None = None, reader_url: str | None = None,
               cfg: TerminalConfig | None = None, amount: int | None = None,
               pin: str | None = None) -> tuple[Plan, Injection]:
-    """The world before power-on for these faults, and the injection that will arm them."""
-    base = cfg or TerminalConfig()
+    """The world before power-on for these faults, and the injection that will arm them. The terminal
+    starts from ``cfg``, else from the base configuration (:func:`base_config`), else the defaults."""
+    base = cfg or _base()
     if preset is not None and preset.config:
         conf = dict(preset.config)
         timeouts = conf.pop("timeouts", None)
@@ -196,8 +231,9 @@ class Run:
     """One world: host, proxy, resolver, reader, environment, clock, terminal."""
 
     def __init__(self, plan: Plan, injection: Injection, clock: Clock, state: Path, *,
-                 external_host: str | None = None) -> None:
+                 external_host: str | None = None, base: TerminalConfig | None = None) -> None:
         self.plan = plan
+        self.base = base or _base()               # what the bundled host serves (before presets and faults)
         self.injection = injection
         self.clock = clock
         self.tclock = SkewedClock(clock)          # the terminal's own real-time clock
@@ -244,12 +280,13 @@ class Run:
             host, _, port = self.external_host.rpartition(":")
             target = (host.strip("[]") or "127.0.0.1", int(port))
         else:
-            profile = get_profile(self._host_profile())
-            self.host = await HostServer.start(profile, clock=self.clock, db=":memory:",
+            host_cfg = self._host_config()
+            self.host = await HostServer.start(host_cfg.wire_profile(), clock=self.clock, db=":memory:",
                                                rules=HostRules(seed=self.plan.seed), seed=False)
             self.host.observers.append(lambda m: self.requests.append((self.clock.now(), m.mti)))
             # PIN hashing is slow on purpose: only this card (and no load-test terminals)
             seed_demo(self.host.store, profiles=[self.plan.card], load_terminals=False)
+            fit_bundled_host(self.host, host_cfg, tmk=True)          # its terminal, keys and dialect
             if self.profile.pan != load_profile(self.plan.card).pan:
                 self.host.store.add_card(self.profile)
             for change in self.plan.host_changes:
@@ -259,12 +296,30 @@ class Run:
             target = self.host.address
         self.proxy = await FaultProxy.start(target, LinkFaults(seed=self.plan.seed), self.clock)
 
-    def _host_profile(self) -> str:
-        """The bundled host speaks the profile the terminal *should* use (a profile fault changes only
-        the terminal)."""
+    def _host_config(self) -> TerminalConfig:
+        """What the bundled host serves and speaks: the run's base configuration (the ``cfg`` the run
+        started from, else :func:`base_config`'s, else the defaults) — its host dialect, terminal id and
+        master key, whatever a fault does to the terminal's — on the profile the terminal *should* use (a
+        preset may choose it; a profile fault changes only the terminal)."""
+        base = self.base
         changed = any(s.fault.injector == "config" and s.values.get("profile") not in (None, "", "same")
                       for s in self.injection.specs)
-        return TerminalConfig().profile if changed else self.plan.cfg.profile
+        return base if changed else replace(base, profile=self.plan.cfg.profile)
+
+    def _through_proxy(self, cfg: TerminalConfig) -> TerminalConfig:
+        """The terminal's dialect on the run's one path (the fault proxy): no backup host (it would go
+        round the faults); TLS only to the user's host (the bundled host speaks none), the certificate
+        checked against that host's name, not the name the run resolves to the proxy."""
+        d = cfg.dialect
+        tls = d.tls
+        if tls is not None:
+            if self.external_host is None:
+                tls = None
+            elif tls.server_name is None:
+                tls = replace(tls, server_name=self.external_host.rpartition(":")[0].strip("[]") or "127.0.0.1")
+        if tls is d.tls and d.backup is None:
+            return cfg
+        return replace(cfg, dialect=replace(d, tls=tls, backup=None))
 
     def host_address(self) -> str:
         if self.plan.host_override:
@@ -277,7 +332,8 @@ class Run:
         if self.host is None:
             return Sheet(host=f"{HOST_NAME}:{self.proxy.port}" if self.proxy else None)
         term = self.host.store.terminal(self.plan.cfg.terminal_id)
-        return Sheet(host=f"{HOST_NAME}:{self.proxy.port}" if self.proxy else None, profile=self.host.profile.name,
+        # the profile the host's configuration names (a dialect's own name is no message specification)
+        return Sheet(host=f"{HOST_NAME}:{self.proxy.port}" if self.proxy else None, profile=self._host_config().profile,
                      min_version=term.min_version if term else None,
                      tmk_kcv=keymod.kcv(term.tmk) if term else keymod.kcv(DEMO_TMK))
 
@@ -324,7 +380,7 @@ class Run:
 
         resolver: Resolver = to_proxy
         self.resolver = self.resolver or FaultyResolver(resolver, self.clock)
-        cfg = replace(plan.cfg, host=self.host_address())
+        cfg = self._through_proxy(replace(plan.cfg, host=self.host_address()))
         pins = [p or self.profile.pin for p in (plan.habits.pins or [self.profile.pin])]
         with _env("PCSCLITE_CSOCK_NAME", None if plan.pcsc_service else str(self.state / "no-pcscd.comm")):
             reader = await self._reader()
@@ -611,7 +667,8 @@ async def run_specs(specs: Sequence[FaultSpec], *, clock: Clock, state: Path, pr
     ``ran.run``."""
     plan, injection = make_plan(specs, preset=preset, seed=seed, card=card, txn=txn, steps=steps,
                                 reader_url=reader_url, cfg=cfg, amount=amount, pin=pin)
-    run = Run(plan, injection, clock, state, external_host=external_host)
+    run = Run(plan, injection, clock, state, external_host=external_host,
+              base=for_bundled_host(cfg) if cfg is not None else None)
     run.display = display
     outcomes: list[Outcome] = []
     await run.start_host()

@@ -18,8 +18,8 @@ When the field that failed is one of those card fields (a frame cut inside the P
 from there on becomes ``0``; otherwise every run of 13 or more digits — ASCII or BCD nibbles —
 keeps only 6 + 4, and a run of 7 to 12 ASCII digits becomes ``0``.
 
-:class:`StreamMasker` applies this to a byte stream (2-byte length + payload, back to back,
-split anywhere) with the sans-IO vocabulary of :mod:`protocol.sansio`.
+:class:`StreamMasker` applies this to a byte stream (the profile's length header + payload, back
+to back, split anywhere) with the sans-IO vocabulary of :mod:`protocol.sansio`.
 
 >>> from protocol.iso import Message, decode, encode
 >>> from protocol.specs import CUP
@@ -39,6 +39,7 @@ from typing import Any
 import iso8583
 import iso8583.decoder
 
+from protocol.errors import DecodeError
 from protocol.sansio import NEED_DATA, NeedData
 from protocol.specs import Profile
 
@@ -223,7 +224,7 @@ def _rewrite(out: bytearray, start: int, end: int, fspec: dict[str, Any], nunits
 
 
 def mask_payload(payload: bytes, profile: Profile) -> bytes:
-    """Mask card data in one frame payload (everything after the 2-byte length header)."""
+    """Mask card data in one frame payload (everything after the length header)."""
     spec = profile.spec
     spans, tail, failed = _spans(payload, spec)
     out = bytearray(payload)
@@ -337,7 +338,8 @@ def _mask_tlv(out: bytearray, pos: int, end: int, depth: int) -> None:
 # --- a stream of frames ---------------------------------------------------------------------------
 
 class StreamMasker:
-    """Masks a stream of 2-byte-length-prefixed frames, one direction of a connection.
+    """Masks a stream of length-prefixed frames, one direction of a connection (the profile's length
+    header: 2-byte binary on both bundled profiles, or what a host dialect's envelope says).
 
     ``receive_data(bytes)``, then ``next_event()`` until :data:`NEED_DATA`: each event is the
     masked bytes of one complete frame, length header included. After a length header that no
@@ -380,17 +382,22 @@ class StreamMasker:
             out = mask_digit_runs(bytes(buf[:cut]))
             del buf[:cut]
             return out
-        if len(buf) < 2:
+        lh = self.profile.length_header
+        if len(buf) < lh.size:
             return NEED_DATA
-        n = (buf[0] << 8) | buf[1]
-        if n == 0 or n > self.max_frame:
+        head = bytes(buf[:lh.size])
+        try:
+            n = lh.decode(head)
+        except DecodeError:
+            n = 0
+        if n <= 0 or n > self.max_frame:
             self._broken = True
             return self.next_event()
-        if len(buf) < 2 + n:
+        if len(buf) < lh.size + n:
             return NEED_DATA
-        payload = bytes(buf[2:2 + n])
-        del buf[:2 + n]
-        return n.to_bytes(2, "big") + mask_payload(payload, self.profile)
+        payload = bytes(buf[lh.size:lh.size + n])
+        del buf[:lh.size + n]
+        return head + mask_payload(payload, self.profile)
 
     def flush(self) -> bytes:
         """Everything still buffered, masked as bytes that do not decode."""

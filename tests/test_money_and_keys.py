@@ -30,7 +30,16 @@ from protocol.framing import frame
 from protocol.iso import Message, decode, encode
 from protocol.session import MacStatus, check_mac, seal
 from protocol.specs import CUP, PROFILES, Profile
-from protocol.txn import RC, NetCode, TerminalIds, TxnType, network_request, reversal_request, sign_on_request
+from protocol.txn import (
+    RC,
+    NetCode,
+    TerminalIds,
+    TxnType,
+    key_block,
+    network_request,
+    reversal_request,
+    sign_on_request,
+)
 from tests.test_host import CARDS, Client, run_host
 
 PROFILE_PARAMS = pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
@@ -150,7 +159,7 @@ def test_sign_on_needs_proof_of_the_master_key(vrun: asyncio.Runner, vclock: Vir
         stan = c.next_stan()
         ok = await c.link.exchange(sign_on_request(profile, c.ids, stan=stan), mak=DEMO_TMK)
         assert ok.response.get(39) == "00"
-        c.keys = keymod.parse_field62(DEMO_TMK, ok.response.binary(62), keymod.KeyScheme.DOUBLE)
+        c.keys = keymod.parse_field62(DEMO_TMK, key_block(ok.response), keymod.KeyScheme.DOUBLE)
         replay = await c.link.exchange(sign_on_request(profile, c.ids, stan=stan), mak=DEMO_TMK)
         assert replay.response.get(39) == "94"
         assert (await c.send(c.request(TxnType.BALANCE, CARDS["ok"]))).get(39) == "00"
@@ -298,7 +307,7 @@ def test_keys_are_committed_before_the_0810_leaves(vrun: asyncio.Runner, vclock:
         try:
             ids = TerminalIds(DEMO_TID, DEMO_MID, CUP.default_header)
             ex = await link.exchange(sign_on_request(CUP, ids, stan="000001"), mak=DEMO_TMK)
-            keys = keymod.parse_field62(DEMO_TMK, ex.response.binary(62), keymod.KeyScheme.DOUBLE)
+            keys = keymod.parse_field62(DEMO_TMK, key_block(ex.response), keymod.KeyScheme.DOUBLE)
             # another process opening the database the moment the 0810 arrives sees the new keys
             other = HostStore(db)
             term = other.terminal(DEMO_TID)

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.framing import frame
+from protocol.framing import Framer, LengthHeader, frame
 from protocol.iso import Message, decode, encode
 from protocol.sansio import NEED_DATA
-from protocol.specs import CUP, ISO87ASCII, Profile
+from protocol.specs import CUP, ISO87ASCII, Profile, build_profile
 from protocol.wiremask import (
     StreamMasker,
     mask_digit_runs,
@@ -202,3 +202,29 @@ def test_stream_masker_after_a_broken_length_and_on_flush() -> None:
     assert sm2.next_event() is NEED_DATA
     rest = sm2.flush()
     assert len(rest) == 40 and bytes.fromhex(PAN) not in rest and sm2.buffered == 0
+
+
+@pytest.mark.parametrize("header", [LengthHeader(4, "ascii"), LengthHeader(2, "bcd"), LengthHeader(2, "binary", True)],
+                         ids=lambda h: f"{h.size}-{h.encoding}{'-inclusive' if h.inclusive else ''}")
+def test_a_stream_in_a_host_dialects_length_header_is_masked_frame_by_frame(header: LengthHeader) -> None:
+    """A dialect's envelope (emulator.dialect): the frames are found by its length header, so each is
+    masked as a message — it still decodes, with only the card data changed."""
+    profile = build_profile("iso87ascii", length_header=header)
+    m = sample(profile)
+    raw = b"".join(frame(encode(m, profile), header=header) for _ in range(3))
+    sm = StreamMasker(profile)
+    out = b""
+    for i in range(0, len(raw), 7):                                   # split anywhere
+        sm.receive_data(raw[i:i + 7])
+        while (ev := sm.next_event()) is not NEED_DATA:
+            assert isinstance(ev, bytes)
+            out += ev
+    out += sm.flush()
+    assert len(out) == len(raw) and PAN.encode() not in out
+    framer = Framer(header=header)
+    framer.receive_data(out)
+    got = [decode(p, profile) for p in framer.frames()]
+    assert len(got) == 3
+    for g in got:
+        assert g[2] == MASKED and g[35] == MASKED + "=29121010000000000"
+        assert all(g[n] == m[n] for n in m if n not in CARD_FIELDS)

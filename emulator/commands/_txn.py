@@ -35,7 +35,8 @@ TXN_OPTIONS = [
     click.option("--profile", type=click.Choice(["cup", "iso87ascii"]), default=None, help="ISO 8583 profile."),
     click.option("--reader", default=None, metavar="URL", help="Reader URL (default sim://<card>)."),
     click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                 help="Terminal config (TOML)."),
+                 help="Terminal config (TOML; the host's dialect in [host]). Default: terminal.toml in the state "
+                      "folder, if there is one (`posemu config init` writes it, the UI saves it)."),
     click.option("--state", "state_dir", default=None,
                  help="State folder (journal, host database). Default: the user data folder."),
     click.option("--lang", type=click.Choice(["zh", "en", "both"]), default=None, help="Screen language."),
@@ -87,7 +88,10 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
     if specs and card is None and not reader:
         card = specs[0].fault.card
     card = card or "demo"
-    cfg = build_config(config_path=config_path, host=host, profile=profile, reader=reader, card=card, lang=lang)
+    from emulator.commands.config import config_path as saved_or_given
+
+    cfg = build_config(config_path=saved_or_given(config_path, state_dir), host=host, profile=profile, reader=reader,
+                       card=card, lang=lang)
     the_pin = pin if pin is not None else load_profile(card).pin
     # paths are checked before the card is read: a bad one is an error now, not a lost result later
     state = state_folder(state_dir) if state_dir or not specs else None
@@ -105,8 +109,12 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
             click.echo(f"  [{s.code}] {render(s, language)}")  # type: ignore[arg-type]
 
     if specs:
-        _run_with_faults(kind, amount, specs, cfg=cfg, card=card, pin=pin, reader=reader, clock=clock,
-                         display=display, state_dir=state_dir, trace_path=trace_path, as_json=as_json, lang=language)
+        from faults.runner import base_config
+
+        with base_config(cfg):       # the run's own bundled host speaks the configured dialect
+            _run_with_faults(kind, amount, specs, cfg=cfg, card=card, pin=pin, reader=reader, clock=clock,
+                             display=display, state_dir=state_dir, trace_path=trace_path, as_json=as_json,
+                             lang=language)
         return
 
     trace_error: list[OSError] = []

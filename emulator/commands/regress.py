@@ -32,15 +32,34 @@ if TYPE_CHECKING:
               help="Write each run's trace (JSON lines; replay with --replay).")
 @click.option("--replay", "replay_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Run the scenario a trace file recorded again and compare the event sequence.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Terminal config (TOML) the scenarios start from, its [host] dialect spoken by each run's own "
+                   "bundled host. Default: the saved terminal.toml of the user data folder, if there is one.")
 @click.option("-v", "--verbose", is_flag=True, help="Print the diagnosis of every run.")
 @terminal_pcap
 def command(only: tuple[str, ...], files: tuple[str, ...], no_bundled_scenarios: bool, seed: int,
-            junit_path: str | None, trace_dir: str | None, replay_path: str | None, verbose: bool) -> None:
+            junit_path: str | None, trace_dir: str | None, replay_path: str | None, config_file: str | None,
+            verbose: bool) -> None:
     """Run every fault's scenarios through the real stack on the virtual clock and check screens,
     diagnosis, journal and money."""
+    from emulator import config as configmod
+    from emulator.commands.config import config_path
+    from faults.runner import base_config
+
+    cfg_path = config_path(config_file, None)
+    cfg = configmod.load(cfg_path) if cfg_path else None
+    with base_config(cfg):
+        _regress(only, files, no_bundled_scenarios, seed, junit_path, trace_dir, replay_path, verbose, cfg_path)
+
+
+def _regress(only: tuple[str, ...], files: tuple[str, ...], no_bundled_scenarios: bool, seed: int,
+             junit_path: str | None, trace_dir: str | None, replay_path: str | None, verbose: bool,
+             cfg_path: str | None) -> None:
     from faults import regress
 
     console = Console()
+    if cfg_path:
+        console.print(f"terminal config: {cfg_path}", soft_wrap=True, highlight=False, markup=False)
     junit_file = output_file(junit_path, "JUnit report", replaces=JUNIT_PREFIXES) if junit_path else None
     traces = output_folder(trace_dir, "trace folder") if trace_dir else None
     cat = regress.load()

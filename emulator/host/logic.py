@@ -11,6 +11,13 @@ STAN is refused with ``94``.
 Network management (0800 field 70 on ``iso87ascii``; 0800/0820 with 60.3 on ``cup``): sign-on
 (001) needs a MAC under the terminal master key — an unauthenticated or replayed 0800 changes
 nothing —, sign-off (002) drops the working keys, echo (301) is answered and never re-keys.
+
+Authorization (ISO 8583:1987 ``0100``/``0110``) alongside financial ``0200``/``0210``: a balance
+inquiry (processing code ``31``) as in an 0200, and a pre-authorization (``03``, or ``00`` in an
+0100; CUP 预授权) that checks the card like a purchase and holds the amount — the available
+balance goes down, the hold is logged with its authorization code, and a reversal of it (0400)
+releases it. A pre-authorization needs the ``preauth`` permission (or ``purchase``) of the card and
+the terminal.
 """
 
 from __future__ import annotations
@@ -29,10 +36,10 @@ from protocol import keys as keymod
 from protocol.errors import DecodeError, PosemuError
 from protocol.iso import Message, encode
 from protocol.masking import mask_pan
-from protocol.pinblock import decrypt_pinblock
+from protocol.pinblock import decrypt_pinblock_any
 from protocol.session import check_mac
 from protocol.specs import Profile
-from protocol.txn import RC, Balance, Field60, NetCode, TxnType, encode_balances, response_to
+from protocol.txn import RC, Balance, Field60, NetCode, encode_balances, key_block_value, response_to
 
 log = logging.getLogger("posemu.host")
 
@@ -167,7 +174,7 @@ class HostLogic:
 
         With behaviour rules configured (a fault scenario, a test) every request is decided inline, in
         arrival order, so the rules' counting (``first``, ``every``, ``count``) is reproducible."""
-        if req.mti != "0200" or not isinstance(req.get(52), bytes) or self.rules.rules:
+        if req.mti not in ("0100", "0200") or not isinstance(req.get(52), bytes) or self.rules.rules:
             return None
         tid = req.get(41)
         term = self.store.terminal(tid) if isinstance(tid, str) else None
@@ -203,7 +210,7 @@ class HostLogic:
 
     # --- helpers ------------------------------------------------------------------------------
     def _respond(self, req: Message, rc: RC | str, **extra: str | bytes) -> Message:
-        return response_to(req, rc, **extra)
+        return response_to(req, rc, tpdu_len=self.profile.tpdu_len, **extra)
 
     def _next_rrn(self) -> str:
         self._rrn += 1
@@ -230,10 +237,9 @@ class HostLogic:
             return self._with_terminal(c, fn, None)
         if req.mti == "0400":
             return self._with_terminal(c, self._reversal, "reversal")
-        txn = TxnType.from_request(req)
-        if req.mti != "0200" or txn is None or txn is TxnType.SIGN_ON:
+        kind = txn_kind(req)
+        if kind is None:
             return Decision(self._respond(req, RC.INVALID_TRANSACTION), mak=self._response_mak(req))
-        kind = "balance" if txn is TxnType.BALANCE else "purchase"
         return self._with_terminal(c, self._financial, kind)
 
     def _with_terminal(self, c: _Call, fn: Callable[[_Call, TerminalRow], Decision], kind: str | None) -> Decision:
@@ -256,7 +262,7 @@ class HostLogic:
             if version < term.min_version:
                 return Decision(self._respond(req, RC.VERSION_NOT_ACCEPTED),
                                 mak=None if signing_on else self._response_mak(req))
-        if not signing_on and kind is not None and kind not in term.permissions:
+        if not signing_on and kind is not None and not permitted(kind, term.permissions):
             return Decision(self._respond(req, RC.NOT_PERMITTED_TERMINAL), mak=self._response_mak(req))
         decision = fn(c, term)
         if decision.response is not None and decision.mak is None:
@@ -289,7 +295,7 @@ class HostLogic:
         self.store.commit()
         now = self.clock.wall()
         resp = self._respond(req, RC.APPROVED, f12=f"{now:%H%M%S}", f13=f"{now:%m%d}",
-                             f32=ACQUIRER_ID, f37=self._next_rrn(), f62=block)
+                             f32=ACQUIRER_ID, f37=self._next_rrn(), f62=key_block_value(block, self.profile))
         log.info("terminal %s signed on (scheme %s)", term.tid, scheme)
         return Decision(resp)
 
@@ -325,17 +331,17 @@ class HostLogic:
 
     def _financial(self, c: _Call, term: TerminalRow) -> Decision:
         req = c.req
-        kind = "balance" if TxnType.from_request(req) is TxnType.BALANCE else "purchase"
+        kind = txn_kind(req) or "purchase"
         date = req.get(13) if isinstance(req.get(13), str) else f"{self.clock.wall():%m%d}"
         date_s = str(date)
         stan = req.text(11) if 11 in req else "000000"
         ident = self._identity(req)
-        prior = self.store.find_tx(term.tid, stan, date_s, "0200")
+        prior = self.store.find_tx(term.tid, stan, date_s, req.mti)
         if prior is not None and prior.ident != ident:
             # a STAN reused for another transaction (a reinstalled terminal…): never the other's answer
             log.warning("duplicate STAN %s from %s for a different transaction: 94", stan, term.tid)
             return Decision(self._respond(req, RC.DUPLICATE))
-        if prior is not None and kind == "purchase":
+        if prior is not None and kind in MONEY_KINDS:
             # the same purchase again (a retransmission): the same answer, no second debit
             extra = {"f38": prior.auth_code} if prior.auth_code else {}
             return Decision(self._respond(req, prior.rc, **({"f37": prior.rrn} if prior.rrn else {}), **extra))
@@ -360,7 +366,7 @@ class HostLogic:
         new_bal = self.store.move_money(card.account_id, -amount)
         rrn = self._next_rrn()
         auth = f"{self._rrn % 1_000_000:06d}"
-        self.store.log_tx(tid=term.tid, stan=stan, date=date_s, mti="0200", kind=kind,
+        self.store.log_tx(tid=term.tid, stan=stan, date=date_s, mti=req.mti, kind=kind,
                           pan_masked=mask_pan(card.pan), account_id=card.account_id, amount=amount,
                           rc=RC.APPROVED.value, auth_code=auth, rrn=rrn, ident=ident)
         self.store.commit()
@@ -379,14 +385,14 @@ class HostLogic:
             return RC.INVALID_CARD if expiry is not None else RC.FORMAT_ERROR
         if expiry < f"{self.clock.wall():%y%m}":
             return RC.EXPIRED_CARD
-        if kind not in card.permissions:
+        if not permitted(kind, card.permissions):
             return RC.NOT_PERMITTED_CARDHOLDER
         return self._check_pin(c, term, card)
 
     @staticmethod
     def _decrypt_pin(block: bytes, pan: str, pik: bytes) -> str | None:
         try:
-            return decrypt_pinblock(block, pan, pik)
+            return decrypt_pinblock_any(block, pan, pik)      # ISO 9564 format 0, 1 or 3, whichever it is
         except PosemuError:
             return None
 
@@ -417,7 +423,7 @@ class HostLogic:
         stan = req.text(11) if 11 in req else ""
         date = req.get(13)
         date_s = date if isinstance(date, str) else f"{self.clock.wall():%m%d}"
-        orig = self.store.find_tx(term.tid, stan, date_s, "0200")
+        orig = self.store.find_tx(term.tid, stan, date_s, "0200") or self.store.find_tx(term.tid, stan, date_s, "0100")
         rc = RC.APPROVED
         if orig is not None and orig.ident is not None and orig.ident != self._identity(req):
             # not the transaction it names (other card, amount or type): nothing is refunded
@@ -441,6 +447,58 @@ class HostLogic:
         self.store.log_tx(tid=term.tid, stan=stan, date=date, mti=req.mti, kind=kind,
                           pan_masked=mask_pan(card.pan) if card else "", account_id=card.account_id if card
                           else None, amount=amount, rc=rc.value, ident=ident)
+
+
+MONEY_KINDS = frozenset({"purchase", "preauth"})
+"""Transactions that move money (a pre-authorization holds it): idempotent, reversible."""
+
+
+def txn_kind(req: Message) -> str | None:
+    """What a financial or authorization request asks, by MTI and processing code (field 3):
+    ``balance`` (31 in an 0100 or 0200), ``purchase`` (00 in an 0200), ``preauth`` (03, or 00 in an
+    0100); ``None`` for anything else (answered 12).
+
+    >>> [txn_kind(Message(m, {3: pc})) for m, pc in (("0200", "310000"), ("0100", "030000"), ("0200", "030000"))]
+    ['balance', 'preauth', None]
+    """
+    if req.mti not in ("0100", "0200"):
+        return None
+    pc = req.get(3)
+    if not isinstance(pc, str) or len(pc) != 6:
+        return None
+    if pc.startswith("31"):
+        return "balance"
+    if req.mti == "0200":
+        return "purchase" if pc.startswith("00") else None
+    return "preauth" if pc[:2] in ("00", "03") else None
+
+
+def permitted(kind: str, permissions: frozenset[str]) -> bool:
+    """A permission list allows ``kind``; ``purchase`` covers a pre-authorization too."""
+    return kind in permissions or (kind == "preauth" and "purchase" in permissions)
+
+
+def summary(msg: Message) -> str:
+    """One masked line for a log: MTI and the fields that say what happened (PAN 6+4, never track
+    data, PIN block, keys or MAC).
+
+    >>> summary(Message("0200", {2: "9900010000000019", 3: "000000", 4: "000000001250", 11: "000123",
+    ...                          41: "POSEMU01", 52: b"\\x00" * 8}))
+    '0200 tid=POSEMU01 stan=000123 pc=000000 amount=000000001250 pan=990001******0019'
+    """
+    f = msg.redacted()
+    parts = [msg.mti]
+    for n, name in ((41, "tid"), (11, "stan"), (3, "pc"), (4, "amount"), (70, "net"), (39, "rc"), (38, "auth"),
+                    (2, "pan")):
+        if n in f:
+            parts.append(f"{name}={f[n]}")
+    if 2 not in f and 35 in msg:
+        t2 = msg.get(35)
+        if isinstance(t2, str):
+            parts.append(f"pan={mask_pan(t2.partition('=')[0])}")
+    if 64 in msg or 128 in msg:
+        parts.append("mac")
+    return " ".join(parts)
 
 
 def _offline_pin_verified(req: Message) -> bool:

@@ -11,8 +11,11 @@ connection with a logged one-line reason. Nothing a client sends can stop the se
   and slowloris clients alike), and at most ``max_connections`` are open at once — more are
   refused at once.
 
+With an :class:`ssl.SSLContext` the listener speaks TLS (``posemu host --tls-cert/--tls-key``).
+Every message in and out is logged as one masked line (:func:`emulator.host.logic.summary`) on the
+``posemu.host.wire`` logger at INFO — ``posemu host -v`` shows them.
 ``wire_observers`` see every accepted connection's raw bytes (:mod:`emulator.capture`:
-``posemu host --pcap``).
+``posemu host --pcap``; over TLS, the bytes inside the TLS session).
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from emulator.capture import WireConn, WireEvent, WireKind, WireObserver, sockname
-from emulator.host.logic import Decision, HostLogic, PinJob, seed_demo
+from emulator.host.logic import Decision, HostLogic, PinJob, seed_demo, summary
 from emulator.host.rules import HostRules
 from emulator.host.store import HostStore
 from hardware.clock import Clock, run_external
@@ -37,6 +41,8 @@ from protocol.session import RequestReceived, ServerSession
 from protocol.specs import Profile
 
 log = logging.getLogger("posemu.host")
+wire = logging.getLogger("posemu.host.wire")
+"""One masked line per message in and out (INFO)."""
 
 
 @dataclass(slots=True)
@@ -150,6 +156,8 @@ class _Conn(asyncio.Protocol):
                 self._arm_idle()
                 if isinstance(ev, RequestReceived):
                     host.stats.requests += 1
+                    if wire.isEnabledFor(logging.INFO):
+                        wire.info("%s <- %s", self.peer, summary(ev.request))
                     for fn in host.observers:
                         fn(ev.request)
                     job = host.logic.pin_job(ev.request, ev.raw)
@@ -160,6 +168,8 @@ class _Conn(asyncio.Protocol):
                     host.notify_decided(ev.request, decision)
                 else:
                     host.stats.malformed += 1
+                    if wire.isEnabledFor(logging.INFO):
+                        wire.info("%s <- malformed %s (%s)", self.peer, ev.mti or "frame", ev.error.msg)
                     decision = host.logic.malformed(ev.mti, ev.partial, ev.error)
                 self._dispatch(decision)
         except Exception:  # a bug must not take the server down: log it, drop this connection
@@ -210,10 +220,12 @@ class _Conn(asyncio.Protocol):
             rc = d.response.get(39)
             if isinstance(rc, str):
                 self.host.stats.by_rc[rc] = self.host.stats.by_rc.get(rc, 0) + 1
+            if wire.isEnabledFor(logging.INFO):
+                wire.info("%s -> %s", self.peer, summary(d.response))
             try:
                 data = self.session.send(d.response, mak=d.mak)
                 if d.mangle:
-                    data = mangle(data, d.mangle, self.host.profile.header_len)
+                    data = mangle(data, d.mangle, self.host.profile)
             except (PosemuError, TypeError) as e:
                 log.warning("closing %s: cannot encode the %s answer (%s)", self.peer, d.response.mti, e)
                 if self._out:
@@ -233,20 +245,23 @@ class _Conn(asyncio.Protocol):
             tr.close()
 
 
-def mangle(frame_bytes: bytes, mode: str, header_len: int) -> bytes:
+def mangle(frame_bytes: bytes, mode: str, profile: Profile) -> bytes:
     """Spoil an encoded, framed answer the way a broken host or middlebox does (a GARBAGE rule):
     ``garbage`` — a frame of the right length holding noise; ``truncated`` — the length header says
-    less than the message holds; ``bad-bitmap`` — the bitmap's bits flipped."""
-    body = frame_bytes[2:]
+    less than the message holds; ``bad-bitmap`` — the bitmap's bits flipped. The frame is the
+    profile's (its length header, TPDU/application header, MTI and bitmap widths: any dialect)."""
+    lh = profile.length_header
+    head, body = frame_bytes[:lh.size], frame_bytes[lh.size:]
     if mode == "truncated":
         cut = max(1, len(body) // 2)
-        return cut.to_bytes(2, "big") + body[:cut]
+        return lh.encode(cut) + body[:cut]
     if mode == "bad-bitmap":
-        at = header_len + (2 if header_len else 4)           # after the MTI (BCD on cup, ASCII otherwise)
-        flipped = bytes(b ^ 0xA5 for b in body[at:at + 8])
-        return frame_bytes[:2] + body[:at] + flipped + body[at + 8:]
+        at = profile.header_len + int(profile.spec["t"].get("max_len", 4))   # after the MTI (BCD or ASCII)
+        width = int(profile.spec["p"].get("max_len", 8))
+        flipped = bytes(b ^ 0xA5 for b in body[at:at + width])
+        return head + body[:at] + flipped + body[at + width:]
     noise = bytes((i * 37 + 11) & 0xFF for i in range(len(body)))
-    return frame_bytes[:2] + noise
+    return head + noise
 
 
 class HostServer:
@@ -276,13 +291,17 @@ class HostServer:
     async def start(cls, profile: Profile, *, clock: Clock, host: str = "127.0.0.1", port: int = 0,
                     db: str | Path = ":memory:", rules: HostRules | None = None, seed: bool = True,
                     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                    max_connections: int = DEFAULT_MAX_CONNECTIONS) -> HostServer:
+                    max_connections: int = DEFAULT_MAX_CONNECTIONS, tls: ssl.SSLContext | None = None) -> HostServer:
         store = HostStore(db)
         if seed and store.empty:
             seed_demo(store)
         self = cls(profile, store, clock, rules, idle_timeout=idle_timeout, max_connections=max_connections)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Conn(self), host, port)
+        try:
+            self._server = await loop.create_server(lambda: _Conn(self), host, port, ssl=tls)
+        except BaseException:
+            store.close()
+            raise
         return self
 
     @property

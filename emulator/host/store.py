@@ -280,6 +280,9 @@ class HostStore:
     def terminal(self, tid: str) -> TerminalRow | None:
         return self._terminals.get(tid)
 
+    def terminals(self) -> list[TerminalRow]:
+        return list(self._terminals.values())
+
     def balance(self, account_id: int) -> tuple[int, str]:
         return self._balances[account_id]
 

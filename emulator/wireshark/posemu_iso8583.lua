@@ -138,7 +138,7 @@ local PROFILES = {
       [59] = { kind = "ans", enc = "ascii", len_enc = "ascii", len_type = 3, max_len = 999, nibbles = false, left_pad = "", right_pad = "", desc = "Reserved National" },
       [60] = { kind = "ans", enc = "ascii", len_enc = "ascii", len_type = 3, max_len = 999, nibbles = false, left_pad = "", right_pad = "", desc = "Reserved National" },
       [61] = { kind = "ans", enc = "ascii", len_enc = "ascii", len_type = 3, max_len = 999, nibbles = false, left_pad = "", right_pad = "", desc = "Reserved Private" },
-      [62] = { kind = "b", enc = "b", len_enc = "ascii", len_type = 3, max_len = 512, nibbles = false, left_pad = "", right_pad = "", desc = "Reserved private (working keys in 0810)" },
+      [62] = { kind = "ans", enc = "ascii", len_enc = "ascii", len_type = 3, max_len = 999, nibbles = false, left_pad = "", right_pad = "", desc = "Reserved Private" },
       [63] = { kind = "ans", enc = "ascii", len_enc = "ascii", len_type = 3, max_len = 999, nibbles = false, left_pad = "", right_pad = "", desc = "Reserved Private" },
       [64] = { kind = "b", enc = "b", len_enc = "ascii", len_type = 0, max_len = 8, nibbles = false, left_pad = "", right_pad = "", desc = "MAC" },
       [66] = { kind = "ans", enc = "ascii", len_enc = "ascii", len_type = 0, max_len = 1, nibbles = false, left_pad = "", right_pad = "", desc = "Settlement Code" },
