@@ -225,12 +225,6 @@ class CardProfile:
         return self.service_code[:1] in ("2", "6")
 
 
-def _bool(value: Any, where: str, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: {key} must be true or false")
-    return value
-
-
 def _req(d: dict[str, Any], key: str, where: str) -> Any:
     if key not in d:
         raise ConfigError(f"{where}: missing key {key!r}")
