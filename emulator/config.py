@@ -53,6 +53,8 @@ from protocol.specs import PROFILES
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
+    """The terminal's waits in clock seconds: connect, host response, PIN entry, card, card removal."""
+
     connect: float = 10.0
     response: float = 60.0
     pin_entry: float = 60.0
@@ -62,6 +64,8 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class TerminalConfig:
+    """The terminal's configuration (:func:`load` reads it from TOML); frozen: change it with ``replace``."""
+
     terminal_id: str = DEMO_TID
     merchant_id: str = DEMO_MID
     profile: str = "cup"

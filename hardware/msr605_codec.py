@@ -142,6 +142,8 @@ STATUS_REPLY = frozenset({
 
 
 class Status(enum.IntEnum):
+    """The status byte of a reply (§7)."""
+
     OK = 0x30
     RW_ERROR = 0x31
     FORMAT_ERROR = 0x32
@@ -167,6 +169,8 @@ _STATUS_TEXT = {
 
 
 class TrackMarker(enum.Enum):
+    """How a track appears in an ISO read block: its characters, or the empty / bad marker."""
+
     DATA = "data"
     EMPTY = "empty"         # 1B 2B
     BAD = "bad"             # 1B 2A
@@ -194,31 +198,43 @@ def _sizes(tracks: Sequence[bytes | None]) -> str:
 # --- replies (device → host) ---------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class CommTestOk:
+    """``1B 79``: the communication test passed."""
+
     pass
 
 
 @dataclass(frozen=True, slots=True)
 class StatusReply:
+    """``1B [status]``: the whole answer of the commands in :data:`STATUS_REPLY` (and of a failed read)."""
+
     status: Status
 
 
 @dataclass(frozen=True, slots=True)
 class ModelReply:
+    """``1B [model] 53``: the device's model character."""
+
     model: str
 
 
 @dataclass(frozen=True, slots=True)
 class FirmwareReply:
+    """``1B`` + 8 characters: the firmware version, ``REV?X.XX``."""
+
     version: str
 
 
 @dataclass(frozen=True, slots=True)
 class CoercivityReply:
+    """``1B 68`` / ``1B 6C``: the head is set to Hi-Co (``high``) or Lo-Co."""
+
     high: bool
 
 
 @dataclass(frozen=True, slots=True)
 class LeadingZerosReply:
+    """``1B [t13] [t2]``: the clocking zeros written before tracks 1 and 3, and before track 2."""
+
     track13: int
     track2: int
 
@@ -232,6 +248,8 @@ class BpcReply:
 
 @dataclass(frozen=True, slots=True)
 class IsoReadReply:
+    """An ISO read's answer: the three tracks (sentinels included) and the status."""
+
     tracks: tuple[TrackData, TrackData, TrackData]
     status: Status = Status.OK
 

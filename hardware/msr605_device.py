@@ -123,6 +123,8 @@ def erase_select(sel: int) -> frozenset[int] | None:
 
 
 class Mode(enum.Enum):
+    """What the emulated device is waiting for: nothing, or a card through the head for an armed command."""
+
     IDLE = "idle"
     ISO_READ = "waiting for a swipe to read"
     RAW_READ = "waiting for a swipe to read raw"

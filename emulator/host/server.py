@@ -41,6 +41,8 @@ log = logging.getLogger("posemu.host")
 
 @dataclass(slots=True)
 class HostStats:
+    """Counters of a running host: connections, requests, refusals and closes by reason, answers by code."""
+
     connections: int = 0
     requests: int = 0
     malformed: int = 0
