@@ -14,6 +14,7 @@ import random
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -220,6 +221,7 @@ def test_diagnostics_are_plain_tuples_made_on_demand() -> None:
     assert "bits" not in repr(d.clock)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**31), st.sampled_from((0.6, 1.0, 1.6, 2.5)))
 def test_very_noisy_swipes_decode_as_the_rules(seed: int, noise: float) -> None:
