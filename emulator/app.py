@@ -35,6 +35,8 @@ def default_state_dir() -> Path:
 
 @dataclass(slots=True)
 class Rig:
+    """A terminal and what :func:`open_rig` started for it; :meth:`close` stops them all."""
+
     cfg: TerminalConfig
     clock: Clock
     trace: Trace

@@ -31,6 +31,8 @@ Address = tuple[str, int]
 
 
 class WireKind(enum.Enum):
+    """What happened on a connection: it opened, bytes went out, bytes came in, it closed."""
+
     OPEN = "open"
     SENT = "sent"
     RECEIVED = "received"
@@ -49,6 +51,8 @@ class WireConn:
 
 @dataclass(frozen=True, slots=True)
 class WireEvent:
+    """One thing a connection did, as a :data:`WireObserver` (the pcap writer) sees it."""
+
     kind: WireKind
     conn: WireConn
     at: float                   # seconds since the epoch, on the owner's clock (virtual or real)

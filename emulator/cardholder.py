@@ -20,6 +20,8 @@ _PULL_AT = {"reading": Msg.READING_CARD, "pin": Msg.ENTER_PIN, "online": Msg.PRO
 
 @dataclass(slots=True)
 class Cardholder:
+    """A scripted person at a ``sim://`` reader: answers the terminal's screens with the card, after ``reaction_s``."""
+
     reader: SimReader
     card: VirtualCard
     prefer_chip: bool = True

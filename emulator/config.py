@@ -62,6 +62,8 @@ from protocol.specs import PROFILES, Profile
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
+    """The terminal's waits in clock seconds: connect, host response, PIN entry, card, card removal."""
+
     connect: float = 10.0
     response: float = 60.0
     pin_entry: float = 60.0
@@ -71,6 +73,8 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class TerminalConfig:
+    """The terminal's configuration (:func:`load` reads it from TOML); frozen: change it with ``replace``."""
+
     terminal_id: str = DEMO_TID
     merchant_id: str = DEMO_MID
     profile: str = "cup"

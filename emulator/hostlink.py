@@ -77,12 +77,25 @@ async def tcp_connector(host: str, port: int) -> tuple[asyncio.StreamReader, asy
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
+    """A request, the response paired with it and the response's frame payload."""
+
     request: Message
     response: Message
     raw: bytes
 
 
 class HostLink:
+    """The terminal's connection to its host: a request out, the response paired with it back.
+
+    :meth:`exchange` connects when needed (``resolver``, then ``connector``: where the fault
+    injector puts its resolver and proxy), hands the request to a sans-IO
+    :class:`~protocol.session.ClientSession` (MAC, length frame), writes the bytes and feeds what
+    comes back until the response paired with the request arrives; a response for another request
+    is traced and ignored. All waits are ``connect_timeout`` / ``response_timeout`` clock seconds.
+    Failures are :class:`~emulator.errors.HostLinkError` s with evidence codes (``dns.*``,
+    ``tcp.*``, ``iso.*``); every step goes to the trace.
+    """
+
     def __init__(self, host: str, port: int, profile: Profile, *, clock: Clock, trace: Trace,
                  connect_timeout: float = 10.0, response_timeout: float = 60.0,
                  resolver: Resolver = system_resolver, connector: Connector = tcp_connector,

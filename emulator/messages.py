@@ -22,6 +22,8 @@ Lang = Literal["zh", "en", "both"]
 
 
 class Msg(enum.Enum):
+    """Every screen the terminal can show, by its stable code; the texts are in ``messages.toml``."""
+
     WELCOME = "WELCOME"
     SIGNING_ON = "SIGNING_ON"
     SIGN_ON_OK = "SIGN_ON_OK"

@@ -52,6 +52,8 @@ class SwipeResult:
 
 
 class ReaderEventKind(enum.Enum):
+    """What happened at a reader: a card went in, came out or was swiped, or the reader went away."""
+
     CARD_INSERTED = "card inserted"
     CARD_REMOVED = "card removed"
     CARD_SWIPED = "card swiped"
@@ -60,6 +62,8 @@ class ReaderEventKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ReaderEvent:
+    """One reader event; ``swipe`` is the swipe's result for ``CARD_SWIPED``, else ``None``."""
+
     kind: ReaderEventKind
     swipe: SwipeResult | None = None
 

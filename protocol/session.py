@@ -35,6 +35,8 @@ from protocol.txn import match_key
 
 @dataclass(frozen=True, slots=True)
 class ResponseReceived:
+    """The response to an outstanding request, paired by :func:`protocol.txn.match_key` (MTI, STAN, terminal id)."""
+
     request: Message
     response: Message
     raw: bytes
@@ -51,6 +53,8 @@ class UnmatchedResponse:
 
 @dataclass(frozen=True, slots=True)
 class RequestReceived:
+    """A request that decoded, on the host side; ``raw`` is its frame payload."""
+
     request: Message
     raw: bytes
 

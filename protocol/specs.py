@@ -48,6 +48,8 @@ from protocol.mac import MacAlgorithm
 
 
 class Kind(enum.Enum):
+    """A field's kind: ``n`` digits, ``an``/``ans`` text, ``z`` track data, ``b`` binary (see the module notes)."""
+
     N = "n"
     AN = "an"
     ANS = "ans"

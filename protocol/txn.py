@@ -126,9 +126,6 @@ class EntryMode(enum.Enum):
     CONTACTLESS = "07"
     FALLBACK = "80"
 
-    def field22(self, pin_entered: bool) -> str:
-        return self.value + ("1" if pin_entered else "2")
-
 
 @dataclass(frozen=True, slots=True)
 class CardData:

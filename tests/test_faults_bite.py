@@ -132,6 +132,7 @@ def test_the_same_seed_gives_the_same_run(tmp_path: Path) -> None:
     assert [(e.kind, e.what) for e in a[2]] == [(e.kind, e.what) for e in b[2]]
 
 
+@pytest.mark.slow
 def test_virtual_time_against_an_external_host(tmp_path: Path) -> None:
     """`posemu host` in its own process, the terminal on the virtual clock: a congested link costs
     no wall time on the terminal's side, and the failure is named."""

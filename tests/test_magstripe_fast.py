@@ -2,8 +2,8 @@
 
 The fast code (numpy) must be the same physics and the same decisions as the step-by-step code it
 replaced, kept as references: :mod:`tests.swipe_reference` (the per-transition physics, the
-per-character track decoder) and :func:`~hardware.magstripe.decoder.detect_peaks_reference` /
-:func:`~hardware.magstripe.decoder.recover_bits_reference` (the detector and clock-recovery rules).
+per-character track decoder) and :func:`~hardware.magstripe.peaks.detect_peaks_reference` /
+:func:`~hardware.magstripe.clock_recovery.recover_bits_reference` (the detector and clock-recovery rules).
 Samples, polarities, accepted peaks, bits, boundaries, break points and messages must be equal;
 heights, thresholds and periods equal to rounding.
 """
@@ -14,19 +14,14 @@ import random
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hardware.magstripe import Damage, ReaderModel, SwipeParams, simulate_swipe, track_rng
-from hardware.magstripe.decoder import (
-    Peaks,
-    RecoveredClock,
-    detect_peaks,
-    detect_peaks_reference,
-    recover_bits,
-    recover_bits_reference,
-)
+from hardware.magstripe.clock_recovery import RecoveredClock, recover_bits, recover_bits_reference
 from hardware.magstripe.measure import DEMO_STRIPE, impaired_params
+from hardware.magstripe.peaks import Peaks, detect_peaks, detect_peaks_reference
 from hardware.magstripe.swipe import HeadSignal, arrival_times, recorded_positions, synthesize_tracks
 from hardware.magstripe.tracks import encode_array, encode_track, read_track, track_spec
 from tests.swipe_reference import read_track_reference, synthesize_scalar
@@ -226,6 +221,7 @@ def test_diagnostics_are_plain_tuples_made_on_demand() -> None:
     assert "bits" not in repr(d.clock)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**31), st.sampled_from((0.6, 1.0, 1.6, 2.5)))
 def test_very_noisy_swipes_decode_as_the_rules(seed: int, noise: float) -> None:

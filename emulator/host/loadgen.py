@@ -29,6 +29,8 @@ from protocol.txn import CardData, EntryMode, TerminalIds, TxnType, financial_re
 
 @dataclass(slots=True)
 class LoadResult:
+    """What a load run measured: requests sent and answered, errors, response codes, latencies, time taken."""
+
     sent: int = 0
     received: int = 0
     errors: int = 0

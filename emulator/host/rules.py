@@ -16,6 +16,8 @@ from protocol.errors import ConfigError
 
 
 class RuleAction(enum.Enum):
+    """What a rule makes the host do (``posemu host --rule ACTION:…``)."""
+
     RESPOND = "respond"          # answer with the rule's response code instead of processing
     DELAY = "delay"              # process, but answer after ``delay`` clock seconds
     NO_RESPONSE = "no-response"  # process nothing, answer nothing (a hung host)
@@ -31,6 +33,8 @@ GARBAGE_MODES = ("garbage", "truncated", "bad-bitmap", "no-rc")
 
 @dataclass(slots=True)
 class HostRule:
+    """One behaviour rule: an action, the requests it applies to, its parameters (:meth:`parse` reads the CLI form)."""
+
     action: RuleAction
     rc: str = "96"
     delay: float = 0.0
@@ -111,6 +115,8 @@ class HostRule:
 
 @dataclass(slots=True)
 class HostRules:
+    """The host's rules in order, and the seeded randomness their ``probability`` draws from."""
+
     rules: list[HostRule] = field(default_factory=list)
     seed: int = 0
     rng: random.Random = field(init=False)

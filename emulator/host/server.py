@@ -47,6 +47,8 @@ wire = logging.getLogger("posemu.host.wire")
 
 @dataclass(slots=True)
 class HostStats:
+    """Counters of a running host: connections, requests, refusals and closes by reason, answers by code."""
+
     connections: int = 0
     requests: int = 0
     malformed: int = 0

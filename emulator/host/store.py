@@ -93,6 +93,8 @@ def hash_pin(pin: str, salt: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class CardRow:
+    """A card as the host stores it: account, status, expiry, salted PIN hash and tries, permissions."""
+
     pan: str
     account_id: int
     status: str
@@ -115,6 +117,8 @@ class CardRow:
 
 @dataclass(frozen=True, slots=True)
 class TerminalRow:
+    """A terminal as the host knows it: ids, master key, working keys, sign-on state, what it may do."""
+
     tid: str
     mid: str
     tmk: bytes
@@ -138,6 +142,8 @@ class TerminalRow:
 
 @dataclass(frozen=True, slots=True)
 class TxRow:
+    """One row of the host's transaction log (PAN masked)."""
+
     id: int
     tid: str
     stan: str

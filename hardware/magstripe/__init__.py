@@ -14,7 +14,9 @@ True
 * :mod:`~hardware.magstripe.tracks` — ISO/IEC 7811/7813 and ISO 4909 track codecs.
 * :mod:`~hardware.magstripe.f2f` — bits → flux-transition positions (Aiken biphase).
 * :mod:`~hardware.magstripe.swipe` — the physics: motion, head, front end, noise, damage, ADC.
-* :mod:`~hardware.magstripe.decoder` — peak detector, adaptive clock recovery, characters.
+* :mod:`~hardware.magstripe.decoder` — the reader ASIC: the peak detector
+  (:mod:`~hardware.magstripe.peaks`), adaptive clock recovery
+  (:mod:`~hardware.magstripe.clock_recovery`), characters.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hardware.magstripe.decoder import Peaks, RecoveredClock, TrackDiagnostics, decode_signal
+from hardware.magstripe.clock_recovery import RecoveredClock
+from hardware.magstripe.decoder import TrackDiagnostics, decode_signal
 from hardware.magstripe.f2f import f2f_positions
+from hardware.magstripe.peaks import Peaks
 from hardware.magstripe.swipe import (
     Damage,
     ReaderModel,

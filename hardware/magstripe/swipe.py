@@ -305,13 +305,6 @@ def _smeared_pulse(u: F64, w: F64 | float, delta: float) -> F64:
     return (w / (2.0 * delta)) * (np.arctan((2.0 * u + delta) / w) - np.arctan((2.0 * u - delta) / w))
 
 
-def _smeared_slope(u: F64, w: F64 | float, delta: float) -> F64:
-    """:func:`pulse_slope` for ``delta ≥ 1e-3 w``, on arrays."""
-    zp = (2.0 * u + delta) / w
-    zm = (2.0 * u - delta) / w
-    return (1.0 / (1.0 + zp * zp) - 1.0 / (1.0 + zm * zm)) / delta
-
-
 def pw50_in(reader: ReaderModel, medium: StripeMedium, dirt_um: float) -> float:
     """Isolated-pulse width at the head, inches (Williams–Comstock)."""
     d = reader.contact_um + dirt_um
@@ -420,14 +413,6 @@ def seeded_rng(key: bytes, slot: int = 0) -> np.random.Generator:
                                  "inc": int.from_bytes(key[16:32], "big") | 1},
                        "has_uint32": 0, "uinteger": 0}
     return gen
-
-
-def synthesize(track: int, bits: npt.NDArray[np.uint8], params: SwipeParams,
-               rng: np.random.Generator) -> HeadSignal:
-    """The peak-detector input for one track's recorded ``bits`` under ``params``."""
-    spec = track_spec(track)
-    xs = f2f_array(bits, spec.bpi, track_origin(spec.clock_zeros, spec.bpi))
-    return synthesize_tracks([(track, xs, rng)], params)[0]
 
 
 def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], params: SwipeParams) -> list[HeadSignal]:
