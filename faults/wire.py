@@ -78,7 +78,9 @@ def frame_for(profile: Profile, payload: bytes) -> bytes:
     """``payload`` with this profile's length header in front."""
     header = getattr(profile, "length_header", None)
     make: Any = frame
-    return frame(payload, profile.max_frame) if header is None else cast(bytes, make(payload, profile.max_frame, header))
+    if header is None:
+        return frame(payload, profile.max_frame)
+    return cast(bytes, make(payload, profile.max_frame, header))
 
 
 # --- message rules ----------------------------------------------------------------------------------
