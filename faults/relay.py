@@ -9,12 +9,13 @@ them. Catalogue faults act by name through the seam (:mod:`faults.control`), and
 reaches the application the way a real reader shows it:
 
 * **the card leaves** (the cardholder pulls it — ``user.card-pulled``; a bouncing contact, a
-  card not fully in — ``reader.dirty-contacts@bounce``, ``card.wrong-insertion@partial``; a
+  card not fully in — ``reader.dirty-contacts@intermittent``, ``card.wrong-insertion@partial``; a
   loose reader — ``reader.dropped@loose``): the relay drops the vpcd connection with a reset, so
   the command in flight gets no answer (vpcd hands the application an empty response; a CCID
   reader would say 0x80100016 or 0x8010000C) and, once pcscd has polled the slot (every 0.4 s),
-  every handle gets ``SCARD_W_REMOVED_CARD`` (0x80100069) and the slot is empty. A card still physically in the source comes back after ``reinsert_after`` seconds (a
-  new insertion); a pulled card too, as the cardholder puts it back;
+  every handle gets ``SCARD_W_REMOVED_CARD`` (0x80100069) and the slot is empty. A card still
+  physically in the source comes back after ``reinsert_after`` seconds (a new insertion); a
+  pulled card too, as the cardholder puts it back;
 * **the card resets** (a brown-out through dirty contacts or a weak supply —
   ``reader.dirty-contacts@crypto-brownout``, ``reader.power-unstable``; EMI, heat —
   ``env.emi``, ``env.temperature``): the command in flight gets no answer from the card (``6F00``,

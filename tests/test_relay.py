@@ -47,7 +47,8 @@ class Handle:
 
     def connect(self) -> int:
         s = self.s
-        hr, h, _ = s.SCardConnect(self.ctx, self.reader, s.SCARD_SHARE_SHARED, s.SCARD_PROTOCOL_T0 | s.SCARD_PROTOCOL_T1)
+        hr, h, _ = s.SCardConnect(self.ctx, self.reader, s.SCARD_SHARE_SHARED,
+                                  s.SCARD_PROTOCOL_T0 | s.SCARD_PROTOCOL_T1)
         if hr == 0:
             self.h = h
         return int(hr) & 0xFFFFFFFF
@@ -133,7 +134,7 @@ def test_relay_presents_the_card_and_each_fault_reaches_the_application(
                 # a brown-out in GENERATE AC: 6F00, then PC/SC says the card was reset (0x80100068)
                 assert await run_external(vclock, handle.connect) == 0
                 relay.arm("reader.dirty-contacts@crypto-brownout:onset=power-on", name="dirty")
-                with pytest.raises(Exception, match="6F00|6f00|GENERATE AC"):
+                with pytest.raises(Exception, match=r"6F00|6f00|GENERATE AC"):
                     await emv_read(app, vclock)
                 assert relay.stats["resets"] == 1
                 await until(vclock, lambda: relay.stats["reset_notices"] == 1, what="the reset notice")
