@@ -6,19 +6,24 @@ handle for the exact PC/SC status codes — reads it cleanly, then meets each fa
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from emulator.emv import EmvKernel
 from emulator.emv.model import ChipReadError, Transaction, TransactionType
-from emulator.trace import Kind
+from emulator.trace import Kind, read_trace
 from faults.diagnose import diagnose
 from faults.relay import CardRelay, apdu_name
 from hardware.cards.profiles import load_profile
-from hardware.clock import Clock, VirtualClock, run_external
+from hardware.clock import Clock, RealClock, VirtualClock, run_external
 from hardware.errors import ReaderError
 from hardware.pcsc import PcscReader
 from hardware.ports import ReaderEventKind
@@ -44,18 +49,20 @@ class Handle:
         hr, self.ctx = s.SCardEstablishContext(s.SCARD_SCOPE_USER)
         assert hr == 0
         self.h: int | None = None
+        self.pci: Any = s.SCARD_PCI_T1
 
     def connect(self) -> int:
         s = self.s
-        hr, h, _ = s.SCardConnect(self.ctx, self.reader, s.SCARD_SHARE_SHARED,
-                                  s.SCARD_PROTOCOL_T0 | s.SCARD_PROTOCOL_T1)
+        hr, h, proto = s.SCardConnect(self.ctx, self.reader, s.SCARD_SHARE_SHARED,
+                                      s.SCARD_PROTOCOL_T0 | s.SCARD_PROTOCOL_T1)
         if hr == 0:
             self.h = h
+            self.pci = s.SCARD_PCI_T0 if proto == s.SCARD_PROTOCOL_T0 else s.SCARD_PCI_T1
         return int(hr) & 0xFFFFFFFF
 
     def transmit(self, apdu: bytes) -> tuple[int, bytes]:
         assert self.h is not None
-        hr, resp = self.s.SCardTransmit(self.h, self.s.SCARD_PCI_T1, list(apdu))
+        hr, resp = self.s.SCardTransmit(self.h, self.pci, list(apdu))
         return int(hr) & 0xFFFFFFFF, bytes(resp or b"")
 
     def present(self) -> bool:
@@ -194,3 +201,43 @@ def test_relay_refuses_faults_it_cannot_apply(vclock: VirtualClock) -> None:
         relay.arm("reader.dirty-contacts:onset=sign-on")
     t = relay.arm("reader.dirty-contacts")                     # onset card-read: waits for the card
     assert t.enabled and not t.armed and t.onset == "card-read"
+
+
+@pytest.mark.pcsc
+def test_relay_command(pcscd: Pcscd, tmp_path: Path) -> None:
+    """``posemu relay`` in its own process relays slot 0 to slot 1; a fault from the command line; its
+    trace written when it stops."""
+    trace = tmp_path / "relay.jsonl"
+    env = {**os.environ, **pcscd.env()}
+
+    async def main() -> None:
+        clock = RealClock()                  # a real child process: real time, bounded waits
+        card = VpcdClient(card_for_profile(load_profile(PROFILE)), clock=clock, port=pcscd.slot_port(0))
+        await card.insert()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "emulator.cli", "relay", "--from", f"pcsc://{pcscd.reader_name(0)}?poll=0.2",
+            "--to", f"vpcd:{pcscd.slot_port(1)}", "--trace", str(trace), "--fault", "reader.aging@slow-chip:wtx_s=0.01",
+            "--for", "60", stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        handle = Handle(pcscd.reader_name(1))
+        try:
+            assert proc.stdout is not None
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            assert line.startswith("posemu relay: pcsc://") and pcscd.reader_name(1) in line, line
+            await until(clock, handle.present, what="the relayed card on slot 1")
+            assert await run_external(clock, handle.connect) == 0
+            hr, resp = await run_external(clock, handle.transmit, SELECT_PSE)
+            assert hr == 0 and resp[-2:] == b"\x90\x00"
+            await run_external(clock, handle.close)
+            proc.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 0, err
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await card.remove()
+
+    asyncio.run(main())
+    entries = read_trace(trace)
+    assert [e.what for e in entries if e.kind is Kind.APDU] == ["SELECT"]
+    assert any(e.what.startswith("toxic enabled") for e in entries)
