@@ -81,9 +81,19 @@ class Points:
     link: FaultProxy | None = None
     resolver: FaultyResolver | None = None
     host: HostServer | None = None
+    messages: RuleSink | None = None         # a message proxy in front of someone else's host
     journal: Journal | None = None
     card_pan: str = ""
     terminal_id: str = ""
+
+
+class RuleSink(Protocol):
+    """Where host rules act when there is no bundled host: a proxy that understands the messages
+    (:class:`faults.wire.MessageProxy`) answers, delays or drops them on the host's behalf."""
+
+    def add(self, rule: HostRule) -> None: ...
+
+    def remove(self, rule: HostRule) -> None: ...
 
 
 class Action(Protocol):
@@ -168,14 +178,16 @@ class HostRuleAction:
     rules: list[HostRule]
 
     def arm(self, pts: Points) -> None:
-        host = _need(pts.host, "the bundled host")
+        sink: RuleSink = pts.host.rules if pts.host is not None else \
+            _need(pts.messages, "the bundled host (or a message proxy in front of a host)")
         for r in self.rules:
-            host.rules.add(r)
+            sink.add(r)
 
     def disarm(self, pts: Points) -> None:
-        if pts.host is not None:
+        sink = pts.host.rules if pts.host is not None else pts.messages
+        if sink is not None:
             for r in self.rules:
-                pts.host.rules.remove(r)
+                sink.remove(r)
 
 
 @dataclass(slots=True)

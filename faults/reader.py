@@ -61,6 +61,7 @@ class ReaderFaults:
     dead: bool = False                  # reader does not respond at all (dropped, damaged)
     flap_probability: float = 0.0       # intermittent reader: each operation may lose the reader
     seating: str = "ok"                 # how the card sits: ok | reversed (no chip contact) | partial (flickers)
+    wtx_s: float = 0.0                  # a slow chip: each command waits this long for its waiting-time extensions
     seed: int = 0
 
     @classmethod
@@ -126,7 +127,7 @@ class FaultyReader:
         self.dirt_ohms = 0.0              # accumulated since the last cleaning
         self.wear_ohms = 0.0              # accumulated for good
         self.stats: dict[str, int] = {"retransmissions": 0, "resets": 0, "mute": 0, "lost": 0, "bounces": 0,
-                                      "suppressed_removals": 0, "suppressed_insertions": 0}
+                                      "suppressed_removals": 0, "suppressed_insertions": 0, "wtx": 0}
         self.struck = 0                   # times an armed fault changed what happened (for scoring only)
         self.hits: Counter[str] = Counter()   # …by mechanism: brownout, parity, bounce, temperature, emi, …
         self.cleaned = False              # the technician cleaned the contacts: the dirt film is gone
@@ -286,6 +287,12 @@ class FaultyReader:
             raise TransmissionError(f"parity errors: a character was repeated more than {m.max_repeats} times"
                                     ).with_code("reader.parity_failed")
         resp = await self.inner.transmit(apdu)
+        if f.wtx_s > 0 and self.clock is not None:
+            # the card asks for more time before it answers: T=0 NULL procedure bytes (ISO/IEC 7816-3
+            # §10.3.3), T=1 S(WTX) requests (§11.6.2.3); the reader waits, the application sees a slow card
+            self.stats["wtx"] += 1
+            self._hit("wtx")
+            await self.clock.sleep(f.wtx_s)
         repeats, failed = m.exchange(len(resp), self.rng)
         self.stats["retransmissions"] += repeats
         if failed:

@@ -564,6 +564,8 @@ def _mechanisms(v: dict[str, Any]) -> set[str]:
             out.add(mechanism)
     if _num(v, "flap_probability") > 0:
         out.add("flap")
+    if _num(v, "wtx_s") > 0:
+        out.add("wtx")
     if "temperature_c" in v:
         out.add("temperature")
     if _num(v, "field_v") > 0:

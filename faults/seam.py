@@ -86,6 +86,13 @@ class Injection:
             if p.spec.onset.kind is OnsetKind.STEP and p.spec.onset.step == n:
                 self._arm(p, f"step {n}")
 
+    def reached(self, kind: OnsetKind, why: str = "") -> None:
+        """A front end that has no terminal trace says a moment has come (a relay sees the card
+        powered, a proxy sees the first transaction): every fault waiting for that onset is armed."""
+        for p in self._pending:
+            if p.spec.onset.kind is kind and kind is not OnsetKind.STEP:
+                self._arm(p, why or kind.value)
+
     def _on_trace(self, e: TraceEntry) -> None:
         for p in self._pending:
             if p.armed:
