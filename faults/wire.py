@@ -814,7 +814,7 @@ class MessageProxy:
                 msg = msg.replace(f39=None)
                 data = frame_for(self.profile, encode(msg, self.profile))
             else:
-                data = mangle(data, pend.garbage, self.profile.header_len)
+                data = mangle(data, pend.garbage, self.profile)
             self._trace.record(Kind.ERROR, "the answer is spoilt (rule)", mode=pend.garbage,
                                code="iso.no_rc" if pend.garbage == "no-rc" else "iso.undecodable")
         if pend.wrong_stan:
