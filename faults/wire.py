@@ -67,20 +67,14 @@ __all__ = ["MessageProxy", "MessageRule", "ProxyRules", "frame_for", "framer_for
 
 # --- the envelope: the one place the framing is read ---------------------------------------------
 def framer_for(profile: Profile) -> Framer:
-    """The receive buffer that cuts this profile's byte stream into frames (a dialect's length
-    header when the profile names one)."""
-    header = getattr(profile, "length_header", None)
-    make: Any = Framer
-    return Framer(profile.max_frame) if header is None else cast(Framer, make(profile.max_frame, header))
+    """The receive buffer that cuts this profile's byte stream into frames (its dialect's length
+    header: size and encoding)."""
+    return Framer(profile.max_frame, profile.length_header)
 
 
 def frame_for(profile: Profile, payload: bytes) -> bytes:
     """``payload`` with this profile's length header in front."""
-    header = getattr(profile, "length_header", None)
-    make: Any = frame
-    if header is None:
-        return frame(payload, profile.max_frame)
-    return cast(bytes, make(payload, profile.max_frame, header))
+    return frame(payload, profile.max_frame, profile.length_header)
 
 
 # --- message rules ----------------------------------------------------------------------------------

@@ -130,3 +130,20 @@ def test_regress_worker_processes_run_on_the_configured_dialect(tmp_path: Path) 
         sent = [json.loads(e) for e in r.trace]
         tids = {e["fields"]["41"] for e in sent if e["kind"] == "iso-out" and "41" in e.get("fields", {})}
         assert tids == {"SHOP0001"}, (r.name, tids)
+
+
+def test_diagnose_self_test_runs_on_the_saved_config(tmp_path: Path) -> None:
+    """`posemu diagnose` (no trace) checks the configured terminal: its id, its dialect, no sign-on."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "terminal.toml").write_text('terminal_id = "SHOP0001"\n' + DIALECT, encoding="utf-8")
+    code, out = run("diagnose", "--state", str(state), "--json")
+    assert code == 0, out
+    readings = json.loads(out)["readings"]
+    assert readings["terminal.id"] == "SHOP0001" and readings["host.profile"] == "iso87ascii"
+    assert readings["sign_on"].startswith("off in the config")
+    code, out = run("diagnose", "--config", str(state / "terminal.toml"), "--fault", "user.wrong-pin", "--json")
+    assert json.loads(out)["readings"]["terminal.id"] == "SHOP0001"
+    (state / "terminal.toml").write_text('[host]\nsign_on = false\n', encoding="utf-8")   # static keys missing
+    code, out = run("diagnose", "--state", str(state))
+    assert code == 2, out

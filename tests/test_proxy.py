@@ -406,3 +406,62 @@ def test_proxy_command_refuses_other_addresses_and_bad_faults(tmp_path: Path) ->
         assert r.returncode == 2 and why in r.stderr, (args, r.stderr)
 
 
+
+
+def test_proxy_speaks_the_dialect_of_a_terminal_config(tmp_path: Path) -> None:
+    """``--config`` gives the proxy the host dialect of a terminal config, as ``posemu host --config``:
+    here iso87ascii fields behind a TPDU. The rule selects the 0200 only because the proxy reads the
+    message past the TPDU; the answer it makes on the host's behalf swaps the TPDU's addresses."""
+    tpdu = bytes.fromhex("6000030000")
+    env = Envelope(ISO87.spec, tpdu)
+    cfg = tmp_path / "terminal.toml"
+    cfg.write_text('[host.spec]\nbase = "iso87ascii"\n[host.envelope]\ntpdu = "6000030000"\n', encoding="utf-8")
+    # (the plain host frames with a 2-byte binary length, the dialect's default; a 4-digit ASCII
+    # length header is checked in-process below)
+
+    async def main() -> None:
+        host = PlainHost(env)
+        addr = await host.start()
+        proc = _start(["proxy", "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{addr[1]}", "--config",
+                       str(cfg), "--rule", "respond:rc=91,mti=0200,nth=2"])
+        try:
+            banner = await _line(proc, "posemu proxy: listening on 127.0.0.1:")
+            assert f"iso87ascii dialect of {cfg}" in banner
+            term = PlainTerminal(env, ("127.0.0.1", int(banner.split()[4].rsplit(":", 1)[1])))
+            await term.connect()
+            assert (await balance(term))["39"] == "00"                     # forwarded through the TPDU
+            assert (await balance(term))["39"] == "91"                     # the 2nd 0200, answered by the proxy
+            assert len(host.requests) == 1
+            await term.close()
+            proc.send_signal(signal.SIGINT)
+            await asyncio.to_thread(proc.communicate, timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+            await host.close()
+
+    asyncio.run(main())
+    r = subprocess.run([sys.executable, "-m", "emulator.cli", "proxy", "--upstream", "127.0.0.1:9", "--config",
+                        str(cfg), "--profile", "cup"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "disagree" in r.stderr, r.stderr
+
+
+def test_the_proxy_frames_with_the_dialects_length_header(tmp_path: Path) -> None:
+    from emulator import config as configmod
+    from faults.wire import frame_for, framer_for
+    from protocol.sansio import NEED_DATA
+
+    cfg = tmp_path / "terminal.toml"
+    cfg.write_text('[host.spec]\nbase = "iso87ascii"\n[host.envelope]\nlength_size = 4\nlength_encoding = "ascii"\n',
+                   encoding="utf-8")
+    prof = configmod.load(cfg).wire_profile()
+    payload = b"0800" + bytes(30)
+    framed = frame_for(prof, payload)
+    assert framed[:4] == b"0034" and framed[4:] == payload
+    framer = framer_for(prof)
+    framer.receive_data(framed[:3])
+    assert framer.next_event() is NEED_DATA
+    framer.receive_data(framed[3:] + framed)
+    assert framer.next_event() == payload and framer.next_event() == payload
+    assert framer.next_event() is NEED_DATA

@@ -15,6 +15,7 @@ from emulator.trace import TraceEntry, read_trace
 from protocol.errors import DecodeError, UsageError
 
 if TYPE_CHECKING:
+    from emulator.config import TerminalConfig
     from faults.diagnose import Diagnosis
 
 
@@ -25,11 +26,15 @@ if TYPE_CHECKING:
 @click.option("--host", default=None, metavar="HOST:PORT", help="Host to check (default: the bundled host).")
 @click.option("--fault", "fault_specs", multiple=True, metavar="ID[:k=v,…]",
               help="Self-test with these faults active (to see what the technician would measure).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Terminal config for the self-test (default: terminal.toml in the state folder, if any).")
+@click.option("--state", "state_dir", default=None,
+              help="State folder whose terminal.toml the self-test reads (default: the user data folder).")
 @click.option("--lang", type=click.Choice(["zh", "en", "both"]), default="both")
 @click.option("--json", "as_json", is_flag=True,
               help="Machine-readable: the readings and the ranked cause groups (confidence, evidence codes).")
-def command(trace_path: str | None, reader: str, host: str | None, fault_specs: tuple[str, ...], lang: str,
-            as_json: bool) -> None:
+def command(trace_path: str | None, reader: str, host: str | None, fault_specs: tuple[str, ...],
+            config_file: str | None, state_dir: str | None, lang: str, as_json: bool) -> None:
     """Without --trace: run the articles' detection methods against the current setup (contact
     resistance and supply voltage, reader and service, network and DNS, sign-on and key check
     values, clock). With --trace: name the most likely causes of that failure, with evidence and
@@ -43,7 +48,12 @@ def command(trace_path: str | None, reader: str, host: str | None, fault_specs: 
         else:
             click.echo(diag.render(lang))
     else:
-        m, diag = _self_test(reader, host, list(fault_specs))
+        from emulator import config as configmod
+        from emulator.commands.config import config_path
+
+        cfg_file = config_path(config_file, state_dir)
+        cfg = configmod.load(cfg_file) if cfg_file else None
+        m, diag = _self_test(reader, host, list(fault_specs), cfg)
         if as_json:
             click.echo(json.dumps({"readings": m, "diagnosis": diag.to_json()}, ensure_ascii=False, indent=1,
                                   default=str))
@@ -67,7 +77,8 @@ def _read_trace(path: Path) -> list[TraceEntry]:
         raise UsageError(f"{path}: cannot read the trace ({e.strerror})") from None
 
 
-def _self_test(reader_url: str, host: str | None, specs: list[str]) -> tuple[dict[str, Any], Diagnosis]:
+def _self_test(reader_url: str, host: str | None, specs: list[str],
+               cfg: TerminalConfig | None = None) -> tuple[dict[str, Any], Diagnosis]:
     """Power on (with the faults, all from power-on), sign on, take every reading. The same world
     the regression suite builds; on the virtual clock when nothing real is involved."""
     import tempfile
@@ -88,14 +99,22 @@ def _self_test(reader_url: str, host: str | None, specs: list[str]) -> tuple[dic
     async def main() -> tuple[dict[str, Any], Diagnosis]:
         with tempfile.TemporaryDirectory(prefix="posemu-selftest-") as tmp:
             ran = await run_specs(chosen, clock=clock, state=Path(tmp), steps=["sign_on"], card=card,
-                                  reader_url=None if sim else reader_url, external_host=host)
+                                  reader_url=None if sim else reader_url, external_host=host, cfg=cfg)
             try:
                 m = dict(ran.readings)
                 so = ran.outcomes[0] if ran.outcomes else None
-                m["sign_on"] = "ok (working keys verified by check value)" if so and so.approved else \
-                    f"FAILED {so.detail.value if so and so.detail else ''}".rstrip()
-                if ran.run.rig is not None:
-                    m["reader"] = ran.run.rig.reader.name
+                rig = ran.run.rig
+                signs_on = rig is None or rig.cfg.dialect.sign_on
+                if not signs_on:
+                    m["sign_on"] = "off in the config (static working keys)"
+                elif so and so.approved:
+                    m["sign_on"] = "ok (working keys verified by check value)"
+                else:
+                    m["sign_on"] = f"FAILED {so.detail.value if so and so.detail else ''}".rstrip()
+                if rig is not None:
+                    m["reader"] = rig.reader.name
+                    m["terminal.id"] = rig.cfg.terminal_id
+                    m["host.profile"] = rig.cfg.profile
                 return m, ran.diagnosis
             finally:
                 await ran.run.close()

@@ -8,6 +8,7 @@ from emulator.commands._bridge import bridge_options, loopback_only, run_bridge
 from emulator.commands._exit import exit_epilog
 from emulator.commands._pcap import check_pcap, pcap_options
 from faults.control import Controller
+from protocol.errors import UsageError
 from protocol.specs import PROFILES, get_profile
 
 RULE_HELP = ("Message rules (--rule, or --fault rule:…): ACTION[:k=v,…] with ACTION respond, delay, no-response, "
@@ -23,13 +24,18 @@ RULE_HELP = ("Message rules (--rule, or --fault rule:…): ACTION[:k=v,…] with
 @click.option("--listen", default="127.0.0.1:8583", show_default=True, metavar="HOST:PORT",
               help="Where the terminal connects (loopback; port 0 picks one).")
 @click.option("--upstream", required=True, metavar="HOST:PORT", help="The host the proxy forwards to.")
-@click.option("--profile", type=click.Choice(sorted(PROFILES)), default="cup", show_default=True,
-              help="The ISO 8583 profile (envelope and fields) the terminal and host speak.")
+@click.option("--profile", type=click.Choice(sorted(PROFILES)), default=None,
+              help="The ISO 8583 profile (envelope and fields) the terminal and host speak [default: cup, or "
+                   "the dialect of --config].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Speak the host dialect of this terminal config ([host]: spec overrides, envelope, TPDU, "
+                   "application header), as `posemu host --config` does.")
 @click.option("--rule", "rules", multiple=True, metavar="ACTION[:k=v,…]",
               help="A message rule from the start (repeatable), e.g. respond:rc=96,mti=0200.")
 @pcap_options
 @bridge_options
-def command(listen: str, upstream: str, profile: str, rules: tuple[str, ...], faults: tuple[str, ...],
+def command(listen: str, upstream: str, profile: str | None, config_file: str | None, rules: tuple[str, ...],
+            faults: tuple[str, ...],
             scenario: str | None, control: str | None, allow_remote: bool, trace_path: str | None,
             duration: float | None, seed: int, verbose: int, pcap_path: str | None = None,
             pcap_clear: bool = False) -> None:
@@ -39,7 +45,17 @@ def command(listen: str, upstream: str, profile: str, rules: tuple[str, ...], fa
 
     listen_at = loopback_only(listen, "--listen", allow_remote)
     target = parse_upstream(upstream)
-    prof = get_profile(profile)
+    if config_file:
+        from emulator import config as configmod
+
+        cfg = configmod.load(config_file)
+        if profile is not None and profile != cfg.profile:
+            raise UsageError(f"--profile {profile} and the config's profile {cfg.profile} disagree; give one")
+        prof = cfg.wire_profile()
+        label = f"{cfg.profile} dialect of {config_file}"
+    else:
+        prof = get_profile(profile or "cup")
+        label = profile or "cup"
     pcap_out = check_pcap(pcap_path, pcap_clear)
     all_faults = tuple(f"rule:{r}" for r in rules) + faults
     capture = streaming_capture(pcap_out, pcap_clear)
@@ -53,7 +69,7 @@ def command(listen: str, upstream: str, profile: str, rules: tuple[str, ...], fa
 
     def banner(tool: Controller) -> str:
         st = tool.status()
-        return f"posemu proxy: listening on {st['listen']} → {st['upstream']} (profile {profile})"
+        return f"posemu proxy: listening on {st['listen']} → {st['upstream']} (profile {label})"
 
     try:
         run_bridge(make, faults=all_faults, scenario=scenario, control=control, allow_remote=allow_remote,
