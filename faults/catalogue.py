@@ -29,6 +29,8 @@ REQUIRES = ("bundled-host", "sim-reader", "pcscd", "serial")
 
 @dataclass(frozen=True, slots=True)
 class Cause:
+    """One cause from the articles (`fault-causes.md`): its id, layer, Chinese and English text and remedy."""
+
     id: str
     layer: str
     zh: str
@@ -38,6 +40,8 @@ class Cause:
 
 @dataclass(frozen=True, slots=True)
 class Catalogue:
+    """The causes, the faults that reproduce them and the diagnosis groups, loaded from `faults/data/`."""
+
     causes: dict[str, Cause]
     faults: dict[str, Fault]
     groups: dict[str, Group]

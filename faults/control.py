@@ -65,6 +65,8 @@ __all__ = ["Controller", "Schedule", "ScheduleStep", "Toxic", "ToxicKind", "Toxi
 
 
 class ToxicKind(enum.Enum):
+    """What a toxic of the control API is: a catalogue fault, a proxy message rule or a serial line fault."""
+
     FAULT = "fault"          # a catalogue fault spec, through the seam
     RULE = "rule"            # a message rule of the proxy (faults.wire.MessageRule)
     LINE = "line"            # a serial line fault of the serial relay (faults.serial_relay.LineFaults)
@@ -297,6 +299,8 @@ def with_onset(spec: FaultSpec, onset: OnsetKind) -> FaultSpec:
 # --- schedules --------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ScheduleStep:
+    """One step of a TOML scenario: at ``t`` seconds, arm, disarm, enable, disable or reset toxics."""
+
     t: float
     arm: str | None = None
     name: str | None = None
@@ -316,6 +320,8 @@ class ScheduleStep:
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
+    """A TOML scenario: its steps in time order, where it came from and its options."""
+
     steps: tuple[ScheduleStep, ...] = ()
     source: str = ""
     options: dict[str, Any] = field(default_factory=dict)

@@ -27,6 +27,8 @@ THRESHOLD = 0.5
 
 @dataclass(frozen=True, slots=True)
 class Clue:
+    """One piece of evidence for a cause group: its weight and the evidence code or reading it rests on."""
+
     weight: float
     code: str                 # the evidence code or reading it rests on
     text: str
@@ -34,6 +36,8 @@ class Clue:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """A cause group with the confidence its clues give it."""
+
     group: Group
     confidence: float
     clues: tuple[Clue, ...]
@@ -49,6 +53,9 @@ class Finding:
 
 @dataclass(slots=True)
 class Diagnosis:
+    """The ranked findings for one failure, the groups named above the threshold, explanations and
+    the measurements taken."""
+
     findings: list[Finding] = field(default_factory=list)       # ranked, best first (all with some clue)
     explanations: list[str] = field(default_factory=list)
     measurements: dict[str, Any] = field(default_factory=dict)

@@ -21,6 +21,9 @@ from emulator.trace import Kind, TraceEntry
 
 @dataclass(slots=True)
 class Evidence:
+    """What the diagnosis may read: evidence codes of the last transaction (and, apart, of the session
+    around it), the instruments' readings and the transaction's outcome — never the injected faults."""
+
     codes: Counter[str] = field(default_factory=Counter)
     context: Counter[str] = field(default_factory=Counter)     # codes recorded outside any transaction
     readings: dict[str, Any] = field(default_factory=dict)

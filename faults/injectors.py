@@ -97,6 +97,8 @@ class RuleSink(Protocol):
 
 
 class Action(Protocol):
+    """What an injector arms on a running rig's points and disarms again (last armed, first disarmed)."""
+
     def arm(self, pts: Points) -> None: ...
 
     def disarm(self, pts: Points) -> None: ...
@@ -119,6 +121,8 @@ def _need(point: object, what: str) -> Any:
 
 @dataclass(slots=True)
 class ReaderAction:
+    """Reader faults armed on the :class:`FaultyReader` around the card reader."""
+
     settings: ReaderFaults
 
     def arm(self, pts: Points) -> None:
@@ -131,6 +135,8 @@ class ReaderAction:
 
 @dataclass(slots=True)
 class EnvironmentAction:
+    """A temperature or an electromagnetic field around the terminal (restored on disarm)."""
+
     temperature_c: float | None = None
     field_v: float | None = None
     _saved: tuple[float, float] | None = None
@@ -150,6 +156,8 @@ class EnvironmentAction:
 
 @dataclass(slots=True)
 class LinkAction:
+    """Network impairments armed on the fault proxy on the terminal's TCP path."""
+
     settings: LinkFaults
 
     def arm(self, pts: Points) -> None:
@@ -162,6 +170,8 @@ class LinkAction:
 
 @dataclass(slots=True)
 class DnsAction:
+    """A name-resolution failure or delay armed on the terminal's resolver."""
+
     mode: str
     delay: float = 0.0
 
@@ -175,6 +185,8 @@ class DnsAction:
 
 @dataclass(slots=True)
 class HostRuleAction:
+    """Host behaviour rules added to the bundled host (or to a message proxy in front of a host)."""
+
     rules: list[HostRule]
 
     def arm(self, pts: Points) -> None:
@@ -242,6 +254,8 @@ class HostStateAction:
 
 @dataclass(slots=True)
 class ClockAction:
+    """The terminal's clock set off by an offset, or reset to a date (a flat RTC battery)."""
+
     offset_s: float = 0.0
     reset_to: dt.datetime | None = None
 

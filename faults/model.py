@@ -22,6 +22,8 @@ ParamValue = float | int | bool | str
 
 
 class ParamType(enum.Enum):
+    """The type of a fault parameter, as the catalogue declares it (checked when a spec is parsed)."""
+
     FLOAT = "float"
     INT = "int"
     BOOL = "bool"
@@ -111,6 +113,8 @@ class ParamDef:
 
 
 class OnsetKind(enum.Enum):
+    """The moment a fault starts to act, named after the step of the transaction it strikes."""
+
     POWER_ON = "power-on"          # from the start: before the sign-on
     SIGN_ON = "sign-on"            # strikes the sign-on
     TRANSACTION = "transaction"    # from the first transaction after the sign-on
@@ -123,6 +127,8 @@ class OnsetKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Onset:
+    """When a fault is armed: its kind and, for repeated moments, which occurrence (``card-read:2``)."""
+
     kind: OnsetKind
     step: int = 0
 
@@ -184,6 +190,9 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class Fault:
+    """One catalogue entry: the articles' causes it reproduces, its diagnosis group, injector, typed
+    parameters, presets, default onset and the screens it is expected to show."""
+
     id: str
     causes: tuple[str, ...]
     group: str
@@ -217,11 +226,6 @@ class Fault:
                 return p
         raise ConfigError(f"fault {self.id} has no preset {name!r}; presets: "
                           f"{', '.join(p.name for p in self.presets) or 'none'}")
-
-    @property
-    def scenarios(self) -> tuple[Preset, ...]:
-        """The presets the regression suite runs (all of them)."""
-        return self.presets
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,9 @@ NOTICEABLE_DELAY_S = 2.0
 
 @dataclass(frozen=True, slots=True)
 class LinkFaults:
+    """Impairments of the TCP path as the fault proxy plays them: latency, jitter, bandwidth, loss,
+    stalls and resets."""
+
     latency: float = 0.0
     jitter: float = 0.0
     bandwidth: float = 0.0
@@ -349,29 +352,3 @@ class FaultyResolver:
             self.struck += 1
             await self.clock.sleep(self.delay)
         return await self.inner(host, port)
-
-
-def failing_resolver(reason: str = "no such host (NXDOMAIN)") -> Resolver:
-    async def resolve(host: str, port: int) -> list[tuple[str, int]]:
-        raise DnsError(f"cannot resolve {host!r}: {reason}").with_code("dns.nxdomain")
-
-    return resolve
-
-
-def slow_resolver(inner: Resolver, delay: float, clock: Clock, answer: tuple[str, int] | None = None) -> Resolver:
-    """A resolver that answers after ``delay`` clock seconds (with ``answer`` if given)."""
-
-    async def resolve(host: str, port: int) -> list[tuple[str, int]]:
-        await clock.sleep(delay)
-        if answer is not None:
-            return [answer]
-        return await inner(host, port)
-
-    return resolve
-
-
-def static_resolver(answer: tuple[str, int]) -> Resolver:
-    async def resolve(host: str, port: int) -> list[tuple[str, int]]:
-        return [answer]
-
-    return resolve

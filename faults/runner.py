@@ -74,6 +74,8 @@ STEP_DEADLINE_S = 900.0
 
 @dataclass(slots=True)
 class Check:
+    """One assertion of a regression scenario: its name, whether it held, and why not."""
+
     name: str
     ok: bool
     detail: str = ""
@@ -81,6 +83,9 @@ class Check:
 
 @dataclass(slots=True)
 class RunResult:
+    """The result of one regression case: the faults, the outcomes, the codes shown, the diagnosis and
+    the checks."""
+
     fault: Fault | None
     preset: Preset | None
     specs: list[FaultSpec] = field(default_factory=list)
@@ -653,6 +658,9 @@ async def _step(run: Run, rig: Rig, name: str, arg: str) -> Outcome | None:
 
 @dataclass(slots=True)
 class Ran:
+    """A finished :func:`run_specs`: the run (the caller closes it), its outcomes, the diagnosis and the
+    readings."""
+
     run: Run
     outcomes: list[Outcome]
     diagnosis: Diagnosis

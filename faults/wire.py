@@ -79,6 +79,8 @@ def frame_for(profile: Profile, payload: bytes) -> bytes:
 
 # --- message rules ----------------------------------------------------------------------------------
 class Verb(enum.Enum):
+    """What a message rule of the proxy does to the messages it selects."""
+
     RESPOND = "respond"              # answer on the host's behalf with ``rc``; the host never sees it
     DELAY = "delay"                  # hold the message ``delay`` seconds (requests; dir=response: answers)
     NO_RESPONSE = "no-response"      # the host hangs: the request is swallowed, nothing comes back
