@@ -190,6 +190,18 @@ class FaultPanel(Vertical):
                 values.append((p.name, value))
         return ActiveFault(info.id, tuple(values))
 
+    async def drop(self, fault_id: str, reason: str) -> None:
+        """Switch a fault off that its target refused (shown in the details' error line)."""
+        if self.active.pop(fault_id, None) is None:
+            return
+        self._refresh_labels()
+        self._show_active()
+        info = self.adapter.get(fault_id)
+        if info is not None and self.current is info:
+            await self.show_detail(info)
+        for w in self.query("#fault-error").results(Static):
+            w.update(Text(reason, "#dc322f"))
+
     def focus_tree(self) -> bool:
         """Give the tree the keyboard focus (when the pane opens); ``False`` without a catalogue."""
         for tree in self.query("#faults-tree").results(FaultTree):

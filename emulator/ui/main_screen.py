@@ -36,6 +36,7 @@ from emulator.fsm import Event
 from emulator.messages import Lang, Msg, Screen, format_amount, render
 from emulator.terminal import Outcome, Terminal
 from emulator.trace import Kind, TraceEntry
+from emulator.ui.bridges import BridgePane
 from emulator.ui.card_actions import CardActions
 from emulator.ui.card_slot import CardSlot
 from emulator.ui.diagnosis import DiagnosisPane
@@ -153,6 +154,7 @@ class TerminalScreen(TScreen[None]):
         Binding("x", "export", "Export trace", show=False),
         Binding("z", "zoom", "Zoom swipe plot", show=False),
         Binding("e", "regress", "Regression run", show=False),
+        Binding("y", "pane('bridge')", "Proxy/relay pane", show=False),
     ]
 
     def __init__(self, cfg: configmod.TerminalConfig, *, state_dir: Path, config_path: Path | None = None,
@@ -236,6 +238,9 @@ class TerminalScreen(TScreen[None]):
                     yield FaultPanel(self.faults, id="faults")
                 with TabPane("Diag", id="pane-diag"):
                     yield DiagnosisPane(id="diag")
+                with TabPane("Bridge", id="pane-bridge"):
+                    yield BridgePane(clock=self.clock, profile=lambda: self.cfg.profile, upstream=self.host_address,
+                                     id="bridge")
         yield Footer()
 
     @property
@@ -275,7 +280,10 @@ class TerminalScreen(TScreen[None]):
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop the terminal and close the rig (reader, host link, journal, bundled host)."""
+        """Stop a running proxy or relay, the terminal, and close the rig (reader, host link,
+        journal, bundled host)."""
+        for bridge in self.query("#bridge").results(BridgePane):
+            await bridge.stop()
         await self.session.shutdown()
 
     def notify_user(self, message: str, severity: Severity = "information", timeout: float | None = None) -> None:
@@ -379,6 +387,9 @@ class TerminalScreen(TScreen[None]):
             t.append(f"  {rig.terminal.fsm.state.value}", "#839496")
         if self.active_faults:
             t.append(f"\nfaults: {', '.join(a.id for a in self.active_faults)}", "bold #dc322f")
+        bridge = self.query_one("#bridge", BridgePane).controller
+        if bridge is not None:
+            t.append(f"\n{bridge.kind} running: the fault panel drives it (y)", "bold #268bd2")
         self.query_one("#status", Static).update(t)
 
     def refresh_slot(self) -> None:
@@ -875,6 +886,34 @@ class TerminalScreen(TScreen[None]):
         if self.is_mounted:
             self.slot.set_readers(choices, note)
 
-    def on_fault_panel_changed(self, event: FaultPanel.Changed) -> None:
-        self.session.active_faults = event.active
+    # --- faults: the terminal's, or a running bridge's ---------------------------------------------------
+    def host_address(self) -> str:
+        """The host the terminal talks to, as HOST:PORT (the bundled one's address when it runs)."""
+        rig = self.rig
+        if rig is not None and rig.host is not None:
+            addr, port = rig.host.address
+            return f"{addr}:{port}"
+        return self.cfg.host or ""
+
+    @property
+    def bridge(self) -> BridgePane:
+        return self.query_one("#bridge", BridgePane)
+
+    async def on_fault_panel_changed(self, event: FaultPanel.Changed) -> None:
+        await self._route_faults(event.active)
+
+    async def on_bridge_pane_changed(self, event: BridgePane.Changed) -> None:
+        await self._route_faults(tuple(self.query_one("#faults", FaultPanel).active.values()))
+
+    async def _route_faults(self, active: tuple[ActiveFault, ...]) -> None:
+        """While a proxy or relay runs the panel's faults are its faults; otherwise the terminal's."""
+        if self.bridge.controller is None:
+            self.session.active_faults = active
+        else:
+            self.session.active_faults = ()
+            refused = self.bridge.sync({a.id: a.spec() for a in active})
+            panel = self.query_one("#faults", FaultPanel)
+            for name, why in refused.items():
+                self.notify(f"{name}: {why}", severity="warning", timeout=10)
+                await panel.drop(name, why)
         self.refresh_status()

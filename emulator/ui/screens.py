@@ -68,6 +68,7 @@ Reopening the terminal (restarting the UI) also starts unlocked.
 | f | faults: ↑↓ choose, **Enter** arms or disarms, Esc back to the terminal (click selects, double click arms) |
 | d | diagnosis of the last action (its own trace only) |
 | e | run the fault-regression suite: progress, results, Esc cancels |
+| y | bridge: run `posemu proxy` or `posemu relay` here; the fault panel drives it, its traffic live |
 
 **?** or **F1** shows this help, **Ctrl+P** the command palette, **Ctrl+Q** quits.
 """
