@@ -401,13 +401,9 @@ class Run:
             rig.cardholder.removes_card = h.removes_card
             rig.cardholder.pulls_card_at = h.pulls_card_at
             if h.swipe is not None:
-                from hardware.magstripe import SwipeParams
+                from hardware.magstripe import swipe_params
 
-                sw = h.swipe
-                rig.cardholder.swipe_params = SwipeParams(
-                    speed_ips=float(sw.get("speed_ips", 10.0)), accel_ips2=float(sw.get("accel_ips2", 0.0)),
-                    skew_deg=float(sw.get("skew_deg", 0.0)), dirt_um=float(sw.get("dirt_um", 0.0)),
-                    noise=float(sw.get("noise", 0.0)), seed=plan.seed)
+                rig.cardholder.swipe_params = swipe_params(h.swipe, seed=plan.seed)
         rig.terminal.add_display(lambda sc: self.screens.append(sc.code))
         if self.vpcd is not None:
             rig.terminal.add_display(self._vpcd_cardholder)

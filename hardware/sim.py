@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 from hardware.cards.profiles import CardProfile, load_profile
 from hardware.clock import Clock
 from hardware.errors import CardAbsentError, CardMuteError
-from hardware.magstripe import Damage, SwipeParams, simulate_swipe
+from hardware.magstripe import Damage, SwipeParams, SwipeReport, simulate_swipe
 from hardware.ports import ReaderEvent, ReaderEventKind, SwipeResult, TrackRead, TrackStatus, VirtualCard
 from hardware.registry import ReaderURL
 
@@ -104,15 +105,23 @@ def transfer_seconds(n_chars: int, baud: int = 9600, etu_per_char: int = 12) -> 
 def physical_swipe(card: VirtualCard, params: SwipeParams | None = None, seed: int | None = None) -> SwipeResult:
     """What a magstripe head decodes from one swipe of ``card``: through the physical model when
     ``params`` or ``seed`` is given or the card's stripe is damaged, else exactly (:func:`ideal_swipe`)."""
-    worn = stripe_damage(card)
-    if params is None and seed is None and not worn:
+    if params is None and seed is None and not stripe_damage(card):
         return ideal_swipe(card)
+    return physical_swipe_report(card, params, seed).result
+
+
+def physical_swipe_report(card: VirtualCard, params: SwipeParams | None = None,
+                          seed: int | None = None) -> SwipeReport:
+    """One swipe of ``card`` through the physical model, with the card's own stripe damage (its
+    profile) added to ``params``; the report has the head signal and the decoder's diagnostics
+    (the UI's swipe view draws them)."""
     physics = params or SwipeParams()
-    if worn:                              # the card's own stripe damage (its profile)
+    worn = stripe_damage(card)
+    if worn:
         physics = dataclasses.replace(physics, damage=physics.damage + worn)
     if seed is not None:
         physics = dataclasses.replace(physics, seed=seed)
-    return simulate_swipe(card.stripe, physics).result
+    return simulate_swipe(card.stripe, physics)
 
 
 class SimReader:
@@ -132,6 +141,7 @@ class SimReader:
         self._card: VirtualCard | None = None
         self._powered = False
         self._events: asyncio.Queue[ReaderEvent] = asyncio.Queue()
+        self._muted = 0
         self.default_card: VirtualCard | None = None
 
     @property
@@ -141,6 +151,20 @@ class SimReader:
     @property
     def card(self) -> VirtualCard | None:
         return self._card
+
+    @contextlib.contextmanager
+    def muted(self) -> Iterator[None]:
+        """Card moves that the terminal must not hear about (a technician's measurement between
+        transactions): the slot changes, no reader event is queued for the next transaction."""
+        self._muted += 1
+        try:
+            yield
+        finally:
+            self._muted -= 1
+
+    def _event(self, ev: ReaderEvent) -> None:
+        if not self._muted:
+            self._events.put_nowait(ev)
 
     # --- user actions -------------------------------------------------------------------
     def insert(self, card: VirtualCard | None = None) -> None:
@@ -152,7 +176,7 @@ class SimReader:
             return
         self._card = card
         self._powered = False
-        self._events.put_nowait(ReaderEvent(ReaderEventKind.CARD_INSERTED))
+        self._event(ReaderEvent(ReaderEventKind.CARD_INSERTED))
 
     def remove(self) -> None:
         """Pull the card out of the IC slot."""
@@ -160,7 +184,7 @@ class SimReader:
             return
         self._card = None
         self._powered = False
-        self._events.put_nowait(ReaderEvent(ReaderEventKind.CARD_REMOVED))
+        self._event(ReaderEvent(ReaderEventKind.CARD_REMOVED))
 
     def swipe(
         self,
@@ -180,7 +204,7 @@ class SimReader:
         if card is None:
             raise CardAbsentError("no card to swipe")
         res = result if result is not None else physical_swipe(card, params, seed)
-        self._events.put_nowait(ReaderEvent(ReaderEventKind.CARD_SWIPED, swipe=res))
+        self._event(ReaderEvent(ReaderEventKind.CARD_SWIPED, swipe=res))
         return res
 
     # --- CardReader port ----------------------------------------------------------------

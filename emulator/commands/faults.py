@@ -61,6 +61,40 @@ def _show_default(p: ParamDef) -> str:
     return str(v)
 
 
+WIDE = 150
+"""From this console width on, the table also shows the screen codes and the parameters."""
+
+
+def fault_table(faults: list[Fault], width: int) -> Table:
+    """The catalogue as a table that never cuts an id, a cause, a group or a preset name: those
+    columns do not wrap (presets one per line), only the titles fold onto more lines. Under
+    :data:`WIDE` columns the group, screen codes and parameters (``posemu faults show ID`` has
+    them) are left out, so an 80-column terminal shows every id whole."""
+    wide = width >= WIDE
+    table = Table(title="posemu fault catalogue", caption=None if wide else
+                  "group, screen codes, parameters: posemu faults show ID (or a wider terminal)")
+    table.add_column("id", no_wrap=True)
+    table.add_column("causes", max_width=7)              # wraps between ids, never inside one
+    if wide:
+        table.add_column("group", no_wrap=True)
+    table.add_column("title", overflow="fold", ratio=1)
+    if wide:
+        table.add_column("screen codes", overflow="fold")
+        table.add_column("parameters (defaults)", overflow="fold")
+    table.add_column("presets", no_wrap=True)
+    for f in faults:
+        row = [f.id, " ".join(f.causes)]
+        if wide:
+            row.append(f.group)
+        row.append(f"{f.title_zh}\n{f.title_en}")
+        if wide:
+            row += [" ".join(f.expect),
+                    ", ".join(f"{p.name}={_show_default(p)}{(' ' + p.unit) if p.unit else ''}" for p in f.params)]
+        row.append("\n".join(s.name for s in f.presets))
+        table.add_row(*row)
+    return table
+
+
 @command.command("list", epilog=exit_epilog("listed", None))
 @click.option("--json", "as_json", is_flag=True,
               help="Machine-readable: id, causes, group, layer, parameters, presets, expected codes.")
@@ -77,15 +111,8 @@ def list_cmd(as_json: bool, layer: str | None) -> None:
              "groups": {g.id: {"causes": list(g.causes), "title": {"zh": g.title_zh, "en": g.title_en}}
                         for g in cat.groups.values()}}, ensure_ascii=False, indent=1))
         return
-    table = Table(title="posemu fault catalogue")
-    for col in ("id", "causes", "group", "title", "screen codes", "parameters (defaults)", "presets"):
-        table.add_column(col)
-    for f in faults:
-        params = ", ".join(f"{p.name}={_show_default(p)}{(' ' + p.unit) if p.unit else ''}" for p in f.params)
-        table.add_row(f.id, " ".join(f.causes), f.group, f"{f.title_zh}\n{f.title_en}", " ".join(f.expect),
-                      params, " ".join(s.name for s in f.presets))
     console = Console()
-    console.print(table)
+    console.print(fault_table(faults, console.width))
     covered = sorted({c for f in cat.faults.values() for c in f.causes}, key=lambda c: (c[0], int(c[1:])))
     console.print(f"{len(cat.faults)} faults in {len(cat.groups)} cause groups cover "
                   f"{len(covered)}/{len(cat.causes)} cause ids: {' '.join(covered)}")

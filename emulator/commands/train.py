@@ -4,13 +4,35 @@ from __future__ import annotations
 
 import random
 import sys
+from typing import TYPE_CHECKING, Literal
 
 import click
 
 from emulator.commands._exit import ExitCode, exit_epilog
-from emulator.messages import Msg, Screen, render
+from emulator.messages import Msg, Screen, catalogue
+
+if TYPE_CHECKING:
+    from faults.model import Fault
 
 CHOICES = 4
+
+
+class _Unknown(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "…"
+
+
+def say(screen: Screen, lang: str) -> str:
+    """A screen as the terminal showed it; a value the run did not record (a balance) shows as
+    ``…``, never as a literal ``{placeholder}``."""
+    langs: tuple[Literal["zh", "en"], ...] = ("zh", "en") if lang == "both" else (
+        ("zh",) if lang == "zh" else ("en",))
+    parts = [catalogue()[screen.msg.value][x].format_map(_Unknown(screen.params)) for x in langs]
+    return " / ".join(parts)
+
+
+def _remedy(f: Fault) -> tuple[str, str]:
+    return (f.fix_zh.strip(), f.fix_en.strip())
 
 
 def _answers(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -52,13 +74,21 @@ def command(rounds: int, seed: int | None, answers: list[int] | None, lang: str)
         preset = next((s for s in local if s.approved is False), local[0])
         result = run_cases([Case(f"{fault.id}[{preset.name}]", preset, fault, seed=rng.randrange(1000))])[0]
         click.echo(f"\n— round {i + 1}/{rounds} —")
+        shown = {s.code: s.params for o in result.outcomes for s in o.screens if s.params}
         for code in result.codes:
-            click.echo(f"  screen: {render(Screen(Msg(code)), lang)}")  # type: ignore[arg-type]
-        # the wrong answers come from other cause groups: causes the evidence cannot tell apart are
-        # not a fair quiz
-        others = rng.sample([f for f in cat.faults.values()
-                             if f.group != fault.group and not set(f.causes) & set(fault.causes)], 3)
-        options = [fault, *others]
+            click.echo(f"  screen: {say(Screen(Msg(code), shown.get(code, {})), lang)}")
+        # the wrong answers come from other cause groups (causes the evidence cannot tell apart are
+        # not a fair quiz), each with a remedy of its own: never the same remedy twice
+        options = [fault]
+        seen = {_remedy(fault)}
+        pool = [f for f in cat.faults.values() if f.group != fault.group and not set(f.causes) & set(fault.causes)]
+        rng.shuffle(pool)
+        for f in pool:
+            if len(options) == CHOICES:
+                break
+            if _remedy(f) not in seen:
+                seen.add(_remedy(f))
+                options.append(f)
         rng.shuffle(options)
         for n, f in enumerate(options, 1):
             text = {"zh": f.fix_zh, "en": f.fix_en, "both": f"{f.fix_zh} / {f.fix_en}"}[lang]

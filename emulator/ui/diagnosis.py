@@ -118,13 +118,22 @@ def built_in(outcome: Outcome) -> list[CauseReport]:
 
 
 class DiagnosisPane(Static):
-    """What went wrong with the last failed action."""
+    """What went wrong with the last action: its outcome, the causes and the evidence of its own
+    trace (the entries of that action only, never an earlier one's)."""
 
     plain = ""
     """The pane's text without styles (what a user reads; used by tests)."""
 
     def show_nothing(self) -> None:
         t = Text("No failure yet. After a failed transaction its diagnosis appears here.", "#839496")
+        self.plain = t.plain
+        self.update(t)
+
+    def show_approved(self, outcome: Outcome, lang: Lang) -> None:
+        """The last action went through: nothing of an earlier failure stays on show."""
+        t = Text()
+        t.append(render(Screen(outcome.headline), lang), "bold #2aa198")
+        t.append(f"\nThe last action ({outcome.kind}) was approved: nothing to diagnose.", "#839496")
         self.plain = t.plain
         self.update(t)
 

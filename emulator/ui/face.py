@@ -7,7 +7,6 @@ language the user picked; entry lines show asterisks for PINs and passwords.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rich.console import Group, RenderableType
@@ -44,28 +43,54 @@ def say(msg: Msg, lang: Lang, params: dict[str, str] | None = None) -> str:
     return text(msg, lang, params)
 
 
+def _plain(s: Screen) -> Screen:
+    """The screen without its amount: the display shows the amount on its own line."""
+    if "amount" not in s.params:
+        return s
+    return Screen(s.msg, {k: v for k, v in s.params.items() if k != "amount"})
+
+
 def _screen_lines(s: Screen, lang: Lang, current: bool) -> list[Text]:
+    s = _plain(s)
     if not current:
         line = say(s.msg, lang, s.params) if lang != "both" else (
             f"{text(s.msg, 'zh', s.params)} / {text(s.msg, 'en', s.params)}")
-        return [Text(line, "#839496", no_wrap=True, overflow="ellipsis")]
+        return [Text(line, "#839496")]
     if lang == "both":
-        return [Text(text(s.msg, "zh", s.params), "bold", no_wrap=False),
-                Text(text(s.msg, "en", s.params), "italic", no_wrap=False)]
-    return [Text(text(s.msg, lang, s.params), "bold", no_wrap=False)]
+        return [Text(text(s.msg, "zh", s.params), "bold"), Text(text(s.msg, "en", s.params), "italic")]
+    return [Text(text(s.msg, lang, s.params), "bold")]
+
+
+_LABELS = {"amount": ("金额", "Amount"), "card": ("卡号", "Card")}
+
+
+def _label(name: str, lang: Lang) -> str:
+    zh, en = _LABELS[name]
+    return {"zh": zh, "en": en}.get(lang, f"{zh} {en}")
 
 
 @dataclass(frozen=True, slots=True)
 class FaceState:
+    """What the terminal's display shows: like a real terminal's, the action, its amount and the
+    card (masked), the current screen (``screens``; ``context`` is the one before it, dimmed) and
+    the entry line; on the menu page the menu. The whole history is in the screens pane."""
+
     page: Page
     screens: tuple[Screen, ...]
     lang: Lang
     entry: str | None = None       # the entry line (asterisks, an amount), or None
     title: Screen | None = None    # the menu's first line (e.g. 签到成功 or 请先签到)
+    heading: Msg | None = None     # the action on show (消费 Purchase, 查询余额 Balance)
+    amount: str = ""               # the action's amount, formatted
+    card: str = ""                 # the card number, masked 6+4
+    context: Screen | None = None  # the screen before the current one
+    note: str = ""                 # a line of the emulator's own (operator lock, tries left)
 
 
 def face_renderable(st: FaceState, max_lines: int) -> RenderableType:
-    """What the terminal screen shows for ``st`` in at most ``max_lines`` lines (roughly)."""
+    """What the terminal screen shows for ``st`` in at most ``max_lines`` lines (roughly: the
+    current screen, the entry and the note are kept; the heading and the context go first)."""
+    note = [Text(st.note, "bold #b58900")] if st.note else []
     if st.page is Page.MENU:
         parts: list[RenderableType] = []
         head = Text(say(Msg.MAIN_MENU, st.lang), "bold")
@@ -80,15 +105,23 @@ def face_renderable(st: FaceState, max_lines: int) -> RenderableType:
         for i in range(0, len(cells), 2):
             grid.add_row(cells[i], cells[i + 1] if i + 1 < len(cells) else Text(""))
         parts.append(grid)
+        parts.extend(note)
         return Group(*parts)
     lines: list[Text] = []
-    shown: Sequence[Screen] = st.screens
-    for i, s in enumerate(shown):
-        lines.extend(_screen_lines(s, st.lang, current=i == len(shown) - 1))
+    if st.heading is not None:
+        lines.append(Text(say(st.heading, st.lang), "bold reverse"))
+    if st.amount:
+        lines.append(Text.assemble((f"{_label('amount', st.lang)}  ", "#839496"), (st.amount, "bold")))
+    if st.card:
+        lines.append(Text.assemble((f"{_label('card', st.lang)}  ", "#839496"), st.card))
+    if st.context is not None:
+        lines.extend(_screen_lines(st.context, st.lang, current=False))
+    for s in st.screens:
+        lines.extend(_screen_lines(s, st.lang, current=True))
     if st.entry is not None:
         lines.append(Text(f"  {st.entry}", "bold reverse" if st.entry else "bold"))
-    keep = max(1, max_lines)
-    return Group(*lines[-keep:])
+    lines.extend(note)
+    return Group(*lines[-max(1, max_lines):])
 
 
 class ScreenView(Static):

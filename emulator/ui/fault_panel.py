@@ -1,18 +1,51 @@
 """The fault panel: browse the catalogue by layer and cause id, switch faults on and off, set
 their parameters, and see which are active. Active faults apply to the next terminal action.
 
+Keyboard first: the tree takes the focus when the pane opens (``f``); the arrows move through the
+faults (the details follow), **Enter** switches the highlighted fault on or off (the terminal's
+确认 key never sees that Enter), **Esc** gives the keys back to the terminal. With the mouse a
+single click only selects a fault; a double click, or the *Switch on* button, arms it.
+
 Everything about the fault package goes through :class:`emulator.ui.faults_adapter.FaultsAdapter`.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Label, Static, Tree
 
 from emulator.ui.faults_adapter import ActiveFault, FaultInfo, FaultsAdapter
+
+
+class FaultTree(Tree[str]):
+    """The catalogue tree: Enter or a double click selects (arms) a fault; a single click only
+    moves the cursor to it; Esc hands the keys back to the terminal."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Arm / disarm", show=False),
+        Binding("escape", "leave", "Back to the terminal", show=False),
+    ]
+
+    async def _on_click(self, event: events.Click) -> None:
+        # Textual then runs Tree's own click handler (a layer folds, a double click arms) unless
+        # the default is prevented: a single click on a fault only moves the cursor to it
+        line = event.style.meta.get("line")
+        node = self.get_node_at_line(line) if isinstance(line, int) else None
+        if not isinstance(line, int) or node is None or node.children or node.allow_expand or event.chain >= 2:
+            return
+        event.prevent_default()
+        async with self.lock:
+            self.cursor_line = line
+
+    def action_leave(self) -> None:
+        self.screen.set_focus(None)
 
 
 class FaultPanel(Vertical):
@@ -49,8 +82,9 @@ class FaultPanel(Vertical):
                        Button("Reload catalogue", id="faults-reload", compact=True))
             self._show_active()
             return
-        tree: Tree[str] = Tree("catalogue", id="faults-tree")
+        tree = FaultTree("catalogue", id="faults-tree")
         tree.show_root = False
+        tree.guide_depth = 2
         for layer, faults in self.adapter.by_layer().items():
             node = tree.root.add(layer, expand=True)
             for f in faults:
@@ -61,9 +95,11 @@ class FaultPanel(Vertical):
     def _label(self, f: FaultInfo) -> Text:
         t = Text()
         t.append("● " if f.id in self.active else "○ ", "bold #dc322f" if f.id in self.active else "#839496")
-        t.append(f.id)
+        t.append(f.id, "bold" if f.id in self.active else "")
         if f.cause_ids:
             t.append("  " + " ".join(f.cause_ids), "#839496")
+        if f.title:
+            t.append("  " + f.title)
         return t
 
     def _refresh_labels(self) -> None:
@@ -81,6 +117,8 @@ class FaultPanel(Vertical):
             t.append("  (apply to the next action)", "#839496")
         else:
             t.append("none", "#839496")
+        if self.adapter.available:
+            t.append("\n↑↓ choose · Enter arm/disarm · Esc back to the terminal", "#839496")
         self.query_one("#faults-active", Static).update(t)
 
     async def show_detail(self, info: FaultInfo) -> None:
@@ -151,6 +189,27 @@ class FaultPanel(Vertical):
             if value and value != p.default:
                 values.append((p.name, value))
         return ActiveFault(info.id, tuple(values))
+
+    async def drop(self, fault_id: str, reason: str) -> None:
+        """Switch a fault off that its target refused (shown in the details' error line)."""
+        if self.active.pop(fault_id, None) is None:
+            return
+        self._refresh_labels()
+        self._show_active()
+        info = self.adapter.get(fault_id)
+        if info is not None and self.current is info:
+            await self.show_detail(info)
+        for w in self.query("#fault-error").results(Static):
+            w.update(Text(reason, "#dc322f"))
+
+    def focus_tree(self) -> bool:
+        """Give the tree the keyboard focus (when the pane opens); ``False`` without a catalogue."""
+        for tree in self.query("#faults-tree").results(FaultTree):
+            tree.focus()
+            if tree.cursor_node is None or tree.cursor_node.data is None:
+                tree.cursor_line = 1              # the first fault (line 0 is its layer)
+            return True
+        return False
 
     async def toggle(self, fault_id: str) -> None:
         """Switch a fault on (with the parameters shown) or off."""

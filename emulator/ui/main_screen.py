@@ -1,20 +1,24 @@
 """The main screen of ``posemu ui``: the terminal's face on the left, the panes on the right.
 
-All terminal work (opening the rig, sign-on, transactions, reversals) runs in one Textual
-worker at a time on the app's event loop, so the UI never freezes while the terminal waits on
-the reader, the PIN pad or the host. Esc cancels: PIN entry through the PIN pad; waiting for
-a card or for the host by cancelling the worker and putting the terminal back to idle (an
-abandoned purchase's reversal becomes pending, as after a crash).
+The screen lays out and draws; the work is done by three objects along the seams:
+
+* :class:`emulator.ui.session.TerminalSession` — the rig, the one terminal action running in a
+  worker, the panel's faults armed for it, recovery after Esc or a failure;
+* :class:`emulator.ui.keypad.KeypadFlow` — what each terminal key does (menu, amount, operator
+  password, the terminal's PIN pad);
+* :class:`emulator.ui.card_actions.CardActions` — insert, swipe, remove and the test PIN.
+
+The display shows what a real terminal's does: the action, its amount and the card (masked 6+4),
+the current screen and the entry line; every screen the terminal showed is in the *Screens* pane.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from rich.console import Console
 from rich.text import Text
@@ -24,41 +28,47 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen as TScreen
 from textual.timer import Timer
-from textual.widgets import Footer, Input, ProgressBar, Select, Static, TabbedContent, TabPane
-from textual.worker import Worker
+from textual.widgets import Button, Footer, Input, ProgressBar, RichLog, Select, Static, TabbedContent, TabPane
 
 from emulator import config as configmod
-from emulator.app import Rig, open_rig
-from emulator.messages import Lang, Msg, Screen, format_amount
+from emulator.app import Rig
+from emulator.fsm import Event
+from emulator.messages import Lang, Msg, Screen, format_amount, render
 from emulator.terminal import Outcome, Terminal
 from emulator.trace import Kind, TraceEntry
+from emulator.ui.bridges import BridgePane
+from emulator.ui.card_actions import CardActions
 from emulator.ui.card_slot import CardSlot
 from emulator.ui.diagnosis import DiagnosisPane
-from emulator.ui.face import MENU, FaceState, Keypad, Page, ScreenView, face_renderable
-from emulator.ui.fault_panel import FaultPanel
-from emulator.ui.faults_adapter import ActiveFault, Armed, CauseReport, FaultsAdapter, FaultWiringError
+from emulator.ui.face import FaceState, Keypad, Page, ScreenView, face_renderable
+from emulator.ui.fault_panel import FaultPanel, FaultTree
+from emulator.ui.faults_adapter import ActiveFault, CauseReport, FaultsAdapter
+from emulator.ui.keypad import Command, Do, KeypadFlow
 from emulator.ui.pinpad import KeypadPinPad
 from emulator.ui.readers import SIM_URL, UiReader, discover_blocking, find_sim
 from emulator.ui.screens import ExportScreen, HelpScreen, JournalScreen, SettingsScreen
+from emulator.ui.session import Severity, TerminalSession
 from emulator.ui.swipe_view import SwipeView
 from emulator.ui.trace_view import TracePane, export_entries, field_names
 from hardware.cards.profiles import load_profile
 from hardware.clock import Clock, RealClock, run_external
-from hardware.magstripe import SwipeParams, simulate_swipe
-from hardware.registry import open_reader
 from hardware.sim import card_for_profile
 from hardware.wedge import START_SENTINELS, WedgeEvent, WedgeEventKind, WedgeFeeder
 from protocol.errors import PosemuError
-from protocol.masking import mask_pan, mask_text
+from protocol.masking import mask_pan
 
 if TYPE_CHECKING:
     from emulator.host.rules import HostRules
 
 LANGS: tuple[Lang, ...] = ("both", "zh", "en")
 WAITING_FOR_HOST = frozenset({Msg.PROCESSING, Msg.SIGNING_ON, Msg.REVERSAL_PENDING, Msg.CONNECTING})
-AMOUNT_DIGITS = 10
-
-Op = Callable[[Terminal], Awaitable[Outcome | None]]
+FLOW_STEPS = WAITING_FOR_HOST | {Msg.INSERT_OR_SWIPE, Msg.READING_CARD, Msg.ENTER_PIN, Msg.PIN_RETRY}
+"""Screens of a flow under way; what follows the last of them is the result (a chip error or a swipe
+to do again can be the result's detail line, so they are not among them)."""
+HEADINGS: dict[str, Msg] = {"sign on": Msg.MENU_SIGN_ON, "sign_on": Msg.MENU_SIGN_ON,
+                            "balance inquiry": Msg.MENU_BALANCE, "balance": Msg.MENU_BALANCE,
+                            "purchase": Msg.MENU_PURCHASE, "reversals": Msg.MENU_REVERSAL}
+"""The display's heading by the action running (its name) or done (the outcome's kind)."""
 
 
 def _lang(value: str) -> Lang:
@@ -68,32 +78,59 @@ def _lang(value: str) -> Lang:
     return "both"
 
 
-def _hint(page: Page, last: Msg | None, busy: bool, signed_on: bool) -> str:
-    """The next step, in one line (UI chrome)."""
+#: the next step while the terminal works, by the screen it shows (keys of the virtual card slot)
+_BUSY_HINTS = {
+    "INSERT_OR_SWIPE": "w swipe · i insert · Esc cancel",
+    "ENTER_PIN": "type the PIN · Enter · k test PIN · Esc",
+    "PIN_RETRY": "type the PIN · Enter · k test PIN · Esc",
+    "REMOVE_CARD": "r remove the card",
+    "INSERT_CHIP": "chip card: r remove, i insert the chip · Esc cancel",
+    "FALLBACK_SWIPE": "chip unreadable: r remove, then w swipe · Esc cancel",
+    "SWIPE_AGAIN": "w swipe again, steady (g: swipe view) · Esc cancel",
+    "READING_CARD": "reading the card, do not remove it",
+    "READER_ERROR": "chip error: r remove, i reinsert the card or w swipe · Esc cancel",
+    "READER_PROBLEM": "chip error: r remove, i reinsert the card or w swipe · Esc cancel",
+}
+#: the same with a real reader: the card is in the user's hand, not behind a key
+_REAL_HINTS = {
+    "INSERT_OR_SWIPE": "insert or swipe the card at the reader · Esc cancel",
+    "REMOVE_CARD": "take the card out of the reader",
+    "INSERT_CHIP": "chip card: insert it into the reader · Esc cancel",
+    "FALLBACK_SWIPE": "chip unreadable: take it out and swipe it · Esc cancel",
+    "SWIPE_AGAIN": "swipe again, steady · Esc cancel",
+    "READER_ERROR": "chip error: take the card out and reinsert it, or swipe it · Esc cancel",
+    "READER_PROBLEM": "chip error: take the card out and reinsert it, or swipe it · Esc cancel",
+    "ENTER_PIN": "type the PIN on the keypad · Enter · Esc",
+    "PIN_RETRY": "type the PIN on the keypad · Enter · Esc",
+}
+
+
+def hint(page: Page, codes: Sequence[str], *, busy: bool, signed_on: bool, real_reader: bool = False,
+         locked: bool = False, unlocking: bool = False) -> str:
+    """The next step, in one line (UI chrome). ``codes``: the screens shown, the last one current."""
     if page is Page.AMOUNT:
         return "amount in cents · Enter confirm · Esc back"
     if page is Page.OPERATOR:
-        return "operator password · Enter confirm · Esc back"
+        return ("administrator password (admin_password) · Enter · Esc back" if unlocking
+                else "operator password · Enter confirm · Esc back")
     if busy:
-        return {
-            Msg.INSERT_OR_SWIPE: "w swipe · i insert · Esc cancel",
-            Msg.ENTER_PIN: "type the PIN · Enter · k test PIN · Esc",
-            Msg.PIN_RETRY: "type the PIN · Enter · k test PIN · Esc",
-            Msg.REMOVE_CARD: "r remove the card",
-            Msg.INSERT_CHIP: "i insert the chip card",
-            Msg.FALLBACK_SWIPE: "r remove, then w swipe",
-            Msg.SWIPE_AGAIN: "w swipe again (g: swipe view)",
-            Msg.READING_CARD: "reading the card, do not remove it",
-        }.get(last or Msg.WELCOME, "waiting for the host · Esc cancels" if last in WAITING_FOR_HOST
-              else "Esc cancels")
+        table = {**_BUSY_HINTS, **_REAL_HINTS} if real_reader else _BUSY_HINTS
+        for code in reversed(codes[-2:]):        # a detail line (READER_PROBLEM) follows its screen
+            if code in table:
+                return table[code]
+        last = codes[-1] if codes else ""
+        return "waiting for the host · Esc cancels" if last in {m.value for m in WAITING_FOR_HOST} else "Esc cancels"
+    if locked:
+        return "locked: 6 then the administrator password unlocks · ? help"
     if page is Page.RESULT:
-        return "Enter/Esc: menu · d diagnosis · t trace"
+        return "Enter/Esc: menu · d diagnosis · t trace · h screens"
     return "b balance · p purchase · s sign on · ? help" if signed_on else "s sign on · ? help"
 
 
 class TerminalScreen(TScreen[None]):
     """The desktop emulator's one main screen."""
 
+    AUTO_FOCUS = None                  # the keys are the terminal's until the user picks a pane widget
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("b", "balance", "Balance"),
         Binding("w", "card('swipe')", "Swipe"),
@@ -110,12 +147,14 @@ class TerminalScreen(TScreen[None]):
         Binding("l", "language", "Language", show=False),
         Binding("a", "pane('card')", "Card pane", show=False),
         Binding("t", "pane('trace')", "Trace pane", show=False),
+        Binding("h", "pane('history')", "Screens pane", show=False),
         Binding("g", "pane('swipe')", "Swipe view", show=False),
         Binding("f", "pane('faults')", "Faults pane", show=False),
         Binding("d", "pane('diag')", "Diagnosis pane", show=False),
         Binding("x", "export", "Export trace", show=False),
         Binding("z", "zoom", "Zoom swipe plot", show=False),
         Binding("e", "regress", "Regression run", show=False),
+        Binding("y", "pane('bridge')", "Proxy/relay pane", show=False),
     ]
 
     def __init__(self, cfg: configmod.TerminalConfig, *, state_dir: Path, config_path: Path | None = None,
@@ -127,31 +166,56 @@ class TerminalScreen(TScreen[None]):
         self.lang: Lang = _lang(cfg.language)
         self.state_dir = state_dir
         self.config_path = config_path
-        self.card_name = card
         self.clock: Clock = clock or RealClock()
         self.auto_sign_on = auto_sign_on
         self.faults = faults or FaultsAdapter()
         self.hotplug = hotplug
-        self.host_rules = host_rules
-        self.rig: Rig | None = None
-        self.ui_reader: UiReader | None = None
         self.pinpad = KeypadPinPad(self.refresh_face)
-        self.page = Page.MENU
+        self.keys = KeypadFlow(self.pinpad)
+        self.session = TerminalSession(self, self, faults=self.faults, clock=self.clock, state_dir=state_dir,
+                                       pinpad=self.pinpad, host_rules=host_rules, card=card)
+        self.cards = CardActions(self.notify_user)
         self.screens: list[Screen] = []
-        self.entry: list[str] = []
-        self.after_operator: str | None = None
         self.operator_ok = False
-        self.busy: str | None = None
-        self.worker: Worker[None] | None = None
-        self.active_faults: tuple[ActiveFault, ...] = ()
         self.last_outcome: Outcome | None = None
         self.menu_title: Screen | None = None
-        self.swipe_seed = 0
+        self.note = ""                             # the display's own line (operator lock feedback)
+        self.txn_amount = ""
+        self.txn_card = ""
         self.feeder = WedgeFeeder(RealClock(), inter_key_timeout=wedge_timeout)
         self._wait_since: float | None = None
         self._progress_timer: Timer | None = None
 
-    # --- layout ----------------------------------------------------------------------------
+    # --- what the tests and the app read ---------------------------------------------------------------
+    @property
+    def rig(self) -> Rig | None:
+        return self.session.rig
+
+    @property
+    def ui_reader(self) -> UiReader | None:
+        return self.session.ui_reader
+
+    @property
+    def busy(self) -> str | None:
+        return self.session.busy
+
+    @property
+    def is_busy(self) -> bool:
+        return self.session.is_busy
+
+    @property
+    def page(self) -> Page:
+        return self.keys.page
+
+    @property
+    def card_name(self) -> str:
+        return self.session.card
+
+    @property
+    def active_faults(self) -> tuple[ActiveFault, ...]:
+        return self.session.active_faults
+
+    # --- layout ----------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         with Horizontal(id="body"):
             with Vertical(id="terminal"):
@@ -163,6 +227,9 @@ class TerminalScreen(TScreen[None]):
             with TabbedContent(id="panes", initial="pane-card"):
                 with TabPane("Card", id="pane-card"):
                     yield CardSlot(profile=self.card_name, reader_url=self.cfg.reader, id="slot")
+                with TabPane("Screens", id="pane-history"):
+                    yield RichLog(id="history", wrap=True, markup=False, highlight=False, max_lines=5000,
+                                  auto_scroll=True)
                 with TabPane("Trace", id="pane-trace"):
                     yield TracePane(id="trace")
                 with TabPane("Swipe", id="pane-swipe"):
@@ -171,6 +238,9 @@ class TerminalScreen(TScreen[None]):
                     yield FaultPanel(self.faults, id="faults")
                 with TabPane("Diag", id="pane-diag"):
                     yield DiagnosisPane(id="diag")
+                with TabPane("Bridge", id="pane-bridge"):
+                    yield BridgePane(clock=self.clock, profile=lambda: self.cfg.profile, upstream=self.host_address,
+                                     id="bridge")
         yield Footer()
 
     @property
@@ -186,6 +256,10 @@ class TerminalScreen(TScreen[None]):
         return self.query_one("#trace", TracePane)
 
     @property
+    def history(self) -> RichLog:
+        return self.query_one("#history", RichLog)
+
+    @property
     def diag(self) -> DiagnosisPane:
         return self.query_one("#diag", DiagnosisPane)
 
@@ -196,7 +270,8 @@ class TerminalScreen(TScreen[None]):
         self.slot.set_reader(self.cfg.reader)
         self.refresh_all()
         self.set_focus(None)
-        self._begin("opening", self._open(self.cfg, sign_on=self.auto_sign_on))
+        self.session.open(self.cfg, sign_on=self.auto_sign_on)
+        self.refresh_face()
         if self.hotplug:
             self.set_interval(3.0, self.scan_readers)
             self.scan_readers()
@@ -205,28 +280,33 @@ class TerminalScreen(TScreen[None]):
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Stop the terminal and close the rig (reader, host link, journal, bundled host)."""
-        if self.worker is not None and self.worker.is_running:
-            self.worker.cancel()
-        rig, self.rig = self.rig, None
-        if rig is not None:
-            with contextlib.suppress(Exception):
-                await rig.close()
+        """Stop a running proxy or relay, the terminal, and close the rig (reader, host link,
+        journal, bundled host)."""
+        for bridge in self.query("#bridge").results(BridgePane):
+            await bridge.stop()
+        await self.session.shutdown()
 
-    # --- rendering -------------------------------------------------------------------------
+    def notify_user(self, message: str, severity: Severity = "information", timeout: float | None = None) -> None:
+        self.notify(message, severity=severity, timeout=timeout)
+
+    # --- rendering -------------------------------------------------------------------------------------
+    def _shown(self) -> tuple[tuple[Screen, ...], Screen | None]:
+        """The current screen(s) and the one before as context."""
+        s = self.screens
+        if not s:
+            return (), None
+        if self.page is Page.RESULT and self.last_outcome is not None:
+            # the result: everything after the last step of the flow (headline, detail, a removal
+            # failure), without the 请拔卡 prompt that was answered
+            at = next((i + 1 for i in range(len(s) - 1, -1, -1) if s[i].msg in FLOW_STEPS), 0)
+            result = [x for i, x in enumerate(s[at:], at) if x.msg is not Msg.REMOVE_CARD or i == len(s) - 1]
+            if result:
+                return tuple(result[-4:]), None
+        return (s[-1],), (s[-2] if len(s) > 1 else None)
+
     def face_state(self) -> FaceState:
-        entry: str | None = None
-        screens = tuple(self.screens[-8:])
-        if self.pinpad.active:
-            entry = self.pinpad.masked
-        elif self.page is Page.AMOUNT:
-            entry = format_amount(self.amount, self.cfg.currency)
-            screens = (Screen(Msg.ENTER_AMOUNT),)
-        elif self.page is Page.OPERATOR:
-            entry = "*" * len(self.entry)
-            screens = (Screen(Msg.OPERATOR_PASSWORD),)
-        title = None
         rig = self.rig
+        title = None
         if rig is not None:
             if rig.terminal.locked:
                 title = Screen(Msg.TERMINAL_LOCKED)
@@ -234,7 +314,23 @@ class TerminalScreen(TScreen[None]):
                 title = Screen(Msg.SIGN_ON_REQUIRED)
             else:
                 title = self.menu_title or Screen(Msg.WELCOME)
-        return FaceState(self.page, screens, self.lang, entry, title)
+        page = self.page
+        if page is Page.AMOUNT:
+            return FaceState(page, (Screen(Msg.ENTER_AMOUNT),), self.lang,
+                             format_amount(self.keys.amount, self.cfg.currency), title,
+                             heading=Msg.MENU_PURCHASE, note=self.note)
+        if page is Page.OPERATOR:
+            prompt = (Screen(Msg.TERMINAL_LOCKED),) if self.keys.unlocking else (Screen(Msg.OPERATOR_PASSWORD),)
+            note = self.note or ("管理员密码 / Administrator password" if self.keys.unlocking else "")
+            return FaceState(page, prompt, self.lang, self.keys.shown_entry(), title,
+                             heading=Msg.MENU_OPERATOR, note=note)
+        current, context = self._shown()
+        if self.pinpad.active:
+            current, context = (current[-1:] if current else ()), None
+        heading = HEADINGS.get(self.busy or "") or HEADINGS.get(self.last_outcome.kind if self.last_outcome
+                                                               and page is Page.RESULT else "")
+        return FaceState(page, current, self.lang, self.keys.shown_entry(), title, heading=heading,
+                         amount=self.txn_amount, card=self.txn_card, context=context, note=self.note)
 
     def lcd_text(self) -> str:
         """The terminal screen as plain text (what the user reads; for tests and the log)."""
@@ -250,10 +346,22 @@ class TerminalScreen(TScreen[None]):
             self._refresh_hint()
 
     def _refresh_hint(self) -> None:
-        last = self.screens[-1].msg if self.screens else None
-        signed = self.rig is not None and self.rig.terminal.signed_on
-        self.query_one("#hint", Static).update(Text(_hint(self.page, last, self.busy is not None, signed),
-                                                    "#839496", no_wrap=True, overflow="ellipsis"))
+        rig = self.rig
+        focused = self.focused
+        if isinstance(focused, FaultTree):
+            line = "fault tree: ↑↓ choose · Enter arm/disarm · Esc back to the terminal"
+        else:
+            line = hint(self.page, [s.code for s in self.screens], busy=self.is_busy,
+                        signed_on=rig is not None and rig.terminal.signed_on,
+                        real_reader=not self.cfg.reader.startswith(SIM_URL),
+                        locked=rig is not None and rig.terminal.locked, unlocking=self.keys.unlocking)
+        self.query_one("#hint", Static).update(Text(line, "#839496", no_wrap=True, overflow="ellipsis"))
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        self._refresh_hint()
+
+    def on_descendant_blur(self, event: events.DescendantBlur) -> None:
+        self._refresh_hint()
 
     def refresh_status(self) -> None:
         if not self.is_mounted:
@@ -271,8 +379,7 @@ class TerminalScreen(TScreen[None]):
         host = "bundled" if self.cfg.host is None else self.cfg.host
         t.append(f"  host {host}")
         t.append("\n")
-        reader = self.cfg.reader
-        t.append(f"reader {reader}")
+        t.append(f"reader {self.cfg.reader}")
         if rig is not None:
             up = rig.terminal.link.connected
             t.append("  link ")
@@ -280,6 +387,9 @@ class TerminalScreen(TScreen[None]):
             t.append(f"  {rig.terminal.fsm.state.value}", "#839496")
         if self.active_faults:
             t.append(f"\nfaults: {', '.join(a.id for a in self.active_faults)}", "bold #dc322f")
+        bridge = self.query_one("#bridge", BridgePane).controller
+        if bridge is not None:
+            t.append(f"\n{bridge.kind} running: the fault panel drives it (y)", "bold #268bd2")
         self.query_one("#status", Static).update(t)
 
     def refresh_slot(self) -> None:
@@ -307,11 +417,15 @@ class TerminalScreen(TScreen[None]):
         self.refresh_status()
         self.refresh_slot()
 
-    # --- terminal callbacks ----------------------------------------------------------------
+    # --- what the terminal and the session tell the screen ---------------------------------------------
     def on_terminal_screen(self, s: Screen) -> None:
         """The terminal's display port."""
         self.screens.append(s)
         del self.screens[:-20]
+        if "amount" in s.params:
+            self.txn_amount = s.params["amount"]
+        if self.is_mounted:
+            self.history.write(Text(render(s, self.lang), "bold" if s.msg is not Msg.CANCELLED else "#dc322f"))
         if s.msg in WAITING_FOR_HOST:
             self._start_progress()
         else:
@@ -321,15 +435,75 @@ class TerminalScreen(TScreen[None]):
 
     def on_trace_entry(self, e: TraceEntry) -> None:
         self.trace_pane.add(e)
+        self._card_from(e)
         if e.kind in (Kind.TCP, Kind.READER, Kind.STATE):
             self.refresh_status()
             self.refresh_slot()
 
-    # --- host-wait progress ----------------------------------------------------------------
+    def _card_from(self, e: TraceEntry) -> None:
+        """The masked card number for the display, as soon as the terminal has read it."""
+        card = ""
+        if e.kind is Kind.ISO_OUT:
+            card = str(e.data.get("fields", {}).get("2", ""))
+        elif e.kind is Kind.JOURNAL and e.what == "written before send" and self.rig is not None:
+            try:
+                card = self.rig.journal.get(int(e.data["id"])).pan_masked
+            except (KeyError, ValueError, TypeError, PosemuError):
+                card = ""
+        elif e.kind is Kind.STATE and e.data.get("event") == Event.CARD_READ.value and self.rig is not None:
+            sim = find_sim(self.rig.reader)
+            profile: Any = getattr(sim.default_card, "profile", None) if sim is not None else None
+            pan = getattr(profile, "pan", "")
+            card = mask_pan(pan) if isinstance(pan, str) and pan else ""
+        if card and card != self.txn_card:
+            self.txn_card = card
+            self.refresh_face()
+
+    def session_opening(self, cfg: configmod.TerminalConfig, *, reopened: bool) -> None:
+        if reopened:
+            self.trace_pane.note("terminal reopened")
+        self.trace_pane.names = field_names(cfg.profile)
+
+    def session_opened(self, rig: Rig) -> None:
+        self.cfg = rig.cfg
+        self.operator_ok = False
+        self.keys.to_menu()
+        self.refresh_all()
+
+    def session_open_failed(self, out: Outcome) -> None:
+        self.diag.show_outcome(out, [], self.lang, ())
+        self.keys.to_menu()
+        self.refresh_all()
+
+    def session_finished(self, out: Outcome, reports: Sequence[CauseReport], entries: Sequence[TraceEntry]) -> None:
+        self.last_outcome = out
+        self.menu_title = None
+        if out.pan_masked:
+            self.txn_card = out.pan_masked
+        if out.amount:
+            self.txn_amount = format_amount(out.amount, out.currency)
+        if out.kind == "sign_on" and out.approved:
+            self.menu_title = Screen(Msg.SIGN_ON_OK)
+            self.keys.to_menu()                   # signed on: straight back to the menu
+        if out.approved:
+            self.diag.show_approved(out, self.lang)
+        else:
+            self.diag.show_outcome(out, entries, self.lang, reports)
+            if out.kind != "sign_on" or self.page is Page.BUSY:
+                self.action_pane("diag")
+
+    def session_idle(self) -> None:
+        self._stop_progress()
+        self.keys.idle()
+        self.refresh_all()
+
+    # --- host-wait progress ----------------------------------------------------------------------------
     def _start_progress(self) -> None:
-        bar = self.query_one("#progress", ProgressBar)
-        loop = asyncio.get_running_loop()
-        self._wait_since = loop.time()
+        bars = self.query("#progress").results(ProgressBar)
+        bar = next(bars, None)
+        if bar is None:                            # the screen is going away
+            return
+        self._wait_since = asyncio.get_running_loop().time()
         bar.total = self.cfg.timeouts.response
         bar.progress = 0
         bar.display = True
@@ -340,151 +514,51 @@ class TerminalScreen(TScreen[None]):
         if self._wait_since is None:
             return
         elapsed = asyncio.get_running_loop().time() - self._wait_since
-        self.query_one("#progress", ProgressBar).progress = min(elapsed, self.cfg.timeouts.response)
+        for bar in self.query("#progress").results(ProgressBar):
+            bar.progress = min(elapsed, self.cfg.timeouts.response)
 
     def _stop_progress(self) -> None:
         self._wait_since = None
-        timer = self._progress_timer
-        self._progress_timer = None
+        timer, self._progress_timer = self._progress_timer, None
         if timer is not None:
             timer.stop()
-        if self.is_mounted:
-            self.query_one("#progress", ProgressBar).display = False
+        for bar in self.query("#progress").results(ProgressBar):
+            bar.display = False
 
-    # --- running terminal actions ----------------------------------------------------------
-    @property
-    def is_busy(self) -> bool:
-        return self.busy is not None
-
-    def _begin(self, name: str, coro: Awaitable[None]) -> None:
-        self.busy = name
-        self.worker = self.run_worker(coro, name=name, group="terminal", exit_on_error=False)
-        self.refresh_face()
-
-    def start(self, name: str, op: Op, *, clear: bool = True) -> bool:
-        """Run a terminal operation in the worker; ``False`` (and a bell) when that is not possible now."""
-        if self.rig is None:
-            self.notify("The terminal is not open (see the diagnosis pane).", severity="error")
-            return False
-        if self.is_busy:
+    # --- running terminal actions ----------------------------------------------------------------------
+    def start(self, name: str, op: Callable[[Terminal], Any]) -> bool:
+        """Run a terminal operation in the session's worker; ``False`` (and a bell) when not now."""
+        if self.rig is not None and self.is_busy:
             self.app.bell()
-            self.notify(f"The terminal is busy ({self.busy}); Esc cancels.", severity="warning")
-            return False
-        if clear:
-            self.screens = []
-        self.page = Page.BUSY
-        self._begin(name, self._operate(name, op))
-        return True
+        if self.rig is None or self.is_busy:
+            return self.session.start(name, op)
+        self.screens = []
+        self.last_outcome = None
+        self.note = ""
+        self.txn_amount = self.txn_card = ""
+        self.set_focus(None)                       # the keys are the terminal's while it works
+        self.history.write(Text(f"── {name} ──", "#839496"))
+        self.keys.busy()
+        started = self.session.start(name, op)
+        self.refresh_face()
+        return started
 
-    async def _operate(self, name: str, op: Op) -> None:
-        rig = self.rig
-        if rig is None:
-            self._idle()
-            return
-        armed: Armed | None = None
-        try:
-            try:
-                armed = await self.faults.arm(rig, self.active_faults,
-                                              card_profile=self.card_name if find_sim(rig.reader) else None)
-            except FaultWiringError as e:
-                self.notify(str(e), severity="warning", timeout=10)
-                return
-            for hint in armed.hints:
-                self.notify(f"Your part of the fault: {hint}", timeout=10)
-            out = await op(rig.terminal)
-            if out is not None:
-                reports = [] if out.approved else await self.faults.diagnose(rig, rig.trace.entries, out)
-                self._finished(rig, out, reports)
-        except asyncio.CancelledError:
-            await self._cancelled(rig)
-            raise
-        except Exception as e:
-            await self._crashed(rig, name, e)
-        finally:
-            if armed is not None:
-                with contextlib.suppress(Exception):
-                    await armed.disarm()
-            self._idle()
+    def cancel_action(self) -> None:
+        """Esc while the terminal works: cancel PIN entry, or the whole action."""
+        self.session.cancel()
 
-    def _idle(self) -> None:
-        self.busy = None
-        self.worker = None
-        self._stop_progress()
-        if self.page is Page.BUSY:
-            self.page = Page.RESULT
-        self.refresh_all()
-
-    def _finished(self, rig: Rig, out: Outcome, reports: Sequence[CauseReport]) -> None:
-        self.last_outcome = out
-        self.menu_title = None
-        if out.kind == "sign_on" and out.approved:
-            self.menu_title = Screen(Msg.SIGN_ON_OK)
-            self.page = Page.MENU  # signed on: straight back to the menu
-        if not out.approved:
-            self.diag.show_outcome(out, rig.trace.entries, self.lang, reports)
-            if out.kind != "sign_on" or self.page is Page.BUSY:
-                self.action_pane("diag")
-
-    async def _cancelled(self, rig: Rig) -> None:
-        """Put the terminal back to idle after the user cancelled the running action."""
-        self.pinpad.cancel()
-        await rig.terminal.abort("cancelled by the operator")
-        rig.terminal.show(Msg.CANCELLED)
-
-    async def _crashed(self, rig: Rig, name: str, e: Exception) -> None:
-        error = mask_text(f"{type(e).__name__}: {e}")
-        rig.trace.record(Kind.ERROR, f"{name} failed", error=error, code="terminal.crash")
-        await rig.terminal.abort(f"{name} failed")
-        rig.terminal.show(Msg.SYSTEM_ERROR)
-        out = Outcome(name, False, Msg.SYSTEM_ERROR, error=error)
-        self.last_outcome = out
-        self.diag.show_outcome(out, rig.trace.entries, self.lang, ())
-        self.action_pane("diag")
-
-    async def _open(self, cfg: configmod.TerminalConfig, *, sign_on: bool) -> None:
-        """(Re)open the rig for ``cfg``; then sign on if asked."""
-        old, self.rig = self.rig, None
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.close()
-            self.trace_pane.note("terminal reopened")
-        self.trace_pane.names = field_names(cfg.profile)
-        try:
-            inner = self.faults.wrap_reader(open_reader(cfg.reader, clock=self.clock), self.clock)
-            reader = UiReader(inner, self.clock)
-            sim = find_sim(inner)
-            rig = await open_rig(cfg, clock=self.faults.terminal_clock(self.clock), state_dir=self.state_dir,
-                                 pinpad=self.pinpad,
-                                 display=self.on_terminal_screen, reader=reader,
-                                 card_profile=self.card_name if sim is not None else None,
-                                 host_rules=self.host_rules, auto_cardholder=False)
-        except Exception as e:
-            error = mask_text(f"{type(e).__name__}: {e}")
-            self.notify(f"Cannot open the terminal: {error}", severity="error", timeout=10)
-            out = Outcome("open", False, Msg.NO_READER if "reader" in error.lower() else Msg.SYSTEM_ERROR,
-                          error=error)
-            self.diag.show_outcome(out, [], self.lang, ())
-            self.busy = None
-            self.worker = None
-            self.page = Page.MENU
-            self.refresh_all()
-            return
-        rig.trace.subscribe(self.on_trace_entry)
-        self.rig, self.ui_reader = rig, reader
-        self.cfg = cfg
-        self.operator_ok = False
-        self.busy = None
-        self.worker = None
-        self.page = Page.MENU
-        self.refresh_all()
-        if sign_on:
-            self.start("sign on", lambda t: t.sign_on())
-
-    # --- keys ------------------------------------------------------------------------------
+    # --- keys ------------------------------------------------------------------------------------------
     def on_key(self, event: events.Key) -> None:
         focused = self.focused
         if isinstance(focused, Input | Select):
             if event.key == "escape":
+                self.set_focus(None)
+                event.stop()
+            return
+        if isinstance(focused, FaultTree | Button) and event.key in ("enter", "escape"):
+            # the fault tree or a pane's button has the focus: Enter is its own (the tree arms a
+            # fault, the button presses) and never the terminal's 确认; Esc hands the keys back
+            if event.key == "escape" and not isinstance(focused, FaultTree):
                 self.set_focus(None)
                 event.stop()
             return
@@ -503,91 +577,72 @@ class TerminalScreen(TScreen[None]):
 
     def press(self, key: str) -> None:
         """One terminal key: a digit, ``00``, ``confirm``, ``cancel``, ``correct``, ``menu`` or ``help``."""
-        if key == "help":
-            self.app.push_screen(HelpScreen())
-            return
-        if self.pinpad.active:
-            ok = True
-            if key.isdigit():
-                ok = all(self.pinpad.digit(d) for d in key)
-            elif key == "correct":
-                ok = self.pinpad.backspace()
-            elif key == "confirm":
-                ok = self.pinpad.confirm()
-            elif key == "cancel":
-                ok = self.pinpad.cancel()
-            if not ok:
-                self.app.bell()
-            return
-        if self.is_busy:
-            if key == "cancel":
-                self.cancel_action()
-            else:
-                self.app.bell()
-            return
-        if self.page in (Page.MENU, Page.RESULT):
-            if key.isdigit() and len(key) == 1:
-                self.menu(key)
-            elif key in ("confirm", "cancel", "menu"):
-                self.page = Page.MENU
-                self.refresh_face()
-            return
-        if key in ("cancel", "menu"):
-            self.entry = []
-            self.page = Page.MENU
-        elif key == "correct":
-            if self.entry:
-                self.entry.pop()
-        elif key.isdigit():
-            self._type(key)
-        elif key == "confirm":
-            self._confirm_entry()
+        cmd = self.keys.press(key, busy=self.is_busy)
+        if cmd is not None:
+            self._do(cmd)
         self.refresh_face()
 
-    def _type(self, digits: str) -> None:
-        limit = AMOUNT_DIGITS if self.page is Page.AMOUNT else 12
-        for d in digits:
-            if self.page is Page.AMOUNT and not self.entry and d == "0":
-                continue
-            if len(self.entry) >= limit:
-                self.app.bell()
-                return
-            self.entry.append(d)
-
-    @property
-    def amount(self) -> int:
-        return int("".join(self.entry) or "0")
-
-    def _confirm_entry(self) -> None:
-        if self.page is Page.AMOUNT:
-            amount = self.amount
-            if amount <= 0:
-                self.app.bell()
-                return
-            self.entry = []
-            self.start("purchase", lambda t: t.purchase(amount))
-        elif self.page is Page.OPERATOR:
-            self._operator_login("".join(self.entry))
+    def _do(self, cmd: Command) -> None:
+        if cmd.do is Do.BELL:
+            self.app.bell()
+        elif cmd.do is Do.HELP:
+            self.app.push_screen(HelpScreen())
+        elif cmd.do is Do.CANCEL_ACTION:
+            self.cancel_action()
+        elif cmd.do is Do.MENU:
+            self.menu(cmd.arg)
+        elif cmd.do is Do.PURCHASE:
+            amount = int(cmd.arg)
+            if self.start("purchase", lambda t: t.purchase(amount)):
+                self.txn_amount = format_amount(amount, self.cfg.currency)
+        elif cmd.do is Do.OPERATOR:
+            self._operator_login(cmd.arg)
+        elif cmd.do is Do.UNLOCK:
+            self._unlock(cmd.arg)
 
     def _operator_login(self, password: str) -> None:
-        self.entry = []
         rig = self.rig
         if rig is None:
             return
         self.screens = []
-        then, self.after_operator = self.after_operator, None
-        if rig.terminal.operator_login(password):
+        self.last_outcome = None
+        then, self.keys.after_operator = self.keys.after_operator, None
+        term = rig.terminal
+        if term.operator_login(password):
             self.operator_ok = True
-            rig.terminal.show(Msg.OPERATOR_OK)
-            self.page = Page.RESULT
+            self.note = ""
+            term.show(Msg.OPERATOR_OK)
+            self.keys.page = Page.RESULT
             if then == "settings":
-                self.page = Page.MENU
+                self.keys.to_menu()
                 self.action_settings()
+        elif term.locked:
+            self.note = (f"终端已锁定 · 按6输入管理员密码解锁 / Locked after {self.cfg.operator_tries} wrong "
+                         "passwords: press 6 and type the administrator password")
+            self.notify_user(f"Terminal locked after {self.cfg.operator_tries} wrong operator passwords. Unlock: "
+                             "press 6 (operator) and type the administrator password (admin_password in the "
+                             "configuration; see ? help).", "error", 15)
+            self.keys.page = Page.RESULT
         else:
-            self.page = Page.RESULT
-            if not rig.terminal.locked:
-                self.page = Page.OPERATOR
-                self.after_operator = then
+            left = max(0, self.cfg.operator_tries - term.machine.session.operator_failures)
+            self.note = f"密码错误 还可尝试{left}次 / Wrong password: {left} {'try' if left == 1 else 'tries'} left"
+            self.notify_user(f"Wrong operator password: {left} {'try' if left == 1 else 'tries'} left before "
+                             "the terminal locks.", "warning")
+            self.keys.ask_password(then=then)
+        self.refresh_all()
+
+    def _unlock(self, password: str) -> None:
+        rig = self.rig
+        if rig is None:
+            return
+        if rig.terminal.unlock(password):
+            self.notify_user("Terminal unlocked: the operator's tries start again.")
+            self.keys.to_menu()
+            self.note = "终端已解锁 / Unlocked by the administrator"
+        else:
+            self.note = "管理员密码错误 / Wrong administrator password"
+            self.notify_user("Wrong administrator password: the terminal stays locked.", "error")
+            self.keys.ask_password(admin=True)
         self.refresh_all()
 
     def menu(self, key: str) -> None:
@@ -596,20 +651,9 @@ class TerminalScreen(TScreen[None]):
             "4": self.action_journal, "5": self.action_settings, "6": self.action_operator,
             "7": self.action_reversals,
         }
-        fn = actions.get(key)
-        if fn is None or key not in dict(MENU):
-            self.app.bell()
-            return
-        fn()
+        actions[key]()
 
-    def cancel_action(self) -> None:
-        """Esc while the terminal works: cancel PIN entry, or the whole action."""
-        if self.pinpad.cancel():
-            return
-        if self.worker is not None and self.worker.is_running:
-            self.worker.cancel()
-
-    # --- keyboard-wedge magstripe reader ---------------------------------------------------
+    # --- keyboard-wedge magstripe reader ---------------------------------------------------------------
     def _wedge(self, event: events.Key) -> bool:
         """Keys of a USB magstripe reader in keyboard mode become a swipe (see hardware.wedge)."""
         ch = event.character if event.character and event.character.isprintable() else None
@@ -651,7 +695,7 @@ class TerminalScreen(TScreen[None]):
                     if ch.isdigit():
                         self.press(ch)
 
-    # --- actions ---------------------------------------------------------------------------
+    # --- actions ---------------------------------------------------------------------------------------
     def action_sign_on(self) -> None:
         self.start("sign on", lambda t: t.sign_on())
 
@@ -662,17 +706,17 @@ class TerminalScreen(TScreen[None]):
         if self.is_busy:
             self.app.bell()
             return
-        self.entry = []
-        self.page = Page.AMOUNT
+        self.keys.ask_amount()
         self.refresh_face()
 
     def action_operator(self, then: str | None = None) -> None:
         if self.is_busy:
             self.app.bell()
             return
-        self.entry = []
-        self.after_operator = then
-        self.page = Page.OPERATOR
+        locked = self.rig is not None and self.rig.terminal.locked
+        if locked:
+            self.note = ""                         # the prompt for the administrator's password instead
+        self.keys.ask_password(then=None if locked else then, admin=locked)
         self.refresh_face()
 
     def action_reversals(self) -> None:
@@ -682,8 +726,9 @@ class TerminalScreen(TScreen[None]):
             return
         if not rig.journal.pending_reversals():
             self.screens = []
+            self.last_outcome = None
             rig.terminal.show(Msg.NO_PENDING_REVERSAL)
-            self.page = Page.RESULT
+            self.keys.page = Page.RESULT
             self.refresh_face()
             return
 
@@ -724,7 +769,7 @@ class TerminalScreen(TScreen[None]):
         self.lang = _lang(cfg.language)
         self.trace_pane.lang = self.lang
         if cfg.reader.startswith(SIM_URL) and cfg.reader.removeprefix(SIM_URL).split("?")[0]:
-            self.card_name = cfg.reader.removeprefix(SIM_URL).split("?")[0]
+            self.session.card = cfg.reader.removeprefix(SIM_URL).split("?")[0]
         self.slot.set_reader(cfg.reader)
         self.reopen(cfg)
 
@@ -734,7 +779,9 @@ class TerminalScreen(TScreen[None]):
             self.notify("Finish or cancel (Esc) the running action first.", severity="warning")
             return
         self.screens = []
-        self._begin("opening", self._open(cfg, sign_on=self.auto_sign_on))
+        self.cfg = cfg
+        self.session.open(cfg, sign_on=self.auto_sign_on)
+        self.refresh_face()
 
     def action_key(self, key: str) -> None:
         self.press(key)
@@ -747,6 +794,8 @@ class TerminalScreen(TScreen[None]):
 
     def action_pane(self, name: str) -> None:
         self.query_one("#panes", TabbedContent).active = f"pane-{name}"
+        if name == "faults":
+            self.query_one("#faults", FaultPanel).focus_tree()
 
     def action_zoom(self) -> None:
         self.query_one("#swipe", SwipeView).toggle_zoom()
@@ -769,79 +818,31 @@ class TerminalScreen(TScreen[None]):
     def on_trace_pane_export_requested(self, event: TracePane.ExportRequested) -> None:
         self.action_export()
 
-    # --- the card --------------------------------------------------------------------------
+    # --- the card --------------------------------------------------------------------------------------
     def action_card(self, action: Literal["insert", "swipe", "remove", "pin"] | str) -> None:
         if action == "pin":
             self._test_pin()
             return
-        rig = self.rig
-        sim = find_sim(rig.reader) if rig is not None else None
+        sim = find_sim(self.rig.reader) if self.rig is not None else None
         if sim is None:
             self.notify("A real reader is in use: present the card to it.", severity="warning")
             return
-        try:
-            if action == "insert":
-                if sim.card is not None:
-                    self.notify("A card is already in the slot (r removes it).")
-                    return
-                sim.insert()
-            elif action == "remove":
-                if sim.card is None:
-                    self.notify("The slot is empty.")
-                    return
-                sim.remove()
-            elif action == "swipe":
-                self._swipe(sim)
-        except PosemuError as e:
-            self.notify(str(e), severity="error")
+        if action == "insert":
+            self.cards.insert(sim)
+        elif action == "remove":
+            self.cards.remove(sim)
+        elif action == "swipe":
+            speed, tilt = self.slot.swipe_values()
+            habits = self.rig.swipe_faults if self.rig is not None else {}
+            swiped = self.cards.swipe(sim, speed, tilt, habits)
+            if swiped is not None:
+                self.query_one("#swipe", SwipeView).show_report(swiped.report)
+                if self.rig is not None:
+                    self.rig.trace.record(Kind.READER, "swipe", speed_ips=swiped.params.speed_ips,
+                                          tilt_deg=swiped.params.skew_deg, tracks=swiped.statuses)
+                if swiped.track2_failed:
+                    self.notify(f"Track 2: {swiped.track2_failed} — see the swipe view (g).", severity="warning")
         self.refresh_slot()
-
-    def _swipe(self, sim: object) -> None:
-        from hardware.sim import SimReader
-
-        if not isinstance(sim, SimReader) or sim.default_card is None:
-            self.notify("No card selected.", severity="warning")
-            return
-        speed_s, skew_s = self.slot.swipe_values()
-        try:
-            params = SwipeParams(speed_ips=float(speed_s or "10"), skew_deg=float(skew_s or "0"),
-                                 seed=self.swipe_seed)
-        except ValueError:
-            self.notify("Speed and tilt must be numbers.", severity="error")
-            return
-        armed = self.rig.swipe_faults if self.rig is not None else {}
-        if armed:                                   # armed swipe faults: stripe damage, EMI noise, head dirt
-            from dataclasses import replace as dc_replace
-
-            if "speed_ips" in armed:             # the fault's swipe, not the sliders'
-                params = dc_replace(params, speed_ips=float(armed["speed_ips"]))
-            if "skew_deg" in armed:
-                params = dc_replace(params, skew_deg=float(armed["skew_deg"]))
-            if "accel_ips2" in armed:
-                params = dc_replace(params, accel_ips2=float(armed["accel_ips2"]))
-            if "noise" in armed:
-                params = dc_replace(params, noise=float(armed["noise"]))
-            if "dirt_um" in armed:
-                params = dc_replace(params, dirt_um=float(armed["dirt_um"]))
-        self.swipe_seed += 1
-        card = sim.default_card
-        from hardware.sim import stripe_damage
-
-        worn = stripe_damage(card)              # the card profile's own damaged stripe regions
-        if worn:
-            from dataclasses import replace as dc_replace
-
-            params = dc_replace(params, damage=params.damage + worn)
-        report = simulate_swipe(card.stripe, params)
-        sim.swipe(card, result=report.result)
-        self.query_one("#swipe", SwipeView).show_report(report)
-        if self.rig is not None:
-            statuses = ", ".join(f"T{t.track} {t.status.value}" for t in report.result.tracks)
-            self.rig.trace.record(Kind.READER, "swipe", speed_ips=params.speed_ips, tilt_deg=params.skew_deg,
-                                  tracks=statuses)
-        t2 = report.result.track(2)
-        if t2 is not None and not t2.ok and card.stripe[1] is not None:
-            self.notify(f"Track 2: {t2.status.value} — see the swipe view (g).", severity="warning")
 
     def _test_pin(self) -> None:
         if not self.pinpad.active:
@@ -851,18 +852,15 @@ class TerminalScreen(TScreen[None]):
         if not self.cfg.reader.startswith(SIM_URL):
             self.notify("With a real card the cardholder types the PIN on the keypad.", severity="warning")
             return
-        try:
-            pin = load_profile(self.card_name).pin
-        except PosemuError as e:
-            self.notify(str(e), severity="error")
-            return
-        self.pinpad.type_pin(pin)
+        pin = self.cards.pin_of(self.card_name)
+        if pin is not None:
+            self.pinpad.type_pin(pin)
 
     def on_card_slot_action(self, event: CardSlot.Action) -> None:
         self.action_card(event.action)
 
     def on_card_slot_profile_changed(self, event: CardSlot.ProfileChanged) -> None:
-        self.card_name = event.name
+        self.session.card = event.name
         self.cfg = replace(self.cfg, reader=f"{SIM_URL}{event.name}")
         sim = find_sim(self.rig.reader) if self.rig is not None else None
         if sim is not None:
@@ -888,6 +886,34 @@ class TerminalScreen(TScreen[None]):
         if self.is_mounted:
             self.slot.set_readers(choices, note)
 
-    def on_fault_panel_changed(self, event: FaultPanel.Changed) -> None:
-        self.active_faults = event.active
+    # --- faults: the terminal's, or a running bridge's ---------------------------------------------------
+    def host_address(self) -> str:
+        """The host the terminal talks to, as HOST:PORT (the bundled one's address when it runs)."""
+        rig = self.rig
+        if rig is not None and rig.host is not None:
+            addr, port = rig.host.address
+            return f"{addr}:{port}"
+        return self.cfg.host or ""
+
+    @property
+    def bridge(self) -> BridgePane:
+        return self.query_one("#bridge", BridgePane)
+
+    async def on_fault_panel_changed(self, event: FaultPanel.Changed) -> None:
+        await self._route_faults(event.active)
+
+    async def on_bridge_pane_changed(self, event: BridgePane.Changed) -> None:
+        await self._route_faults(tuple(self.query_one("#faults", FaultPanel).active.values()))
+
+    async def _route_faults(self, active: tuple[ActiveFault, ...]) -> None:
+        """While a proxy or relay runs the panel's faults are its faults; otherwise the terminal's."""
+        if self.bridge.controller is None:
+            self.session.active_faults = active
+        else:
+            self.session.active_faults = ()
+            refused = self.bridge.sync({a.id: a.spec() for a in active})
+            panel = self.query_one("#faults", FaultPanel)
+            for name, why in refused.items():
+                self.notify(f"{name}: {why}", severity="warning", timeout=10)
+                await panel.drop(name, why)
         self.refresh_status()

@@ -17,6 +17,56 @@ PIN_MAX = 12
 """ISO 9564-1 §5.2.2: a PIN has 4 to 12 digits."""
 
 
+class DigitEntry:
+    """The digits typed on the keypad for one entry (a PIN, an amount, a password): the one entry
+    buffer of the UI's keypad, with its limit; ``masked`` shows one asterisk per digit.
+
+    >>> e = DigitEntry(limit=3, leading_zeros=False)
+    >>> [e.push(d) for d in "01234"], e.value
+    ([True, True, True, True, False], '123')
+    """
+
+    def __init__(self, limit: int, *, leading_zeros: bool = True) -> None:
+        self.limit = limit
+        self.leading_zeros = leading_zeros
+        self._digits: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._digits)
+
+    @property
+    def value(self) -> str:
+        return "".join(self._digits)
+
+    @property
+    def masked(self) -> str:
+        return "*" * len(self._digits)
+
+    def push(self, d: str) -> bool:
+        """One digit; ``False`` when it is not taken (the entry is full)."""
+        if len(d) != 1 or not d.isdigit():
+            raise ValueError("a keypad digit is one digit")
+        if not self.leading_zeros and not self._digits and d == "0":
+            return True                     # an amount's leading zero: taken, changes nothing
+        if len(self._digits) >= self.limit:
+            return False
+        self._digits.append(d)
+        return True
+
+    def pop(self) -> bool:
+        """更正: remove the last digit."""
+        if not self._digits:
+            return False
+        self._digits.pop()
+        return True
+
+    def set(self, digits: str) -> None:
+        self._digits = list(digits[: self.limit])
+
+    def clear(self) -> None:
+        self._digits.clear()
+
+
 class KeypadPinPad:
     """A PIN pad whose keys come from the UI.
 
@@ -27,7 +77,7 @@ class KeypadPinPad:
 
     def __init__(self, on_change: Callable[[], None] | None = None) -> None:
         self._on_change = on_change
-        self._digits: list[str] = []
+        self._digits = DigitEntry(PIN_MAX)
         self._future: asyncio.Future[str | None] | None = None
         self.prompt: Screen | None = None
 
@@ -50,7 +100,7 @@ class KeypadPinPad:
     @property
     def masked(self) -> str:
         """What the screen shows: one asterisk per digit typed."""
-        return "*" * len(self._digits)
+        return self._digits.masked
 
     def _changed(self) -> None:
         if self._on_change is not None:
@@ -80,17 +130,15 @@ class KeypadPinPad:
         """A digit key; ``False`` when it was not taken (no entry, or the PIN is full)."""
         if len(d) != 1 or not d.isdigit():
             raise ValueError("a PIN key is one digit")
-        if not self.active or len(self._digits) >= PIN_MAX:
+        if not self.active or not self._digits.push(d):
             return False
-        self._digits.append(d)
         self._changed()
         return True
 
     def backspace(self) -> bool:
         """更正: remove the last digit."""
-        if not self.active or not self._digits:
+        if not self.active or not self._digits.pop():
             return False
-        self._digits.pop()
         self._changed()
         return True
 
@@ -99,7 +147,7 @@ class KeypadPinPad:
         fut = self._pending()
         if fut is None or len(self._digits) < PIN_MIN:
             return False
-        fut.set_result("".join(self._digits))
+        fut.set_result(self._digits.value)
         return True
 
     def cancel(self) -> bool:
@@ -114,6 +162,6 @@ class KeypadPinPad:
         """A virtual cardholder types ``pin`` (digits only) and confirms."""
         if not self.active or not pin.isdigit():
             return False
-        self._digits = list(pin[:PIN_MAX])
+        self._digits.set(pin)
         self._changed()
         return self.confirm()

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, ProgressBar, Static
 from textual.worker import Worker, get_current_worker
+
+_RESULT_STYLE = {"ok": "bold #2aa198", "FAIL": "bold #dc322f", "skipped": "#839496"}
 
 
 class RegressScreen(ModalScreen[None]):
@@ -29,13 +32,14 @@ class RegressScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="regress-body"):
             yield Label("Fault regression run (Esc cancels, then closes)", classes="dialog-title")
+            # the summary and the progress stay above the table: always in view, whatever the size
+            yield Static("starting…", id="regress-summary")
             yield ProgressBar(id="regress-progress", show_eta=False)
             yield DataTable(id="regress-table", zebra_stripes=True, cursor_type="row")
-            yield Static("", id="regress-summary")
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("fault", "scenario", "causes", "result", "last screens")
+        table.add_columns("result", "fault", "scenario", "causes", "last screens")   # the verdict first
         self._worker = self.run_worker(self._run, thread=True, exclusive=True, group="regress", exit_on_error=False)
 
     def _run(self) -> None:
@@ -68,8 +72,10 @@ class RegressScreen(ModalScreen[None]):
         else:
             self.failed += 1
             result = "FAIL"
-        self.query_one(DataTable).add_row(r.fault.id, r.scenario.name, " ".join(r.fault.causes), result,
-                                          " ".join(r.codes[-3:]))
+        table = self.query_one(DataTable)
+        table.add_row(Text(result, _RESULT_STYLE[result]), r.fault.id, r.scenario.name, " ".join(r.fault.causes),
+                      " ".join(r.codes[-3:]))
+        table.move_cursor(row=table.row_count - 1)        # the newest result in view
         self.query_one(ProgressBar).advance(1)
         self._summary()
 

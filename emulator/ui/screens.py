@@ -38,7 +38,7 @@ inquiry, **w** to swipe the selected test card, then type the PIN on the keypad 
 | p / 3 | | purchase (type the amount in cents, Enter) |
 | j / 4 | | journal (PANs masked 6+4) |
 | c / 5 | | settings (operator password first; default 0000) |
-| o / 6 | | operator password |
+| o / 6 | | operator password; when locked, the administrator password unlocks |
 | v / 7 | | send pending reversals |
 | l | | screen language: 中文 / English / both |
 
@@ -53,15 +53,22 @@ inquiry, **w** to swipe the selected test card, then type the PIN on the keypad 
 A USB magstripe reader in keyboard mode works too: swipe a card while the terminal waits and
 its keystrokes (`%B…?;…?` + Enter) are recognised as a swipe.
 
+**Operator lock**: each wrong operator password says how many tries are left; after the last one
+(`operator_tries`, 3) the terminal locks. The way out needs no operator password: press **6** and
+type the **administrator password** (`admin_password` in `terminal.toml`, default `99999999`).
+Reopening the terminal (restarting the UI) also starts unlocked.
+
 ## Panes
 | key | pane |
 |---|---|
 | a | card slot (reader, card, swipe controls) |
+| h | screens: every message the terminal showed, in order, nothing cut |
 | t | trace: every ISO 8583 message field by field, APDUs, reader and link events; **x** exports it |
 | g | swipe view: the head signal of the last swipe, **z** zooms to where decoding broke |
-| f | faults: switch catalogue faults on for the next action |
-| d | diagnosis of the last failure |
+| f | faults: ↑↓ choose, **Enter** arms or disarms, Esc back to the terminal (click selects, double click arms) |
+| d | diagnosis of the last action (its own trace only) |
 | e | run the fault-regression suite: progress, results, Esc cancels |
+| y | bridge: run `posemu proxy` or `posemu relay` here; the fault panel drives it, its traffic live |
 
 **?** or **F1** shows this help, **Ctrl+P** the command palette, **Ctrl+Q** quits.
 """

@@ -46,6 +46,10 @@ FILTER_LABELS = {"all": "everything", "iso": "ISO 8583", "apdu": "APDUs + reader
                  "link": "link + ISO 8583", "screens": "screens + states"}
 
 
+VALUE_COLUMN = 19
+"""Width the field values are padded to, so the field names line up after the usual values."""
+
+
 def field_names(profile: str) -> dict[int, str]:
     """Field number → description from the ISO 8583 profile's spec (``{}`` if unknown)."""
     try:
@@ -79,11 +83,12 @@ def format_entry(e: TraceEntry, names: dict[int, str], lang: Lang = "both") -> l
             head.append(f"  rc {rc}", "bold" if rc == "00" else "bold #dc322f")
         for key in sorted(fields, key=lambda k: int(k) if k.isdigit() else 999):
             n = int(key) if key.isdigit() else -1
-            label = names.get(n, "")[:28]
+            # the value right after the field number, the field's name after it: in a narrow pane
+            # (80×24) the name is what gets cut, never the value
             line = Text(no_wrap=True, overflow="ellipsis")
-            line.append(f"{'':9}{key:>4} ", "#839496")
-            line.append(f"{label:<28} ", "#839496")
-            line.append(str(fields[key]))
+            line.append(f"{'':2}{key:>4} ", "#839496")
+            line.append(f"{fields[key]!s:<{VALUE_COLUMN}} ")
+            line.append(names.get(n, ""), "#839496")
             lines.append(line)
         return lines
     if e.kind is Kind.SCREEN:

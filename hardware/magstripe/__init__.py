@@ -39,6 +39,7 @@ from hardware.magstripe.swipe import (
     SwipeParams,
     recorded_positions,
     seeded_rng,
+    swipe_params,
     synthesize_tracks,
 )
 from hardware.magstripe.tracks import (
@@ -77,6 +78,7 @@ __all__ = [
     "parse_track",
     "read_track",
     "simulate_swipe",
+    "swipe_params",
     "track_spec",
 ]
 

@@ -48,12 +48,13 @@ detector and the clock recovery in :mod:`hardware.magstripe.decoder`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -169,6 +170,25 @@ class SwipeParams:
             raise ConfigError("dirt and noise must not be negative")
         if not isinstance(self.damage, tuple) or not all(isinstance(d, Damage) for d in self.damage):
             raise TypeError("damage must be a tuple of Damage")
+
+
+SWIPE_HABITS = ("speed_ips", "accel_ips2", "skew_deg", "dirt_um", "noise")
+"""The parameters of a swipe a cardholder's habits set (fault plans give them by these names)."""
+
+
+def swipe_params(habits: Mapping[str, float | int], base: SwipeParams | None = None, *,
+                 seed: int | None = None) -> SwipeParams:
+    """``base`` (default :class:`SwipeParams`) with the cardholder's habits over it: the one place a
+    swipe is set up from habits (the regression runner's scripted cardholder, the UI's card slot).
+
+    >>> p = swipe_params({"speed_ips": 40, "noise": 0.5, "pulls_card_at": 1}, seed=3)
+    >>> (p.speed_ips, p.noise, p.skew_deg, p.seed)
+    (40.0, 0.5, 0.0, 3)
+    """
+    changes: dict[str, Any] = {k: float(v) for k, v in habits.items() if k in SWIPE_HABITS}
+    if seed is not None:
+        changes["seed"] = seed
+    return dataclasses.replace(base or SwipeParams(), **changes)
 
 
 class HeadSignal(NamedTuple):
