@@ -257,3 +257,15 @@ def test_a_braking_card_with_a_vanishing_jerk_stops_where_braking_stops_it() -> 
     for skew in (0.0, 1.0):
         params = SwipeParams(speed_ips=1.0, accel_ips2=-1.0, jerk_ips3=1.5105889032341692e-217, skew_deg=skew)
         test_synthesis_is_the_scalar_model.hypothesis.inner_test(params)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("jerk", [-5e-324, 5e-324, -1e-310, 1e-300])
+@pytest.mark.parametrize("accel", [-60.0, -1.0, 0.0, 300.0])
+def test_subnormal_jerks_are_the_motion_without_jerk(jerk: float, accel: float) -> None:
+    # Found by hypothesis: j = -5e-324 made 0.5·j round to 0 and the stop time divide by zero.
+    xs = [0.1, 0.5, 1.0, 3.0]
+    with_jerk = arrival_times(xs, 10.0, accel, jerk)
+    without = arrival_times(xs, 10.0, accel, 0.0)
+    assert len(with_jerk[0]) == len(without[0])
+    assert np.allclose(with_jerk[0], without[0], rtol=1e-9) and np.allclose(with_jerk[1], without[1], rtol=1e-9)
+    simulate_swipe(DEMO_STRIPE, SwipeParams(speed_ips=10.0, accel_ips2=accel, jerk_ips3=jerk))

@@ -224,7 +224,7 @@ def _stop_time(v0: float, a: float, j: float) -> float:
     # The roots of (j/2) t² + a t + v0, in the form without cancellation (a tiny jerk beside a
     # braking card must still give the braking stop near -v0/a, not 0 and 2|a|/j).
     q = -0.5 * (a + math.copysign(math.sqrt(disc), a))
-    roots = [t for t in ((q / (0.5 * j)) if q != 0.0 else math.inf, (v0 / q) if q != 0.0 else math.inf)
+    roots = [t for t in ((2.0 * q / j) if q != 0.0 else math.inf, (v0 / q) if q != 0.0 else math.inf)
              if 0 < t < math.inf]
     return min(roots) if roots else math.inf
 
