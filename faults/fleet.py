@@ -41,8 +41,9 @@ from emulator.config import TerminalConfig, parse_hostport
 from emulator.host.logic import seed_demo
 from emulator.host.provision import FLEET_PREFIX, fleet_card, fleet_tids, fleet_tmk, provision
 from emulator.host.server import HostServer
+from emulator.host.store import TxRow
 from emulator.hostlink import HostLink
-from emulator.journal import Journal, Reversal, Status
+from emulator.journal import Entry, Journal, Reversal, Status
 from emulator.keystore import LocalKey
 from emulator.messages import Screen
 from emulator.ports import ScriptedPinPad
@@ -162,6 +163,13 @@ def parse_fault_rates(texts: Sequence[str], catalogue: Catalogue | None = None) 
                 ok = sorted(f.id for f in cat.faults.values() if f.injector in FLEET_INJECTORS)
                 raise UsageError(f"--faults {spec.id}: its injector ({spec.fault.injector}) does not act on one "
                                  f"running terminal; at a rate in a fleet: {', '.join(ok)}")
+            # the fleet's terminals keep their own policy (magstripe fallback as configured); a fault that
+            # needs another kind of connection (kept open, to go half-open) cannot strike them
+            plan = Plan(cfg=TerminalConfig())
+            Injection([spec]).prepare(plan)
+            if plan.cfg.persistent_connection:
+                raise UsageError(f"--faults {spec}: it needs a kept-open connection to the host, which the fleet's "
+                                 "terminals do not use")
             out.append(FaultRate(spec, pct / 100))
         rest = ",".join(pending).strip()
         if rest:
@@ -659,7 +667,7 @@ class Fleet:
 
     def _reconcile(self, cards: Sequence[CardProfile], balances0: dict[int, int]) -> Reconciliation:
         rec = Reconciliation(checked_host=self.host is not None)
-        term_rows: dict[tuple[str, str], Any] = {}
+        term_rows: dict[tuple[str, str], Entry] = {}
         for ft in self.terminals:
             entries = ft.journal.entries(10**9)
             for e in entries:
@@ -680,7 +688,7 @@ class Fleet:
             return rec
         store = self.host.store
         fleet_tids_set = {ft.tid for ft in self.terminals}
-        host_rows: dict[tuple[str, str], Any] = {}
+        host_rows: dict[tuple[str, str], TxRow] = {}
         for tx in store.transactions():
             if tx.tid not in fleet_tids_set or tx.mti not in ("0100", "0200"):
                 continue
@@ -692,27 +700,28 @@ class Fleet:
             host_rows[key] = tx
             if tx.kind == "purchase" and tx.rc == "00" and not tx.reversed:
                 rec.charged_host_log += tx.amount
-        for key, e in term_rows.items():
-            tx = host_rows.get(key)
-            if e.status in (Status.APPROVED, Status.DECLINED) and tx is None:
+        for key, entry in term_rows.items():
+            logged = host_rows.get(key)
+            if entry.status in (Status.APPROVED, Status.DECLINED) and logged is None:
                 rec.lost += 1
-                rec.problems.append(f"{key[0]} STAN {key[1]}: {e.status.value} at the terminal, not in the host's log")
-            elif e.status is Status.APPROVED and tx is not None and e.kind == "purchase" and (tx.rc != "00" or
-                                                                                          tx.reversed) \
-                    and e.reversal is not Reversal.DONE:
+                rec.problems.append(f"{key[0]} STAN {key[1]}: {entry.status.value} at the terminal, not in the "
+                                    "host's log")
+            elif entry.status is Status.APPROVED and logged is not None and entry.kind == "purchase" \
+                    and (logged.rc != "00" or logged.reversed) and entry.reversal is not Reversal.DONE:
                 rec.lost += 1
-                rec.problems.append(f"{key[0]} STAN {key[1]}: approved at the terminal, {tx.rc}"
-                                    f"{' reversed' if tx.reversed else ''} at the host")
-        for key, tx in host_rows.items():
-            e = term_rows.get(key)
-            if e is None:
+                rec.problems.append(f"{key[0]} STAN {key[1]}: approved at the terminal, {logged.rc}"
+                                    f"{' reversed' if logged.reversed else ''} at the host")
+        for key, logged in host_rows.items():
+            mine = term_rows.get(key)
+            if mine is None:
                 rec.lost += 1
-                rec.problems.append(f"{key[0]} STAN {key[1]}: in the host's log ({tx.kind} {tx.rc}), not in the "
-                                    "terminal's journal")
-            elif tx.kind == "purchase" and tx.rc == "00" and not tx.reversed and e.status is not Status.APPROVED:
+                rec.problems.append(f"{key[0]} STAN {key[1]}: in the host's log ({logged.kind} {logged.rc}), not "
+                                    "in the terminal's journal")
+            elif logged.kind == "purchase" and logged.rc == "00" and not logged.reversed \
+                    and mine.status is not Status.APPROVED:
                 rec.lost += 1
-                rec.problems.append(f"{key[0]} STAN {key[1]}: charged at the host, {e.status.value}/"
-                                    f"{e.reversal.value} at the terminal")
+                rec.problems.append(f"{key[0]} STAN {key[1]}: charged at the host, {mine.status.value}/"
+                                    f"{mine.reversal.value} at the terminal")
         after = self._balances(cards)
         rec.balance_moved = sum(balances0[a] - after.get(a, balances0[a]) for a in balances0)
         return rec
