@@ -65,7 +65,7 @@ def test_fault_rates_parsing() -> None:
 
 
 def test_fleet_runs_its_mix_with_its_own_terminals_and_reconciles() -> None:
-    fleet, rep = run_fleet(FleetOptions(terminals=8, duration=120, think=1.0, mix={"balance": 3, "purchase": 1},
+    _, rep = run_fleet(FleetOptions(terminals=8, duration=120, think=1.0, mix={"balance": 3, "purchase": 1},
                                         seed=3))
     st = rep.stats
     assert st.errors == 0 and st.done == st.started > 100
