@@ -130,3 +130,29 @@ def test_cli_writes_json_and_html(tmp_path: Path) -> None:
 def test_cli_usage_errors(args: list[str]) -> None:
     r = CliRunner().invoke(main, ["fleet", "--virtual-time", "--duration", "1", *args])
     assert r.exit_code == 2, r.output
+
+
+def test_load_client_open_loop_rate() -> None:
+    """The load client's open-loop mode (bench_host's "p99 at half of peak"): every request sent on its
+    schedule and answered, paired by STAN."""
+    from emulator.demo import DEMO_MID, LOAD_TIDS
+    from emulator.host.loadgen import run_load
+    from emulator.host.logic import seed_demo
+    from emulator.host.server import HostServer
+    from hardware.clock import RealClock
+    from protocol.specs import ISO87ASCII
+
+    card = load_profile("load")
+
+    async def main() -> None:
+        host = await HostServer.start(ISO87ASCII, clock=RealClock(), seed=False)
+        seed_demo(host.store, profiles=["load"])
+        try:
+            res = await run_load("127.0.0.1", host.port, ISO87ASCII, tids=LOAD_TIDS[:4], mid=DEMO_MID, pan=card.pan,
+                                 expiry=card.expiry, total=300, concurrency=4, rate=3000.0)
+        finally:
+            await host.close()
+        assert res.errors == 0 and res.sent == res.received == 300 and res.codes == {"00": 300}
+        assert host.stats.requests == 300
+
+    asyncio.run(main())
