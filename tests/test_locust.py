@@ -29,10 +29,14 @@ def _env() -> dict[str, str]:
 
 
 def test_locust_user_module_imports_and_parses() -> None:
-    from emulator import locust_user
-
-    assert locust_user.parse_mix("balance=1,purchase=2") == [("balance", 1.0), ("purchase", 2.0)]
-    assert locust_user.PosTerminalUser.abstract
+    """In a child process: importing locust monkey-patches sockets and threads with gevent."""
+    code = ("import doctest, emulator.locust_user as m; "
+            "assert m.parse_mix('balance=1,purchase=2') == [('balance', 1.0), ('purchase', 2.0)]; "
+            "assert m.PosTerminalUser.abstract; "
+            "r = doctest.testmod(m); assert r.attempted >= 2 and r.failed == 0, r; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
 @pytest.mark.slow

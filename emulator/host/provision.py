@@ -59,7 +59,7 @@ def fleet_pan(index: int) -> str:
     """A Luhn-valid 16-digit test PAN under the invented BIN 990009 for card ``index``.
 
     >>> fleet_pan(1), luhn_ok(fleet_pan(12345))
-    ('9900090000000013', True)
+    ('9900090000000011', True)
     """
     body = f"{FLEET_BIN}{index:09d}"
     for d in "0123456789":
