@@ -58,11 +58,18 @@ from protocol.specs import Profile, get_profile
               help="Require client certificates issued by this CA (PEM): mutual TLS.")
 @click.option("-v", "--verbose", count=True,
               help="-v: one masked line per message in and out; -vv: debug.")
+@click.option("--fleet", "fleet_size", type=click.IntRange(0, 99_999), default=0, show_default=True,
+              help="Also serve a fleet of N terminals (PREFIX00001 …, each with its master key derived from the "
+                   "demo TMK) and their cards (copies of --fleet-card under their own PANs): for `posemu fleet "
+                   "--host` and the Locust user.")
+@click.option("--fleet-prefix", default="FLT", show_default=True, help="Terminal ids of --fleet.")
+@click.option("--fleet-card", default="cup_debit", show_default=True, help="Card profile the fleet's cards copy.")
 @pcap_options
 @click.pass_context
 def command(ctx: click.Context, listen: str, allow_remote: bool, profile: str | None, config_file: str | None,
             db: str | None, rules: tuple[str, ...], seed: int, idle_timeout: float, max_connections: int,
             tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, verbose: int,
+            fleet_size: int = 0, fleet_prefix: str = "FLT", fleet_card: str = "cup_debit",
             pcap_path: str | None = None, pcap_clear: bool = False) -> None:
     """Run the host simulator until interrupted (Ctrl-C); `posemu host accounts …` administers its
     database. With --pcap over TLS, the capture holds the messages inside the TLS session."""
@@ -91,6 +98,14 @@ def command(ctx: click.Context, listen: str, allow_remote: bool, profile: str | 
     db_path = output_file(db, "host database") if db else state_folder(None) / "host.sqlite3"
     check_sqlite_file(db_path, "host database")
     pcap_out = check_pcap(pcap_path, pcap_clear)
+    fleet: tuple[list[str], list[Any]] | None = None
+    if fleet_size:
+        from emulator.host import provision
+        from hardware.cards.profiles import load_profile
+
+        base = load_profile(fleet_card)
+        fleet = (provision.fleet_tids(fleet_size, fleet_prefix),
+                 [provision.fleet_card(base, i) for i in range(1, fleet_size + 1)])
 
     async def main() -> None:
         server = await HostServer.start(prof, clock=RealClock(), host=host, port=port, db=db_path, rules=parsed,
@@ -99,6 +114,10 @@ def command(ctx: click.Context, listen: str, allow_remote: bool, profile: str | 
             from emulator.app import fit_bundled_host
 
             fit_bundled_host(server, cfg)
+        if fleet is not None:
+            from emulator.host.provision import provision
+
+            provision(server.store, *fleet)
         h, p = server.address
         click.echo(f"posemu host: profile {prof.name}{' over TLS' if tls else ''}, listening on {h}:{p}, "
                    f"database {db_path}", err=False)

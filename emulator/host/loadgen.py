@@ -51,7 +51,9 @@ class LoadResult:
 
 class _Conn(asyncio.Protocol):
     def __init__(self, frames: list[tuple[str, bytes]], window: int, profile: Profile, result: LoadResult,
-                 done: asyncio.Future[None]) -> None:
+                 done: asyncio.Future[None], interval: float = 0.0) -> None:
+        self.interval = interval          # > 0: open loop, one request every interval seconds (no window)
+        self._t0 = 0.0
         self.frames = frames
         self.window = window
         self.profile = profile
@@ -64,9 +66,37 @@ class _Conn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self._fill()
+        if self.interval > 0:
+            self._t0 = time.perf_counter()
+            self._tick()
+        else:
+            self._fill()
+
+    def _tick(self) -> None:
+        """Open loop: send what is due by now (a late timer catches up), then wait for the next one."""
+        tr = self.transport
+        if tr is None or tr.is_closing():
+            return
+        due = min(len(self.frames), int((time.perf_counter() - self._t0) / self.interval) + 1)
+        out = []
+        while self.next < due:
+            stan, data = self.frames[self.next]
+            self.next += 1
+            self.sent_at[stan] = time.perf_counter()
+            out.append(data)
+        if out:
+            self.result.sent += len(out)
+            tr.write(b"".join(out))
+        if self.next < len(self.frames):
+            asyncio.get_running_loop().call_later(self.interval, self._tick)
+        elif not self.sent_at and not self.done.done():
+            self.done.set_result(None)
 
     def _fill(self) -> None:
+        if self.interval > 0:
+            if not self.sent_at and self.next >= len(self.frames) and not self.done.done():
+                self.done.set_result(None)
+            return
         tr = self.transport
         if tr is None:
             return
@@ -166,9 +196,11 @@ async def sign_on(host: str, port: int, profile: Profile, *, tid: str, mid: str,
 
 async def run_load(host: str, port: int, profile: Profile, *, tids: Sequence[str], mid: str, pan: str,
                    expiry: str, total: int, concurrency: int, purchase_share: float = 0.0,
-                   pin_card: PinCard | None = None, tmk: bytes | None = None) -> LoadResult:
+                   pin_card: PinCard | None = None, tmk: bytes | None = None, rate: float | None = None) -> LoadResult:
     """Send ``total`` requests over ``len(tids)`` connections with ``concurrency`` in flight: balance
-    inquiries, and with ``purchase_share`` that share of PIN'd purchases (signed on with ``tmk``)."""
+    inquiries, and with ``purchase_share`` that share of PIN'd purchases (signed on with ``tmk``).
+    With ``rate`` (requests per second over all connections) the load is open-loop instead: each
+    connection sends on a schedule whatever is outstanding (latency at a given load, not at the peak)."""
     n = len(tids)
     per = [total // n + (1 if i < total % n else 0) for i in range(n)]
     window = max(1, concurrency // n)
@@ -189,8 +221,8 @@ async def run_load(host: str, port: int, profile: Profile, *, tids: Sequence[str
         conns.append((fr, done))
     t0 = time.perf_counter()
     for fr, done in conns:
-        await loop.create_connection(lambda fr=fr, done=done: _Conn(fr, window, profile, result, done),  # type: ignore[misc]
-                                     host, port)
+        await loop.create_connection(lambda fr=fr, done=done: _Conn(fr, window, profile, result, done,  # type: ignore[misc]
+                                                                    n / rate if rate else 0.0), host, port)
     await asyncio.gather(*dones)
     result.elapsed = time.perf_counter() - t0
     return result

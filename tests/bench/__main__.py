@@ -1,4 +1,6 @@
-"""Run every benchmark module and print one table: ``python -m tests.bench [name-substring …]``."""
+"""Run every benchmark module and print one table: ``python -m tests.bench [--quick] [name-substring …]``.
+
+``--quick`` (or ``POSEMU_BENCH_QUICK=1``) asks the long benchmarks (the 1,000-terminal fleet) for a shorter run."""
 
 from __future__ import annotations
 
@@ -14,7 +16,13 @@ from tests.bench import BenchResult
 
 
 def main(argv: list[str]) -> int:
+    import os
+
     from tests.testrun import pcscd_for_run
+
+    if "--quick" in argv:
+        os.environ["POSEMU_BENCH_QUICK"] = "1"
+        argv = [a for a in argv if a != "--quick"]
 
     # one private pcscd + vpcd for the whole run (the PC/SC figures and the regression suite's PC/SC
     # presets): libpcsclite reads its socket path once per process
