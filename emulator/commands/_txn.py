@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,11 @@ from emulator.app import Rig, open_rig
 from emulator.commands._exit import ExitCode, exit_epilog
 from emulator.commands._inputs import pin_callback
 from emulator.commands._paths import TRACE_PREFIXES, output_file, state_folder, write_failed
+from emulator.commands._result import outcome_doc, result_line
 from emulator.messages import Msg, Screen, render
 from emulator.ports import ScriptedPinPad
 from emulator.sqlite_files import check_sqlite_file
-from emulator.terminal import Outcome
+from emulator.terminal import Outcome, Terminal
 from hardware.cards.profiles import load_profile
 from hardware.clock import Clock, RealClock, VirtualClock
 from protocol.errors import PosemuError
@@ -37,7 +40,8 @@ TXN_OPTIONS = [
     click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                  help="Terminal config (TOML)."),
     click.option("--state", "state_dir", default=None,
-                 help="State folder (journal, host database). Default: the user data folder."),
+                 help="State folder (journal, host database). Default: the user data folder; with --virtual-time "
+                      "a scratch folder removed afterwards."),
     click.option("--lang", type=click.Choice(["zh", "en", "both"]), default=None, help="Screen language."),
     click.option("--virtual-time", is_flag=True, help="Run on the virtual clock (timeouts cost no wall time)."),
     click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
@@ -75,7 +79,22 @@ def build_config(*, config_path: str | None, host: str | None, profile: str | No
 def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str | None, host: str | None,
                     profile: str | None, reader: str | None, config_path: str | None, state_dir: str | None,
                     lang: str | None, virtual_time: bool, trace_path: str | None, as_json: bool, verbose: int,
-                    fault_specs: tuple[str, ...] = (), extra_setup: Any = None) -> None:
+                    fault_specs: tuple[str, ...] = (), extra_setup: Any = None,
+                    action: Callable[[Terminal], Awaitable[Outcome]] | None = None) -> None:
+    """Run one transaction and print it; ``action`` runs another coroutine of the terminal than a
+    balance inquiry or purchase (void, refund, settlement…), after the sign-on.
+
+    With ``--virtual-time`` and no ``--state`` the run uses a scratch state folder (removed after):
+    a CI run never writes the user's journal or moves money in the desktop host (issue 12 item 5)."""
+    if virtual_time and not state_dir and not fault_specs:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="posemu-scratch-") as scratch:
+            run_transaction(kind, amount, card=card, pin=pin, host=host, profile=profile, reader=reader,
+                            config_path=config_path, state_dir=scratch, lang=lang, virtual_time=True,
+                            trace_path=trace_path, as_json=as_json, verbose=verbose, extra_setup=extra_setup,
+                            action=action)
+        return
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if fault_specs and card is None:
@@ -94,7 +113,9 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
             check_sqlite_file(state / "host.sqlite3", "host database")
     if trace_path:
         output_file(trace_path, "trace", replaces=TRACE_PREFIXES)
-    clock: Clock = VirtualClock() if virtual_time else RealClock()
+    # the virtual clock starts at the real date and time, so runs that keep a --state folder get
+    # timestamps that move on from run to run (and within a run, as virtual time passes)
+    clock: Clock = VirtualClock(dt.datetime.now(dt.UTC).replace(microsecond=0)) if virtual_time else RealClock()
     language = cfg.language
     printed: list[str] = []
 
@@ -121,6 +142,8 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
                 so = await rig.terminal.sign_on()
                 if not so.approved:
                     return so
+            if action is not None:
+                return await action(rig.terminal)
             if kind == "balance":
                 return await rig.terminal.balance_inquiry()
             assert amount is not None
@@ -136,15 +159,9 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
     with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
         out = runner.run(main())
     if as_json:
-        click.echo(json.dumps({
-            "kind": out.kind, "approved": out.approved, "headline": out.headline.value,
-            "detail": out.detail.value if out.detail else None, "rc": out.rc, "balance": out.balance,
-            "currency": out.currency, "screens": out.codes, "journal_id": out.journal_id,
-        }, ensure_ascii=False))
+        click.echo(json.dumps(outcome_doc(out), ensure_ascii=False))
     else:
-        status = "APPROVED" if out.approved else "FAILED"
-        detail = f" ({out.detail.value})" if out.detail else ""
-        click.echo(f"result: {status} {out.headline.value}{detail}" + (f" rc={out.rc}" if out.rc else ""))
+        click.echo(result_line(out))
     if trace_error and trace_path:
         raise write_failed("trace", trace_path, trace_error[0])
     sys.exit(outcome_exit_code(out))

@@ -138,7 +138,8 @@ class HostLogic:
         self.clock = clock
         self.rules = rules or HostRules()
         self.token_bytes = token_bytes
-        self._rrn = 0
+        # retrieval reference numbers stay unique across restarts of the host: count on from its log
+        self._rrn = store.tx_count()
 
     # --- entry points -----------------------------------------------------------------------
     def handle(self, req: Message, raw: bytes, *, pin_ok: bool | None = None) -> Decision:

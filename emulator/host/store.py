@@ -322,6 +322,12 @@ class HostStore:
         ).fetchone()
         return None if r is None else _tx(r)
 
+    def tx_count(self) -> int:
+        """How many transactions the log holds (the highest id)."""
+        self._flush_log()
+        r = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM txlog").fetchone()
+        return int(r[0])
+
     def transactions(self) -> list[TxRow]:
         self._flush_log()
         return [_tx(r) for r in self.db.execute(f"SELECT {_TX_COLS} FROM txlog ORDER BY id")]
