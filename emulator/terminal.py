@@ -36,6 +36,7 @@ from emulator.ports import Display, PinPad
 from emulator.trace import Kind, Trace
 from hardware.clock import Clock
 from hardware.errors import CardAbsentError, CardResetError, HardwareError, NoReaderError, ServiceUnavailableError
+from hardware.pcsc_status import explain
 from hardware.ports import CardReader, ReaderEventKind, SwipeResult
 from protocol import keys as keymod
 from protocol.errors import CryptoError, PosemuError
@@ -649,8 +650,11 @@ class Terminal:
                 return Failure(Msg.TIMEOUT, "reader.no_card", "no card presented in time", Event.TIMEOUT)
             self.trace.record(Kind.READER, ev.kind.value)
             if ev.kind is ReaderEventKind.READER_LOST:
-                self._note(Kind.READER, "the card reader went away", "reader.lost")
-                return Failure(Msg.NO_READER, "reader.lost", "the card reader went away", Event.READER_FAILED)
+                problem = explain("reader.lost")
+                self._note(Kind.READER, "the card reader went away", "reader.lost", reason=problem.reason,
+                           remedy=problem.remedy)
+                return Failure(Msg.NO_READER, "reader.lost", "the card reader went away", Event.READER_FAILED,
+                               hint=problem.params())
             if ev.kind is ReaderEventKind.CARD_SWIPED and ev.swipe is not None:
                 self._fire(Event.CARD_SWIPED)
                 self.show(Msg.READING_CARD, **self._amount_params(amount))
@@ -703,8 +707,12 @@ class Terminal:
             # CARD_REMOVED while waiting: nothing to do
 
     def _reader_failed(self, detail: Msg, e: PosemuError) -> Failure:
-        self._note(Kind.READER, "reader failed", e.code, error=str(e))
-        return Failure(detail, e.code, str(e), Event.READER_FAILED)
+        """The reader itself is unusable: the screen's detail line, the trace and the diagnosis get
+        the reason (with the PC/SC status in the code, e.g. ``pcsc.0x8010001D``) and the remedy that
+        ``posemu readers`` gives (:func:`hardware.pcsc_status.explain`)."""
+        problem = explain(e.code, str(e))
+        self._note(Kind.READER, "reader failed", e.code, error=str(e), reason=problem.reason, remedy=problem.remedy)
+        return Failure(detail, e.code, str(e), Event.READER_FAILED, hint=problem.params())
 
     def _card_from_swipe(self, swipe: SwipeResult, fallback: bool) -> CardData | Failure:
         tracks = [{"track": t.track, "status": t.status.value, "detail": t.detail, "chars": len(t.data)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -18,7 +19,7 @@ def run(*args: str) -> tuple[int, str]:
     return res.exit_code, res.output
 
 
-def last_json(out: str) -> dict[str, object]:
+def last_json(out: str) -> dict[str, Any]:
     doc = json.loads(out.strip().splitlines()[-1])
     assert isinstance(doc, dict)
     return doc

@@ -172,9 +172,12 @@ _ENVIRONMENT_CODES = frozenset({Msg.NO_READER})
 
 
 def outcome_exit_code(out: Outcome) -> int:
-    """0 approved; 3 when the reader (device or service) was unusable; 1 for any other failure."""
+    """0 approved; 3 when the reader (device or service) was unusable, 2 when its URL is malformed;
+    1 for any other failure."""
     if out.approved:
         return ExitCode.OK
+    if "reader.url_malformed" in out.evidence:      # the reader URL given is wrong: a usage error
+        return ExitCode.USAGE
     if out.headline in _ENVIRONMENT_CODES or out.detail in _ENVIRONMENT_CODES:
         return ExitCode.ENVIRONMENT
     return ExitCode.FAILED
