@@ -33,7 +33,7 @@ from emulator.config import TerminalConfig
 from emulator.host.logic import seed_demo
 from emulator.host.server import HostServer
 from emulator.hostlink import Resolver, system_resolver
-from emulator.journal import Reversal, Status
+from emulator.journal import Entry, Journal, Reversal, Status
 from emulator.messages import Msg, Screen
 from emulator.ports import CancelPinPad, PinPad, ScriptedPinPad
 from emulator.terminal import Outcome
@@ -300,7 +300,13 @@ _ADHOC_SCENARIO = Scenario("adhoc", {}, (), None, ())
 _ADHOC_FAULT = Fault("adhoc", ("A1",), "hardware", "-", "-", "reader", (), (), "-", "-", "-", "-", "any", "demo",
                      "balance", (_ADHOC_SCENARIO,))
 
-DEFAULT_STEPS = {"balance": ["sign_on", "balance"], "purchase": ["sign_on", "purchase"]}
+DEFAULT_STEPS = {"balance": ["sign_on", "balance"], "purchase": ["sign_on", "purchase"],
+                 # the transaction set: each with the original it needs first (issue 12)
+                 "preauth": ["sign_on", "preauth"], "void": ["sign_on", "purchase", "void"],
+                 "refund": ["sign_on", "purchase", "refund"], "complete": ["sign_on", "preauth", "complete"],
+                 "settle": ["sign_on", "purchase", "settle"], "sign_off": ["sign_on", "sign_off"]}
+_ACTIONABLE = {"void": ("purchase", "preauth", "completion"), "refund": ("purchase", "completion"),
+               "complete": ("preauth",)}
 
 
 async def _steps(run: Run, result: RunResult) -> None:
@@ -316,6 +322,23 @@ async def _steps(run: Run, result: RunResult) -> None:
             out = await t.balance_inquiry()
         elif name == "purchase":
             out = await t.purchase(int(arg) if arg else s.amount)
+        elif name == "preauth":
+            out = await t.preauth(int(arg) if arg else s.amount)
+        elif name in _ACTIONABLE:
+            # ``void[:journal id]``, ``refund[:amount]``, ``complete[:amount]``: the last original that fits
+            orig = rig.journal.get(int(arg)) if name == "void" and arg else rig.journal.last(_ACTIONABLE[name])
+            if orig is None:
+                raise PosemuError(f"scenario step {step!r}: no transaction to act on in the journal")
+            if name == "void":
+                out = await t.void(orig.id)
+            elif name == "refund":
+                out = await t.refund(int(arg) if arg else orig.amount, original_id=orig.id)
+            else:
+                out = await t.complete(orig.id, int(arg) if arg else None)
+        elif name == "settle":
+            out = await t.settle()
+        elif name == "sign_off":
+            out = await t.sign_off()
         elif name == "operator":
             t.operator_login(arg)
             continue
@@ -363,12 +386,12 @@ def _journal_checks(run: Run, result: RunResult) -> list[Check]:
     checks.append(Check("journal: nothing left pending", not pending, f"{len(pending)} pending"))
     stans = [e.stan for e in entries]
     checks.append(Check("journal: no duplicated transaction", len(stans) == len(set(stans)), ""))
-    unknown = [e for e in entries if e.kind == "purchase" and e.status is Status.UNKNOWN]
+    unknown = [e for e in entries if e.kind in _MONEY_KINDS and e.status is Status.UNKNOWN]
     unreversed = [e for e in unknown if e.reversal is not Reversal.DONE]
     checks.append(Check("journal: every unknown purchase reversed and acknowledged", not unreversed,
                         f"{len(unreversed)} not reversed"))
     want = result.scenario.journal
-    txn = [e for e in entries if e.kind in ("balance", "purchase")]
+    txn = [e for e in entries if e.kind in ("balance", *_MONEY_KINDS)]
     last = txn[-1] if txn else None
     if want == "none":
         ok, got = not txn, f"{len(txn)} entries"
@@ -385,10 +408,38 @@ def _journal_checks(run: Run, result: RunResult) -> list[Check]:
     card = run.host.store.card(run.pan)
     if card is not None:
         after = run.host.store.balance(card.account_id)[0]
-        spent = sum(e.amount for e in txn if e.kind == "purchase" and e.status is Status.APPROVED)
+        spent = -journal_money(rig.journal, txn)
         checks.append(Check("money: balance moved by approved purchases only", after == run.balance_before - spent,
                             f"before {run.balance_before}, after {after}, approved purchases {spent}"))
     return checks
+
+
+_MONEY_KINDS = ("purchase", "void", "refund", "preauth", "preauth_void", "completion", "completion_void")
+
+
+def journal_money(journal: Journal, entries: list[Entry]) -> int:
+    """What the approved transactions of the journal moved on the cardholder's account (a
+    pre-authorization's hold counts as moved): the host's balance must have moved by exactly this."""
+    def amount_of(entry_id: int | None) -> int:
+        try:
+            return journal.get(entry_id).amount if entry_id is not None else 0
+        except KeyError:
+            return 0
+
+    total = 0
+    for e in entries:
+        if e.status is not Status.APPROVED:
+            continue
+        if e.kind in ("purchase", "preauth"):
+            total -= e.amount
+        elif e.kind in ("void", "refund", "preauth_void"):
+            total += e.amount
+        elif e.kind == "completion":
+            total += amount_of(e.original_id) - e.amount
+        elif e.kind == "completion_void":
+            completion = journal.get(e.original_id) if e.original_id is not None else None
+            total += e.amount - (amount_of(completion.original_id) if completion is not None else 0)
+    return total
 
 
 def _evidence_check(run: Run, kind: str) -> Check:
