@@ -158,7 +158,9 @@ def test_a_step_whose_answer_is_lost_is_reversed(vrun: asyncio.Runner, vclock: V
     finally:
         vrun.run(rig.close())
     assert (out.headline, out.detail) == (Msg.TXN_FAILED, Msg.TIMEOUT)
-    assert e.status is Status.REVERSED and e.reversal is Reversal.DONE
+    assert e.status is Status.REVERSED and e.reversal is Reversal.DONE and e.screen == "TIMEOUT"
+    # the journal's times are the virtual clock's, and they move: written, then reversed 60 s later
+    assert e.created < e.updated <= vclock.wall().isoformat(timespec="seconds")
     assert after == expected
     assert orig is None or (orig.voided_by is None and orig.completed_by is None)
 
