@@ -191,7 +191,10 @@ def explain(code: str, message: str = "") -> ReaderProblem:
             zh = _ZH_ACCESS
         return ReaderProblem(code, what, hint, *zh)
     if code in _OTHER_PROBLEMS:
-        return ReaderProblem(code, *_OTHER_PROBLEMS[code])
+        reason, remedy, reason_zh, remedy_zh = _OTHER_PROBLEMS[code]
+        if code == "reader.url_malformed" and message:      # what exactly is wrong with the URL
+            reason = message.strip()[:160]
+        return ReaderProblem(code, reason, remedy, reason_zh, remedy_zh)
     reason = message.split(";")[0].strip() or "card reader error"
     return ReaderProblem(code, reason[:120], "see `posemu readers` and docs/readers.md", "读卡器故障",
                          "运行 `posemu readers` 查看原因")

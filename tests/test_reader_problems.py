@@ -80,4 +80,5 @@ def test_a_malformed_reader_url_is_a_usage_error_with_the_reason_on_screen(tmp_p
     res = CliRunner().invoke(main, ["inquiry", "--virtual-time", "--state", str(tmp_path), "--lang", "en",
                                     "--reader", "pcsc://0?bogus=1"])
     assert res.exit_code == 2, res.output
-    assert "[READER_PROBLEM] Reason: the reader URL is malformed (reader.url_malformed)" in res.output
+    assert "[READER_PROBLEM] Reason: reader URL 'pcsc://0?bogus=1': unknown parameter(s) bogus " \
+           "(reader.url_malformed)  Remedy: fix the reader URL" in res.output
