@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from emulator.app import open_rig
+from emulator.app import UnusableReader, open_rig
 from emulator.cli import main
 from emulator.config import TerminalConfig
 from emulator.messages import Msg, render
@@ -22,7 +22,16 @@ from emulator.terminal import Outcome
 from emulator.trace import Kind
 from hardware.clock import VirtualClock
 from hardware.links import translate_serial_error
-from hardware.pcsc_status import explain
+from hardware.pcsc_status import SCARD_E_NO_SERVICE, explain, pcsc_error
+
+
+class PcscdDown(UnusableReader):
+    """A PC/SC reader whose service is down: the very error :mod:`hardware.pcsc` raises then
+    (``SCardEstablishContext`` → ``SCARD_E_NO_SERVICE``). A pcscd started for the test run cannot be
+    hidden from a process whose pcsc-lite has already found it."""
+
+    def __init__(self) -> None:
+        super().__init__("pcsc://0", pcsc_error(SCARD_E_NO_SERVICE, "establish context"))
 
 
 def inquiry(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path,
@@ -30,7 +39,8 @@ def inquiry(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path,
     cfg = replace(TerminalConfig(), reader=reader)
 
     async def go() -> tuple[Outcome, list[dict[str, Any]]]:
-        rig = await open_rig(cfg, clock=vclock, state_dir=tmp_path, pinpad=ScriptedPinPad("123456"))
+        rig = await open_rig(cfg, clock=vclock, state_dir=tmp_path, pinpad=ScriptedPinPad("123456"),
+                             reader=PcscdDown() if reader == "pcsc://0" else None)
         try:
             assert (await rig.terminal.sign_on()).approved
             out = await rig.terminal.balance_inquiry()
@@ -48,9 +58,7 @@ def inquiry(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path,
     ("pcsc://0", "pcsc.0x8010001D", "pcscd"),
 ])
 def test_the_reason_and_remedy_reach_screen_and_trace(vrun: asyncio.Runner, vclock: VirtualClock, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch, reader: str, code: str,
-                                                      remedy: str) -> None:
-    monkeypatch.setenv("PCSCLITE_CSOCK_NAME", str(tmp_path / "no-pcscd.comm"))     # pcscd is down
+                                                      reader: str, code: str, remedy: str) -> None:
     out, notes = inquiry(vrun, vclock, tmp_path, reader)
     assert not out.approved and out.detail is Msg.NO_READER
     assert out.codes[-1] == "READER_PROBLEM"
