@@ -102,3 +102,19 @@ def test_virtual_time_without_state_leaves_the_user_state_alone(tmp_path: Path,
     code, out = run("purchase", "--amount", "1.00", "--virtual-time")
     assert code == 0, out
     assert not (tmp_path / "xdg").exists() and not (tmp_path / "home").exists()
+
+
+def test_journal_at_80_columns_cuts_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = ("--virtual-time", "--state", str(tmp_path))
+    assert run("purchase", "--amount", "7.00", *s)[0] == 0
+    assert run("void", "--last", *s)[0] == 0
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out = run("journal", "--state", str(tmp_path))
+    assert code == 0, out
+    assert max(len(line) for line in out.splitlines()[1:]) <= 80, out     # after the title (a path)
+    assert "…" not in out and out.count("990001******0019") == 2
+    assert "#1 " in out and "#2 " in out and "status voided by #2" in out and "original #1" in out
+    assert re.search(r"STAN \d{6}  batch 000001  RRN \w{12}  auth \w{6}", out), out
+    monkeypatch.setenv("COLUMNS", "200")
+    code, wide = run("journal", "--state", str(tmp_path))
+    assert code == 0 and "voided by #2" in wide and "…" not in wide and "┃ RRN" in wide
