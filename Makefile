@@ -10,8 +10,9 @@ RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 # System packages (Debian/Ubuntu): python3-venv makes the venv; pcscd + vsmartcard-vpcd give a real
 # PC/SC reader with no hardware; swig, libpcsclite-dev, gcc and python3-dev build pyscard from source;
-# fonts-wqy-microhei gives the PDF receipts (posemu receipt --pdf) their Chinese glyphs.
-SYSTEM_PKGS := python3-venv python3-dev pcscd vsmartcard-vpcd swig libpcsclite-dev gcc fonts-wqy-microhei
+# fonts-wqy-microhei gives the PDF receipts (posemu receipt --pdf) their Chinese glyphs;
+# tshark decodes `--pcap` captures with posemu's Wireshark dissector in the tests.
+SYSTEM_PKGS := python3-venv python3-dev pcscd vsmartcard-vpcd swig libpcsclite-dev gcc fonts-wqy-microhei tshark
 PYTEST_ARGS ?=
 
 .PHONY: run test lint unit bench sysdeps venv clean
@@ -33,6 +34,8 @@ bench: $(TEST_STAMP)
 	$(BIN)/python -m tests.bench
 
 # As root, missing packages are installed; otherwise make stops at once with the command to run.
+# Nothing may wait for an answer: DEBIAN_FRONTEND=noninteractive, and wireshark-common's question
+# "should non-superusers be able to capture packets?" is answered (no) before it is asked.
 sysdeps:
 	@if ! command -v dpkg-query >/dev/null 2>&1; then \
 	  echo "posemu: not a Debian/Ubuntu system; make sure these (or their equivalents) are installed:" \
@@ -50,6 +53,7 @@ sysdeps:
 	fi; \
 	echo "installing system packages:$$missing"; \
 	export DEBIAN_FRONTEND=noninteractive; \
+	echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
 	apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null
 
 venv: $(TEST_STAMP)

@@ -7,7 +7,7 @@ link and trace, all on the given clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from hardware.ports import CardReader, ReaderEvent
 from hardware.registry import open_reader
 from hardware.sim import SimReader, card_for_profile
 from protocol.errors import ConfigError, PosemuError
-from protocol.specs import get_profile
 
 
 def default_state_dir() -> Path:
@@ -38,6 +37,8 @@ def default_state_dir() -> Path:
 
 @dataclass(slots=True)
 class Rig:
+    """A terminal and what :func:`open_rig` started for it; :meth:`close` stops them all."""
+
     cfg: TerminalConfig
     clock: Clock
     trace: Trace
@@ -59,7 +60,8 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
                    display: Display | None = None, reader: CardReader | None = None,
                    card_profile: str | None = None, host_rules: HostRules | None = None,
                    resolver: Resolver = system_resolver, connector: Connector = tcp_connector,
-                   host_name: str | None = None, auto_cardholder: bool = True) -> Rig:
+                   host_name: str | None = None, auto_cardholder: bool = True,
+                   external_host: bool | None = None) -> Rig:
     """Start everything a terminal needs. With ``cfg.host`` unset, the bundled host runs
     in-process on an ephemeral loopback port with its database in ``state_dir``.
 
@@ -69,9 +71,12 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
     private_dir(state_dir)
     trace = Trace(clock)
     host: HostServer | None = None
+    profile = cfg.wire_profile()
+    dialect = cfg.dialect
+    tls = dialect.tls.client_context() if dialect.tls is not None and dialect.tls.enabled and cfg.host else None
     if cfg.host is None:
-        host = await HostServer.start(get_profile(cfg.profile), clock=clock, db=state_dir / "host.sqlite3",
-                                      rules=host_rules)
+        host = await HostServer.start(profile, clock=clock, db=state_dir / "host.sqlite3", rules=host_rules)
+        fit_bundled_host(host, cfg)
         addr, port = host.address
     else:
         addr, port = parse_hostport(cfg.host)
@@ -80,9 +85,13 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
     opened = reader or _open_reader(cfg.reader, clock)
     journal = Journal(state_dir / "journal.sqlite3", clock=clock, local_key=LocalKey.at(state_dir / "local.key"),
                       legacy_key_material=cfg.tmk)
-    link = HostLink(addr, port, get_profile(cfg.profile), clock=clock, trace=trace,
+    link = HostLink(addr, port, profile, clock=clock, trace=trace,
                     connect_timeout=cfg.timeouts.connect, response_timeout=cfg.timeouts.response,
-                    resolver=resolver, connector=connector)
+                    resolver=resolver, connector=connector, tls=tls,
+                    server_name=dialect.tls.server_name if dialect.tls is not None else None,
+                    tls_pins=dialect.tls.pin_sha256 if dialect.tls is not None else (),
+                    backup=parse_hostport(dialect.backup) if dialect.backup else None,
+                    external_peer=cfg.host is not None if external_host is None else external_host)
     terminal = Terminal(cfg, clock=clock, reader=opened, pinpad=pinpad, journal=journal, link=link, trace=trace,
                         display=display)
     cardholder = None
@@ -139,6 +148,37 @@ class UnusableReader:
 
     async def close(self) -> None:
         return None
+
+
+def fit_bundled_host(host: HostServer, cfg: TerminalConfig, *, tmk: bool = False) -> None:
+    """The bundled host in-process serves the configured terminal (added with the config's master key
+    when it does not know its id) and speaks its dialect: with no sign-on it holds the config's static
+    working keys for it, with no MAC (or no sign-on MAC) it asks none (``tmk``: and it takes the
+    config's master key). Only what the dialect needs is changed: what an administrator set with
+    ``posemu host accounts`` stays (a MAC the config does not switch off is not forced back on)."""
+    store = host.store
+    term = store.terminal(cfg.terminal_id)
+    if term is None:
+        store.begin()
+        store.add_terminal(cfg.terminal_id, cfg.merchant_id, cfg.tmk)
+        store.commit()
+        term = store.terminal(cfg.terminal_id)
+        assert term is not None
+    keys = cfg.static_keys()
+    want: dict[str, Any] = {}
+    if not cfg.dialect.mac_enabled:
+        want.update(mac_required=False)
+    if not cfg.request_sign_on_mac:
+        want.update(sign_on_proof=False)
+    if keys is not None:
+        want.update(pik=keys.pik, mak=keys.mak, signed_on=True, require_sign_on=False)
+    if tmk:
+        want["tmk"] = cfg.tmk
+    changes = {k: v for k, v in want.items() if getattr(term, k) != v}
+    if changes:
+        store.begin()
+        store.set_terminal(replace(term, **changes))
+        store.commit()
 
 
 def _find_sim(reader: CardReader) -> SimReader | None:

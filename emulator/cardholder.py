@@ -15,15 +15,20 @@ from emulator.messages import Msg, Screen
 from hardware.ports import SwipeResult, VirtualCard
 from hardware.sim import SimReader
 
+_PULL_AT = {"reading": Msg.READING_CARD, "pin": Msg.ENTER_PIN, "online": Msg.PROCESSING}
+
 
 @dataclass(slots=True)
 class Cardholder:
+    """A scripted person at a ``sim://`` reader: answers the terminal's screens with the card, after ``reaction_s``."""
+
     reader: SimReader
     card: VirtualCard
     prefer_chip: bool = True
     removes_card: bool = True
     swipe_params: Any = None                  # hardware.magstripe.SwipeParams, when physics is wanted
     reaction_s: float = 1.5                   # a person reads the screen, then acts (event-loop clock)
+    pulls_card_at: str = ""                   # "", "reading", "pin" or "online": takes the card out there
     actions: list[str] = field(default_factory=list)
 
     def _has_chip(self) -> bool:
@@ -47,6 +52,8 @@ class Cardholder:
         return self.reader.swipe(self.card)
 
     def __call__(self, screen: Screen) -> None:
+        if self._pull(screen):
+            return
         if self.reaction_s > 0:
             import asyncio
 
@@ -56,6 +63,20 @@ class Cardholder:
             except RuntimeError:      # no running loop: act at once
                 pass
         self._react(screen)
+
+    def _pull(self, screen: Screen) -> bool:
+        """An impatient or careless cardholder takes the card out at the screen of their habit."""
+        at = _PULL_AT.get(self.pulls_card_at)
+        if at is None or screen.msg is not at or self.reader.card is None:
+            return False
+        import asyncio
+
+        delay = 0.0 if self.pulls_card_at == "online" else min(self.reaction_s, 0.5)
+        try:
+            asyncio.get_running_loop().call_later(delay, self._remove)
+        except RuntimeError:
+            self._remove()
+        return True
 
     def _react(self, screen: Screen) -> None:
         m = screen.msg

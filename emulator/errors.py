@@ -17,18 +17,6 @@ class StateError(TerminalError):
     code = "terminal.state"
 
 
-class NotSignedOn(TerminalError):
-    """A transaction was attempted before a successful sign-on."""
-
-    code = "terminal.not_signed_on"
-
-
-class TerminalLocked(TerminalError):
-    """The terminal is locked (operator password tries exhausted)."""
-
-    code = "terminal.locked"
-
-
 class HostLinkError(TerminalError):
     """Talking to the host failed."""
 

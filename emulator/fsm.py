@@ -27,6 +27,8 @@ from emulator.errors import StateError
 
 
 class State(enum.Enum):
+    """Where the terminal is in its flow (the diagram above)."""
+
     IDLE = "idle"
     SIGNING_ON = "signing on"
     SIGNING_OFF = "signing off"
@@ -45,6 +47,8 @@ class State(enum.Enum):
 
 
 class Event(enum.Enum):
+    """What happened; :data:`TRANSITIONS` says where it leads from each state that allows it."""
+
     SIGN_ON = "sign on"
     SIGNED_ON = "signed on"
     SIGN_ON_FAILED = "sign-on failed"
@@ -172,6 +176,8 @@ class Session:
 
 @dataclass(slots=True)
 class Machine:
+    """The terminal's state, the recorded path of every transition and the session flags; only :meth:`fire` moves it."""
+
     state: State = State.IDLE
     path: list[tuple[State, Event, State]] = field(default_factory=list)
     session: Session = field(default_factory=Session)

@@ -84,6 +84,8 @@ _MIGRATIONS = (
 
 
 class Status(enum.Enum):
+    """A journal row's outcome."""
+
     PENDING = "pending"        # written, about to be sent
     APPROVED = "approved"
     DECLINED = "declined"
@@ -93,6 +95,8 @@ class Status(enum.Enum):
 
 
 class Reversal(enum.Enum):
+    """A journal row's reversal: none, armed before the send, owed to the host, or acknowledged."""
+
     NONE = "none"
     ARMED = "armed"            # prepared before sending; becomes pending if the outcome is unknown
     PENDING = "pending"        # must be sent until acknowledged
@@ -101,6 +105,8 @@ class Reversal(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
+    """One journal row, PAN masked."""
+
     id: int
     created: str
     updated: str

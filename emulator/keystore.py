@@ -70,7 +70,23 @@ def private_file(path: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write a file that only its owner can read (0600), atomically (temp file + rename)."""
+    """Write a file that only its owner can read (0600), atomically (temp file + rename).
+
+    A path that exists and is no regular file — ``/dev/null``, a FIFO, a terminal — is written into
+    as it is, never replaced by a file (a rename over ``--trace /dev/null`` would put a regular file
+    in place of the device for every program on the machine)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise EnvironmentProblem(f"cannot write {path}: {e.strerror or e}") from None
+        return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)

@@ -30,6 +30,8 @@ Lang = Literal["zh", "en", "both"]
 
 
 class Msg(enum.Enum):
+    """Every screen the terminal can show, by its stable code; the texts are in ``messages.toml``."""
+
     WELCOME = "WELCOME"
     SIGNING_ON = "SIGNING_ON"
     SIGN_ON_OK = "SIGN_ON_OK"
@@ -48,6 +50,7 @@ class Msg(enum.Enum):
     PROCESSING = "PROCESSING"
     APPROVED_BALANCE = "APPROVED_BALANCE"
     APPROVED = "APPROVED"
+    APPROVED_NO_BALANCE = "APPROVED_NO_BALANCE"     # a balance inquiry approved without a balance (host dialect)
     QUERY_CARD_FAILED = "QUERY_CARD_FAILED"
     TXN_FAILED = "TXN_FAILED"
     REMOVE_CARD = "REMOVE_CARD"

@@ -14,6 +14,8 @@ from hardware.clock import loop_sleep
 
 
 class PinPad(Protocol):
+    """The PIN entry port: a scripted cardholder (:class:`ScriptedPinPad`) or the UI's keypad."""
+
     async def get_pin(self, prompt: Screen, timeout: float) -> str | None:
         """The PIN the cardholder entered; ``None`` if cancelled or timed out."""
         ...

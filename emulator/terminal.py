@@ -37,13 +37,13 @@ from emulator.trace import Kind, Trace
 from hardware.clock import Clock
 from hardware.errors import CardAbsentError, CardResetError, HardwareError, NoReaderError, ServiceUnavailableError
 from hardware.pcsc_status import explain
-from hardware.ports import CardReader, ReaderEventKind, SwipeResult
+from hardware.ports import CardReader, HealthSensors, ReaderEventKind, SwipeResult
 from protocol import keys as keymod
 from protocol.errors import CryptoError, PosemuError
 from protocol.masking import mask_pan
 from protocol.pinblock import encrypt_pinblock
 from protocol.session import MacStatus, check_mac
-from protocol.specs import Profile, get_profile
+from protocol.specs import Profile
 from protocol.txn import (
     RC,
     VOIDS,
@@ -58,8 +58,8 @@ from protocol.txn import (
     UploadItem,
     batch_upload_request,
     financial_request,
+    key_block,
     network_request,
-    parse_balances,
     reversal_request,
     settlement_request,
     sign_on_request,
@@ -143,6 +143,10 @@ class Outcome:
         return [s.code for s in self.screens]
 
 
+CLOCK_TOLERANCE_S = 300.0
+"""How far the terminal's clock may be from the host's (sign-on answer, fields 12/13) unnoticed."""
+
+
 class Terminal:
     """A POS terminal over its ports: sign-on/off, balance inquiry, purchase, reversals.
 
@@ -161,17 +165,20 @@ class Terminal:
         self.journal = journal
         self.link = link
         self.trace = trace or link.trace
-        self.profile: Profile = get_profile(cfg.profile)
+        self.profile: Profile = cfg.wire_profile()        # the host's dialect (config [host])
         self.machine = Machine()
         self._displays: list[Display] = [display] if display else []
         self._screens: list[Screen] = []
         self._evidence: list[str] = []
         self._busy = asyncio.Lock()
         header = self.profile.default_header
-        if header:
+        if len(header) == 11 and self.profile.tpdu_len == 5:     # CUP: TPDU + header, version in byte 2
             header = header[:6] + bytes([cfg.software_version & 0xFF]) + header[7:]
         self.ids = TerminalIds(cfg.terminal_id, cfg.merchant_id, header,
                                f"{journal.counter('batch', 1):06d}")
+        static = cfg.static_keys()            # a host without sign-on: working keys from the config
+        if static is not None:
+            self.machine.session.keys = static
         self._seed_stan(journal)
         recovered = journal.recover()
         if recovered:
@@ -285,7 +292,10 @@ class Terminal:
     # --- sign-on / sign-off -------------------------------------------------------------------------------
     async def sign_on(self) -> Outcome:
         async with self._busy:
-            return await self._sign_on()
+            try:
+                return await self._sign_on()
+            finally:
+                await self._hang_up()
 
     async def _sign_on(self, *, again: bool = False) -> Outcome:
         self._begin("sign_on")
@@ -294,21 +304,24 @@ class Terminal:
             self.show(Msg.TERMINAL_LOCKED)
             return self._end(self._outcome("sign_on", False, Msg.TERMINAL_LOCKED, error="terminal locked"))
         self._fire(Event.SIGN_ON)
+        static = self.cfg.static_keys()
+        if static is not None:
+            return self._static_keys(static)
         self.show(Msg.SIGNING_ON_AGAIN if again else Msg.SIGNING_ON)
         try:
             req = sign_on_request(self.profile, self.ids, stan=self._stan(), operator=self.cfg.operator,
                                   key_scheme=self.cfg.key_scheme)
             # the MAC under the terminal master key proves to the host that the sign-on is ours
-            ex = await self.link.exchange(req, mak=self.cfg.tmk if self.cfg.sign_on_mac else None)
+            ex = await self.link.exchange(req, mak=self.cfg.tmk if self.cfg.request_sign_on_mac else None)
         except (HostLinkError, JournalError) as e:
             self._note(Kind.ERROR, "sign-on not answered", e.code, error=str(e))
             return self._sign_on_failed(self._error_screen(e), error=str(e))
         rc = str(ex.response.get(39, ""))
         self._note(Kind.NOTE, "sign-on answer", f"host.rc.{rc or 'none'}", rc=rc)
         if rc != "00":
-            return self._sign_on_failed(RC_SCREENS.get(rc, Msg.DECLINED), rc=rc)
+            return self._sign_on_failed(self._rc_screen(rc), rc=rc)
         try:
-            keys = keymod.parse_field62(self.cfg.tmk, ex.response.binary(62), keymod.KeyScheme(self.cfg.key_scheme))
+            keys = keymod.parse_field62(self.cfg.tmk, key_block(ex.response), keymod.KeyScheme(self.cfg.key_scheme))
         except (KeyError, TypeError, PosemuError) as e:
             code = "keys.check_value" if isinstance(e, CryptoError) else "keys.malformed"
             self._note(Kind.ERROR, "working keys refused", code, error=f"working keys: {e}")
@@ -321,9 +334,64 @@ class Terminal:
             with contextlib.suppress(PosemuError):
                 batch = Field60.parse(f60).batch
                 self.ids = TerminalIds(self.ids.tid, self.ids.mid, self.ids.header, batch)
+        self._compare_clock(ex.response.get(12), ex.response.get(13))
         self._fire(Event.SIGNED_ON)
         self.show(Msg.SIGN_ON_OK)
         return self._end(self._outcome("sign_on", True, Msg.SIGN_ON_OK, rc="00"))
+
+    def _record_health(self) -> None:
+        """The terminal's own sensors, where its reader has them (supply voltage, case temperature)."""
+        if isinstance(self.reader, HealthSensors):
+            try:
+                readings = self.reader.health()
+            except PosemuError:
+                return
+            self.trace.record(Kind.NOTE, "terminal health", code="terminal.health", **readings)
+
+    def _compare_clock(self, hhmmss: object, mmdd: object) -> None:
+        """The sign-on answer carries the host's local time (fields 12, 13): a terminal clock that
+        is off by more than five minutes is noted in the trace (the year is not sent: the skew is
+        taken within a year either way)."""
+        if not (isinstance(hhmmss, str) and isinstance(mmdd, str) and len(hhmmss) == 6 and len(mmdd) == 4
+                and hhmmss.isdigit() and mmdd.isdigit()):
+            return
+        mine = self.clock.wall()
+        best: float | None = None
+        for year in (mine.year - 1, mine.year, mine.year + 1):
+            try:
+                host = mine.replace(year=year, month=int(mmdd[:2]), day=int(mmdd[2:]), hour=int(hhmmss[:2]),
+                                    minute=int(hhmmss[2:4]), second=int(hhmmss[4:]), microsecond=0)
+            except ValueError:
+                continue
+            skew = (mine - host).total_seconds()
+            if best is None or abs(skew) < abs(best):
+                best = skew
+        if best is not None and abs(best) >= CLOCK_TOLERANCE_S:
+            self._note(Kind.NOTE, "terminal clock differs from the host's", "clock.host_skew", skew_s=round(best))
+
+    def _static_keys(self, keys: keymod.WorkingKeys) -> Outcome:
+        """A host without sign-on (config ``[host] sign_on = false``): the working keys installed in the
+        config are the session's; nothing is sent."""
+        self.machine.session.keys = keys
+        self.machine.session.sign_on_owed = False
+        self.trace.record(Kind.NOTE, "static working keys from the config: this host has no sign-on",
+                          code="keys.static")
+        self._fire(Event.SIGNED_ON)
+        self.show(Msg.SIGN_ON_OK)
+        return self._end(self._outcome("sign_on", True, Msg.SIGN_ON_OK))
+
+    # --- the host's dialect (config [host]) ----------------------------------------------------------------
+    def _mak(self, keys: keymod.WorkingKeys) -> bytes | None:
+        """The key to MAC a request with: the MAK, unless the host's dialect has no MAC."""
+        return keys.mak if self.cfg.dialect.mac_enabled else None
+
+    def _pin_block(self, pin: str, pan: str, keys: keymod.WorkingKeys) -> bytes:
+        """Field 52: the PIN block in the dialect's ISO 9564 format under the PIK."""
+        return encrypt_pinblock(pin, pan, keys.pik, self.cfg.dialect.pin_format)
+
+    def _rc_screen(self, rc: str) -> Msg:
+        """The screen for a response code: the dialect's table first, then the terminal's."""
+        return self.cfg.dialect.screen_for(rc) or RC_SCREENS.get(rc, Msg.DECLINED)
 
     def _sign_on_failed(self, detail: Msg, *, rc: str | None = None, error: str | None = None) -> Outcome:
         self._fire(Event.SIGN_ON_FAILED)
@@ -342,7 +410,7 @@ class Terminal:
             self.show(Msg.SIGNING_OFF)
             try:
                 req = network_request(self.profile, self.ids, NetCode.SIGN_OFF, stan=self._stan())
-                ex = await self.link.exchange(req, mak=keys.mak if self.cfg.mac_required else None)
+                ex = await self.link.exchange(req, mak=self._mak(keys) if self.cfg.mac_required else None)
             except (HostLinkError, JournalError) as e:
                 self._note(Kind.ERROR, "sign-off not answered", e.code, error=str(e))
                 self._fire(Event.SIGN_OFF_FAILED)
@@ -453,6 +521,13 @@ class Terminal:
 
     async def _transaction(self, txn: TxnType, amount: int | None, *, original: Entry | None = None,
                            original_id: int | None = None, ref: OriginalRef | None = None) -> Outcome:
+        try:
+            return await self._transaction_flow(txn, amount, original=original, original_id=original_id, ref=ref)
+        finally:
+            await self._hang_up()
+
+    async def _transaction_flow(self, txn: TxnType, amount: int | None, *, original: Entry | None,
+                                original_id: int | None, ref: OriginalRef | None) -> Outcome:
         kind = txn.kind
         fail_head = Msg.QUERY_CARD_FAILED if txn is TxnType.BALANCE else Msg.TXN_FAILED
         async with self._busy:
@@ -475,6 +550,7 @@ class Terminal:
                     return self._end(out)
                 assert original is not None
                 ref = self._ref_of(original)
+            self._record_health()
             self._fire(Event.START)
             got = await self._acquire_card(txn, amount)
             if isinstance(got, Failure):
@@ -525,6 +601,12 @@ class Terminal:
         differ (95) every transaction is uploaded (0320) and the 0500 sent again (60.3 202). Settled,
         the batch is closed (its transactions can no longer be voided) and a new batch opens.
         Repeating a settlement whose answer was lost is harmless: the host answers it again."""
+        try:
+            return await self._settle()
+        finally:
+            await self._hang_up()
+
+    async def _settle(self) -> Outcome:
         async with self._busy:
             refused = self._refuse("settle")
             if refused is not None:
@@ -561,7 +643,7 @@ class Terminal:
             try:
                 ex = await self.link.exchange(settlement_request(self.profile, self.ids, totals, stan=stan, now=now,
                                                                  currency=self.cfg.currency,
-                                                                 operator=self.cfg.operator), mak=keys.mak)
+                                                                 operator=self.cfg.operator), mak=self._mak(keys))
                 rc = self._settle_answer(ex)
                 if rc == RC.RECONCILE_ERROR.value:
                     self._note(Kind.NOTE, "the host's totals differ: batch upload", "settle.totals_differ",
@@ -573,15 +655,17 @@ class Terminal:
                                           self._ref_of(entry))
                         up = await self.link.exchange(batch_upload_request(self.profile, self.ids, item,
                                                                            stan=self._stan(),
-                                                                           currency=self.cfg.currency), mak=keys.mak)
+                                                                           currency=self.cfg.currency),
+                                                    mak=self._mak(keys))
                         up_rc = self._settle_answer(up)
                         if up_rc != "00":
-                            return self._settle_failed(jid, RC_SCREENS.get(up_rc, Msg.DECLINED), rc=up_rc,
+                            return self._settle_failed(jid, self._rc_screen(up_rc), rc=up_rc,
                                                        totals=totals)
                     self._fire(Event.SETTLE)
                     ex = await self.link.exchange(settlement_request(
                         self.profile, self.ids, totals, stan=self._stan(), now=self.clock.wall(),
-                        currency=self.cfg.currency, after_upload=True, operator=self.cfg.operator), mak=keys.mak)
+                        currency=self.cfg.currency, after_upload=True, operator=self.cfg.operator),
+                        mak=self._mak(keys))
                     rc = self._settle_answer(ex)
             except HostLinkError as e:
                 self._note(Kind.ERROR, "settlement not answered", e.code, error=str(e))
@@ -590,7 +674,7 @@ class Terminal:
                 self._note(Kind.ERROR, "journal not written", e.code, error=str(e))
                 return self._settle_failed(jid, Msg.JOURNAL_FULL, error=str(e), totals=totals)
             if rc != "00":
-                return self._settle_failed(jid, RC_SCREENS.get(rc, Msg.DECLINED), rc=rc, totals=totals)
+                return self._settle_failed(jid, self._rc_screen(rc), rc=rc, totals=totals)
             self.journal.complete(jid, Status.APPROVED, rc=rc, screen=Msg.SETTLE_OK.value)
             settled = self.journal.settle_batch(batch)
             new_batch = f"{int(batch) % 999_999 + 1:06d}"
@@ -792,6 +876,7 @@ class Terminal:
             self._note(Kind.READER, "card reset during the transaction", root.code, error=str(e))
             return Failure(Msg.CARD_RESET, root.code, str(e), Event.CARD_PULLED, removal=True)
         self._note(Kind.READER, "chip read error", root.code, error=str(e))
+        self._record_health()                  # what the supply monitor and case sensor say at the failure
         return Failure(Msg.READER_ERROR, root.code, str(e), retry=True)
 
     def _pulled(self, reason: str, *, code: str | None = None) -> Failure:
@@ -823,7 +908,7 @@ class Terminal:
         if card.entry is EntryMode.CHIP:
             if got.online_pin is not None:
                 self._fire(Event.PIN_ENTERED)
-                return encrypt_pinblock(got.online_pin, card.pan, keys.pik)
+                return self._pin_block(got.online_pin, card.pan, keys)
             self._fire(Event.PIN_ENTERED if got.offline_pin_ok else Event.NO_PIN)
             return None
         prompt = self.show(Msg.ENTER_PIN, **self._amount_params(amount))
@@ -832,7 +917,7 @@ class Terminal:
             self._note(Kind.NOTE, "PIN entry cancelled or timed out", "pin.cancelled")
             return Failure(Msg.CANCELLED, "pin.cancelled", "PIN entry cancelled", Event.CANCEL)
         self._fire(Event.PIN_ENTERED)
-        return encrypt_pinblock(pin, card.pan, keys.pik)
+        return self._pin_block(pin, card.pan, keys)
 
     async def _typed_pin(self, prompt: Screen) -> str | None:
         try:
@@ -900,9 +985,9 @@ class Terminal:
         pulled = False
         try:
             if card.entry is EntryMode.CHIP:      # a chip card must stay in until the transaction completes
-                ex, pulled = await self._while_card_in_online(self.link.exchange(req, mak=keys.mak))
+                ex, pulled = await self._while_card_in_online(self.link.exchange(req, mak=self._mak(keys)))
             else:
-                ex = await self.link.exchange(req, mak=keys.mak)
+                ex = await self.link.exchange(req, mak=self._mak(keys))
         except HostLinkError as e:
             return await self._host_failed(kind, fail_head, e, jid, stan, reversible is not None, amount, card)
         resp = ex.response
@@ -916,7 +1001,13 @@ class Terminal:
             self._fire(Event.RESPONSE)
             return await self._unknown_outcome(kind, fail_head, jid, reversible is not None, Msg.MAC_ERROR,
                                                RC.MAC_ERROR, rc=rc, amount=amount, card=card, info=info)
-        self._note(Kind.NOTE, "host answer", f"host.rc.{rc or 'none'}", rc=rc)
+        if not rc:
+            # an answer without a response code says nothing about the outcome: a purchase is reversed
+            self._note(Kind.ERROR, "answer without a response code (field 39)", "iso.no_rc", mti=resp.mti)
+            self._fire(Event.RESPONSE)
+            return await self._unknown_outcome(kind, fail_head, jid, reversible is not None, Msg.FORMAT_ERROR,
+                                               RC.NO_RESPONSE, amount=amount, card=card, info=info, code="iso.no_rc")
+        self._note(Kind.NOTE, "host answer", f"host.rc.{rc}", rc=rc)
         if rc == RC.DUPLICATE.value and not resent:
             # the host saw this STAN today for another transaction (a reinstalled terminal): it moved
             # nothing; send the transaction again, once, under the next STAN
@@ -927,7 +1018,7 @@ class Terminal:
                                       ref=ref, original_id=original_id)
         if rc != "00":
             self._fire(Event.RESPONSE)
-            detail = RC_SCREENS.get(rc, Msg.DECLINED)
+            detail = self._rc_screen(rc)
             if rc in KEYS_REFUSED:
                 self.machine.session.keys = None
                 self.machine.session.sign_on_owed = True
@@ -937,7 +1028,8 @@ class Terminal:
                                                              Event.RESPONSE),
                                     amount=amount, card=card, rc=rc, journal_id=jid, fired=True, ref=info)
         balance, currency = self._balance(resp)
-        if txn is TxnType.BALANCE and balance is None:
+        if txn is TxnType.BALANCE and balance is None and (self.cfg.dialect.balance_missing == "error"
+                                                           or resp.get(self.cfg.dialect.balance_field) is not None):
             self._fire(Event.RESPONSE)
             self._note(Kind.ERROR, "balance missing from the answer", "iso.no_balance")
             self.journal.complete(jid, Status.DECLINED, rc=rc, screen=Msg.FORMAT_ERROR.value)
@@ -959,14 +1051,19 @@ class Terminal:
                                                    error=declined.reason)
         else:
             self._fire(Event.RESPONSE)
-        self.journal.complete(jid, Status.APPROVED, rc=rc, screen=(Msg.APPROVED_BALANCE if balance is not None
-                                                                  and txn is TxnType.BALANCE else Msg.APPROVED).value,
-                              reversal=Reversal.NONE, rrn=info.rrn, auth_code=info.auth_code)
+        approved_head = Msg.APPROVED
+        if txn is TxnType.BALANCE:
+            approved_head = Msg.APPROVED_BALANCE if balance is not None else Msg.APPROVED_NO_BALANCE
+        self.journal.complete(jid, Status.APPROVED, rc=rc, screen=approved_head.value, reversal=Reversal.NONE,
+                              rrn=info.rrn, auth_code=info.auth_code)
         self._link_original(txn, jid, original_id)
         if txn is TxnType.BALANCE:
-            assert balance is not None
-            head = Msg.APPROVED_BALANCE
-            self.show(head, balance=format_amount(balance, currency))
+            head = approved_head
+            if balance is None:      # the dialect shows an approval without a balance (balance_missing)
+                self._note(Kind.NOTE, "approved without a balance", "iso.no_balance")
+                self.show(head)
+            else:
+                self.show(head, balance=format_amount(balance, currency))
         else:
             head = Msg.APPROVED
             self.show(head, **self._amount_params(amount))
@@ -1033,15 +1130,12 @@ class Terminal:
         from protocol.iso import Message
 
         assert isinstance(resp, Message)
-        f54 = resp.get(54)
-        if isinstance(f54, str):
-            try:
-                entries = parse_balances(f54)
-                avail = [b for b in entries if b.amount_type == "02"] or entries
-                return avail[0].amount, avail[0].currency
-            except PosemuError as e:
-                self.trace.record(Kind.ERROR, "bad balance field", error=str(e), code="iso.bad_balance")
-        return None, self.cfg.currency
+        try:            # the field and format the host's dialect names (54, ISO 8583:1987 additional amounts)
+            got = self.cfg.dialect.read_balance(resp, self.cfg.currency)
+        except PosemuError as e:
+            self.trace.record(Kind.ERROR, "bad balance field", error=str(e), code="iso.bad_balance")
+            got = None
+        return got if got is not None else (None, self.cfg.currency)
 
     async def _host_failed(self, kind: str, fail_head: Msg, e: HostLinkError, jid: int, stan: str, reversible: bool,
                            amount: int | None, card: CardData) -> Outcome:
@@ -1077,7 +1171,7 @@ class Terminal:
 
         With working keys every response must carry a valid MAC: a missing MAC is never skipped."""
         keys = self.keys
-        if keys is None or not self.cfg.mac_required:
+        if keys is None or not self.cfg.response_mac:
             return None
         status = check_mac(ex.response, ex.raw, self.profile, keys.mak)
         return None if status.ok else status
@@ -1115,8 +1209,12 @@ class Terminal:
 
     async def _remove_card(self) -> bool:
         if not await self._card_present():
+            self.trace.record(Kind.READER, "no card in the slot", code="slot.empty")
+            self._evidence.append("slot.empty")
             self._fire(Event.NO_CARD)
             return True
+        self.trace.record(Kind.READER, "a card is in the slot", code="slot.card_in")
+        self._evidence.append("slot.card_in")
         self._fire(Event.CARD_IN_SLOT)
         self.show(Msg.REMOVE_CARD)
         deadline = self.clock.now() + self.cfg.timeouts.removal
@@ -1141,6 +1239,11 @@ class Terminal:
         self.show(Msg.REMOVE_CARD_FAILED)
         self._fire(Event.REMOVAL_ACKNOWLEDGED)
         return False
+
+    async def _hang_up(self) -> None:
+        """One connection per transaction (CUP POS practice), unless the config keeps it open."""
+        if not self.cfg.persistent_connection:
+            await self.link.close()
 
     def _end(self, out: Outcome) -> Outcome:
         self.trace.record(Kind.TXN, "end", txn=out.kind, approved=out.approved, headline=out.headline.value,
@@ -1211,7 +1314,7 @@ class Terminal:
                 req = reversal_request(self.profile, original, reason=reason, ids=self.ids)
                 self.journal.reversal_attempted(entry.id)
                 try:
-                    ex = await self.link.exchange(req, mak=keys.mak)
+                    ex = await self.link.exchange(req, mak=self._mak(keys))
                 except HostLinkError as e:
                     self.trace.record(Kind.JOURNAL, "reversal not acknowledged", id=entry.id, error=str(e),
                                       code=e.code)
@@ -1242,7 +1345,10 @@ class Terminal:
 
     async def send_pending_reversals(self) -> int:
         async with self._busy:
-            return await self._send_pending_reversals()
+            try:
+                return await self._send_pending_reversals()
+            finally:
+                await self._hang_up()
 
     async def close(self) -> None:
         await self.link.close()

@@ -30,6 +30,8 @@ NOT_A_TRACE = "not a JSON-lines trace"
 
 
 class Kind(enum.Enum):
+    """What a trace entry records."""
+
     SCREEN = "screen"
     STATE = "state"
     READER = "reader"
@@ -45,6 +47,8 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class TraceEntry:
+    """One event: seconds since the trace began (its clock), kind, a short text and data, masked when recorded."""
+
     t: float
     kind: Kind
     what: str
@@ -114,6 +118,8 @@ def _safe(value: Any) -> Any:
 
 
 class Trace:
+    """The terminal's event trace, masked as it is recorded; listeners hear each entry, :meth:`export` writes it."""
+
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.entries: list[TraceEntry] = []
@@ -122,6 +128,11 @@ class Trace:
 
     def subscribe(self, fn: Callable[[TraceEntry], None]) -> None:
         self._listeners.append(fn)
+
+    def unsubscribe(self, fn: Callable[[TraceEntry], None]) -> None:
+        """Stop calling ``fn`` (no error if it was not subscribed)."""
+        if fn in self._listeners:
+            self._listeners.remove(fn)
 
     def record(self, kind: Kind, what: str, **data: Any) -> TraceEntry:
         e = TraceEntry(self.clock.now() - self._t0, kind, mask_text(what), _safe(data))

@@ -1,4 +1,4 @@
-"""Card-level faults: a virtual card whose stripe data is incomplete or faint."""
+"""Card-level faults: a virtual card whose stripe data is incomplete, or whose chip is dead."""
 
 from __future__ import annotations
 
@@ -30,3 +30,24 @@ class StripeOverride:
 def truncated_stripe(card: VirtualCard, keep: int) -> tuple[str | None, str | None, str | None]:
     """The stripe with every track cut to ``keep`` characters (data lost at the end of the stripe)."""
     return tuple(t[:keep] if t is not None else None for t in card.stripe)  # type: ignore[return-value]
+
+
+class DeadChip:
+    """Wraps a card whose chip no longer answers: no answer to reset (the stripe still reads)."""
+
+    def __init__(self, inner: VirtualCard) -> None:
+        self.inner = inner
+
+    @property
+    def atr(self) -> bytes:
+        return b""
+
+    @property
+    def stripe(self) -> tuple[str | None, str | None, str | None]:
+        return self.inner.stripe
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def execute(self, apdu: bytes) -> bytes:
+        return b""

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 V_NOMINAL = 5.0
 
@@ -40,6 +40,9 @@ def q(x: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class ContactModel:
+    """The electrical path from the supply through the contacts to the card: the card's voltage under
+    load, brown-outs and the resistance a multimeter reads."""
+
     supply_v: float = V_NOMINAL
     contact_ohms: float = 0.05
     emi_v: float = 0.0
@@ -108,5 +111,3 @@ class ContactModel:
         """What a multimeter across a contact reads (±2 %)."""
         return self.effective_ohms * (1.0 + rng.uniform(-0.02, 0.02))
 
-    def with_(self, **changes: float) -> ContactModel:
-        return replace(self, **changes)  # type: ignore[arg-type]

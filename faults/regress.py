@@ -1,7 +1,7 @@
 """The fault-regression suite: every catalogue scenario plus scenario files, on the virtual clock.
 
 Scenario files (TOML, ``faults/scenarios/*.toml`` and any given with ``--scenario``) combine
-faults across layers with a schedule::
+faults across layers, each with its preset, parameters and onset::
 
     name = "contacts-then-network-drop"
     card = "cup_debit"
@@ -10,11 +10,12 @@ faults across layers with a schedule::
     steps = ["sign_on", "purchase"]            # optional
     [[fault]]
     id = "reader.dirty-contacts"
-    params = { contact_ohms = 12.0, contact_from_apdu = 5 }
+    params = { contact_ohms = 30.0, fallback = true }
     [[fault]]
     id = "network.drop-after-send"
+    params = { onset = "online" }
     [expect]
-    screens = [...]; approved = false; diagnosis = [...]; journal = "reversed"
+    screens = [...]; approved = false; diagnosis = ["contacts", "lost-answer"]; journal = "reversed"
 
 Runs are seeded and reproducible; with ``--trace-dir`` each run's trace is written as JSON lines
 whose first line records the scenario and seed, so ``posemu regress --replay FILE`` runs it again
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
+import logging
 import os
 import tempfile
 import tomllib
@@ -35,52 +36,65 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from faults.catalogue import JOURNAL_EXPECT, Catalogue, Fault, Scenario, _codes, load
-
-__all__ = ["Case", "catalogue_cases", "junit", "load", "load_scenario_file", "replay", "run_cases"]
-from faults.runner import RunResult, combine, run_scenario
+from emulator.config import TerminalConfig
+from faults.catalogue import JOURNAL_EXPECT, Catalogue, _codes, load
+from faults.grammar import spec_from
+from faults.model import Fault, FaultSpec, Preset
+from faults.runner import RunResult, base_config, current_base, make_plan, run_preset, run_specs
 from hardware.cards.profiles import load_profile
 from hardware.clock import VirtualClock
 from hardware.registry import ReaderURL
 from protocol.errors import ConfigError, PosemuError
 
+__all__ = ["Case", "catalogue_cases", "junit", "load", "load_scenario_file", "replay", "run_cases"]
+
 
 @dataclass(frozen=True, slots=True)
 class Case:
-    """One thing to run: a catalogue scenario, or a scenario file."""
+    """One thing to run: a catalogue preset, or a scenario file (several faults, its own expectations)."""
 
-    fault: Fault
-    scenario: Scenario
-    faults: tuple[tuple[Fault, dict[str, Any]], ...] = ()
+    name: str
+    preset: Preset
+    fault: Fault | None = None                   # the catalogue fault of a preset
+    specs: tuple[FaultSpec, ...] = ()            # a scenario file's faults
     seed: int = 7
     source: str = "catalogue"
 
-    @property
-    def name(self) -> str:
-        return f"{self.fault.id}[{self.scenario.name}]"
-
 
 def catalogue_cases(cat: Catalogue, only: list[str] | None = None, seed: int = 7) -> list[Case]:
+    """Every preset of every fault, or of the faults named in ``only`` (``ID`` for all its presets,
+    ``ID@PRESET`` for one); an unknown id or preset is a :class:`ConfigError`."""
+    wanted: dict[str, set[str] | None] = {}
+    for item in only or ():
+        fid, _, pname = item.partition("@")
+        fault = cat.get(fid)
+        if pname:
+            fault.preset(pname)
+            have = wanted.get(fid, set())
+            if have is not None:
+                wanted[fid] = have | {pname}
+        else:
+            wanted[fid] = None
     cases: list[Case] = []
     for f in cat.faults.values():
-        if only and f.id not in only:
+        if only and f.id not in wanted:
             continue
-        cases.extend(Case(f, s, seed=seed) for s in f.scenarios)
+        names = wanted.get(f.id)
+        cases.extend(Case(f"{f.id}[{p.name}]", p, f, seed=seed) for p in f.presets if names is None or p.name in names)
     return cases
 
 
 #: the keys a scenario file may have, at the top, in each [[fault]] and in [expect]
 SCENARIO_KEYS = frozenset({"name", "description", "card", "txn", "seed", "steps", "reader", "config", "fault",
                            "expect"})
-FAULT_KEYS = frozenset({"id", "params"})
+FAULT_KEYS = frozenset({"id", "preset", "params"})
 EXPECT_KEYS = frozenset({"screens", "approved", "diagnosis", "journal"})
 #: what ``txn`` may name, and the steps :func:`faults.runner._steps` runs (``name`` or ``name:arg``)
-SCENARIO_TXNS = ("balance", "purchase")
-#: bounds for fault parameters the catalogue declares without a range (counts, texts)
-MAX_UNDECLARED_NUMBER = 10_000
-MAX_UNDECLARED_TEXT = 1_000
-SCENARIO_STEPS = frozenset({"sign_on", "balance", "purchase", "operator", "reversals", "clean", "crash_purchase",
-                            "restart"})
+SCENARIO_TXNS = ("balance", "purchase", "preauth", "void", "refund", "complete", "settle", "sign_off")
+SCENARIO_STEPS = frozenset({"sign_on", "sign_off", "balance", "purchase", "operator", "reversals", "clean",
+                            "crash_purchase", "restart", "preauth", "void", "refund", "complete", "settle"})
+#: steps whose argument is a number: an amount in minor units (a void's: the original's journal id)
+_NUMERIC_STEPS = frozenset({"purchase", "crash_purchase", "preauth", "refund", "complete", "void"})
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], where: str, key: str, what: str) -> Any:
@@ -101,39 +115,29 @@ def _unknown(table: dict[str, Any], known: frozenset[str], where: str) -> None:
         raise ConfigError(f"{where}: unknown key {extra[0]!r}; known: {', '.join(sorted(known))}")
 
 
-def _fault_entry(entry: Any, i: int, cat: Catalogue, where: str) -> tuple[Fault, dict[str, Any]]:
+def _fault_entry(entry: Any, i: int, cat: Catalogue, where: str) -> FaultSpec:
     fw = f"{where} [[fault]] {i + 1}"
     if not isinstance(entry, dict):
-        raise ConfigError(f"{fw}: must be a table with id and params")
+        raise ConfigError(f"{fw}: must be a table with id (and preset, params)")
     _unknown(entry, FAULT_KEYS, fw)
     if "id" not in entry:
         raise ConfigError(f"{fw}: missing id (a fault id from `posemu faults list`)")
-    fault = cat.get(_typed(entry["id"], str, fw, "id", "a fault id"))
+    fid = _typed(entry["id"], str, fw, "id", "a fault id")
+    preset = entry.get("preset")
+    if preset is not None:
+        _typed(preset, str, fw, "preset", "a preset name")
     params = dict(_typed(entry.get("params", {}), dict, fw, "params", "a table"))
     for k, v in params.items():
         _typed(v, (str, int, float, bool), fw, f"params.{k}", "a string, number or boolean")
-        p = fault.param(k)
-        if p is None:      # not declared with a range in the catalogue: bounded here (times=1e9 would
-            #                allocate a billion PIN entries when the faults are combined)
-            if isinstance(v, str) and len(v) > MAX_UNDECLARED_TEXT:
-                raise ConfigError(f"{fw}: {fault.id} {k} is longer than {MAX_UNDECLARED_TEXT} characters")
-            if isinstance(v, int | float) and not isinstance(v, bool) \
-                    and not (math.isfinite(v) and abs(v) <= MAX_UNDECLARED_NUMBER):
-                raise ConfigError(f"{fw}: {fault.id} {k}={v!r} must be a number within ±{MAX_UNDECLARED_NUMBER:g}")
-            continue
-        try:
-            num = float(v) if not isinstance(v, bool) else math.nan
-        except ValueError:
-            num = math.nan
-        if not (math.isfinite(num) and p.min <= num <= p.max):
-            raise ConfigError(f"{fw}: {fault.id} {k}={v!r} must be a number from {p.min:g} to {p.max:g} "
-                              f"{p.unit}".rstrip())
-    return fault, params
+    try:
+        return spec_from(fid, cat, preset=preset, given=params, where=fw)
+    except ConfigError as e:
+        raise ConfigError(str(e) if str(e).startswith(fw) else f"{fw}: {e}") from None
 
 
 def load_scenario_file(path: Path | str, cat: Catalogue, *, text: str | None = None) -> Case:
     """A scenario file, validated: every key, type and name is checked here, and its faults are
-    combined once, so a bad file is a :class:`ConfigError` naming it before anything runs."""
+    planned once, so a bad file is a :class:`ConfigError` naming it before anything runs."""
     where = f"scenario file {path}"
     try:
         doc = tomllib.loads(text if text is not None else Path(path).read_text(encoding="utf-8"))
@@ -157,8 +161,8 @@ def _scenario_case(doc: dict[str, Any], path: Path | str, where: str, cat: Catal
     _unknown(doc, SCENARIO_KEYS, where)
     name = _typed(doc.get("name") or Path(str(path)).stem, str, where, "name", "a string")
     entries = _typed(doc.get("fault", []), list, where, "fault", "an array of [[fault]] tables")
-    faults = [_fault_entry(entry, i, cat, where) for i, entry in enumerate(entries)]
-    if not faults:
+    specs = [_fault_entry(entry, i, cat, where) for i, entry in enumerate(entries)]
+    if not specs:
         raise ConfigError(f"{where}: no [[fault]]")
     seed = _typed(doc.get("seed", 7), int, where, "seed", "a whole number")
     if not 0 <= seed < 2**63:
@@ -174,9 +178,9 @@ def _scenario_case(doc: dict[str, Any], path: Path | str, where: str, cat: Catal
         step_name, _, arg = step.partition(":")
         if step_name not in SCENARIO_STEPS:
             raise ConfigError(f"{where}: unknown step {step!r}; known: {', '.join(sorted(SCENARIO_STEPS))}")
-        if step_name in ("purchase", "crash_purchase") and arg and not (arg.isascii() and arg.isdigit()
-                                                                         and 0 < int(arg) < 10**12):
-            raise ConfigError(f"{where}: step {step!r}: the amount is whole minor units, e.g. purchase:1250")
+        if step_name in _NUMERIC_STEPS and arg and not (arg.isascii() and arg.isdigit() and 0 < int(arg) < 10**12):
+            raise ConfigError(f"{where}: step {step!r}: the amount (void: the journal id) is a whole number, "
+                              "e.g. purchase:1250")
     reader = doc.get("reader")
     if reader is not None:
         ReaderURL.parse(_typed(reader, str, where, "reader", "a reader URL"))
@@ -187,27 +191,26 @@ def _scenario_case(doc: dict[str, Any], path: Path | str, where: str, cat: Catal
     if approved is not None:
         _typed(approved, bool, where, "expect.approved", "true or false")
     diagnosis = _strings(exp.get("diagnosis", []), where, "expect.diagnosis")
-    for c in diagnosis:
-        if c not in cat.causes:
-            raise ConfigError(f"{where}: expect.diagnosis: unknown cause id {c!r}")
+    for g in diagnosis:
+        if g not in cat.groups:
+            raise ConfigError(f"{where}: expect.diagnosis: unknown cause group {g!r}; groups: "
+                              f"{', '.join(sorted(cat.groups))}")
     journal = _typed(exp.get("journal", "any"), str, where, "expect.journal", "a string")
     if journal not in JOURNAL_EXPECT:
         raise ConfigError(f"{where}: expect.journal must be one of {', '.join(JOURNAL_EXPECT)}")
-    causes = tuple(sorted({c for f, _ in faults for c in f.causes}))
-    scenario = Scenario(
-        name=name, params={}, expect=_codes(exp.get("screens"), where), approved=approved,
-        diagnosis=diagnosis, journal=journal, steps=steps, config=config, card=card, txn=txn, reader=reader)
-    fault = Fault(f"scenario:{name}", causes, faults[0][0].layer, name, name, faults[0][0].injector, (),
-                  scenario.expect, "-", "-", "-", "-", scenario.journal, scenario.card or "demo",
-                  scenario.txn or "balance", (scenario,))
+    screens = _strings(exp.get("screens", []), where, "expect.screens")
+    preset = Preset(name=name, params={}, expect=_codes(list(screens), where), approved=approved,
+                    diagnosis=diagnosis, journal=journal, steps=steps, config=config, card=card, txn=txn,
+                    reader=reader)
     try:   # the faults' parameters and the config, as the run will combine them
-        combine(faults, scenario=scenario, seed=seed).cfg.validate()
+        plan, _ = make_plan(specs, preset=preset, seed=seed)
+        plan.cfg.validate()
     except ConfigError:
         raise
     except (PosemuError, ValueError, TypeError, KeyError, OverflowError) as e:
         raise ConfigError(f"{where}: the faults' parameters or config do not fit together "
                           f"({type(e).__name__}: {e})") from None
-    return Case(fault, scenario, tuple(faults), seed, str(path))
+    return Case(name, preset, None, tuple(specs), seed, str(path))
 
 
 def bundled_scenario_files(cat: Catalogue) -> list[Case]:
@@ -220,28 +223,87 @@ def bundled_scenario_files(cat: Catalogue) -> list[Case]:
 
 
 async def run_case(case: Case, state: Path, clock: VirtualClock) -> RunResult:
-    if case.faults:
-        sc = case.scenario
-        setup = combine(list(case.faults), scenario=sc, seed=case.seed)
-        return await run_scenario(case.fault, sc, clock=clock, state=state, seed=case.seed, setup=setup)
-    return await run_scenario(case.fault, case.scenario, clock=clock, state=state, seed=case.seed)
+    if case.fault is not None:
+        return await run_preset(case.fault, case.preset, clock=clock, state=state, seed=case.seed)
+    return await run_file_case(case, state, clock)
 
 
-def run_cases(cases: list[Case], *, trace_dir: Path | None = None) -> list[RunResult]:
-    """Run every case, each in its own state folder and on its own virtual clock."""
-    results = []
-    # scratch state on a RAM-backed folder where there is one: journals fsync every write
+async def run_file_case(case: Case, state: Path, clock: VirtualClock) -> RunResult:
+    """A scenario file's faults together, checked against its own expectations."""
+    import time
+
+    from faults.runner import Check, _journal_checks, check_diagnosis, final_outcome, subsequence
+
+    result = RunResult(None, case.preset, list(case.specs), label=case.name)
+    t0_wall, t0_virtual = time.perf_counter(), clock.now()
+    ran = None
+    try:
+        ran = await run_specs(case.specs, clock=clock, state=state, preset=case.preset, seed=case.seed)
+        rig = ran.run.rig
+        assert rig is not None
+        result.outcomes, result.diagnosis, result.codes = ran.outcomes, ran.diagnosis, ran.run.screens
+        result.trace = [e.to_json() for e in rig.trace]
+        result.struck = ran.run.struck()
+        p = case.preset
+        result.checks.append(Check("screens", subsequence(p.expect, result.codes),
+                                   f"expected {list(p.expect)} in {result.codes}"))
+        final = final_outcome(result.outcomes)
+        if p.approved is not None:
+            result.checks.append(Check("outcome", (final.approved if final else None) == p.approved,
+                                       f"expected approved={p.approved}"))
+        result.checks.append(check_diagnosis(ran.diagnosis, p.diagnosis))
+        result.checks.extend(_journal_checks(ran.run, p))
+    except PosemuError as e:
+        result.error = f"{type(e).__name__}: {e}"
+    finally:
+        if ran is not None:
+            await ran.run.close()
+    result.wall_s = time.perf_counter() - t0_wall
+    result.virtual_s = clock.now() - t0_virtual
+    return result
+
+
+def _run_one(case: Case, base: TerminalConfig | None = None) -> RunResult:
+    """One case in its own state folder (RAM-backed where there is one) on its own virtual clock, on the
+    caller's base configuration (``regress --config``: set again here, as a worker process has a context
+    of its own)."""
+    logging.disable(logging.WARNING)        # the bundled host's log of what it refused is not a result
     shm = Path("/dev/shm")
     scratch = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-    for case in cases:
-        clock = VirtualClock()
-        with tempfile.TemporaryDirectory(prefix="posemu-regress-", dir=scratch) as tmp, \
-                asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
-            r = runner.run(run_case(case, Path(tmp), clock))
-        results.append(r)
-        if trace_dir is not None:
+    clock = VirtualClock()
+    with base_config(base), tempfile.TemporaryDirectory(prefix="posemu-regress-", dir=scratch) as tmp, \
+            asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
+        return runner.run(run_case(case, Path(tmp), clock))
+
+
+def run_cases(cases: list[Case], *, trace_dir: Path | None = None, workers: int | None = None) -> list[RunResult]:
+    """Run every case, each in its own state folder and on its own virtual clock, in the order given.
+
+    With more than a few cases they run in ``workers`` processes (default: one per CPU, at most
+    four); cases on a real PC/SC stack run here, one at a time (vpcd serves one card per slot)."""
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1) if len(cases) > 8 else 1
+    results: dict[int, RunResult] = {}
+    base = current_base()
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        local = [i for i, c in enumerate(cases) if c.preset.reader == "vpcd"]
+        remote = [i for i in range(len(cases)) if i not in set(local)]
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {i: pool.submit(_run_one, cases[i], base) for i in remote}
+            for i in local:
+                results[i] = _run_one(cases[i], base)
+            for i, fut in futures.items():
+                results[i] = fut.result()
+    else:
+        for i, case in enumerate(cases):
+            results[i] = _run_one(case, base)
+    ordered = [results[i] for i in range(len(cases))]
+    if trace_dir is not None:
+        for case, r in zip(cases, ordered, strict=True):
             write_trace(trace_dir, case, r)
-    return results
+    return ordered
 
 
 def _safe_name(case: Case) -> str:
@@ -251,8 +313,8 @@ def _safe_name(case: Case) -> str:
 def write_trace(trace_dir: Path, case: Case, r: RunResult) -> Path:
     trace_dir.mkdir(parents=True, exist_ok=True)
     path = trace_dir / f"{_safe_name(case)}.jsonl"
-    head = {"posemu_trace": 1, "fault": case.fault.id, "scenario": case.scenario.name, "seed": case.seed,
-            "source": case.source, "ok": r.ok}
+    head = {"posemu_trace": 1, "fault": case.fault.id if case.fault else "", "scenario": case.preset.name,
+            "seed": case.seed, "source": case.source, "ok": r.ok}
     path.write_text(json.dumps(head) + "\n" + "".join(line + "\n" for line in r.trace), encoding="utf-8")
     return path
 
@@ -281,10 +343,10 @@ def replay(path: Path, cat: Catalogue | None = None) -> tuple[RunResult, list[st
     old = _sequence(lines[1:], path)
     if source == "catalogue":
         fault = cat.get(fault_id)
-        sc = next((s for s in fault.scenarios if s.name == scenario_name), None)
+        sc = next((s for s in fault.presets if s.name == scenario_name), None)
         if sc is None:
-            raise ConfigError(f"scenario {scenario_name!r} is no longer in fault {fault.id}")
-        case = Case(fault, sc, seed=seed)
+            raise ConfigError(f"preset {scenario_name!r} is no longer in fault {fault.id}")
+        case = Case(f"{fault.id}[{sc.name}]", sc, fault, seed=seed)
     else:
         case = load_scenario_file(source, cat)
     result = run_cases([case])[0]
@@ -315,10 +377,12 @@ def junit(results: list[RunResult], path: Path) -> None:
                        errors=str(sum(1 for r in results if r.error is not None)),
                        time=f"{sum(r.wall_s for r in results):.3f}")
     for r in results:
-        tc = ET.SubElement(suite, "testcase", classname=f"posemu.faults.{r.fault.id}", name=r.scenario.name,
+        fid = r.fault.id if r.fault else "scenario"
+        causes = sorted({c for s in r.specs for c in s.fault.causes})
+        tc = ET.SubElement(suite, "testcase", classname=f"posemu.faults.{fid}", name=r.preset.name if r.preset else "",
                            time=f"{r.wall_s:.3f}")
         ET.SubElement(tc, "properties").extend([
-            ET.Element("property", name="causes", value=",".join(r.fault.causes)),
+            ET.Element("property", name="causes", value=",".join(causes)),
             ET.Element("property", name="virtual_seconds", value=f"{r.virtual_s:.3f}"),
             ET.Element("property", name="screens", value=",".join(r.codes)),
         ])

@@ -1,60 +1,81 @@
-"""Run fault scenarios through the real stack and check what happened.
+"""Run faults through the real stack and check what happened.
 
-For one (fault, scenario) the runner builds the whole setup — bundled host (real asyncio TCP
-server on 127.0.0.1, SQLite), optional fault proxy on the path, reader backend (sim, serial pty,
-PC/SC) wrapped by the fault injector, terminal, journal — on the given clock, runs the steps
-(sign-on, balance inquiry, purchase, crash and restart…), then checks:
+For a set of :class:`~faults.model.FaultSpec` s the runner builds the whole world — bundled host
+(real asyncio TCP server on 127.0.0.1, SQLite) or the user's host, the fault proxy on the path, the
+resolver, the reader backend (sim, serial pty, PC/SC) wrapped by the fault reader, the environment,
+the terminal's clock, terminal and journal — on the given clock, attaches the faults through the
+seam (:mod:`faults.seam`), runs the steps (sign-on, balance inquiry, purchase, crash and
+restart…), takes the technician's readings (:mod:`faults.instruments`) and diagnoses
+(:mod:`faults.diagnose`). For a catalogue preset it then checks:
 
 * **screens** — the expected message codes appear, in order;
 * **outcome** — approved or not, as expected;
-* **diagnosis** — :func:`faults.diagnose.diagnose` names the expected cause ids, from what a
-  terminal and a technician can see (the trace and the self-test), never from the injected
-  parameters;
-* **journal** — no transaction lost or duplicated, no entry left pending, every unknown purchase
-  reversed and acknowledged; what the fault says the journal must show;
+* **diagnosis** — exactly the expected cause groups are named (the first of them on top), from the
+  trace and the readings only;
+* **journal** — no transaction lost or duplicated, none left pending, every unknown purchase
+  reversed and acknowledged; what the preset says the journal must show;
 * **money** — the cardholder's balance at the host moved exactly by the approved, unreversed
   purchases (B20: a failed transaction leaves the cardholder unharmed);
-* **evidence** — for mild faults, the recovered errors (retransmissions…) really happened.
+* **evidence** — for mild faults, the evidence code of the recovered errors is in the trace.
+
+Every run is bounded: each step has a deadline on the clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from emulator.app import Rig, open_rig
+from emulator.app import Rig, fit_bundled_host, open_rig
 from emulator.config import TerminalConfig
+from emulator.demo import DEMO_TMK
 from emulator.host.logic import seed_demo
+from emulator.host.rules import HostRules
 from emulator.host.server import HostServer
-from emulator.hostlink import Resolver, system_resolver
+from emulator.hostlink import Resolver
 from emulator.journal import Entry, Journal, Reversal, Status
 from emulator.messages import Msg, Screen
 from emulator.ports import CancelPinPad, PinPad, ScriptedPinPad
 from emulator.terminal import Outcome
+from emulator.trace import Kind
 from faults.card import StripeOverride, truncated_stripe
-from faults.catalogue import Catalogue, Fault, Scenario, load
-from faults.diagnose import Diagnosis, diagnose, self_test
-from faults.injectors import INJECTORS, Setup
-from faults.network import FaultProxy, failing_resolver, slow_resolver
+from faults.catalogue import Catalogue, load
+from faults.diagnose import Diagnosis, diagnose
+from faults.environment import Environment, SkewedClock
+from faults.grammar import spec_from
+from faults.injectors import Plan, Points
+from faults.instruments import Sheet, self_test
+from faults.model import Fault, FaultSpec, Preset
+from faults.network import FaultProxy, FaultyResolver, LinkFaults
 from faults.reader import FaultyReader
-from hardware.cards.profiles import load_profile
+from faults.seam import Injection
+from hardware.cards.profiles import CardProfile, load_profile
 from hardware.clock import Clock, VirtualClock
-from hardware.ports import CardReader
+from hardware.ports import CardReader, VirtualCard
 from hardware.registry import open_reader
 from hardware.sim import SimReader, card_for_profile
-from protocol.errors import PosemuError
+from protocol import keys as keymod
+from protocol.errors import ConfigError, PosemuError
 from protocol.iso import Message
-from protocol.specs import get_profile
+
+HOST_NAME = "acquirer.example"
+"""The name the terminal is configured with: resolved (through the fault point) to the path to the host."""
+STEP_DEADLINE_S = 900.0
+"""No step of a run takes longer than this on the clock (a deadlock is a failed run, not a hang)."""
 
 
 @dataclass(slots=True)
 class Check:
+    """One assertion of a regression scenario: its name, whether it held, and why not."""
+
     name: str
     ok: bool
     detail: str = ""
@@ -62,8 +83,12 @@ class Check:
 
 @dataclass(slots=True)
 class RunResult:
-    fault: Fault
-    scenario: Scenario
+    """The result of one regression case: the faults, the outcomes, the codes shown, the diagnosis and
+    the checks."""
+
+    fault: Fault | None
+    preset: Preset | None
+    specs: list[FaultSpec] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     codes: list[str] = field(default_factory=list)
     diagnosis: Diagnosis | None = None
@@ -73,6 +98,8 @@ class RunResult:
     trace: list[str] = field(default_factory=list)
     error: str | None = None
     skipped: str | None = None          # why this run could not happen here (e.g. no pcscd)
+    struck: dict[str, bool] = field(default_factory=dict)   # scoring only: did each fault change anything?
+    label: str = ""                                          # a scenario file's name
 
     @property
     def ok(self) -> bool:
@@ -80,13 +107,28 @@ class RunResult:
 
     @property
     def name(self) -> str:
-        return f"{self.fault.id}[{self.scenario.name}]"
+        if self.label:
+            return self.label
+        if self.fault is not None and self.preset is not None:
+            return f"{self.fault.id}[{self.preset.name}]"
+        return " + ".join(str(s) for s in self.specs) or "no fault"
+
+    @property
+    def scenario(self) -> Preset | None:
+        return self.preset
 
 
+@functools.cache
 def vpcd_available() -> bool:
-    """Is a pcscd with vpcd listening for virtual cards (the test run's private one, or the system's)?"""
+    """Is a pcscd with vpcd listening for virtual cards (the test run's private one, or the system's)?
+
+    The test run and ``make bench`` say so in the environment. Otherwise the system's vpcd port is
+    probed once per process: a probe sits in vpcd's accept queue (its backlog is 0) until vpcd next
+    polls, and a card connecting meanwhile has its SYN dropped — a second lost to TCP's retry."""
     import socket
 
+    if os.environ.get("POSEMU_VPCD_PORT") and os.environ.get("POSEMU_PCSCD_SOCKET"):
+        return Path(os.environ["POSEMU_PCSCD_SOCKET"]).exists()
     port = int(os.environ.get("POSEMU_VPCD_PORT", "35963"))
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0):
@@ -95,41 +137,84 @@ def vpcd_available() -> bool:
         return False
 
 
-def subsequence(expected: tuple[str, ...], seen: list[str]) -> bool:
+def final_outcome(outcomes: Sequence[Outcome]) -> Outcome | None:
+    """What a run ended with: its last transaction (a sign-on only when nothing else ran)."""
+    for out in reversed(outcomes):
+        if out.kind not in ("sign_on", "sign_off"):
+            return out
+    return outcomes[-1] if outcomes else None
+
+
+def subsequence(expected: Sequence[str], seen: Sequence[str]) -> bool:
     it = iter(seen)
     return all(any(code == s for s in it) for code in expected)
 
 
-def build_setup(fault: Fault, scenario: Scenario, *, seed: int, overrides: dict[str, Any] | None = None) -> Setup:
-    """The setup for one catalogue scenario."""
-    return combine([(fault, {**scenario.params, **(overrides or {})})], scenario=scenario, seed=seed)
+_BASE: contextvars.ContextVar[TerminalConfig | None] = contextvars.ContextVar("posemu_base_config", default=None)
 
 
-def combine(faults: list[tuple[Fault, dict[str, Any]]], *, scenario: Scenario | None = None, seed: int = 7,
-            card: str | None = None, txn: str | None = None, steps: list[str] | None = None,
-            reader_url: str | None = None, config: dict[str, Any] | None = None) -> Setup:
-    """One setup with several faults active at once (each injector wraps what the previous left)."""
-    cfg = TerminalConfig()
-    conf = {**(scenario.config if scenario else {}), **(config or {})}
-    if conf:
+def for_bundled_host(cfg: TerminalConfig) -> TerminalConfig:
+    """``cfg`` for a run's own bundled host on 127.0.0.1: its host address, TLS and backup host dropped."""
+    return replace(cfg, host=None, dialect=replace(cfg.dialect, tls=None, backup=None)).validate()
+
+
+@contextlib.contextmanager
+def base_config(cfg: TerminalConfig | None) -> Iterator[None]:
+    """Run faults on this terminal configuration (``posemu regress --config``, ``inquiry``/``purchase
+    --fault`` on the saved terminal.toml) instead of the defaults: the terminal starts from it (faults
+    change it as usual) and the bundled host speaks its host dialect, with its terminal id and master
+    key. Its host address, TLS and backup host are not used: every run has its own host on 127.0.0.1."""
+    if cfg is not None:
+        cfg = for_bundled_host(cfg)
+    token = _BASE.set(cfg)
+    try:
+        yield
+    finally:
+        _BASE.reset(token)
+
+
+def current_base() -> TerminalConfig | None:
+    """The configuration :func:`base_config` set here (``None``: the defaults): to hand to another
+    process, which sets it again (``regress`` runs cases in worker processes)."""
+    return _BASE.get()
+
+
+def _base() -> TerminalConfig:
+    cfg = _BASE.get()
+    return cfg if cfg is not None else TerminalConfig()
+
+
+def make_plan(specs: Sequence[FaultSpec], *, preset: Preset | None = None, seed: int = 7, card: str | None = None,
+              txn: str | None = None, steps: Sequence[str] | None = None, reader_url: str | None = None,
+              cfg: TerminalConfig | None = None, amount: int | None = None,
+              pin: str | None = None) -> tuple[Plan, Injection]:
+    """The world before power-on for these faults, and the injection that will arm them. The terminal
+    starts from ``cfg``, else from the base configuration (:func:`base_config`), else the defaults."""
+    base = cfg or _base()
+    if preset is not None and preset.config:
+        conf = dict(preset.config)
         timeouts = conf.pop("timeouts", None)
         if timeouts:
-            cfg = replace(cfg, timeouts=replace(cfg.timeouts, **{k: float(v) for k, v in timeouts.items()}))
-        cfg = replace(cfg, **conf)
-    first = faults[0][0] if faults else None
-    setup = Setup(cfg=cfg, card=card or (scenario.card if scenario else None) or (first.card if first else "demo"),
-                  txn=txn or (scenario.txn if scenario else None) or (first.txn if first else "balance"), seed=seed)
-    for fault, params in faults:
-        INJECTORS[fault.injector](setup, {**fault.defaults(), **params})
-    if scenario is not None and scenario.steps:
-        setup.steps = list(scenario.steps)
+            base = replace(base, timeouts=replace(base.timeouts, **{k: float(v) for k, v in timeouts.items()}))
+        base = replace(base, **conf)
+    first = specs[0].fault if specs else None
+    plan = Plan(cfg=base, card=card or (preset.card if preset else None) or (first.card if first else "demo"),
+                txn=txn or (preset.txn if preset else None) or (first.txn if first else "balance"), seed=seed)
+    if amount is not None:
+        plan.amount = amount
+    if pin is not None:
+        plan.habits.pins = [pin]
+    injection = Injection(list(specs), seed=seed)
+    injection.prepare(plan)
+    if preset is not None and preset.steps:
+        plan.steps = list(preset.steps)
     if steps:
-        setup.steps = list(steps)
-    if scenario is not None and scenario.reader:
-        setup.reader_url = scenario.reader
+        plan.steps = list(steps)
+    if preset is not None and preset.reader:
+        plan.reader_url = preset.reader
     if reader_url:
-        setup.reader_url = reader_url
-    return setup
+        plan.reader_url = reader_url
+    return plan, injection
 
 
 @contextlib.contextmanager
@@ -148,120 +233,192 @@ def _env(name: str, value: str | None) -> Iterator[None]:
 
 
 class Run:
-    """One scenario's world: host, proxy, reader, terminal."""
+    """One world: host, proxy, resolver, reader, environment, clock, terminal."""
 
-    def __init__(self, setup: Setup, clock: Clock, state: Path) -> None:
-        self.setup = setup
+    def __init__(self, plan: Plan, injection: Injection, clock: Clock, state: Path, *,
+                 external_host: str | None = None, base: TerminalConfig | None = None) -> None:
+        self.plan = plan
+        self.base = base or _base()               # what the bundled host serves (before presets and faults)
+        self.injection = injection
         self.clock = clock
+        self.tclock = SkewedClock(clock)          # the terminal's own real-time clock
+        self.environment = Environment()
         self.state = state
+        self.external_host = external_host
         self.host: HostServer | None = None
         self.proxy: FaultProxy | None = None
+        self.resolver: FaultyResolver | None = None
         self.rig: Rig | None = None
         self.extras: list[Any] = []
-        self.pan = load_profile(setup.card).pan
+        self.profile: CardProfile = self._profile()
+        self.requests: list[tuple[float, str]] = []        # (clock time, MTI) the bundled host decoded
+        self._struck: dict[str, bool] | None = None
+        self.pan = self.profile.pan
         self.balance_before = 0
         self.screens: list[str] = []
         self.vpcd: Any = None
+        self.points: Points | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.display: Callable[[Screen], None] | None = None
+        if plan.needs_bundled_host and external_host is not None:
+            names = [s.id for s in injection.specs if s.fault.injector in ("host-rule", "host-state")]
+            raise ConfigError(f"fault {', '.join(names)} acts on the bundled host; it cannot run against --host "
+                              f"{external_host}")
+
+    def _profile(self) -> CardProfile:
+        prof = load_profile(self.plan.card)
+        for change in self.plan.profile_changes:
+            prof = change(prof)
+        return prof
+
+    def card(self) -> VirtualCard:
+        card = card_for_profile(self.profile)
+        if self.plan.stripe_keep is not None:
+            card = StripeOverride(card, truncated_stripe(card, self.plan.stripe_keep))
+        for wrap in self.plan.card_wrappers:
+            card = wrap(card)
+        return card
 
     async def start_host(self) -> None:
-        s = self.setup
         self.state.mkdir(parents=True, exist_ok=True)
-        profile = get_profile("cup")      # the bundled host speaks the terminal's default profile
-        self.host = await HostServer.start(profile, clock=self.clock, db=":memory:",
-                                           rules=s.host_rules, seed=False)
-        seed_demo(self.host.store, profiles=[s.card])     # only what this run uses: PIN hashing is slow on purpose
-        for change in s.store_changes:
-            change(self.host.store, self.pan)
-        card = self.host.store.card(self.pan)
-        self.balance_before = self.host.store.balance(card.account_id)[0] if card else 0
-        if s.link is not None:
-            self.proxy = await FaultProxy.start(self.host.address, s.link, self.clock)
+        if self.external_host is not None:
+            host, _, port = self.external_host.rpartition(":")
+            target = (host.strip("[]") or "127.0.0.1", int(port))
+        else:
+            host_cfg = self._host_config()
+            self.host = await HostServer.start(host_cfg.wire_profile(), clock=self.clock, db=":memory:",
+                                               rules=HostRules(seed=self.plan.seed), seed=False)
+            self.host.observers.append(lambda m: self.requests.append((self.clock.now(), m.mti)))
+            # PIN hashing is slow on purpose: only this card (and no load-test terminals)
+            seed_demo(self.host.store, profiles=[self.plan.card], load_terminals=False)
+            fit_bundled_host(self.host, host_cfg, tmk=True)          # its terminal, keys and dialect
+            if self.profile.pan != load_profile(self.plan.card).pan:
+                self.host.store.add_card(self.profile)
+            for change in self.plan.host_changes:
+                change(self.host.store, self.pan)
+            card = self.host.store.card(self.pan)
+            self.balance_before = self.host.store.balance(card.account_id)[0] if card else 0
+            target = self.host.address
+        self.proxy = await FaultProxy.start(target, LinkFaults(seed=self.plan.seed), self.clock)
+
+    def _host_config(self) -> TerminalConfig:
+        """What the bundled host serves and speaks: the run's base configuration (the ``cfg`` the run
+        started from, else :func:`base_config`'s, else the defaults) — its host dialect, terminal id and
+        master key, whatever a fault does to the terminal's — on the profile the terminal *should* use (a
+        preset may choose it; a profile fault changes only the terminal)."""
+        base = self.base
+        changed = any(s.fault.injector == "config" and s.values.get("profile") not in (None, "", "same")
+                      for s in self.injection.specs)
+        return base if changed else replace(base, profile=self.plan.cfg.profile)
+
+    def _through_proxy(self, cfg: TerminalConfig) -> TerminalConfig:
+        """The terminal's dialect on the run's one path (the fault proxy): no backup host (it would go
+        round the faults); TLS only to the user's host (the bundled host speaks none), the certificate
+        checked against that host's name, not the name the run resolves to the proxy."""
+        d = cfg.dialect
+        tls = d.tls
+        if tls is not None:
+            if self.external_host is None:
+                tls = None
+            elif tls.server_name is None:
+                tls = replace(tls, server_name=self.external_host.rpartition(":")[0].strip("[]") or "127.0.0.1")
+        if tls is d.tls and d.backup is None:
+            return cfg
+        return replace(cfg, dialect=replace(d, tls=tls, backup=None))
 
     def host_address(self) -> str:
-        s = self.setup
-        if s.host_override:
-            return s.host_override
-        if self.proxy is not None:
-            return f"127.0.0.1:{self.proxy.port}"
-        assert self.host is not None
-        return f"127.0.0.1:{self.host.port}"
+        if self.plan.host_override:
+            return self.plan.host_override
+        assert self.proxy is not None
+        return f"{HOST_NAME}:{self.proxy.port}"
+
+    def sheet(self) -> Sheet:
+        """The acquirer's parameter and key sheets for this terminal."""
+        if self.host is None:
+            return Sheet(host=f"{HOST_NAME}:{self.proxy.port}" if self.proxy else None)
+        term = self.host.store.terminal(self.plan.cfg.terminal_id)
+        # the profile the host's configuration names (a dialect's own name is no message specification)
+        return Sheet(host=f"{HOST_NAME}:{self.proxy.port}" if self.proxy else None, profile=self._host_config().profile,
+                     min_version=term.min_version if term else None,
+                     tmk_kcv=keymod.kcv(term.tmk) if term else keymod.kcv(DEMO_TMK))
 
     async def _reader(self) -> CardReader:
-        s = self.setup
-        if s.reader_url and s.reader_url.startswith("serial"):
+        plan = self.plan
+        url = plan.reader_url
+        if url == "serial":
             from hardware.msr605_device import Msr605Device, Msr605PtyServer
+            from hardware.msr605_stripe import MagStripe
 
-            card = card_for_profile(load_profile(s.card))
-            server = Msr605PtyServer(Msr605Device(), clock=self.clock, stripe=card.stripe, auto_swipe=0.5)
+            server = Msr605PtyServer(Msr605Device(), clock=self.clock, card=MagStripe.from_iso(self.card().stripe),
+                                     auto_swipe=0.5)
             path = await server.start()
             self.extras.append(server)
-            if s.hold_port:
+            if plan.hold_port:
                 from hardware.links import SerialLink
 
                 holder = SerialLink(path, clock=self.clock)        # another program holds the port
                 await holder.open()
                 self.extras.append(holder)
             reader: CardReader = open_reader(f"serial://{path}", clock=self.clock)
-        elif s.reader_url == "vpcd":
+        elif url == "vpcd":
             # a real PC/SC stack: pyscard → pcscd → vpcd → our virtual card (posemu card serve)
             from hardware.vpcd import VpcdClient
 
             port = int(os.environ.get("POSEMU_VPCD_PORT", "35963"))
-            self.vpcd = VpcdClient(card_for_profile(load_profile(s.card)), clock=self.clock, port=port)
+            self.vpcd = VpcdClient(self.card(), clock=self.clock, port=port, retry_interval=0.02)
             reader = open_reader("pcsc://Virtual PCD 00 00?poll=0.2", clock=self.clock)
-        elif s.reader_url:
-            reader = open_reader(s.reader_url, clock=self.clock)
+        elif url:
+            reader = open_reader(url, clock=self.clock)
         else:
             sim = SimReader(self.clock)
-            card = card_for_profile(load_profile(s.card))
-            if s.stripe_keep is not None:
-                card = StripeOverride(card, truncated_stripe(card, s.stripe_keep))
-            sim.default_card = card
+            sim.default_card = self.card()
             reader = sim
-        if s.reader_faults is not None:
-            reader = FaultyReader(reader, s.reader_faults, self.clock)
-        return reader
+        return FaultyReader(reader, None, self.clock, self.environment)
 
     async def open_terminal(self) -> Rig:
-        s = self.setup
-        resolver: Resolver = system_resolver
-        host_name = None
-        if s.dns == "fail":
-            resolver, host_name = failing_resolver(), "acquirer.example"
-        elif s.dns == "slow":
-            host, port = self.host_address().rsplit(":", 1)
-            resolver = slow_resolver(system_resolver, s.dns_delay, self.clock, (host, int(port)))
-            host_name = "acquirer.example"
-        cfg = replace(s.cfg, host=self.host_address())
-        pins = s.pins or [load_profile(s.card).pin]
-        with _env("PCSCLITE_CSOCK_NAME", None if s.pcsc_service else str(self.state / "no-pcscd.comm")):
-            reader = await self._reader()
-        pinpad: PinPad = CancelPinPad() if s.cancel_pin else ScriptedPinPad(*pins)
-        rig = await open_rig(cfg, clock=self.clock, state_dir=self.state / "terminal", pinpad=pinpad,
-                             reader=reader, resolver=resolver, host_name=host_name)
-        if rig.cardholder is not None:
-            rig.cardholder.prefer_chip = s.prefer_chip
-            rig.cardholder.removes_card = s.removes_card
-            if s.swipe is not None:
-                from hardware.magstripe import Damage, SwipeParams
+        plan = self.plan
+        assert self.proxy is not None
+        proxy_port = self.proxy.port
 
-                sw = dict(s.swipe)
-                dmg = sw.pop("damage", None)
-                params = SwipeParams(speed_ips=float(sw.get("speed_ips", 10.0)),
-                                     accel_ips2=float(sw.get("accel_ips2", 0.0)),
-                                     skew_deg=float(sw.get("skew_deg", 0.0)), dirt_um=float(sw.get("dirt_um", 0.0)),
-                                     noise=float(sw.get("noise", 0.0)), seed=s.seed)
-                if dmg is not None:
-                    params = replace(params, damage=(Damage(*dmg),))
-                rig.cardholder.swipe_params = params
+        async def to_proxy(host: str, port: int) -> list[tuple[str, int]]:
+            return [("127.0.0.1", proxy_port)] if host == HOST_NAME else [(host, port)]
+
+        resolver: Resolver = to_proxy
+        self.resolver = self.resolver or FaultyResolver(resolver, self.clock)
+        cfg = self._through_proxy(replace(plan.cfg, host=self.host_address()))
+        pins = [p or self.profile.pin for p in (plan.habits.pins or [self.profile.pin])]
+        with _env("PCSCLITE_CSOCK_NAME", None if plan.pcsc_service else str(self.state / "no-pcscd.comm")):
+            reader = await self._reader()
+        # Under a real PC/SC stack the reader is watched by a blocking call in a thread, so the virtual
+        # clock follows real time during the card session: the scripted cardholder types at once there.
+        typing = 0.0 if plan.reader_url == "vpcd" else 0.4
+        pinpad: PinPad = CancelPinPad() if plan.habits.cancel_pin else ScriptedPinPad(*pins, seconds_per_digit=typing)
+        rig = await open_rig(cfg, clock=self.tclock, state_dir=self.state / "terminal", pinpad=pinpad,
+                             reader=reader, resolver=self.resolver, external_host=self.external_host is not None)
+        h = plan.habits
+        if rig.cardholder is not None:
+            rig.cardholder.prefer_chip = h.prefer_chip
+            rig.cardholder.removes_card = h.removes_card
+            rig.cardholder.pulls_card_at = h.pulls_card_at
+            if h.swipe is not None:
+                from hardware.magstripe import SwipeParams
+
+                sw = h.swipe
+                rig.cardholder.swipe_params = SwipeParams(
+                    speed_ips=float(sw.get("speed_ips", 10.0)), accel_ips2=float(sw.get("accel_ips2", 0.0)),
+                    skew_deg=float(sw.get("skew_deg", 0.0)), dirt_um=float(sw.get("dirt_um", 0.0)),
+                    noise=float(sw.get("noise", 0.0)), seed=plan.seed)
         rig.terminal.add_display(lambda sc: self.screens.append(sc.code))
         if self.vpcd is not None:
             rig.terminal.add_display(self._vpcd_cardholder)
         if self.display is not None:
             rig.terminal.add_display(self.display)
         self.rig = rig
+        assert isinstance(reader, FaultyReader)
+        self.points = Points(environment=self.environment, clock=self.tclock, reader=reader, link=self.proxy,
+                             resolver=self.resolver, host=self.host, journal=rig.journal, card_pan=self.pan,
+                             terminal_id=cfg.terminal_id)
+        self.injection.attach(self.points, rig.trace)
         return rig
 
     def _vpcd_cardholder(self, screen: Screen) -> None:
@@ -281,7 +438,100 @@ class Run:
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
 
+    def struck(self) -> dict[str, bool]:
+        """Scoring only (never for the diagnosis): which faults changed anything in this run — their
+        injector acted, or what they change was reached (a habit needs its moment, a stripe a swipe,
+        a refused host a request)."""
+        from faults.injectors import HostRuleAction, HostStateAction
+
+        if self._struck is not None:
+            return dict(self._struck)
+        trace = list(self.rig.trace) if self.rig is not None else []
+        screens = {e.what for e in trace if e.kind is Kind.SCREEN}
+        codes = {e.data.get("code") for e in trace}
+        swiped = any(e.kind is Kind.READER and e.what == "swipe read" for e in trace)
+        chip = any(e.kind is Kind.APDU for e in trace) or bool(codes & {"reader.atr_timeout", "reader.card_mute",
+                                                                        "chip.fallback", "reader.card_reset"})
+        stripe_errors = "SWIPE_AGAIN" in screens or any(isinstance(c, str) and c.startswith("stripe.") for c in codes)
+        began = any(e.kind is Kind.TXN and e.what == "begin" and e.data.get("txn") not in ("sign_on", "sign_off")
+                    for e in trace)
+        signed = any(e.kind is Kind.TXN and e.what == "begin" and e.data.get("txn") == "sign_on" for e in trace)
+        out: dict[str, bool] = {}
+        pts = self.points
+        for spec in self.injection.specs:
+            inj, v = spec.fault.injector, spec.values
+            armed = spec in self.injection.ever
+            if inj in ("reader", "environment"):
+                hits = pts.reader.hits if pts and pts.reader else {}
+                hit = armed and any(hits.get(m, 0) for m in _mechanisms(v))
+                if inj == "environment" and _num(v, "field_v") > 0 and swiped and stripe_errors:
+                    hit = True                          # the field reaches the magstripe head too
+            elif inj == "link":
+                refused = v.get("refuse") is True and "tcp.refused" in codes
+                hit = armed and (bool(self.proxy and self.proxy.struck) or refused)
+            elif inj == "dns":
+                hit = armed and bool(self.resolver and self.resolver.struck)
+            elif inj == "host-rule":
+                hit = any(r.applied > 0 for a in self.injection.actions_of(spec) if isinstance(a, HostRuleAction)
+                          for r in a.rules)
+            elif inj == "host-state":
+                times = [a.armed_at for a in self.injection.actions_of(spec)
+                         if isinstance(a, HostStateAction) and a.armed_at is not None]
+                hit = bool(times) and any(t >= min(times) and mti in ("0100", "0200", "0220")
+                                          for t, mti in self.requests)
+            elif inj == "stripe":
+                hit = swiped and stripe_errors
+            elif inj == "chip":
+                hit = chip if v.get("declines_after_online") is not True else \
+                    "chip.declined_after_online" in codes
+            elif inj == "habits":
+                hit = self._habit_struck(v, screens, swiped and stripe_errors)
+            elif inj == "clock":
+                hit = armed and "card.expired_local" in codes
+            elif inj == "journal":
+                hit = armed and began
+            elif inj == "config":
+                hit = signed or began
+            elif inj == "steps":
+                hit = self._steps_struck(str(v.get("steps", "")), codes)
+            else:                                   # port-busy, pcsc: they shape the whole run
+                hit = True
+            out[spec.id] = bool(hit)
+        return out
+
+    def freeze_struck(self) -> None:
+        """Take :meth:`struck` now (before the technician's readings add traffic of their own)."""
+        self._struck = None
+        self._struck = self.struck()
+
+    @staticmethod
+    def _steps_struck(steps: str, codes: set[Any]) -> bool:
+        """Operator steps change something when their effect happened: a crash that left a purchase
+        to recover, a transaction before the sign-on, wrong operator passwords."""
+        if "crash_purchase" in steps:
+            return "journal.recovered" in codes
+        if "operator:" in steps:
+            return bool(codes & {"operator.wrong_password", "terminal.locked"})
+        if not steps.startswith("sign_on"):
+            return "terminal.not_signed_on" in codes
+        return True
+
+    @staticmethod
+    def _habit_struck(v: dict[str, Any], screens: set[str], swiped: bool) -> bool:
+        if any(k in v for k in ("speed_ips", "skew_deg")):
+            return swiped
+        if v.get("wrong_pins") or v.get("cancel_pin") is True:
+            return "ENTER_PIN" in screens
+        moments = {"reading": "READING_CARD", "pin": "ENTER_PIN", "online": "PROCESSING"}
+        moment = moments.get(str(v.get("pulls_card_at")))
+        if moment is not None:
+            return moment in screens
+        if v.get("removes_card") is False:
+            return "REMOVE_CARD" in screens
+        return True
+
     async def close(self) -> None:
+        self.injection.undo()
         if self.rig is not None:
             await self.rig.close()
         if self.vpcd is not None:
@@ -296,9 +546,37 @@ class Run:
             await self.host.close()
 
 
-_ADHOC_SCENARIO = Scenario("adhoc", {}, (), None, ())
-_ADHOC_FAULT = Fault("adhoc", ("A1",), "hardware", "-", "-", "reader", (), (), "-", "-", "-", "-", "any", "demo",
-                     "balance", (_ADHOC_SCENARIO,))
+def _num(values: dict[str, Any], key: str) -> float:
+    x = values.get(key, 0)
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else 0.0
+
+
+def _mechanisms(v: dict[str, Any]) -> set[str]:
+    """How a reader or environment fault's settings can change what happens (the reader's
+    :attr:`~faults.reader.FaultyReader.hits`)."""
+    out: set[str] = set()
+    if _num(v, "contact_ohms") > 1.0 or _num(v, "dirt_per_insert_ohms") > 0 or _num(v, "wear_per_insert_ohms") > 0:
+        out |= {"brownout", "parity"}
+    if _num(v, "bounce_probability") > 0:
+        out.add("bounce")
+    if ("supply_v" in v and _num(v, "supply_v") < 5.0) or _num(v, "sag_v") > 0 or _num(v, "supply_wear_v") > 0:
+        out.add("brownout")
+    if v.get("seating") not in (None, "ok"):
+        out |= {"seating", "bounce"}
+    for flag, mechanism in (("dead", "dead"), ("seat_stuck", "seat"), ("latch_stuck", "latch"),
+                            ("sensor_dead", "sensor")):
+        if v.get(flag) is True:
+            out.add(mechanism)
+    if _num(v, "flap_probability") > 0:
+        out.add("flap")
+    if _num(v, "wtx_s") > 0:
+        out.add("wtx")
+    if "temperature_c" in v:
+        out.add("temperature")
+    if _num(v, "field_v") > 0:
+        out |= {"emi", "parity"}
+    return out
+
 
 DEFAULT_STEPS = {"balance": ["sign_on", "balance"], "purchase": ["sign_on", "purchase"],
                  # the transaction set: each with the original it needs first (issue 12)
@@ -309,77 +587,133 @@ _ACTIONABLE = {"void": ("purchase", "preauth", "completion"), "refund": ("purcha
                "complete": ("preauth",)}
 
 
-async def _steps(run: Run, result: RunResult) -> None:
-    s = run.setup
+async def _steps(run: Run, outcomes: list[Outcome]) -> None:
+    plan = run.plan
     rig = await run.open_terminal()
-    steps = s.steps or DEFAULT_STEPS.get(s.txn, ["sign_on", s.txn])
-    for step in steps:
+    steps = plan.steps or DEFAULT_STEPS.get(plan.txn, ["sign_on", plan.txn])
+    for i, step in enumerate(steps, start=1):
+        run.injection.step(i)
         name, _, arg = step.partition(":")
         t = rig.terminal
-        if name == "sign_on":
-            out = await t.sign_on()
-        elif name == "balance":
-            out = await t.balance_inquiry()
-        elif name == "purchase":
-            out = await t.purchase(int(arg) if arg else s.amount)
-        elif name == "preauth":
-            out = await t.preauth(int(arg) if arg else s.amount)
-        elif name in _ACTIONABLE:
-            # ``void[:journal id]``, ``refund[:amount]``, ``complete[:amount]``: the last original that fits
-            orig = rig.journal.get(int(arg)) if name == "void" and arg else rig.journal.last(_ACTIONABLE[name])
-            if orig is None:
-                raise PosemuError(f"scenario step {step!r}: no transaction to act on in the journal")
-            if name == "void":
-                out = await t.void(orig.id)
-            elif name == "refund":
-                out = await t.refund(int(arg) if arg else orig.amount, original_id=orig.id)
-            else:
-                out = await t.complete(orig.id, int(arg) if arg else None)
-        elif name == "settle":
-            out = await t.settle()
-        elif name == "sign_off":
-            out = await t.sign_off()
-        elif name == "operator":
-            t.operator_login(arg)
-            continue
-        elif name == "reversals":
-            await t.send_pending_reversals()
-            continue
-        elif name == "clean":
-            r = rig.reader
-            if isinstance(r, FaultyReader):
-                r.clean()
-            continue
-        elif name == "crash_purchase":
-            # the application dies right after the purchase request left: the task is killed
-            assert run.host is not None
-            sent = asyncio.Event()
+        try:
+            async with asyncio.timeout(STEP_DEADLINE_S):
+                out = await _step(run, rig, name, arg)
+        except TimeoutError:
+            raise PosemuError(f"step {i} ({step}) did not finish within {STEP_DEADLINE_S:g} s: a deadlock") from None
+        rig = run.rig or rig
+        if out is not None:
+            outcomes.append(out)
+            if name == "sign_on" and not out.approved and i < len(steps) and steps[i].split(":")[0] != "sign_on" \
+                    and not plan.steps:
+                break          # a failed sign-on is the result: nothing runs after it
+        del t
 
-            def on_request(m: Message, ev: asyncio.Event = sent) -> None:
-                if m.mti == "0200":
-                    ev.set()
 
+async def _step(run: Run, rig: Rig, name: str, arg: str) -> Outcome | None:
+    t = rig.terminal
+    plan = run.plan
+    if name == "sign_on":
+        return await t.sign_on()
+    if name == "sign_off":
+        return await t.sign_off()
+    if name == "balance":
+        return await t.balance_inquiry()
+    if name == "purchase":
+        return await t.purchase(int(arg) if arg else plan.amount)
+    if name == "preauth":
+        return await t.preauth(int(arg) if arg else plan.amount)
+    if name in _ACTIONABLE:
+        # ``void[:journal id]``, ``refund[:amount]``, ``complete[:amount]``: the last original that fits
+        orig = rig.journal.get(int(arg)) if name == "void" and arg else rig.journal.last(_ACTIONABLE[name])
+        if orig is None:
+            raise PosemuError(f"scenario step {name!r}: no transaction to act on in the journal")
+        if name == "void":
+            return await t.void(orig.id)
+        if name == "refund":
+            return await t.refund(int(arg) if arg else orig.amount, original_id=orig.id)
+        return await t.complete(orig.id, int(arg) if arg else None)
+    if name == "settle":
+        return await t.settle()
+    if name == "operator":
+        t.operator_login(arg)
+        return None
+    if name == "reversals":
+        await t.send_pending_reversals()
+        return None
+    if name == "clean":
+        r = rig.reader
+        if isinstance(r, FaultyReader):
+            r.clean()
+        return None
+    if name == "crash_purchase":
+        # the application dies right after the purchase request left: the task is killed. If the request
+        # never reaches the host (the link is down), the purchase ends by itself first.
+        sent = asyncio.Event()
+
+        def on_request(m: Message, ev: asyncio.Event = sent) -> None:
+            if m.mti == "0200":
+                ev.set()
+
+        if run.host is not None:
             run.host.observers.append(on_request)
-            task = asyncio.ensure_future(t.purchase(int(arg) if arg else s.amount))
-            await sent.wait()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, PosemuError):
-                await task
-            continue
-        elif name == "restart":
-            await rig.terminal.close()
-            rig.journal.close()
-            run.rig = None
-            rig = await run.open_terminal()
-            continue
-        else:
-            raise PosemuError(f"unknown scenario step {step!r}")
-        result.outcomes.append(out)
+        task = asyncio.ensure_future(t.purchase(int(arg) if arg else plan.amount))
+        waiter = asyncio.ensure_future(sent.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done():
+            return task.result() if not task.cancelled() and task.exception() is None else None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, PosemuError):
+            await task
+        # what the operator saw: the terminal died in the middle of a purchase
+        return Outcome("purchase", False, Msg.SYSTEM_ERROR, error="the application stopped in the middle of a purchase")
+    if name == "restart":
+        await rig.terminal.close()
+        rig.journal.close()
+        run.rig = None
+        await run.open_terminal()
+        return None
+    raise PosemuError(f"unknown scenario step {name!r}")
 
 
-def _journal_checks(run: Run, result: RunResult) -> list[Check]:
+@dataclass(slots=True)
+class Ran:
+    """A finished :func:`run_specs`: the run (the caller closes it), its outcomes, the diagnosis and the
+    readings."""
+
+    run: Run
+    outcomes: list[Outcome]
+    diagnosis: Diagnosis
+    readings: dict[str, Any]
+
+
+async def run_specs(specs: Sequence[FaultSpec], *, clock: Clock, state: Path, preset: Preset | None = None,
+                    seed: int = 7, card: str | None = None, txn: str | None = None,
+                    steps: Sequence[str] | None = None, reader_url: str | None = None,
+                    cfg: TerminalConfig | None = None, amount: int | None = None, external_host: str | None = None,
+                    display: Callable[[Screen], None] | None = None, self_test_too: bool = True,
+                    pin: str | None = None) -> Ran:
+    """Build the world for ``specs``, run its steps, take the readings and diagnose. The caller closes
+    ``ran.run``."""
+    plan, injection = make_plan(specs, preset=preset, seed=seed, card=card, txn=txn, steps=steps,
+                                reader_url=reader_url, cfg=cfg, amount=amount, pin=pin)
+    run = Run(plan, injection, clock, state, external_host=external_host,
+              base=for_bundled_host(cfg) if cfg is not None else None)
+    run.display = display
+    outcomes: list[Outcome] = []
+    await run.start_host()
+    await _steps(run, outcomes)
     rig = run.rig
-    assert rig is not None and run.host is not None
+    if rig is None:
+        raise PosemuError("the run left no terminal running")
+    run.freeze_struck()
+    readings = await self_test(rig, run.points, run.sheet(), seed=seed) if self_test_too else {}
+    return Ran(run, outcomes, diagnose(list(rig.trace), outcomes, readings), readings)
+
+
+def _journal_checks(run: Run, preset: Preset) -> list[Check]:
+    rig = run.rig
+    assert rig is not None
     entries = rig.journal.entries(1000)
     checks = []
     pending = [e for e in entries if e.status is Status.PENDING]
@@ -390,7 +724,7 @@ def _journal_checks(run: Run, result: RunResult) -> list[Check]:
     unreversed = [e for e in unknown if e.reversal is not Reversal.DONE]
     checks.append(Check("journal: every unknown purchase reversed and acknowledged", not unreversed,
                         f"{len(unreversed)} not reversed"))
-    want = result.scenario.journal
+    want = preset.journal
     txn = [e for e in entries if e.kind in ("balance", *_MONEY_KINDS)]
     last = txn[-1] if txn else None
     if want == "none":
@@ -404,13 +738,14 @@ def _journal_checks(run: Run, result: RunResult) -> list[Check]:
         ok = last is not None and last.status.value == want
         got = last.status.value if last else "no entry"
     checks.append(Check(f"journal shows: {want}", ok, got))
-    # money: the host moved exactly the approved, unreversed purchases
-    card = run.host.store.card(run.pan)
-    if card is not None:
-        after = run.host.store.balance(card.account_id)[0]
-        spent = -journal_money(rig.journal, txn)
-        checks.append(Check("money: balance moved by approved purchases only", after == run.balance_before - spent,
-                            f"before {run.balance_before}, after {after}, approved purchases {spent}"))
+    if run.host is not None:
+        card = run.host.store.card(run.pan)
+        if card is not None:
+            after = run.host.store.balance(card.account_id)[0]
+            spent = -journal_money(rig.journal, txn)
+            checks.append(Check("money: balance moved by approved purchases only",
+                                after == run.balance_before - spent,
+                                f"before {run.balance_before}, after {after}, approved purchases {spent}"))
     return checks
 
 
@@ -442,90 +777,85 @@ def journal_money(journal: Journal, entries: list[Entry]) -> int:
     return total
 
 
-def _evidence_check(run: Run, kind: str) -> Check:
-    rig = run.rig
-    stats: dict[str, int] = {}
-    reader = rig.reader if rig else None
-    if isinstance(reader, FaultyReader):
-        stats.update({f"reader.{k}": v for k, v in reader.stats.items()})
-    if run.proxy is not None:
-        stats.update({f"link.{k}": v for k, v in run.proxy.stats.items()})
-    value = stats.get(kind, 0)
-    return Check(f"evidence: {kind} > 0", value > 0, f"{kind} = {value}")
+def check_diagnosis(diag: Diagnosis, expected: Sequence[str]) -> Check:
+    """Exactly the expected groups are named, the first expected one on top."""
+    named = diag.groups
+    ok = set(named) == set(expected) and (not expected or named[0] == expected[0])
+    return Check("diagnosis", ok, f"expected {list(expected)}, named {named} "
+                 f"({', '.join(f'{f.group.id} {f.confidence:.2f}' for f in diag.findings)})")
 
 
-async def run_setup(setup: Setup, *, clock: Clock, state: Path,
-                    display: Callable[[Screen], None] | None = None) -> tuple[Run, list[Outcome], Diagnosis]:
-    """Build the world for ``setup``, run its steps, self-test and diagnose. The caller closes the run."""
-    run = Run(setup, clock, state)
-    run.display = display
-    result = RunResult(_ADHOC_FAULT, _ADHOC_SCENARIO)
-    await run.start_host()
-    await _steps(run, result)
-    rig = run.rig
-    if rig is None:
-        raise PosemuError("the scenario left no terminal running")
-    measurements = await self_test(rig)
-    if setup.ambient_emi_v:
-        measurements["line_noise_v"] = max(measurements.get("line_noise_v", 0.0), setup.ambient_emi_v)
-    return run, result.outcomes, diagnose(list(rig.trace), result.outcomes, measurements)
-
-
-async def run_scenario(fault: Fault, scenario: Scenario, *, clock: Clock, state: Path, seed: int = 7,
-                       overrides: dict[str, Any] | None = None, setup: Setup | None = None) -> RunResult:
-    result = RunResult(fault, scenario)
+async def run_preset(fault: Fault, preset: Preset, *, clock: Clock, state: Path, seed: int = 7,
+                     catalogue: Catalogue | None = None, extra: Sequence[FaultSpec] = ()) -> RunResult:
+    cat = catalogue or load()
+    spec = spec_from(fault.id, cat, preset=preset.name)
+    result = RunResult(fault, preset, [spec, *extra])
     t0_wall, t0_virtual = time.perf_counter(), clock.now()
-    setup = setup or build_setup(fault, scenario, seed=seed, overrides=overrides)
-    if setup.reader_url == "vpcd" and not vpcd_available():
+    if preset.reader == "vpcd" and not vpcd_available():
         result.skipped = "needs pcscd with the vsmartcard vpcd driver (started by `make test`)"
         return result
-    run: Run | None = None
+    ran: Ran | None = None
     try:
-        run, result.outcomes, result.diagnosis = await run_setup(setup, clock=clock, state=state)
+        ran = await run_specs(result.specs, clock=clock, state=state, preset=preset, seed=seed)
+        run = ran.run
         rig = run.rig
         assert rig is not None
+        result.outcomes, result.diagnosis = ran.outcomes, ran.diagnosis
         result.codes = run.screens
         result.trace = [e.to_json() for e in rig.trace]
-        result.checks.append(Check("screens", subsequence(scenario.expect, result.codes),
-                                   f"expected {list(scenario.expect)} in {result.codes}"))
-        final = result.outcomes[-1] if result.outcomes else None
-        if scenario.approved is not None:
+        result.struck = run.struck()
+        result.checks.append(Check("screens", subsequence(preset.expect, result.codes),
+                                   f"expected {list(preset.expect)} in {result.codes}"))
+        final = final_outcome(result.outcomes)
+        if preset.approved is not None:
             got = final.approved if final else None
-            result.checks.append(Check("outcome", got == scenario.approved,
-                                       f"expected approved={scenario.approved}, got {got}"))
-        named = result.diagnosis.cause_ids
-        missing = [c for c in scenario.diagnosis if c not in named]
-        result.checks.append(Check("diagnosis", not missing,
-                                   f"expected {list(scenario.diagnosis)}, diagnosed {sorted(named)}"))
-        result.checks.extend(_journal_checks(run, result))
-        if scenario.evidence:
-            result.checks.append(_evidence_check(run, scenario.evidence))
+            result.checks.append(Check("outcome", got == preset.approved,
+                                       f"expected approved={preset.approved}, got {got}"))
+        result.checks.append(check_diagnosis(ran.diagnosis, preset.diagnosis))
+        result.checks.extend(_journal_checks(run, preset))
+        if preset.evidence:
+            seen = _codes_in(list(rig.trace))
+            reading = ran.readings.get(preset.evidence)
+            ok = preset.evidence in seen or (isinstance(reading, int | float) and reading > 0)
+            result.checks.append(Check(f"evidence: {preset.evidence}", ok,
+                                       f"reading {reading!r}; codes seen: {sorted(seen)}"))
     except PosemuError as e:
         result.error = f"{type(e).__name__}: {e}"
     finally:
-        if run is not None:
-            await run.close()
+        if ran is not None:
+            await ran.run.close()
     result.wall_s = time.perf_counter() - t0_wall
     result.virtual_s = clock.now() - t0_virtual
     return result
 
 
-def all_scenarios(cat: Catalogue, only: list[str] | None = None) -> list[tuple[Fault, Scenario]]:
+def _codes_in(trace: Sequence[Any]) -> set[str]:
+    out: set[str] = set()
+    for e in trace:
+        code = e.data.get("code")
+        if isinstance(code, str):
+            out.add(code)
+    return out
+
+
+def all_presets(cat: Catalogue, only: list[str] | None = None) -> list[tuple[Fault, Preset]]:
     out = []
     for f in cat.faults.values():
         if only and f.id not in only:
             continue
-        for s in f.scenarios:
-            out.append((f, s))
+        for p in f.presets:
+            out.append((f, p))
     return out
 
 
-def run_one(fault: Fault, scenario: Scenario, state: Path, seed: int = 7,
-            overrides: dict[str, Any] | None = None) -> RunResult:
-    """Run one scenario on a fresh virtual clock (blocking)."""
+all_scenarios = all_presets
+
+
+def run_one(fault: Fault, preset: Preset, state: Path, seed: int = 7) -> RunResult:
+    """Run one preset on a fresh virtual clock (blocking)."""
     clock = VirtualClock()
     with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
-        return runner.run(run_scenario(fault, scenario, clock=clock, state=state, seed=seed, overrides=overrides))
+        return runner.run(run_preset(fault, preset, clock=clock, state=state, seed=seed))
 
 
-__all__ = ["Check", "Msg", "RunResult", "all_scenarios", "load", "run_one", "run_scenario"]
+__all__ = ["Check", "Msg", "Ran", "RunResult", "all_presets", "load", "run_one", "run_preset", "run_specs"]

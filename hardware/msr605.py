@@ -1,7 +1,7 @@
 """MSR605/MSR206-family serial magstripe reader/writer: the ``serial://`` backend.
 
 The wire protocol is :mod:`hardware.msr605_codec` (sans-IO, no serial port, no clock); this
-module drives its host side, :class:`~hardware.msr605_codec.Msr605Client`, over a
+module drives its host side, :class:`~hardware.msr605_codec_host.Msr605Client`, over a
 :class:`~hardware.ports.ByteLink` and maps the device's answers to reader events.
 :class:`SerialMsrReader` is a magstripe-only :class:`~hardware.ports.CardReader` (every wait for
 a card arms an ISO read) and, for card-writing tools, also reads raw and writes (ISO and raw) and
@@ -32,7 +32,6 @@ from hardware.msr605_codec import (
     IsoReadReply,
     LeadingZerosReply,
     ModelReply,
-    Msr605Client,
     RawReadReply,
     Reply,
     Status,
@@ -41,8 +40,8 @@ from hardware.msr605_codec import (
     TrackMarker,
     encode_command,
     encode_reply,
-    parse_reply,
 )
+from hardware.msr605_codec_host import Msr605Client, parse_reply
 from hardware.ports import ByteLink, ReaderEvent, ReaderEventKind, SwipeResult, TrackRead, TrackStatus
 from hardware.registry import ReaderURL
 from protocol.errors import ConfigError, DecodeError

@@ -5,20 +5,22 @@ Response", §7 "Data Format", §8 "Communication Sequence", §9 "Addendum"; chec
 woodruffw/libmsr (``msr206.c``) and Doridian/libMSRx05 (``libmsr.py``). The link is 9600 baud
 8N1; every command is ESC (``1B``) + one byte, some followed by argument bytes or a data block.
 
-No serial port, no clock, no I/O: both ends speak the vocabulary of :mod:`protocol.sansio` —
-``receive_data(bytes)``, then ``next_event()`` until it answers :data:`~protocol.sansio.NEED_DATA`.
+No serial port, no clock, no I/O. This module is the vocabulary both ends share — the
+commands, status bytes, replies and host events as values, and their encoders; each end is a
+sans-IO object in the vocabulary of :mod:`protocol.sansio` (``receive_data(bytes)``, then
+``next_event()`` until it answers :data:`~protocol.sansio.NEED_DATA`):
 
-* :class:`Msr605Client` is the host (a POS, a card-writing tool): commands out
-  (:meth:`~Msr605Client.send`, :meth:`~Msr605Client.send_iso_write`,
-  :meth:`~Msr605Client.send_raw_write`), the device's replies in as :data:`Reply` events. Bytes
-  that cannot be the awaited reply raise :class:`~protocol.errors.DecodeError` with field, stream
-  position and raw hex.
-* :class:`Msr605DeviceCodec` is the device: the host's bytes in as :data:`HostEvent` events
-  (commands with their arguments, write commands with their whole data block), replies out with
-  :func:`encode_reply`. A device must survive any input, so this side never raises: line noise
-  between commands is skipped, an unknown command is an :class:`UnknownCommand`, a write whose
-  data block is broken is a :class:`MalformedBlock` (the block is consumed), a data block with no
-  command before it is a :class:`StrayBlock`.
+* :class:`hardware.msr605_codec_host.Msr605Client` is the host (a POS, a card-writing tool):
+  commands out, the device's replies in as :data:`Reply` events. Bytes that cannot be the awaited
+  reply raise :class:`~protocol.errors.DecodeError` with field, stream position and raw hex.
+  :class:`hardware.msr605.SerialMsrReader` drives it over a serial port.
+* :class:`hardware.msr605_codec_device.Msr605DeviceCodec` is the device: the host's bytes in as
+  :data:`HostEvent` events (commands with their arguments, write commands with their whole data
+  block), replies out with :func:`encode_reply`. A device must survive any input, so this side
+  never raises: line noise between commands is skipped, an unknown command is an
+  :class:`UnknownCommand`, a write whose data block is broken is a :class:`MalformedBlock` (the
+  block is consumed), a data block with no command before it is a :class:`StrayBlock`.
+  :class:`hardware.msr605_device.Msr605Device` answers through it.
 
 =====================  =========================  ====================================================
 command                host sends                 device answers (§6)
@@ -62,16 +64,10 @@ Status bytes (§7): ``30`` ok, ``31`` read/write error, ``32`` command format er
 invalid command, ``39`` invalid swipe in write mode; ``41`` ("A") is the fail answer of RAM test,
 leading zeros, BPI, BPC and erase.
 
->>> c = Msr605Client()
->>> c.send(Command.COMM_TEST).hex()
+>>> encode_command(Command.COMM_TEST).hex()
 '1b65'
->>> c.receive_data(b"\\x1b"); c.next_event()          # short read
-NEED_DATA
->>> c.receive_data(b"y"); c.next_event()
-CommTestOk()
->>> d = Msr605DeviceCodec()
->>> d.receive_data(c.send_iso_write((b"ABC123", b"12345", b""))); d.next_event()
-IsoWrite(tracks=(6, 5, 0) bytes)
+>>> encode_reply(CommTestOk()).hex()
+'1b79'
 """
 
 from __future__ import annotations
@@ -80,8 +76,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from protocol.errors import DecodeError, EncodeError
-from protocol.sansio import NEED_DATA, NeedData
+from protocol.errors import EncodeError
 
 ESC = 0x1B
 FS = 0x1C
@@ -142,6 +137,8 @@ STATUS_REPLY = frozenset({
 
 
 class Status(enum.IntEnum):
+    """The status byte of a reply (§7)."""
+
     OK = 0x30
     RW_ERROR = 0x31
     FORMAT_ERROR = 0x32
@@ -154,8 +151,6 @@ class Status(enum.IntEnum):
         return _STATUS_TEXT[self]
 
 
-_STATUS_VALUES = frozenset(int(s) for s in Status)
-
 _STATUS_TEXT = {
     Status.OK: "ok",
     Status.RW_ERROR: "read/write error",
@@ -167,6 +162,8 @@ _STATUS_TEXT = {
 
 
 class TrackMarker(enum.Enum):
+    """How a track appears in an ISO read block: its characters, or the empty / bad marker."""
+
     DATA = "data"
     EMPTY = "empty"         # 1B 2B
     BAD = "bad"             # 1B 2A
@@ -194,31 +191,43 @@ def _sizes(tracks: Sequence[bytes | None]) -> str:
 # --- replies (device → host) ---------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class CommTestOk:
+    """``1B 79``: the communication test passed."""
+
     pass
 
 
 @dataclass(frozen=True, slots=True)
 class StatusReply:
+    """``1B [status]``: the whole answer of the commands in :data:`STATUS_REPLY` (and of a failed read)."""
+
     status: Status
 
 
 @dataclass(frozen=True, slots=True)
 class ModelReply:
+    """``1B [model] 53``: the device's model character."""
+
     model: str
 
 
 @dataclass(frozen=True, slots=True)
 class FirmwareReply:
+    """``1B`` + 8 characters: the firmware version, ``REV?X.XX``."""
+
     version: str
 
 
 @dataclass(frozen=True, slots=True)
 class CoercivityReply:
+    """``1B 68`` / ``1B 6C``: the head is set to Hi-Co (``high``) or Lo-Co."""
+
     high: bool
 
 
 @dataclass(frozen=True, slots=True)
 class LeadingZerosReply:
+    """``1B [t13] [t2]``: the clocking zeros written before tracks 1 and 3, and before track 2."""
+
     track13: int
     track2: int
 
@@ -232,6 +241,8 @@ class BpcReply:
 
 @dataclass(frozen=True, slots=True)
 class IsoReadReply:
+    """An ISO read's answer: the three tracks (sentinels included) and the status."""
+
     tracks: tuple[TrackData, TrackData, TrackData]
     status: Status = Status.OK
 
@@ -434,426 +445,3 @@ def encode_reply(reply: Reply) -> bytes:
             out += t.raw
     out += bytes([END, FS, ESC, reply.status])
     return bytes(out)
-
-
-# --- decoding the device's replies (host side) ------------------------------------------------------
-# Each parser looks at a buffer that starts with the reply and returns (reply, bytes used), or
-# NEED_DATA when the buffer ends inside it. It raises DecodeError as soon as a byte is wrong, so
-# garbage is reported without waiting for an end that may never come.
-Parsed = tuple[Reply, int]
-
-
-def _status(b: int, field: str, pos: int, raw: bytes) -> Status:
-    if b not in _STATUS_VALUES:
-        raise DecodeError(f"unknown status byte {b:02X}", field=field, pos=pos, raw=raw)
-    return Status(b)
-
-
-def _expect(buf: bytes, i: int, want: int, field: str, what: str) -> None:
-    """``buf[i]`` (present) must be ``want``."""
-    if buf[i] != want:
-        raise DecodeError(f"expected {what} ({want:02X}), got {buf[i]:02X}", field=field, pos=i, raw=buf)
-
-
-def _block_start(buf: bytes, field: str) -> Parsed | NeedData | None:
-    """``1B 73`` (→ ``None``: go on), a bare ``1B [status]`` (→ that reply) or an error."""
-    if len(buf) < 2:
-        if buf:
-            _expect(buf, 0, ESC, f"{field}.esc", "ESC")
-        return NEED_DATA
-    _expect(buf, 0, ESC, f"{field}.esc", "ESC")
-    if buf[1] == START:
-        return None
-    if buf[1] in _STATUS_VALUES:
-        return StatusReply(Status(buf[1])), 2
-    raise DecodeError(f"expected the start of a data block (73) or a status, got {buf[1]:02X}",
-                      field=f"{field}.start", pos=1, raw=buf)
-
-
-def _block_end(buf: bytes, pos: int, field: str) -> tuple[Status, int] | NeedData:
-    """``3F 1C 1B [status]`` at ``pos``."""
-    for k, (want, name, what) in enumerate(((END, "end", "end delimiter 3F"), (FS, "end", "file separator 1C"),
-                                            (ESC, "status", "ESC before the status"))):
-        if len(buf) <= pos + k:
-            return NEED_DATA
-        _expect(buf, pos + k, want, f"{field}.{name}", what)
-    if len(buf) <= pos + 3:
-        return NEED_DATA
-    return _status(buf[pos + 3], f"{field}.status", pos + 3, buf), pos + 4
-
-
-def parse_iso_block(buf: bytes) -> Parsed | NeedData:
-    """An ISO read answer at the start of ``buf`` (§7 [Data Block]; empty/bad markers as libmsr)."""
-    head = _block_start(buf, "iso")
-    if head is not None:
-        return head
-    pos = 2
-    tracks: list[TrackData] = []
-    for n in (1, 2, 3):
-        for k, (want, what) in enumerate(((ESC, "ESC before the track marker"), (n, f"track marker {n:02X}"))):
-            if len(buf) <= pos + k:
-                return NEED_DATA
-            _expect(buf, pos + k, want, f"track{n}.marker", what)
-        pos += 2
-        if len(buf) <= pos + 1:
-            return NEED_DATA
-        if buf[pos] == ESC and buf[pos + 1] in (EMPTY_TRACK, BAD_TRACK):
-            tracks.append(TrackData(n, TrackMarker.EMPTY if buf[pos + 1] == EMPTY_TRACK else TrackMarker.BAD))
-            pos += 2
-            continue
-        start = pos
-        stop = ESC if n < 3 else FS
-        while True:                          # bounded: pos grows each pass, MAX_TRACK caps it
-            if pos >= len(buf):
-                return NEED_DATA
-            b = buf[pos]
-            if b == stop:
-                break
-            if b in (ESC, FS):
-                raise DecodeError(f"track {n} data ended by {b:02X}; expected {stop:02X}",
-                                  field=f"track{n}.data", pos=pos, raw=buf)
-            if pos - start > MAX_TRACK:
-                raise DecodeError(f"track {n} data is longer than {MAX_TRACK} bytes", field=f"track{n}.data",
-                                  pos=pos, raw=buf)
-            pos += 1
-        if n < 3:
-            tracks.append(TrackData(n, TrackMarker.DATA, bytes(buf[start:pos])))
-        else:
-            if pos == start or buf[pos - 1] != END:
-                raise DecodeError("the data block does not end with 3F 1C", field="iso.end", pos=pos, raw=buf)
-            tracks.append(TrackData(n, TrackMarker.DATA, bytes(buf[start:pos - 1])))
-            pos -= 1                         # re-read the 3F 1C end delimiter below
-    end = _block_end(buf, pos, "iso")
-    if isinstance(end, NeedData):
-        return end
-    status, used = end
-    return IsoReadReply((tracks[0], tracks[1], tracks[2]), status), used
-
-
-def parse_raw_block(buf: bytes) -> Parsed | NeedData:
-    """A raw read answer at the start of ``buf`` (§7 [Raw Data Block]: length byte, then the bytes)."""
-    head = _block_start(buf, "raw")
-    if head is not None:
-        return head
-    pos = 2
-    tracks: list[bytes] = []
-    for n in (1, 2, 3):
-        for k, (want, what) in enumerate(((ESC, "ESC before the track marker"), (n, f"track marker {n:02X}"))):
-            if len(buf) <= pos + k:
-                return NEED_DATA
-            _expect(buf, pos + k, want, f"track{n}.marker", what)
-        if len(buf) <= pos + 2:
-            return NEED_DATA
-        length = buf[pos + 2]
-        pos += 3
-        if len(buf) < pos + length:
-            return NEED_DATA
-        tracks.append(bytes(buf[pos:pos + length]))
-        pos += length
-    end = _block_end(buf, pos, "raw")
-    if isinstance(end, NeedData):
-        return end
-    status, used = end
-    return RawReadReply((tracks[0], tracks[1], tracks[2]), status), used
-
-
-def parse_reply(expected: Command, buf: bytes) -> Parsed | NeedData:
-    """Parse the answer to ``expected`` at the start of ``buf``: ``(reply, bytes used)`` or
-    :data:`NEED_DATA`. Raises :class:`DecodeError` for bytes that cannot be that answer."""
-    if expected is Command.ISO_READ:
-        return parse_iso_block(buf)
-    if expected is Command.RAW_READ:
-        return parse_raw_block(buf)
-    if expected in NO_REPLY:
-        raise EncodeError(f"{expected.name} has no reply to parse")
-    if not buf:
-        return NEED_DATA
-    _expect(buf, 0, ESC, "reply.esc", "ESC")
-    if len(buf) < 2:
-        return NEED_DATA
-    if expected is Command.COMM_TEST:
-        _expect(buf, 1, 0x79, "reply.comm_test", "communication test ok (79)")
-        return CommTestOk(), 2
-    if expected in STATUS_REPLY:
-        return StatusReply(_status(buf[1], "reply.status", 1, buf)), 2
-    if expected is Command.SET_BPC:
-        status = _status(buf[1], "reply.status", 1, buf)
-        if status is not Status.OK:
-            return StatusReply(status), 2
-        if len(buf) < 5:
-            return NEED_DATA
-        bpc = (buf[2], buf[3], buf[4])
-        if not all(5 <= b <= 8 for b in bpc):
-            raise DecodeError("the echoed BPC is outside 5…8", field="reply.bpc", pos=2, raw=buf)
-        return BpcReply(bpc), 5
-    if expected is Command.MODEL:
-        m = buf[1]
-        if not 0x20 <= m < 0x7F:
-            raise DecodeError(f"model byte {m:02X} is not printable", field="reply.model", pos=1, raw=buf)
-        if len(buf) < 3:
-            return NEED_DATA
-        _expect(buf, 2, 0x53, "reply.model", "model terminator 53 ('S')")
-        return ModelReply(chr(m)), 3
-    if expected is Command.FIRMWARE:
-        if len(buf) < 9:
-            return NEED_DATA
-        v = bytes(buf[1:9])
-        if not v.startswith(b"REV") or not all(0x20 <= c < 0x7F for c in v):
-            raise DecodeError("firmware version is not REV?X.XX", field="reply.firmware", pos=1, raw=buf)
-        return FirmwareReply(v.decode("ascii")), 9
-    if expected is Command.GET_COERCIVITY:
-        b = buf[1]
-        if b not in (0x68, 0x6C, 0x48, 0x4C):  # h/l as devices send; H/L as the manual prints
-            raise DecodeError(f"coercivity {b:02X} is neither h (68) nor l (6C)", field="reply.coercivity",
-                              pos=1, raw=buf)
-        return CoercivityReply(b in (0x68, 0x48)), 2
-    if expected is Command.CHECK_LEADING_ZEROS:
-        if len(buf) < 3:
-            return NEED_DATA
-        return LeadingZerosReply(buf[1], buf[2]), 3
-    raise EncodeError(f"{expected.name} has no reply to parse")     # pragma: no cover - every command is above
-
-
-class Msr605Client:
-    """The host side, sans-IO: commands out, reply events in.
-
-    One command with a reply may be outstanding at a time; sending another replaces the
-    expectation (as a real device drops a pending read when it gets a new command). ``RESET``
-    also discards buffered bytes. Bytes that arrive with no reply expected are a
-    :class:`DecodeError`.
-    """
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._pos = 0                  # stream offset of _buf[0], for error positions
-        self.expecting: Command | None = None
-
-    def send(self, cmd: Command, args: bytes = b"") -> bytes:
-        """The bytes of a command without a data block."""
-        data = encode_command(cmd, args)
-        self._expect(cmd)
-        return data
-
-    def send_iso_write(self, tracks: Sequence[bytes | None]) -> bytes:
-        """``1B 77`` + the ISO data block (track characters between the sentinels; empty = leave)."""
-        data = bytes([ESC, Command.ISO_WRITE]) + encode_iso_block(tracks)
-        self._expect(Command.ISO_WRITE)
-        return data
-
-    def send_raw_write(self, tracks: Sequence[bytes | None]) -> bytes:
-        """``1B 6E`` + the raw data block (bytes in the write bit orientation; empty = leave)."""
-        data = bytes([ESC, Command.RAW_WRITE]) + encode_raw_block(tracks)
-        self._expect(Command.RAW_WRITE)
-        return data
-
-    def _expect(self, cmd: Command) -> None:
-        if cmd is Command.RESET:
-            self.expecting = None
-            self.discard()
-        elif cmd not in NO_REPLY:
-            self.expecting = cmd
-
-    def discard(self) -> None:
-        """Drop buffered bytes (after a reset, or to resynchronise after a decode error)."""
-        self._pos += len(self._buf)
-        self._buf.clear()
-
-    def receive_data(self, data: bytes) -> None:
-        self._buf += data
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def next_event(self) -> Reply | NeedData:
-        """The next complete reply, or :data:`NEED_DATA`."""
-        if not self._buf:
-            return NEED_DATA
-        if self.expecting is None:
-            raw = bytes(self._buf[:64])
-            raise DecodeError("bytes from the reader with no command outstanding", field="reply",
-                              pos=self._pos, raw=raw)
-        try:
-            res = parse_reply(self.expecting, bytes(self._buf))
-        except DecodeError as e:
-            pos = None if e.pos is None else e.pos + self._pos
-            raise DecodeError(e.msg, field=e.field, pos=pos, raw=e.raw[:64]) from None
-        if isinstance(res, NeedData):
-            if len(self._buf) > MAX_BLOCK:
-                raise DecodeError(f"reply longer than {MAX_BLOCK} bytes", field="reply", pos=self._pos + MAX_BLOCK,
-                                  raw=bytes(self._buf[:64]))
-            return res
-        reply, used = res
-        del self._buf[:used]
-        self._pos += used
-        self.expecting = None
-        return reply
-
-
-# --- decoding the host's commands (device side) ------------------------------------------------------
-Found = tuple[HostEvent | None, int]      # (event or None for skipped noise, bytes consumed)
-
-
-def _skip_to_end(buf: bytes, start: int, final: bool) -> int | NeedData:
-    """Bytes to consume to get past the ``3F 1C`` ending field at or after ``start``.
-
-    Without one: :data:`NEED_DATA`, unless ``final`` (the buffer is over :data:`MAX_BLOCK`): all of it.
-    """
-    i = buf.find(bytes([END, FS]), start)
-    if i >= 0:
-        return i + 2
-    return len(buf) if final else NEED_DATA
-
-
-def _malformed(cmd: Command, reason: str, buf: bytes, at: int, base: int, final: bool) -> Found | NeedData:
-    used = _skip_to_end(buf, at, final)
-    if isinstance(used, NeedData):
-        return used
-    return MalformedBlock(cmd, reason, base + at), used
-
-
-def _parse_iso_write(buf: bytes, base: int, final: bool) -> Found | NeedData:
-    """``1B 77 1B 73 {1B n [chars]} 3F 1C`` from the start of ``buf``; markers in rising order,
-    any of them may be left out (that track is not written)."""
-    cmd = Command.ISO_WRITE
-    tracks: list[bytes | None] = [None, None, None]
-    current = 0
-    pos = start = 4
-    while True:                          # bounded: pos grows each pass; MAX_BLOCK caps the buffer
-        if pos >= len(buf):
-            return _malformed(cmd, f"no end (3F 1C) within {MAX_BLOCK} bytes", buf, pos, base, True) \
-                if final else NEED_DATA
-        b = buf[pos]
-        if b == ESC:
-            if pos + 1 >= len(buf):
-                return NEED_DATA if not final else _malformed(cmd, "block cut short", buf, pos, base, True)
-            m = buf[pos + 1]
-            if m not in (1, 2, 3) or m <= current:
-                return _malformed(cmd, f"ESC {m:02X} where a rising track marker (01…03) or the data belongs",
-                                  buf, pos, base, final)
-            if current:
-                tracks[current - 1] = bytes(buf[start:pos])
-            current = m
-            pos += 2
-            start = pos
-        elif b == FS:
-            data = bytes(buf[start:pos])
-            if not data.endswith(bytes([END])) or (not current and len(data) != 1):
-                return MalformedBlock(cmd, "1C without the 3F before it", base + pos), pos + 1
-            if current:
-                tracks[current - 1] = data[:-1]
-            return IsoWrite((tracks[0], tracks[1], tracks[2])), pos + 1
-        elif not current:
-            if b == END and pos + 1 < len(buf) and buf[pos + 1] == FS:
-                pos += 1                 # an empty block: 1B 73 3F 1C
-                continue
-            if b == END and pos + 1 >= len(buf) and not final:
-                return NEED_DATA
-            return _malformed(cmd, f"{b:02X} before the first track marker", buf, pos, base, final)
-        else:
-            if pos - start >= MAX_TRACK + 1:     # the 3F of the end may follow 255 characters
-                return _malformed(cmd, f"track {current} longer than {MAX_TRACK} characters", buf, pos, base,
-                                  final)
-            pos += 1
-
-
-def _parse_raw_write(buf: bytes, base: int, final: bool) -> Found | NeedData:
-    """``1B 6E 1B 73 {1B n L [L bytes]} 3F 1C`` from the start of ``buf``."""
-    cmd = Command.RAW_WRITE
-    tracks: list[bytes | None] = [None, None, None]
-    current = 0
-    pos = 4
-    while True:                          # bounded: pos grows each pass
-        if pos + 1 >= len(buf):
-            return _malformed(cmd, "block cut short", buf, pos, base, True) if final else NEED_DATA
-        b, m = buf[pos], buf[pos + 1]
-        if b == END and m == FS:
-            return RawWrite((tracks[0], tracks[1], tracks[2])), pos + 2
-        if b != ESC or m not in (1, 2, 3) or m <= current:
-            return _malformed(cmd, f"{b:02X} {m:02X} where a rising track marker (1B 01…03) or 3F 1C belongs",
-                              buf, pos, base, final)
-        if pos + 2 >= len(buf):
-            return _malformed(cmd, "block cut short", buf, pos, base, True) if final else NEED_DATA
-        length = buf[pos + 2]
-        if pos + 3 + length > len(buf):
-            return _malformed(cmd, "block cut short", buf, pos, base, True) if final else NEED_DATA
-        tracks[m - 1] = bytes(buf[pos + 3:pos + 3 + length])
-        current = m
-        pos += 3 + length
-
-
-def parse_host_command(buf: bytes, base: int = 0) -> Found | NeedData:
-    """The next host event at the start of ``buf`` (``base`` = its stream offset). Never raises."""
-    final = len(buf) > MAX_BLOCK
-    if not buf:
-        return NEED_DATA
-    if buf[0] != ESC:
-        nxt = buf.find(bytes([ESC]))
-        return None, (len(buf) if nxt < 0 else nxt)      # line noise between commands
-    if len(buf) < 2:
-        return NEED_DATA
-    code = buf[1]
-    if code == START:
-        if len(buf) < 4:
-            return NEED_DATA
-        if buf[2:4] not in (bytes([ESC, 1]), bytes([ESC, 2]), bytes([ESC, 3]), bytes([END, FS])):
-            return UnknownCommand(code), 2            # not a data block after all: ESC s is no command
-        used = _skip_to_end(buf, 2, final)
-        if isinstance(used, NeedData):
-            return used
-        return StrayBlock(base, used), used
-    if code not in _COMMAND_VALUES:
-        return UnknownCommand(code), 2
-    cmd = Command(code)
-    if cmd in WRITE_COMMANDS:
-        if len(buf) < 4:
-            if len(buf) == 3 and buf[2] != ESC:
-                return MalformedBlock(cmd, f"{buf[2]:02X} where the data block (1B 73) belongs", base + 2), 2
-            return NEED_DATA
-        if buf[2] != ESC or buf[3] != START:
-            return MalformedBlock(cmd, f"{buf[2]:02X} {buf[3]:02X} where the data block (1B 73) belongs",
-                                  base + 2), 2
-        return (_parse_iso_write if cmd is Command.ISO_WRITE else _parse_raw_write)(buf, base, final)
-    need = 2 + ARG_LENGTH.get(cmd, 0)
-    if len(buf) < need:
-        return NEED_DATA
-    return CommandEvent(cmd, bytes(buf[2:need])), need
-
-
-_COMMAND_VALUES = frozenset(int(c) for c in Command)
-
-
-class Msr605DeviceCodec:
-    """The device side, sans-IO: the host's bytes in, :data:`HostEvent` events out.
-
-    Never raises on input: whatever the host sends ends as events (see the module docstring),
-    each byte consumed exactly once. ``pos`` is the stream offset of the next unparsed byte.
-    """
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self.pos = 0
-
-    def receive_data(self, data: bytes) -> None:
-        self._buf += data
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def next_event(self) -> HostEvent | NeedData:
-        while self._buf:                 # each pass consumes ≥ 1 byte or returns
-            res = parse_host_command(bytes(self._buf), self.pos)
-            if isinstance(res, NeedData):
-                return res
-            event, used = res
-            del self._buf[:used]
-            self.pos += used
-            if event is not None:
-                return event
-        return NEED_DATA
-
-    @staticmethod
-    def send(reply: Reply) -> bytes:
-        """The bytes of ``reply`` (:func:`encode_reply`)."""
-        return encode_reply(reply)

@@ -1,8 +1,8 @@
 """An MSR605-family reader/writer, emulated: a pure device core and an asyncio pty pump.
 
 :class:`Msr605Device` is the device as a pure state machine on top of
-:class:`~hardware.msr605_codec.Msr605DeviceCodec`: ``receive_data(bytes) -> bytes`` answers the
-host's commands, ``swipe(card) -> CardPass`` is a card passing the head — it answers an armed read,
+:class:`~hardware.msr605_codec_device.Msr605DeviceCodec`: ``receive_data(bytes) -> bytes``
+answers the host's commands, ``swipe(card) -> CardPass`` is a card passing the head — it answers an armed read,
 write, erase or sensor test and returns the card as it is afterwards. Every command of the
 MSR605 Programmer's Manual §6 is emulated and acts on a :class:`~hardware.msr605_stripe.MagStripe`:
 
@@ -74,7 +74,6 @@ from hardware.msr605_codec import (
     LeadingZerosReply,
     MalformedBlock,
     ModelReply,
-    Msr605DeviceCodec,
     RawReadReply,
     RawWrite,
     Reply,
@@ -86,6 +85,7 @@ from hardware.msr605_codec import (
     UnknownCommand,
     encode_reply,
 )
+from hardware.msr605_codec_device import Msr605DeviceCodec
 from hardware.msr605_stripe import (
     Coercivity,
     MagStripe,
@@ -123,6 +123,8 @@ def erase_select(sel: int) -> frozenset[int] | None:
 
 
 class Mode(enum.Enum):
+    """What the emulated device is waiting for: nothing, or a card through the head for an armed command."""
+
     IDLE = "idle"
     ISO_READ = "waiting for a swipe to read"
     RAW_READ = "waiting for a swipe to read raw"

@@ -119,6 +119,8 @@ def _guarded(action: str, reader: str, fn: Callable[..., Any], *args: Any) -> An
 # --- listing ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class PcscReaderInfo:
+    """One reader as pcscd lists it: its index, name, card state and the card's ATR."""
+
     index: int
     name: str
     state: CardState

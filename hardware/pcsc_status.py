@@ -220,6 +220,8 @@ def pcsc_error(hr: int, action: str, reader: str = "") -> ReaderError:
 
 
 class CardState(enum.Enum):
+    """A reader's card state, summarised from its ``dwEventState`` flags by :func:`card_state`."""
+
     EMPTY = "empty"
     PRESENT = "card present"
     IN_USE = "card in use"

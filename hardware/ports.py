@@ -52,6 +52,8 @@ class SwipeResult:
 
 
 class ReaderEventKind(enum.Enum):
+    """What happened at a reader: a card went in, came out or was swiped, or the reader went away."""
+
     CARD_INSERTED = "card inserted"
     CARD_REMOVED = "card removed"
     CARD_SWIPED = "card swiped"
@@ -60,6 +62,8 @@ class ReaderEventKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ReaderEvent:
+    """One reader event; ``swipe`` is the swipe's result for ``CARD_SWIPED``, else ``None``."""
+
     kind: ReaderEventKind
     swipe: SwipeResult | None = None
 
@@ -97,6 +101,15 @@ class CardReader(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class HealthSensors(Protocol):
+    """What a terminal knows about its own condition, where its hardware reports it: the supply
+    voltage at the card reader (the battery or power-supply monitor, V) and the temperature inside
+    the case (°C). Optional: a reader that offers it gets it into every transaction's trace."""
+
+    def health(self) -> dict[str, float]: ...
 
 
 @runtime_checkable

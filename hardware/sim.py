@@ -101,6 +101,20 @@ def transfer_seconds(n_chars: int, baud: int = 9600, etu_per_char: int = 12) -> 
     return n_chars * etu_per_char / baud
 
 
+def physical_swipe(card: VirtualCard, params: SwipeParams | None = None, seed: int | None = None) -> SwipeResult:
+    """What a magstripe head decodes from one swipe of ``card``: through the physical model when
+    ``params`` or ``seed`` is given or the card's stripe is damaged, else exactly (:func:`ideal_swipe`)."""
+    worn = stripe_damage(card)
+    if params is None and seed is None and not worn:
+        return ideal_swipe(card)
+    physics = params or SwipeParams()
+    if worn:                              # the card's own stripe damage (its profile)
+        physics = dataclasses.replace(physics, damage=physics.damage + worn)
+    if seed is not None:
+        physics = dataclasses.replace(physics, seed=seed)
+    return simulate_swipe(card.stripe, physics).result
+
+
 class SimReader:
     """A virtual combined IC + magstripe reader.
 
@@ -165,18 +179,7 @@ class SimReader:
         card = card or self.default_card
         if card is None:
             raise CardAbsentError("no card to swipe")
-        worn = stripe_damage(card)
-        if result is not None:
-            res = result
-        elif params is not None or seed is not None or worn:
-            physics = params or SwipeParams()
-            if worn:                              # the card's own stripe damage (its profile)
-                physics = dataclasses.replace(physics, damage=physics.damage + worn)
-            if seed is not None:
-                physics = dataclasses.replace(physics, seed=seed)
-            res = simulate_swipe(card.stripe, physics).result
-        else:
-            res = ideal_swipe(card)
+        res = result if result is not None else physical_swipe(card, params, seed)
         self._events.put_nowait(ReaderEvent(ReaderEventKind.CARD_SWIPED, swipe=res))
         return res
 

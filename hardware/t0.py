@@ -81,6 +81,8 @@ MAX_REPEATS = 3
 
 # --- the line seam ------------------------------------------------------------------------
 class Direction(enum.Enum):
+    """Which way a character travels on the I/O line."""
+
     TO_CARD = "terminal → card"
     TO_TERMINAL = "card → terminal"
 

@@ -69,11 +69,15 @@ class Control(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class ControlMessage:
+    """A 1-byte control message from vpcd: power off, power on, reset or get ATR."""
+
     control: Control
 
 
 @dataclass(frozen=True, slots=True)
 class ApduMessage:
+    """A C-APDU from vpcd, answered with the card's R-APDU."""
+
     apdu: bytes
 
 
@@ -158,6 +162,8 @@ class VpcdDecoder:
 
 @dataclass(slots=True)
 class SessionStats:
+    """What vpcd has asked of the card on one connection, counted by kind."""
+
     apdus: int = 0
     atr_polls: int = 0
     power_ons: int = 0

@@ -95,6 +95,8 @@ def _check(n: int, data: str, pos: int, *, ended: bool) -> TrackRead:
 
 
 class WedgeEventKind(enum.Enum):
+    """What a run of keystrokes turned out to be."""
+
     SWIPE = "swipe"              # a complete swipe was typed: ``swipe`` holds it
     UNREADABLE = "unreadable"    # reader-speed keys that do not parse as a swipe: ``error`` says why
     KEYS = "keys"                # ordinary typing, not a swipe: hand ``keys`` to the UI as input
@@ -102,6 +104,8 @@ class WedgeEventKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class WedgeEvent:
+    """One result of :class:`WedgeFeeder`: a swipe, an unreadable swipe (``error``) or ordinary keys."""
+
     kind: WedgeEventKind
     swipe: SwipeResult | None = field(default=None, repr=False)   # holds track data: not in repr
     keys: str = field(default="", repr=False)

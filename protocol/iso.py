@@ -7,6 +7,16 @@ is :mod:`protocol.framing`. pyiso8583's errors are translated into :class:`Decod
 against the field's kind, so a BCD field holding ``A``–``F`` or a non-digit in an ``n`` field is
 an error, never a silent wrong value.
 
+**Fast path.** Each profile's spec is compiled once (:class:`_Plan`) into per-field encoders and
+decoders for the forms pyiso8583 supports and posemu's profiles use (binary/BCD/ASCII data,
+binary/BCD/ASCII lengths, nibble counts and pads, primary and secondary bitmaps). A message or
+frame that is well formed in every respect goes through them alone; at the first thing that is
+not — a value that fails a check, a length out of range, an unknown field, trailing bytes — the
+plan gives up and the reference path (pyiso8583 plus the checks, :func:`_encode_checked` /
+:func:`_decode_checked`) does the work, so errors are exactly the reference's. The plan accepts
+nothing the reference rejects and produces the same bytes and messages (the property tests in
+``tests/test_iso8583.py`` check both paths against each other).
+
 >>> from protocol.specs import ISO87ASCII
 >>> m = Message("0800", {11: "000001", 41: "TERM0001", 70: "001"})
 >>> decode(encode(m, ISO87ASCII), ISO87ASCII) == m
@@ -19,7 +29,7 @@ import binascii
 import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import iso8583
 import iso8583.decoder
@@ -118,6 +128,15 @@ class Message:
 
 def encode(msg: Message, profile: Profile) -> bytes:
     """Encode a message into its frame payload (header, MTI, bitmap, fields)."""
+    if type(msg) is Message:
+        out = _plan(profile).encode(msg)
+        if out is not None:
+            return out
+    return _encode_checked(msg, profile)
+
+
+def _encode_checked(msg: Message, profile: Profile) -> bytes:
+    """The reference path: every check, then pyiso8583 — and its exact error for bad values."""
     if type(msg) is not Message:
         raise TypeError(f"expected Message, got {type(msg).__name__}")
     mti = msg.mti
@@ -168,6 +187,15 @@ def _strip_pan(text: str) -> str:
 
 def decode(data: bytes | bytearray | memoryview, profile: Profile) -> Message:
     """Decode a frame payload. Raises only :class:`DecodeError` for bad bytes."""
+    if type(data) is bytes:
+        msg = _plan(profile).decode(data)
+        if msg is not None:
+            return msg
+    return _decode_checked(data, profile)
+
+
+def _decode_checked(data: bytes | bytearray | memoryview, profile: Profile) -> Message:
+    """The reference path: pyiso8583, then every check — and its exact error for bad bytes."""
     if type(data) is not bytes:
         if not isinstance(data, bytearray | memoryview):
             raise TypeError(f"expected bytes, got {type(data).__name__}")
@@ -239,3 +267,316 @@ def _header_hex(header: bytes) -> str:
 @functools.lru_cache(maxsize=64)
 def _header_bytes(header_hex: str) -> bytes:
     return bytes.fromhex(header_hex)
+
+
+# --- the compiled fast path ----------------------------------------------------------------------
+
+_LEN_BINARY, _LEN_BCD, _LEN_ASCII = 0, 1, 2
+_DECIMAL = frozenset("0123456789")
+
+
+class _FieldPlan(NamedTuple):
+    """One data element as pyiso8583's spec describes it, ready to use."""
+
+    number: int
+    key: str
+    kind: Kind
+    len_type: int            # bytes of length prefix (0: fixed)
+    len_enc: int             # _LEN_*
+    max_len: int
+    binary: bool             # data_enc "b": raw bytes (hex/BCD text in pyiso8583's doc)
+    nibbles: bool            # length counts nibbles
+    left_pad: str
+    right_pad: str
+    prefixes: tuple[bytes | None, ...]   # variable fields: the length prefix of lengths 0 … max_len (None: unencodable)
+    digits: frozenset[str]   # BCD fields: the characters a value may hold once '=' is nibble D (pad included)
+
+
+def _length_prefix(length: int, len_type: int, len_enc: int) -> bytes | None:
+    """What pyiso8583 writes as a length (None where it would fail)."""
+    if len_enc == _LEN_BINARY:
+        try:
+            return length.to_bytes(len_type, "big")
+        except OverflowError:
+            return None
+    if len_enc == _LEN_BCD:
+        digits = f"{length:0{len_type * 2}d}"
+        return None if len(digits) > len_type * 2 else binascii.a2b_hex(digits)
+    text = f"{length:0{len_type}d}".encode("ascii")
+    return None if len(text) > len_type else text
+
+
+class _Plan:
+    """A profile's spec compiled for the fast path; ``None`` from :meth:`encode`/:meth:`decode`
+    means "take the reference path"."""
+
+    def __init__(self, profile: Profile) -> None:
+        spec = profile.spec
+        self.profile = profile
+        self.header_len = profile.header_len
+        h, t = spec["h"], spec["t"]
+        self.usable = (
+            (h["max_len"] <= 0 and profile.header_len == 0)
+            or (h["data_enc"] == "b" and h["len_type"] == 0 and h["max_len"] == profile.header_len)
+        ) and t["data_enc"] in ("b", "ascii") and t.get("len_count", "bytes") == "bytes"
+        self.mti_binary = t["data_enc"] == "b"
+        self.bitmap_binary: dict[str, bool] = {}
+        for key in ("p", "1"):
+            enc = spec[key]["data_enc"] if key in spec else "b"
+            self.usable = self.usable and enc in ("b", "ascii")
+            self.bitmap_binary[key] = enc == "b"
+        self.fields: dict[int, _FieldPlan] = {}
+        for key, kind in profile.kinds.items():
+            fp = self._field(int(key), key, kind, spec[key])
+            if fp is None:
+                self.usable = False
+            else:
+                self.fields[fp.number] = fp
+        self.bcd_track = profile.bcd_track
+
+    @staticmethod
+    def _field(number: int, key: str, kind: Kind, f: Mapping[str, Any]) -> _FieldPlan | None:
+        data_enc = f["data_enc"]
+        len_enc = {"b": _LEN_BINARY, "bcd": _LEN_BCD, "ascii": _LEN_ASCII}.get(f["len_enc"], -1)
+        pads = [f.get(k, "") for k in ("left_pad", "right_pad")]
+        if not all(isinstance(x, str) and (x[:1] == "" or x[:1].isdigit()) for x in pads):
+            return None                                # unusual pads: the reference path handles them
+        nibbles = f.get("len_count", "bytes") == "nibbles"
+        binary = data_enc == "b"
+        if (len_enc < 0 or not (1 <= number <= 128) or number in (1, 65)
+                or not (binary or data_enc == "ascii") or (nibbles and not binary)
+                or f.get("len_count", "bytes") not in ("bytes", "nibbles")
+                or (binary and kind not in (Kind.N, Kind.Z, Kind.B)) or (not binary and kind is Kind.B)):
+            return None
+        len_type = int(f["len_type"])
+        max_len = int(f["max_len"])
+        prefixes: tuple[bytes | None, ...] = ()
+        if len_type:
+            prefixes = tuple(_length_prefix(n, len_type, len_enc) for n in range(max_len + 1))
+        left, right = pads[0][:1], pads[1][:1]
+        digits = _DECIMAL | {left, right} - {""} | ({"D"} if kind is Kind.Z else set())
+        return _FieldPlan(number, key, kind, len_type, len_enc, max_len, binary, nibbles, left, right, prefixes,
+                          frozenset(digits))
+
+    # -- encode ---------------------------------------------------------------------------------
+
+    def encode(self, msg: Message) -> bytes | None:
+        if not self.usable:
+            return None
+        mti = msg.mti
+        header = msg.header
+        if (type(mti) is not str or len(mti) != 4 or not mti.isdigit() or not mti.isascii()
+                or type(header) is not bytes or len(header) != self.header_len):
+            return None
+        fields = msg.fields
+        try:
+            numbers = sorted(fields)
+        except TypeError:                              # keys that are not field numbers
+            return None
+        plans = self.fields
+        parts: list[bytes] = [header, binascii.a2b_hex(mti) if self.mti_binary else mti.encode("ascii"), b""]
+        bitmap = 0
+        for n in numbers:
+            fp = plans.get(n)
+            if fp is None:
+                return None
+            data = self._encode_field(fp, fields[n])
+            if data is None:
+                return None
+            parts.append(data)
+            bitmap |= 1 << (128 - n)
+        if bitmap & ((1 << 64) - 1):                   # fields 65–128: secondary bitmap (field 1)
+            bitmap |= 1 << 127
+            parts[2] = self._bitmap(bitmap >> 64, "p") + self._bitmap(bitmap & ((1 << 64) - 1), "1")
+        else:
+            parts[2] = self._bitmap(bitmap >> 64, "p")
+        return b"".join(parts)
+
+    def _bitmap(self, bits: int, key: str) -> bytes:
+        raw = bits.to_bytes(8, "big")
+        return raw if self.bitmap_binary[key] else raw.hex().upper().encode("ascii")
+
+    def _encode_field(self, fp: _FieldPlan, v: object) -> bytes | None:
+        kind = fp.kind
+        if kind is _B:
+            if type(v) is not bytes:
+                return None
+            data = v
+            length = len(v) * 2 if fp.nibbles else len(v)
+        else:
+            if type(v) is not str:
+                return None
+            if kind is _N:
+                if v and not v.isdigit():
+                    return None
+            elif kind is _Z:
+                if not _TRACK.issuperset(v):
+                    return None
+                if self.bcd_track:
+                    v = v.replace("=", "D")
+            if fp.binary:                              # BCD: nibbles, odd counts padded
+                text = v
+                if len(text) & 1:
+                    if not fp.nibbles:
+                        return None
+                    if fp.left_pad:
+                        text = fp.left_pad + text
+                    elif fp.right_pad:
+                        text = text + fp.right_pad
+                    else:
+                        return None
+                if not fp.digits.issuperset(text):
+                    return None
+                data = binascii.a2b_hex(text)
+                length = len(v) if fp.nibbles else len(data)
+            else:
+                if not v.isascii():
+                    return None
+                data = v.encode("ascii")
+                length = len(data)
+        if fp.len_type == 0:
+            return data if length == fp.max_len else None
+        if length > fp.max_len:
+            return None
+        prefix = fp.prefixes[length]
+        return None if prefix is None else prefix + data
+
+    # -- decode ---------------------------------------------------------------------------------
+
+    def decode(self, data: bytes) -> Message | None:
+        if not self.usable:
+            return None
+        size = len(data)
+        pos = self.header_len
+        header = data[:pos] if pos else b""
+        if self.mti_binary:
+            mti = data[pos:pos + 2].hex()
+            pos += 2
+        else:
+            raw_mti = data[pos:pos + 4]
+            if not raw_mti.isascii():
+                return None
+            mti = raw_mti.decode("ascii")
+            pos += 4
+        if len(mti) != 4 or not mti.isdigit():
+            return None
+        pbin = self.bitmap_binary["p"]
+        end = pos + (8 if pbin else 16)
+        if end > size:
+            return None
+        bitmap = self._read_bitmap(data[pos:end], pbin)
+        if bitmap is None:
+            return None
+        pos = end
+        bits = bitmap << 64
+        if bitmap >> 63:                               # field 1: a secondary bitmap follows
+            sbin = self.bitmap_binary["1"]
+            end = pos + (8 if sbin else 16)
+            if end > size:
+                return None
+            second = self._read_bitmap(data[pos:end], sbin)
+            if second is None or second >> 63:        # field 65: a tertiary bitmap (not in the fast path)
+                return None
+            bits |= second
+            pos = end
+        plans = self.fields
+        fields: dict[int, Value] = {}
+        n = 1
+        bits &= (1 << 127) - 1                         # field 1 was the bitmap itself
+        while bits:
+            top = bits.bit_length()
+            n = 129 - top
+            bits ^= 1 << (top - 1)
+            fp = plans.get(n)
+            if fp is None:
+                return None
+            got = self._decode_field(fp, data, pos, size)
+            if got is None:
+                return None
+            fields[n], pos = got
+        if pos != size:
+            return None
+        return Message(mti, fields, header)
+
+    @staticmethod
+    def _read_bitmap(raw: bytes, binary: bool) -> int | None:
+        if binary:
+            return int.from_bytes(raw, "big")
+        if len(raw) != 16 or not raw.isalnum() or not raw.isascii():
+            return None
+        try:
+            return int(raw, 16)
+        except ValueError:
+            return None
+
+    def _decode_field(self, fp: _FieldPlan, data: bytes, pos: int, size: int) -> tuple[Value, int] | None:
+        lt = fp.len_type
+        if lt:
+            raw_len = data[pos:pos + lt]
+            if len(raw_len) != lt:
+                return None
+            enc = fp.len_enc
+            if enc == _LEN_BINARY:
+                length = int.from_bytes(raw_len, "big")
+            elif enc == _LEN_BCD:
+                digits = raw_len.hex()
+                if not digits.isdigit():
+                    return None
+                length = int(digits)
+            else:
+                if not (raw_len.isdigit() and raw_len.isascii()):
+                    return None
+                length = int(raw_len)
+            if length > fp.max_len:
+                return None
+            pos += lt
+        else:
+            length = fp.max_len
+        if length == 0:
+            value: Value = b"" if fp.kind is _B else ""
+            return value, pos
+        nbytes = (length + 1) // 2 if fp.nibbles else length
+        end = pos + nbytes
+        if end > size:
+            return None
+        chunk = data[pos:end]
+        kind = fp.kind
+        if fp.binary:
+            if kind is _B:
+                if fp.nibbles and length & 1:
+                    return None
+                return chunk, end
+            text = chunk.hex().upper()
+            if fp.nibbles and length & 1:
+                if fp.left_pad and text[:1] == fp.left_pad:
+                    text = text[1:]
+                elif fp.right_pad and text[-1:] == fp.right_pad:
+                    text = text[:-1]
+                else:
+                    return None
+            if kind is _N:
+                if not text.isdigit():
+                    return None
+                return text, end
+            if self.bcd_track:                          # kind Z
+                text = text.replace("D", "=")
+            if not _TRACK.issuperset(text):
+                return None
+            return text, end
+        if not chunk.isascii():
+            return None
+        text = chunk.decode("ascii")
+        if (kind is _N and not text.isdigit()) or (kind is _Z and not _TRACK.issuperset(text)):
+            return None
+        return text, end
+
+
+_PLANS: dict[int, tuple[Profile, _Plan]] = {}
+
+
+def _plan(profile: Profile) -> _Plan:
+    """The compiled plan of ``profile`` (made on first use; profiles are not changed after)."""
+    got = _PLANS.get(id(profile))
+    if got is None or got[0] is not profile:
+        got = _PLANS[id(profile)] = (profile, _Plan(profile))
+    return got[1]

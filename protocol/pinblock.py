@@ -1,4 +1,4 @@
-"""PIN blocks: ISO 9564-1 format 0 (ANSI X9.8) and format 3, clear and under a PIN key.
+"""PIN blocks: ISO 9564-1 formats 0 (ANSI X9.8), 1 and 3, clear and under a PIN key.
 
 ISO 9564-1 format 0 (the ISO 8583 field 52 PIN block of CUP and most POS hosts): two
 16-nibble fields XORed together:
@@ -9,6 +9,9 @@ ISO 9564-1 format 0 (the ISO 8583 field 52 PIN block of CUP and most POS hosts):
   (right-justified and zero-padded on the left when there are fewer, ISO 9564-1).
 
 Format 3 is the same with control nibble 3 and fill nibbles drawn at random from A–F.
+Format 1 (ISO 9564-1 §9.3.3, for hosts that do not bind the PIN to the PAN) is the PIN field alone:
+control nibble 1, length, PIN, then a "transaction field" of random nibbles 0–F; no PAN field.
+:func:`detect_format` tells the three apart from a clear block (the bundled host accepts all).
 
 The encrypted block is the clear block under the PIN key (PIK/TPK/ZPK): triple-DES ECB, or
 single DES for an 8-byte key (the CUP ``001`` single-length key scheme).
@@ -39,6 +42,8 @@ __all__ = [
     "PinBlockFormat",
     "decode_pinblock",
     "decrypt_pinblock",
+    "decrypt_pinblock_any",
+    "detect_format",
     "encode_pinblock",
     "encrypt_pinblock",
     "pan_field",
@@ -60,6 +65,8 @@ class PinBlockFormat(Enum):
 
     ISO_0 = 0
     """Format 0 (ANSI X9.8): PIN field XOR PAN field, fill ``F``."""
+    ISO_1 = 1
+    """Format 1: the PIN field alone, fill random nibbles ``0``–``F`` (no PAN)."""
     ISO_3 = 3
     """Format 3: as format 0, fill nibbles random in ``A``–``F``."""
 
@@ -116,6 +123,14 @@ def _check_format(fmt: object) -> PinBlockFormat:
     return fmt
 
 
+def _random_nibbles(count: int, token_bytes: Callable[[int], bytes]) -> str:
+    """``count`` nibbles drawn uniformly from 0–F (format 1's transaction field)."""
+    chunk = _des.require_bytes(token_bytes((count + 1) // 2), "token_bytes() result")
+    if len(chunk) * 2 < count:
+        raise EncodeError("token_bytes() returned too few bytes", field=PIN_BLOCK_FIELD)
+    return chunk.hex().upper()[:count]
+
+
 def _random_fill(count: int, token_bytes: Callable[[int], bytes]) -> str:
     """``count`` nibbles drawn uniformly from A–F (rejection sampling, no modulo bias)."""
     out: list[str] = []
@@ -139,15 +154,22 @@ def pin_field(
 ) -> bytes:
     """The 8-byte ISO 9564-1 PIN field: control nibble, length nibble, PIN, fill.
 
-    ``token_bytes`` supplies the random fill of format 3 (unused for format 0).
+    ``token_bytes`` supplies the random fill of formats 1 and 3 (unused for format 0).
 
     >>> pin_field("1234").hex().upper()
     '041234FFFFFFFFFF'
+    >>> pin_field("1234", PinBlockFormat.ISO_1, token_bytes=lambda n: bytes(range(n))).hex().upper()
+    '1412340001020304'
     """
     digits = _pin_digits(pin)
     fmt = _check_format(fmt)
     fill_len = 14 - len(digits)
-    fill = "F" * fill_len if fmt is PinBlockFormat.ISO_0 else _random_fill(fill_len, token_bytes)
+    if fmt is PinBlockFormat.ISO_0:
+        fill = "F" * fill_len
+    elif fmt is PinBlockFormat.ISO_1:
+        fill = _random_nibbles(fill_len, token_bytes)
+    else:
+        fill = _random_fill(fill_len, token_bytes)
     return bytes.fromhex(f"{fmt.value:X}{len(digits):X}{digits}{fill}")
 
 
@@ -168,14 +190,19 @@ def encode_pinblock(
     *,
     token_bytes: Callable[[int], bytes] = secrets.token_bytes,
 ) -> bytes:
-    """The clear 8-byte ISO 9564-1 PIN block (format 0 by default): PIN field XOR PAN field.
+    """The clear 8-byte ISO 9564-1 PIN block (format 0 by default): PIN field XOR PAN field (format
+    1: the PIN field alone; the PAN is still checked).
 
     Raises ``EncodeError`` (field ``52`` for the PIN, ``2`` for the PAN) on invalid input.
 
     >>> encode_pinblock("1234", "5555555551234567").hex().upper()
     '041261AAAAEDCBA9'
     """
-    return _des.xor(pin_field(pin, fmt, token_bytes=token_bytes), pan_field(pan))
+    field = pin_field(pin, fmt, token_bytes=token_bytes)
+    if fmt is PinBlockFormat.ISO_1:
+        _check_pan(pan)
+        return field
+    return _des.xor(field, pan_field(pan))
 
 
 def _fail(msg: str, pos: int | None = None) -> DecodeError:
@@ -196,7 +223,7 @@ def decode_pinblock(block: bytes, pan: str, fmt: PinBlockFormat = PinBlockFormat
     pan_block = pan_field(pan)
     if len(raw) != 8:
         raise _fail(f"PIN block must be 8 bytes long, got {len(raw)}")
-    nibbles = _des.xor(raw, pan_block).hex().upper()
+    nibbles = (raw if fmt is PinBlockFormat.ISO_1 else _des.xor(raw, pan_block)).hex().upper()
     if nibbles[0] != f"{fmt.value:X}":
         raise _fail(f"PIN block control field is not ISO 9564 format {fmt.value}", pos=0)
     length = int(nibbles[1], 16)
@@ -206,7 +233,7 @@ def decode_pinblock(block: bytes, pan: str, fmt: PinBlockFormat = PinBlockFormat
     fill = nibbles[2 + length :]
     if not digits.isdigit():
         raise _fail("PIN block holds a non-decimal PIN digit")
-    allowed_fill = "F" if fmt is PinBlockFormat.ISO_0 else "ABCDEF"
+    allowed_fill = {PinBlockFormat.ISO_0: "F", PinBlockFormat.ISO_1: "0123456789ABCDEF"}.get(fmt, "ABCDEF")
     if any(nibble not in allowed_fill for nibble in fill):
         raise _fail(f"PIN block fill is not valid for ISO 9564 format {fmt.value}")
     return digits
@@ -242,3 +269,33 @@ def decrypt_pinblock(
     if len(raw) != 8:
         raise _fail(f"PIN block must be 8 bytes long, got {len(raw)}")
     return decode_pinblock(_des.ecb_decrypt(key, raw), pan, fmt)
+
+
+def detect_format(block: bytes, pan: str) -> PinBlockFormat:
+    """Which ISO 9564-1 format a *clear* PIN block is in: control nibble 1 (the PIN field is not
+    XORed with the PAN), else 0 or 3 after removing the PAN field. ``DecodeError`` for none of them.
+
+    >>> detect_format(encode_pinblock("1234", "5544332211009966", PinBlockFormat.ISO_3), "5544332211009966")
+    <PinBlockFormat.ISO_3: 3>
+    """
+    raw = _des.require_bytes(block, "PIN block")
+    if len(raw) != 8:
+        raise _fail(f"PIN block must be 8 bytes long, got {len(raw)}")
+    if raw[0] >> 4 == 1:
+        return PinBlockFormat.ISO_1
+    control = _des.xor(raw, pan_field(pan))[0] >> 4
+    for fmt in (PinBlockFormat.ISO_0, PinBlockFormat.ISO_3):
+        if control == fmt.value:
+            return fmt
+    raise _fail("PIN block is not in ISO 9564 format 0, 1 or 3", pos=0)
+
+
+def decrypt_pinblock_any(block: bytes, pan: str, pik: bytes) -> str:
+    """The PIN digits from a PIN block under ``pik`` in whichever of formats 0, 1 and 3 it is."""
+    key = _des.check_key(pik, "PIN key")
+    raw = _des.require_bytes(block, "PIN block")
+    _check_pan(pan)
+    if len(raw) != 8:
+        raise _fail(f"PIN block must be 8 bytes long, got {len(raw)}")
+    clear = _des.ecb_decrypt(key, raw)
+    return decode_pinblock(clear, pan, detect_format(clear, pan))

@@ -35,6 +35,8 @@ from protocol.txn import match_key
 
 @dataclass(frozen=True, slots=True)
 class ResponseReceived:
+    """The response to an outstanding request, paired by :func:`protocol.txn.match_key` (MTI, STAN, terminal id)."""
+
     request: Message
     response: Message
     raw: bytes
@@ -51,6 +53,8 @@ class UnmatchedResponse:
 
 @dataclass(frozen=True, slots=True)
 class RequestReceived:
+    """A request that decoded, on the host side; ``raw`` is its frame payload."""
+
     request: Message
     raw: bytes
 
@@ -143,7 +147,7 @@ class ClientSession:
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
-        self._framer = Framer(profile.max_frame)
+        self._framer = Framer(profile.max_frame, profile.length_header)
         self._pending: dict[tuple[str, str, str], Message] = {}
 
     @property
@@ -155,7 +159,7 @@ class ClientSession:
         key = match_key(msg)
         if key in self._pending:
             raise ProtocolError(f"a {key[0]} with STAN {key[1]} is already outstanding")
-        data = frame(seal(msg, self.profile, mak), self.profile.max_frame)
+        data = frame(seal(msg, self.profile, mak), self.profile.max_frame, self.profile.length_header)
         self._pending[key] = msg
         return data
 
@@ -183,7 +187,7 @@ class ServerSession:
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
-        self._framer = Framer(profile.max_frame)
+        self._framer = Framer(profile.max_frame, profile.length_header)
 
     def receive_data(self, data: bytes) -> None:
         self._framer.receive_data(data)
@@ -200,4 +204,4 @@ class ServerSession:
             return MalformedRequest(e, payload, mti if ok else None, e.partial)
 
     def send(self, msg: Message, *, mak: bytes | None = None) -> bytes:
-        return frame(seal(msg, self.profile, mak), self.profile.max_frame)
+        return frame(seal(msg, self.profile, mak), self.profile.max_frame, self.profile.length_header)

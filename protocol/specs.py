@@ -10,9 +10,16 @@ in open-source CUP POS code, see shared protocol facts §6): packed-BCD numerics
 (2 bytes BCD). Field 22 is left-aligned BCD ("051" → ``05 10``); track 2 (field 35) is BCD with
 the separator ``=`` as nibble ``D``. MAC in field 64: the CUP "ECB" MAC.
 
-``iso87ascii`` — ISO 8583:1987 with ASCII numerics and lengths and a binary bitmap (pyiso8583's
-``default`` spec), 2-byte binary length header and no TPDU: what third-party clients and load
-generators speak. MAC in field 64 (and 128): ANSI X9.19 retail MAC.
+``iso87ascii`` — ISO 8583:1987 with ASCII numerics and lengths and a binary bitmap: pyiso8583's
+``default`` spec unchanged, so any tool built on it decodes every message (field 62 of the 0810,
+the working keys, travels as hex text in that ``ans`` field), 2-byte binary length header and no
+TPDU: what third-party clients and load generators speak. MAC in field 64 (and 128): ANSI X9.19
+retail MAC.
+
+Other hosts' dialects are data too: :func:`build_profile` makes a profile from a base (``cup``,
+``iso87ascii``, or none for a complete spec), pyiso8583 field definitions that override or add
+fields, the envelope (TPDU, application header, :class:`protocol.framing.LengthHeader`) and the
+MAC algorithm — what a ``[host]`` table of the terminal's TOML config describes.
 
 Field kinds (:class:`Kind`) decide the Python type of a value in a :class:`protocol.iso.Message`:
 ``n`` digits, ``an``/``ans`` text, ``z`` track data (digits and ``=``), all ``str``; ``b`` binary,
@@ -26,17 +33,23 @@ Field kinds (:class:`Kind`) decide the Python type of a value in a :class:`proto
 
 from __future__ import annotations
 
+import codecs
 import copy
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import iso8583.specs
 
+from protocol.errors import ConfigError
+from protocol.framing import DEFAULT_LENGTH, LengthHeader
 from protocol.mac import MacAlgorithm
 
 
 class Kind(enum.Enum):
+    """A field's kind: ``n`` digits, ``an``/``ans`` text, ``z`` track data, ``b`` binary (see the module notes)."""
+
     N = "n"
     AN = "an"
     ANS = "ans"
@@ -66,6 +79,13 @@ class Profile:
 
     rtable: dict[str, tuple[int, Kind]] = field(default_factory=dict, compare=False, repr=False)
     """pyiso8583 key → (field number, kind), for decoding."""
+    length_header: LengthHeader = DEFAULT_LENGTH
+    """The length in front of every message (2-byte binary for both bundled profiles)."""
+    tpdu_len: int = 0
+    """How many bytes of the header are a TPDU (ID, destination, source: a host swaps the addresses
+    in its answer); the rest is the application header."""
+    base: str = ""
+    """The bundled profile this one was built on (:func:`build_profile`); its own name for those."""
 
     def __post_init__(self) -> None:
         self.table.update({int(k): (k, kind) for k, kind in self.kinds.items()})
@@ -138,30 +158,40 @@ def _cup_spec() -> Spec:
 
 
 def _iso87_spec() -> Spec:
+    """pyiso8583's default spec as it is (ISO 8583:1987): field 62 stays ``ans`` LLLVAR, so the
+    working keys of an 0810 travel as hex text there and any tool on the default spec decodes them."""
     spec: Spec = copy.deepcopy(iso8583.specs.default)
     spec["h"]["max_len"] = 0
-    spec["62"] = {"data_enc": "b", "len_enc": "ascii", "len_type": 3, "max_len": 512,
-                  "desc": "Reserved private (working keys in 0810)"}
     return spec
+
+
+# ISO 8583:1987 fields whose values are numeric (n), whatever their encoding
+_NUMERIC = frozenset({2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+                      25, 26, 29, 30, 31, 32, 33, 50, 51, 53, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79,
+                      80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90})
+_TRACK_FIELDS = frozenset({35, 36, 45})
+
+
+def _derive_kind(n: int, f: Mapping[str, Any]) -> Kind:
+    """The kind of a field from its pyiso8583 definition: binary data is ``b`` unless counted in
+    nibbles (packed BCD digits: ``n``, or ``z`` for track data); text is ``n`` for the numeric fields
+    of ISO 8583:1987, ``z`` for track data, ``ans`` otherwise."""
+    if f.get("data_enc") == "b":
+        if f.get("len_count") == "nibbles":
+            return Kind.Z if n in _TRACK_FIELDS else Kind.N
+        return Kind.B
+    if n in _TRACK_FIELDS:
+        return Kind.Z
+    return Kind.N if n in _NUMERIC else Kind.ANS
 
 
 def _iso87_kinds(spec: Spec) -> dict[str, Kind]:
     kinds: dict[str, Kind] = {}
-    text_numeric = {2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
-                    25, 26, 29, 30, 31, 32, 33, 50, 51, 53, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79,
-                    80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90}
     for key, f in spec.items():
         if not key.isdigit() or key in ("1", "65"):  # bitmaps, not data
             continue
         n = int(key)
-        if f["data_enc"] == "b":
-            kinds[key] = Kind.B
-        elif n in (35, 36, 45):
-            kinds[key] = Kind.Z
-        elif n in text_numeric:
-            kinds[key] = Kind.N
-        else:
-            kinds[key] = Kind.ANS
+        kinds[key] = Kind.B if f["data_enc"] == "b" else _derive_kind(n, f)
     return kinds
 
 
@@ -178,6 +208,8 @@ CUP = Profile(
     mac_alg=MacAlgorithm.CUP_ECB,
     description="China UnionPay-style POS: BCD, TPDU + 6-byte header, CUP ECB MAC",
     bcd_track=True,
+    tpdu_len=5,
+    base="cup",
 )
 
 ISO87ASCII = Profile(
@@ -188,6 +220,7 @@ ISO87ASCII = Profile(
     default_header=b"",
     mac_alg=MacAlgorithm.X9_19,
     description="ISO 8583:1987, ASCII numerics and lengths, binary bitmap, X9.19 MAC",
+    base="iso87ascii",
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (CUP, ISO87ASCII)}
@@ -200,3 +233,130 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise ConfigError(f"unknown ISO 8583 profile {name!r}; known: {', '.join(PROFILES)}") from None
+
+
+# --- profiles as data ------------------------------------------------------------------------------
+FIELD_KEYS = frozenset({"data_enc", "len_enc", "len_type", "max_len", "desc", "len_count", "left_pad",
+                        "right_pad", "kind"})
+"""What a field definition may hold: pyiso8583's spec keys, and ``kind`` (posemu's value type)."""
+_KINDS = {k.value: k for k in Kind}
+
+
+def _check_field(key: str, f: object, where: str) -> dict[str, Any]:
+    """A pyiso8583 field definition from data, checked: a :class:`ConfigError` names what is wrong."""
+    at = f"{where}.{key}"
+    if not isinstance(f, Mapping):
+        raise ConfigError(f"{at} must be a table of pyiso8583 spec keys (data_enc, len_enc, len_type, max_len…)")
+    unknown = sorted(set(f) - FIELD_KEYS)
+    if unknown:
+        raise ConfigError(f"{at}: unknown key {unknown[0]!r}; known: {', '.join(sorted(FIELD_KEYS))}")
+    out = dict(f)
+    for name in ("data_enc", "len_enc"):
+        v = out.get(name)
+        if v is None:
+            continue
+        if not isinstance(v, str) or not v:
+            raise ConfigError(f"{at}.{name} must be a string")
+        if v not in ("b", "bcd") or (name == "data_enc" and v == "bcd"):
+            try:
+                codecs.lookup(v)
+            except LookupError:
+                raise ConfigError(f"{at}.{name}: {v!r} is not 'b'" + (", 'bcd'" if name == "len_enc" else "")
+                                  + " or a text encoding such as 'ascii' or 'cp500'") from None
+    for name, lo, hi in (("len_type", 0, 9), ("max_len", 0, 99_999)):
+        v = out.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi):
+            raise ConfigError(f"{at}.{name} must be a whole number from {lo} to {hi}")
+    if out.get("len_count", "bytes") not in ("bytes", "nibbles"):
+        raise ConfigError(f"{at}.len_count must be 'bytes' or 'nibbles'")
+    for name in ("left_pad", "right_pad"):
+        v = out.get(name)
+        if v is not None and not (isinstance(v, str) and len(v) == 1):
+            raise ConfigError(f"{at}.{name} must be one character")
+    if "left_pad" in out and "right_pad" in out:
+        raise ConfigError(f"{at}: give left_pad or right_pad, not both")
+    if "kind" in out and (not isinstance(out["kind"], str) or out["kind"] not in _KINDS):
+        raise ConfigError(f"{at}.kind must be one of {', '.join(_KINDS)}")
+    if "desc" in out and not isinstance(out["desc"], str):
+        raise ConfigError(f"{at}.desc must be a string")
+    return out
+
+
+def build_profile(base: str | None, *, name: str | None = None,
+                  fields: Mapping[str, Mapping[str, Any]] | None = None,
+                  tpdu: bytes | None = None, app_header: bytes | None = None,
+                  length_header: LengthHeader | None = None, mac_alg: MacAlgorithm | None = None,
+                  where: str = "host.spec") -> Profile:
+    """A profile from data: ``base`` (``cup``, ``iso87ascii``; ``None`` for a complete spec in
+    ``fields``), pyiso8583 field definitions that add fields or change those of the base (a partial
+    definition such as ``{"62": {"data_enc": "b"}}`` changes only the keys it names), the envelope
+    (``tpdu``/``app_header``: ``None`` keeps the base's, ``b""`` drops it; the length header) and the
+    MAC algorithm. With nothing changed, the base profile itself.
+
+    >>> p = build_profile("iso87ascii", fields={"62": {"data_enc": "b"}}, name="acme")
+    >>> p.name, p.kind("62"), p.kind("2"), p.header_len
+    ('acme', <Kind.B: 'b'>, <Kind.N: 'n'>, 0)
+    >>> build_profile("cup", tpdu=bytes.fromhex("6000010000"), app_header=b"").header_len
+    5
+    >>> build_profile("cup") is CUP
+    True
+    """
+    fields = fields or {}
+    if base is not None and base not in PROFILES:
+        raise ConfigError(f"{where}: base must be one of {', '.join(PROFILES)} (or none with a complete spec)")
+    parent = PROFILES[base] if base is not None else None
+    if parent is not None and not fields and tpdu is None and app_header is None \
+            and (length_header is None or length_header == parent.length_header) \
+            and (mac_alg is None or mac_alg is parent.mac_alg) and name in (None, parent.name):
+        return parent
+    spec: Spec = copy.deepcopy(parent.spec) if parent is not None else {}
+    kinds: dict[str, Kind] = dict(parent.kinds) if parent is not None else {}
+    for key, f in fields.items():
+        if not isinstance(key, str) or not ((key.isdigit() and 1 <= int(key) <= 128) or key in ("h", "t", "p")):
+            raise ConfigError(f"{where}: {key!r} is not a field: 1 to 128, h (header), t (MTI) or p (bitmap)")
+        checked = _check_field(key, f, where)
+        kind = checked.pop("kind", None)
+        old = spec.get(key, {})
+        merged = {**old, **checked}
+        if not old:
+            for need in ("data_enc", "len_enc", "len_type", "max_len"):
+                if need not in merged:
+                    raise ConfigError(f"{where}.{key}: a new field needs {need}")
+        merged.setdefault("desc", f"Field {key}")
+        if "left_pad" in checked:
+            merged.pop("right_pad", None)
+        if "right_pad" in checked:
+            merged.pop("left_pad", None)
+        spec[key] = merged
+        if key.isdigit() and key not in ("1", "65"):
+            if kind is not None:
+                kinds[key] = _KINDS[kind]
+            elif not old or {"data_enc", "len_count"} & checked.keys() or key not in kinds:
+                kinds[key] = _derive_kind(int(key), merged)
+    for need in ("t", "p"):
+        if need not in spec:
+            raise ConfigError(f"{where}: a complete spec needs field {need!r} (the MTI and the primary bitmap)")
+    if "1" not in spec:
+        spec["1"] = {**spec["p"], "desc": "Bitmap, secondary"}
+    if parent is not None:
+        default_tpdu = parent.default_header[:parent.tpdu_len]
+        default_app = parent.default_header[parent.tpdu_len:]
+    else:
+        default_tpdu = default_app = b""
+    tp = default_tpdu if tpdu is None else tpdu
+    app = default_app if app_header is None else app_header
+    header = tp + app
+    spec["h"] = ({"data_enc": "b", "len_enc": "b", "len_type": 0, "max_len": len(header),
+                  "desc": "TPDU + application header"} if header
+                 else {"data_enc": "ascii", "len_enc": "ascii", "len_type": 0, "max_len": 0, "desc": "No header"})
+    alg = mac_alg or (parent.mac_alg if parent is not None else MacAlgorithm.X9_19)
+    track = spec.get("35", {})
+    return Profile(
+        name=name or (f"{parent.name}+" if parent is not None else "custom"),
+        spec=spec, kinds=kinds, header_len=len(header), default_header=header, mac_alg=alg,
+        max_frame=parent.max_frame if parent is not None else 8192,
+        description=f"built on {parent.name}" if parent is not None else "a complete spec from data",
+        bcd_track=track.get("data_enc") == "b",
+        length_header=length_header or (parent.length_header if parent is not None else DEFAULT_LENGTH),
+        tpdu_len=len(tp), base=parent.name if parent is not None else "",
+    )

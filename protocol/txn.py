@@ -4,7 +4,9 @@ The shapes follow CUP-style POS usage (shared protocol facts §6):
 
 * sign-on ``0800``/``0810`` — fields 11, 41, 42, 60 (60.1 ``00``, 60.2 batch, 60.3 key scheme:
   ``001`` single DES, ``003`` double length, ``004`` double + TDK), 63 operator; the response
-  adds 12, 13, 32, 37, 39 and field 62 with the working keys under the terminal master key.
+  adds 12, 13, 32, 37, 39 and field 62 with the working keys under the terminal master key
+  (binary on ``cup``; hex text where the profile's field 62 is text, as the ``ans`` field 62 of
+  ISO 8583:1987 on ``iso87ascii``: :func:`key_block_value`, :func:`key_block`).
   On ``iso87ascii`` field 70 ``001`` marks the sign-on as well.
 * balance inquiry ``0200``/``0210`` — processing code ``31xxxx``, 60.1 ``01``, balance in 54.
 * purchase ``0200``/``0210`` — processing code ``00xxxx``, 60.1 ``22``, amount in field 4.
@@ -45,7 +47,7 @@ from dataclasses import dataclass
 from protocol.errors import DecodeError, EncodeError
 from protocol.iso import Message, Value
 from protocol.masking import mask_pan
-from protocol.specs import Profile
+from protocol.specs import Kind, Profile
 
 
 class TxnType(enum.Enum):
@@ -218,9 +220,6 @@ class EntryMode(enum.Enum):
     CHIP = "05"
     CONTACTLESS = "07"
     FALLBACK = "80"
-
-    def field22(self, pin_entered: bool) -> str:
-        return self.value + ("1" if pin_entered else "2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,13 +589,15 @@ def batch_upload_request(profile: Profile, ids: TerminalIds, item: UploadItem, *
     return Message("0320", fields, ids.header)
 
 
-_ECHO = (2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 25, 32, 37, 38, 41, 42, 48, 49, 60, 61, 90)
+_ECHO = (2, 3, 4, 7, 11, 12, 13, 14, 22, 23, 25, 32, 37, 38, 41, 42, 48, 49, 60, 61, 70, 90)
 
 
-def response_to(request: Message, rc: RC | str, **extra: Value) -> Message:
+def response_to(request: Message, rc: RC | str, *, tpdu_len: int | None = None, **extra: Value) -> Message:
     """The response to a request: response MTI, the echoed matching fields, field 39.
 
-    The TPDU's destination and source addresses are swapped, as a host does.
+    The TPDU's destination and source addresses are swapped, as a host does (``tpdu_len``: how much
+    of the header is a TPDU, :attr:`Profile.tpdu_len`; by default a header of 5 bytes or more starts
+    with one).
     """
     code = rc.value if isinstance(rc, RC) else rc
     fields: dict[int, Value] = {n: request.fields[n] for n in _ECHO if n in request.fields}
@@ -604,9 +605,36 @@ def response_to(request: Message, rc: RC | str, **extra: Value) -> Message:
     for key, v in extra.items():
         fields[int(key.lstrip("f"))] = v
     header = request.header
-    if len(header) >= 5:
+    if (len(header) >= 5 if tpdu_len is None else tpdu_len == 5 and len(header) >= 5):
         header = header[:1] + header[3:5] + header[1:3] + header[5:]
     return Message(request.response_mti(), fields, header)
+
+
+def key_block_value(block: bytes, profile: Profile) -> Value:
+    """Field 62 of an 0810 as the profile carries it: the key block's bytes in a binary field,
+    upper-case hex text in a text field (ISO 8583:1987's ``ans`` field 62, which pyiso8583's default
+    spec and Wireshark decode as text)."""
+    return block if profile.kinds.get("62") is Kind.B else block.hex().upper()
+
+
+def key_block(msg: Message) -> bytes:
+    """The working-key block of an 0810 (field 62), binary or hex text; ``DecodeError`` if absent or
+    not hex.
+
+    >>> key_block(Message("0810", {62: "0A0B"})), key_block(Message("0810", {62: b"\\x0a\\x0b"}))
+    (b'\\n\\x0b', b'\\n\\x0b')
+    """
+    v = msg.get(62)
+    if isinstance(v, bytes):
+        return v
+    if not isinstance(v, str):
+        raise DecodeError("the sign-on answer carries no working keys (field 62)", field="62")
+    try:
+        if not v.isascii():
+            raise ValueError
+        return bytes.fromhex(v)
+    except ValueError:
+        raise DecodeError("field 62 is neither binary nor hex text", field="62") from None
 
 
 def match_key(msg: Message) -> tuple[str, str, str]:

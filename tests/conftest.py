@@ -1,10 +1,15 @@
-"""Shared fixtures: a virtual clock, an event loop running on it, and a record of real-time waits."""
+"""Shared fixtures: a virtual clock, an event loop running on it, and a record of real-time waits.
+
+The clock and the loop are the pytest plugin's own (``posemu_clock``, ``posemu_runner``:
+:mod:`faults.pytest_plugin`, the ``pytest11`` entry point) under the suite's short names, so a
+regression written by a user runs on exactly what the suite runs on.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import Iterator
+import signal
 from typing import Any
 
 import pytest
@@ -12,16 +17,28 @@ import pytest
 from hardware.clock import VirtualClock
 
 
-@pytest.fixture
-def vclock() -> VirtualClock:
-    return VirtualClock()
+def pytest_configure(config: pytest.Config) -> None:
+    """Give SIGINT its default action again when the run inherited it ignored.
+
+    A shell starts background jobs (``make test &``, ``nohup``) with SIGINT ignored, and an
+    ignored signal stays ignored across ``exec``: the tests that stop a ``posemu host`` or
+    ``posemu device`` child with SIGINT (Ctrl-C) would then wait for a child that never stops.
+    A handled signal is reset to its default in a child, so the children start as from a terminal.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
-def vrun(vclock: VirtualClock) -> Iterator[asyncio.Runner]:
-    """An asyncio runner whose loop runs on the virtual clock: ``vrun.run(coro)``."""
-    with asyncio.Runner(loop_factory=vclock.new_event_loop) as runner:
-        yield runner
+def vclock(posemu_clock: VirtualClock) -> VirtualClock:
+    """The virtual clock: the pytest plugin's ``posemu_clock`` (:mod:`faults.pytest_plugin`)."""
+    return posemu_clock
+
+
+@pytest.fixture
+def vrun(posemu_runner: asyncio.Runner) -> asyncio.Runner:
+    """An asyncio runner whose loop runs on ``vclock``: the plugin's ``posemu_runner`` (``vrun.run(coro)``)."""
+    return posemu_runner
 
 
 @pytest.fixture

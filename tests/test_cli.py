@@ -77,6 +77,6 @@ def test_diagnose_root_cause_from_a_trace_file(tmp_path: Path) -> None:
     assert code == 1 and trace.exists()
     code, out = run("diagnose", "--trace", str(trace), "--lang", "en")
     assert code == 1                            # a fault was found
-    assert "[A12, A20]" in out and "host answered 55" in out and "remedy" in out
+    assert "[A12, A20]" in out and "(host.rc.55)" in out and "remedy" in out
     code, out = run("diagnose", "--trace", str(tmp_path / "journal.sqlite3"))
     assert code != 0 and "not a JSON-lines trace" in out

@@ -13,8 +13,10 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,3 +277,18 @@ def test_an_earlier_trace_and_report_are_overwritten(tmp_path: Path) -> None:
     empty.touch()
     assert run(*INQ, str(tmp_path / "s"), "--trace", str(empty))[0] == 0
     assert run(*INQ, str(tmp_path / "s"), "--trace", os.devnull)[0] == 0
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)            # written into, not replaced by a file
+
+
+def test_a_fifo_is_written_into_not_replaced(tmp_path: Path) -> None:
+    """write_private (traces, captures, configs) on a path that is no regular file writes into it."""
+    from emulator.keystore import write_private
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_private(fifo, b'{"t": 0}\n')
+    reader.join(30)
+    assert got == [b'{"t": 0}\n'] and stat.S_ISFIFO(os.stat(fifo).st_mode)

@@ -107,6 +107,7 @@ def test_cli_inquiry_with_a_serial_reader(tmp_path: Path) -> None:
         dev.wait(timeout=10)
 
 
+@pytest.mark.slow
 @pytest.mark.pcsc
 def test_cli_inquiry_with_pcsc_reader_index(pcscd: Pcscd, tmp_path: Path) -> None:
     """`posemu card serve` in its own process puts the chip card in vpcd's reader;

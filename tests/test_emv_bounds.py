@@ -267,6 +267,7 @@ def hostile_answers(data: st.DataObject) -> Callable[[bytes], bytes]:
     return answer
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=dt.timedelta(seconds=10), suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_no_card_answer_makes_the_kernel_allocate_or_work_without_bound(data: st.DataObject) -> None:

@@ -26,7 +26,7 @@ class Runs:
         self._done: dict[str, RunResult] = {}
 
     def result(self, case: Case, request: pytest.FixtureRequest) -> RunResult:
-        if case.scenario.reader == "vpcd":
+        if case.preset.reader == "vpcd":
             request.getfixturevalue("pcscd")  # real pcscd + vpcd: skipped with a reason locally, required in CI
         if case.name not in self._done:
             self._done[case.name] = run_cases([case])[0]
@@ -49,7 +49,8 @@ def test_scenario(case: Case, runs: Runs, request: pytest.FixtureRequest) -> Non
 @pytest.mark.slow
 def test_every_cause_is_triggered_and_checked(runs: Runs, request: pytest.FixtureRequest) -> None:
     """Every cause id of the articles is exercised by a passing run (alone, this runs every scenario)."""
-    covered = {cause for case in CASES if runs.result(case, request).ok for cause in case.fault.causes}
+    covered = {cause for case in CASES if runs.result(case, request).ok
+               for spec in runs.result(case, request).specs for cause in spec.fault.causes}
     assert sorted(set(CAT.causes) - covered) == []
 
 
@@ -58,10 +59,10 @@ def test_regress_cli_junit_and_exit_code(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["regress", "--fault", "user.wrong-pin", "--junit", str(junit)])
     assert res.exit_code == 0, res.output
     suite = ET.parse(junit).getroot()
-    assert suite.get("tests") == "3" and suite.get("failures") == "0"
+    assert suite.get("tests") == str(len(CAT.get("user.wrong-pin").presets)) and suite.get("failures") == "0"
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "wrong-expectation"\ncard = "cup_debit"\n[[fault]]\nid = "reader.dirty-contacts"\n'
-                   'params = { contact_ohms = 40.0, fallback = 0 }\n[expect]\nscreens = ["APPROVED_BALANCE"]\n'
+                   'params = { contact_ohms = 40.0, fallback = false }\n[expect]\nscreens = ["APPROVED_BALANCE"]\n'
                    "approved = true\n", encoding="utf-8")
     res = CliRunner().invoke(main, ["regress", "--fault", "user.wrong-pin", "--scenario", str(bad),
                                     "--junit", str(junit)])
@@ -73,7 +74,7 @@ def test_regress_cli_junit_and_exit_code(tmp_path: Path) -> None:
 
 def test_replay_reproduces_the_event_sequence(tmp_path: Path) -> None:
     fault = CAT.get("network.drop-after-send")
-    case = Case(fault, fault.scenarios[0])
+    case = Case(f"{fault.id}[{fault.presets[0].name}]", fault.presets[0], fault)
     run_cases([case], trace_dir=tmp_path)
     trace = next(tmp_path.glob("*.jsonl"))
     result, diffs = replay(trace, CAT)
@@ -84,9 +85,9 @@ def test_replay_reproduces_the_event_sequence(tmp_path: Path) -> None:
 
 def test_inquiry_with_fault_flag_prints_codes_and_diagnosis() -> None:
     res = CliRunner().invoke(main, ["inquiry", "--virtual-time", "--lang", "en",
-                                    "--fault", "reader.dirty-contacts:contact_ohms=40,fallback=0"])
+                                    "--fault", "reader.dirty-contacts:contact_ohms=40,fallback=false"])
     assert res.exit_code == 1
-    assert "QUERY_CARD_FAILED" in res.output and "[A1, B2]" in res.output
+    assert "QUERY_CARD_FAILED" in res.output and "[A1, B2, A16, B16]" in res.output
     res = CliRunner().invoke(main, ["inquiry", "--virtual-time", "--fault", "reader.dirty-contacts:contact_ohms=5000"])
     assert res.exit_code == 2 and "outside" in res.output
 
@@ -98,7 +99,7 @@ def test_unmatched_response_is_explained(posemu_inject: Any) -> None:
 
 
 def test_unacknowledged_reversal_is_explained(posemu_inject: Any) -> None:
-    run = posemu_inject("network.drop-after-send", rule="drop-response:mti=0200,count=1;no-response:mti=0400",
+    run = posemu_inject("network.drop-after-send:rule=drop-response:mti=0200,count=1;no-response:mti=0400",
                         txn="purchase")
     assert "REVERSAL_PENDING" in run.codes and "REVERSAL_DONE" not in run.codes
     assert any("not acknowledged" in x for x in run.diagnosis.explanations)

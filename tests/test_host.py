@@ -28,6 +28,7 @@ from protocol.txn import (
     TerminalIds,
     TxnType,
     financial_request,
+    key_block,
     parse_balances,
     reversal_request,
     sign_on_request,
@@ -78,7 +79,7 @@ class Client:
     async def sign_on(self) -> Message:
         ex = await self.link.exchange(sign_on_request(self.profile, self.ids, stan=self.next_stan()), mak=DEMO_TMK)
         if ex.response.get(39) == "00":
-            self.keys = keymod.parse_field62(DEMO_TMK, ex.response.binary(62), keymod.KeyScheme.DOUBLE)
+            self.keys = keymod.parse_field62(DEMO_TMK, key_block(ex.response), keymod.KeyScheme.DOUBLE)
         return ex.response
 
     def request(self, txn: TxnType, c: CardProfile, *, pin: str | None = "123456", amount: int | None = None,

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.errors import DecodeError, EncodeError
-from protocol.iso import Message, decode, encode
+from protocol.iso import Message, _decode_checked, _encode_checked, _plan, decode, encode
 from protocol.specs import CUP, ISO87ASCII, PROFILES, Profile
 from tests.strategies import messages
 
@@ -137,3 +137,64 @@ def test_repr_and_redaction_never_show_card_data() -> None:
     text = repr(m)
     assert PAN not in text and "30121010000000000" not in text and "0123456789ABCDEF" not in text
     assert m.redacted()[2] == "990001******0019"
+
+
+# --- the compiled fast path against the reference path (pyiso8583 + checks) --------------------
+
+@st.composite
+def _messages_maybe_bad(draw: st.DrawFn, profile: Profile) -> Message:
+    """Valid messages, and ones with a value that breaks a check: wrong characters, lengths or
+    types, unknown fields, bad MTIs or headers."""
+    msg = draw(messages(profile))
+    fields = dict(msg.fields)
+    for _ in range(draw(st.integers(0, 2))):
+        n = draw(st.sampled_from([*sorted(int(k) for k in profile.kinds), 1, 65, 99, 130]))
+        fields[n] = draw(st.one_of(st.text(max_size=30), st.binary(max_size=30),
+                                   st.text("0123456789=D", max_size=120)))
+    mti = draw(st.one_of(st.just(msg.mti), st.sampled_from(["020", "02A0", "\u0660200", "02000"])))
+    header = draw(st.one_of(st.just(msg.header), st.binary(max_size=12)))
+    return Message(mti, fields, header)
+
+
+@pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fast_encode_agrees_with_the_reference(profile: Profile, data: st.DataObject) -> None:
+    msg = data.draw(_messages_maybe_bad(profile))
+    fast = _plan(profile).encode(msg)
+    try:
+        ref: bytes | None = _encode_checked(msg, profile)
+    except (EncodeError, TypeError):
+        ref = None
+    if fast is not None:                 # the fast path never accepts what the reference rejects
+        assert fast == ref
+    if ref is not None:
+        assert encode(msg, profile) == ref
+
+
+@pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fast_decode_agrees_with_the_reference(profile: Profile, data: st.DataObject) -> None:
+    raw = bytearray(encode(data.draw(messages(profile)), profile))
+    for _ in range(data.draw(st.integers(0, 3))):
+        if raw:
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    raw = raw[:data.draw(st.integers(0, len(raw)))] if data.draw(st.booleans()) else raw
+    raw += data.draw(st.binary(max_size=2))
+    fast = _plan(profile).decode(bytes(raw))
+    try:
+        ref: Message | None = _decode_checked(bytes(raw), profile)
+    except DecodeError:
+        ref = None
+    if fast is not None:
+        assert ref is not None and fast == ref and fast.header == ref.header
+        assert list(fast.fields) == list(ref.fields)
+
+
+@pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
+def test_fast_path_takes_well_formed_messages(profile: Profile) -> None:
+    m = balance_inquiry(profile.default_header)
+    data = _plan(profile).encode(m)
+    assert data is not None and data == _encode_checked(m, profile)
+    assert _plan(profile).decode(data) == m

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from click.testing import CliRunner
 
 from emulator.cli import main
@@ -40,7 +42,11 @@ def test_skew_fails_track1_and_verbose_shows_diagnostics() -> None:
     t2 = next(line for line in lines if line.startswith("track 2"))
     assert " OK " not in t1 and " OK " in t2
     assert "peaks accepted" in out and "clock locked" in out and "broke at" in out
-    assert "speed seen 10.0→10.0 in/s" in out
+    # The speed the clock recovery saw on track 2: 10 in/s × cos 4° = 9.98 in/s, within the ~1 %
+    # that a 4° tilt's timing noise leaves on the period estimate (seed-dependent in the last digit).
+    seen = re.search(r"speed seen ([0-9.]+)→([0-9.]+) in/s", out[out.index(t2):])
+    assert seen is not None
+    assert all(9.8 <= float(v) <= 10.2 for v in seen.groups())
 
 
 def test_damage_option_and_reverse() -> None:

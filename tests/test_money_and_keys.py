@@ -12,6 +12,7 @@ import stat
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -30,7 +31,16 @@ from protocol.framing import frame
 from protocol.iso import Message, decode, encode
 from protocol.session import MacStatus, check_mac, seal
 from protocol.specs import CUP, PROFILES, Profile
-from protocol.txn import RC, NetCode, TerminalIds, TxnType, network_request, reversal_request, sign_on_request
+from protocol.txn import (
+    RC,
+    NetCode,
+    TerminalIds,
+    TxnType,
+    key_block,
+    network_request,
+    reversal_request,
+    sign_on_request,
+)
 from tests.test_host import CARDS, Client, run_host
 
 PROFILE_PARAMS = pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
@@ -150,7 +160,7 @@ def test_sign_on_needs_proof_of_the_master_key(vrun: asyncio.Runner, vclock: Vir
         stan = c.next_stan()
         ok = await c.link.exchange(sign_on_request(profile, c.ids, stan=stan), mak=DEMO_TMK)
         assert ok.response.get(39) == "00"
-        c.keys = keymod.parse_field62(DEMO_TMK, ok.response.binary(62), keymod.KeyScheme.DOUBLE)
+        c.keys = keymod.parse_field62(DEMO_TMK, key_block(ok.response), keymod.KeyScheme.DOUBLE)
         replay = await c.link.exchange(sign_on_request(profile, c.ids, stan=stan), mak=DEMO_TMK)
         assert replay.response.get(39) == "94"
         assert (await c.send(c.request(TxnType.BALANCE, CARDS["ok"]))).get(39) == "00"
@@ -298,7 +308,7 @@ def test_keys_are_committed_before_the_0810_leaves(vrun: asyncio.Runner, vclock:
         try:
             ids = TerminalIds(DEMO_TID, DEMO_MID, CUP.default_header)
             ex = await link.exchange(sign_on_request(CUP, ids, stan="000001"), mak=DEMO_TMK)
-            keys = keymod.parse_field62(DEMO_TMK, ex.response.binary(62), keymod.KeyScheme.DOUBLE)
+            keys = keymod.parse_field62(DEMO_TMK, key_block(ex.response), keymod.KeyScheme.DOUBLE)
             # another process opening the database the moment the 0810 arrives sees the new keys
             other = HostStore(db)
             term = other.terminal(DEMO_TID)
@@ -444,43 +454,32 @@ def test_terminal_reverses_a_purchase_whose_answer_has_no_mac(vrun: asyncio.Runn
     vrun.run(main())
 
 
-def test_reinstalled_terminal_resends_under_a_new_stan(vrun: asyncio.Runner, vclock: VirtualClock,
-                                                       tmp_path: Path) -> None:
-    """A STAN collision with an earlier installation: the host says 94, the terminal resends once."""
-    from emulator.app import open_rig
-    from emulator.config import TerminalConfig
-    from emulator.ports import ScriptedPinPad
+def test_reinstalled_terminal_resends_under_a_new_stan(posemu_runner: asyncio.Runner, posemu_host: HostServer,
+                                                       posemu_terminal: Any) -> None:
+    """A STAN collision with an earlier installation: the host says 94, the terminal resends once.
 
-    async def main() -> None:
-        host = await HostServer.start(CUP, clock=vclock, seed=True)
-        cfg = TerminalConfig(host=f"127.0.0.1:{host.port}")
-        first = await open_rig(cfg, clock=vclock, state_dir=tmp_path / "old", pinpad=ScriptedPinPad("123456"))
-        card = host.store.card("9900010000000019")
-        assert card is not None
-        before = host.store.balance(card.account_id)[0]
-        try:
-            assert (await first.terminal.sign_on()).approved
-            old = await first.terminal.purchase(1_00)
-            assert old.approved
-            old_stan = first.journal.get(old.journal_id or 0).stan
-        finally:
-            await first.close()
-        # reinstalled: a new journal whose STAN counter happens to land on the old purchase's STAN
-        fresh = await open_rig(cfg, clock=vclock, state_dir=tmp_path / "new", pinpad=ScriptedPinPad("123456"))
-        try:
-            assert (await fresh.terminal.sign_on()).approved
-            fresh.journal.set_counter("stan", int(old_stan) - 1)
-            out = await fresh.terminal.purchase(300_00)
-            assert out.approved
-            rows = fresh.journal.entries()
-            assert [(e.stan == old_stan, e.rc) for e in rows if e.kind == "purchase"] == [(True, "94"), (False, "00")]
-        finally:
-            await fresh.close()
-            after = host.store.balance(card.account_id)[0]
-            await host.close()
-        assert after == before - 1_00 - 300_00          # each purchase debited once, for its own amount
-
-    vrun.run(main())
+    The plugin's fixtures (:mod:`faults.pytest_plugin`): the bundled host, and a terminal factory
+    whose every terminal has its own state folder — a reinstalled terminal is a second one."""
+    run = posemu_runner.run
+    card = posemu_host.store.card("9900010000000019")
+    assert card is not None
+    before = posemu_host.store.balance(card.account_id)[0]
+    first = posemu_terminal()
+    assert run(first.terminal.sign_on()).approved
+    old = run(first.terminal.purchase(1_00))
+    assert old.approved
+    old_stan = first.journal.get(old.journal_id or 0).stan
+    run(first.terminal.close())                      # the old installation is gone (the fixture closes it again)
+    # reinstalled: a new journal whose STAN counter happens to land on the old purchase's STAN
+    fresh = posemu_terminal()
+    assert run(fresh.terminal.sign_on()).approved
+    fresh.journal.set_counter("stan", int(old_stan) - 1)
+    out = run(fresh.terminal.purchase(300_00))
+    assert out.approved
+    rows = fresh.journal.entries()
+    assert [(e.stan == old_stan, e.rc) for e in rows if e.kind == "purchase"] == [(True, "94"), (False, "00")]
+    after = posemu_host.store.balance(card.account_id)[0]
+    assert after == before - 1_00 - 300_00          # each purchase debited once, for its own amount
 
 
 def test_new_journals_start_at_a_random_stan(tmp_path: Path) -> None:

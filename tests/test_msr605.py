@@ -28,8 +28,6 @@ from hardware.msr605_codec import (
     LeadingZerosReply,
     MalformedBlock,
     ModelReply,
-    Msr605Client,
-    Msr605DeviceCodec,
     RawReadReply,
     RawWrite,
     Reply,
@@ -43,8 +41,9 @@ from hardware.msr605_codec import (
     encode_iso_block,
     encode_raw_block,
     encode_reply,
-    parse_reply,
 )
+from hardware.msr605_codec_device import Msr605DeviceCodec
+from hardware.msr605_codec_host import Msr605Client, parse_reply
 from hardware.ports import TrackStatus
 from hardware.sim import card_for_profile, ideal_swipe
 from protocol.errors import DecodeError, EncodeError

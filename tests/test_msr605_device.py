@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from hardware.cards.profiles import load_profile
 from hardware.magstripe.tracks import track_spec
 from hardware.msr605 import swipe_result
-from hardware.msr605_codec import Command, IsoReadReply, Msr605Client, RawReadReply, Status
+from hardware.msr605_codec import Command, IsoReadReply, RawReadReply, Status
+from hardware.msr605_codec_host import Msr605Client
 from hardware.msr605_device import CardPass, Mode, Msr605Device, erase_select
 from hardware.msr605_stripe import (
     FORMAT,

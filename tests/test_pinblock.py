@@ -253,3 +253,35 @@ def test_arbitrary_encrypted_blocks_raise_only_decode_error(block: bytes, pan: s
         return
     assert pin.isdigit()
     assert 4 <= len(pin) <= 12
+
+
+# --- format 1 and format detection (host dialects choose 0, 1 or 3) ----------------------------------
+
+
+def test_format_1_is_the_pin_field_alone() -> None:
+    """ISO 9564-1 format 1: ``1 N PIN`` then random transaction-field nibbles; the PAN is not XORed in."""
+    block = encode_pinblock("1234", "5544332211009966", PinBlockFormat.ISO_1, token_bytes=lambda n: b"\x9a" * n)
+    assert block.hex().upper() == "1412349A9A9A9A9A"
+    assert decode_pinblock(block, "5544332211009966", PinBlockFormat.ISO_1) == "1234"
+    # any other PAN decodes the same PIN: format 1 does not bind the PIN to the card
+    assert decode_pinblock(block, "9900090000000017", PinBlockFormat.ISO_1) == "1234"
+
+
+@given(pin=pins, pan=pans, pik=des_keys, fmt=formats)
+def test_any_format_is_detected_and_decrypted(pin: str, pan: str, pik: bytes, fmt: PinBlockFormat) -> None:
+    from protocol.pinblock import decrypt_pinblock_any, detect_format
+
+    assert detect_format(encode_pinblock(pin, pan, fmt), pan) is fmt
+    assert decrypt_pinblock_any(encrypt_pinblock(pin, pan, pik, fmt), pan, pik) == pin
+
+
+@given(block=st.binary(min_size=8, max_size=8), pan=pans)
+def test_detecting_arbitrary_blocks_raises_only_decode_error(block: bytes, pan: str) -> None:
+    from protocol.pinblock import detect_format
+
+    try:
+        fmt = detect_format(block, pan)
+    except DecodeError as e:
+        assert e.field == "52" and block.hex() not in str(e).lower()
+        return
+    assert fmt in PinBlockFormat

@@ -15,6 +15,7 @@ from hardware.sim import SimReader
 from protocol.errors import ConfigError
 
 SEEN: list[ReaderURL] = []
+"""The URLs :func:`open_spy` was given; each test that uses it installs its own list (monkeypatch)."""
 
 
 def open_spy(url: ReaderURL, clock: Clock) -> CardReader:
@@ -48,10 +49,11 @@ def test_a_name_plus_inner_scheme_goes_to_the_name_entry(vclock: VirtualClock,
     eps = {"spy": EntryPoint("spy", f"{__name__}:open_spy", ENTRY_POINT_GROUP),
            "broken": EntryPoint("broken", "posemu_no_such_module:factory", ENTRY_POINT_GROUP)}
     monkeypatch.setattr(registry, "_entry_points", lambda: eps)
-    SEEN.clear()
+    seen: list[ReaderURL] = []
+    monkeypatch.setattr(f"{__name__}.SEEN", seen)       # the entry point loads this very module
     reader = open_reader("spy+sim://demo", clock=vclock)
     assert isinstance(reader, SimReader)
-    assert [(u.scheme, u.target) for u in SEEN] == [("spy+sim", "demo")]
+    assert [(u.scheme, u.target) for u in seen] == [("spy+sim", "demo")]
     assert known_schemes() == ["broken", "pcsc", "serial", "sim", "spy"]
     with pytest.raises(ConfigError, match="its entry point 'posemu_no_such_module:factory' does not load"):
         open_reader("broken://x", clock=vclock)

@@ -40,6 +40,16 @@ CARD = card_for_profile(load_profile("demo"))
 Body = Callable[[Msr605PtyServer, CardReader], Coroutine[Any, Any, None]]
 
 
+async def until(done: Callable[[], bool], vclock: VirtualClock, limit_s: float = 5.0) -> None:
+    """Wait for bytes in flight through the pty's tty layer (delivered by a kernel worker, not at
+    once): real time passes while we wait, at most ``limit_s``, and the virtual clock keeps step."""
+    with vclock.external():
+        for _ in range(int(limit_s / 0.01)):
+            if done():
+                return
+            await vclock.sleep(0.01)
+
+
 def run_with_device(vrun: asyncio.Runner, vclock: VirtualClock, body: Body, *, auto_swipe: float | None = None,
                     write_chunk: int = 0, url_suffix: str = "?baud=9600", card_file: Any = None) -> Msr605Device:
     device = Msr605Device()
@@ -54,10 +64,7 @@ def run_with_device(vrun: asyncio.Runner, vclock: VirtualClock, body: Body, *, a
         finally:
             await reader.close()
             # let the device read what the reader sent on close (its RESET) before the pty goes away
-            for _ in range(100):
-                if device.commands and device.commands[-1] == Command.RESET:
-                    break
-                await vclock.sleep(0.01)
+            await until(lambda: bool(device.commands) and device.commands[-1] == Command.RESET, vclock)
             await server.close()
 
     vrun.run(main())
@@ -146,10 +153,7 @@ def test_a_write_nobody_swipes_for_is_cancelled(vrun: asyncio.Runner, vclock: Vi
         assert isinstance(reader, SerialMsrReader)
         with pytest.raises(ReaderError, match="no answer to ISO write"):
             await reader.write_iso(("A", None, None), timeout=0.5)
-        for _ in range(20):
-            if not server.device.armed:
-                break
-            await vclock.sleep(0.01)
+        await until(lambda: not server.device.armed, vclock)
         assert not server.device.armed                           # cancelled: a late card is not written
         assert not await server.swipe()
         assert server.card is not None and server.card.iso()[0] == CARD.stripe[0]

@@ -273,7 +273,7 @@ def test_fallback_to_the_stripe_after_chip_failures(vrun: asyncio.Runner, vclock
     from hardware.registry import open_reader
 
     async def go() -> tuple[list[str], str]:
-        reader = FaultyReader(open_reader("sim://cup_debit", clock=vclock), ReaderFaults(chip_dead=True), vclock)
+        reader = FaultyReader(open_reader("sim://cup_debit", clock=vclock), ReaderFaults(seating="reversed"), vclock)
         rig = await open_rig(TerminalConfig(), clock=vclock, state_dir=tmp_path, pinpad=ScriptedPinPad("123456"),
                              reader=reader)
         try:

@@ -29,6 +29,9 @@ from emulator.ui.face import Page
 from emulator.ui.fault_panel import FaultPanel
 from emulator.ui.faults_adapter import FaultsAdapter
 from emulator.ui.main_screen import TerminalScreen
+from emulator.ui.readers import find_sim
+from faults.catalogue import load as load_catalogue
+from faults.reader import FaultyReader
 from hardware.cards.profiles import load_profile
 from hardware.clock import VirtualClock
 from hardware.sim import SimReader
@@ -140,7 +143,7 @@ async def test_card_removal_failure(tmp_path: Path) -> None:
         out = scr.last_outcome
         assert out is not None and out.headline is Msg.REMOVE_CARD_FAILED
         await pilot.press("r")                     # now the card comes out
-        sim = scr.rig.reader.inner if scr.rig is not None else None  # type: ignore[attr-defined]
+        sim = find_sim(scr.rig.reader) if scr.rig is not None else None
         assert isinstance(sim, SimReader) and sim.card is None
 
 
@@ -176,7 +179,8 @@ async def test_dirty_contacts_fault_gives_query_card_failed(tmp_path: Path) -> N
         assert Msg.READER_ERROR.value in codes(scr) and Msg.QUERY_CARD_FAILED.value in codes(scr)
         assert "查询卡信息失败" in scr.lcd_text()
         assert "A1" in scr.diag.plain and "B2" in scr.diag.plain
-        assert scr.ui_reader is not None and isinstance(scr.ui_reader.inner, SimReader)  # disarmed again
+        faulty = scr.ui_reader.inner if scr.ui_reader is not None else None
+        assert isinstance(faulty, FaultyReader) and not faulty.armed        # disarmed again
 
 
 async def test_cancel_while_waiting_for_the_host(tmp_path: Path) -> None:
@@ -306,7 +310,8 @@ async def test_regression_run_from_the_ui_shows_progress_and_cancels(tmp_path: P
         one = RegressScreen(only=["user.wrong-pin"])
         app.push_screen(one)
         await until(pilot, lambda: one.finished, "the regression run", timeout=30)
-        assert (one.passed, one.failed, one.total) == (3, 0, 3)
+        n = len(load_catalogue().get("user.wrong-pin").presets)
+        assert (one.passed, one.failed, one.total) == (n, 0, n)
         await pilot.press("escape")                      # finished: Esc closes
         await until(pilot, lambda: not isinstance(app.screen, RegressScreen), "the dialog to close")
         await pilot.press("e")                           # the whole suite, from the key binding…

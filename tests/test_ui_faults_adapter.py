@@ -48,7 +48,8 @@ def test_link_dns_and_account_faults_apply_and_undo(vrun: asyncio.Runner, vclock
 def test_stripe_and_swipe_faults_reach_the_next_swipe(vrun: asyncio.Runner, vclock: VirtualClock,
                                                       tmp_path: Path) -> None:
     from emulator.app import _find_sim
-    from hardware.magstripe import Damage, SwipeParams, simulate_swipe
+    from hardware.magstripe import SwipeParams, simulate_swipe
+    from hardware.sim import stripe_damage
 
     adapter = FaultsAdapter().load()
 
@@ -64,10 +65,15 @@ def test_stripe_and_swipe_faults_reach_the_next_swipe(vrun: asyncio.Runner, vclo
             await armed.disarm()
             assert sim.default_card.stripe == full
             armed = await adapter.arm(rig, [ActiveFault("stripe.damaged", ())])
-            damage = rig.swipe_faults["damage"]
-            report = simulate_swipe(full, SwipeParams(damage=(Damage(*damage),), seed=1))
+            worn = stripe_damage(sim.default_card)        # the damaged card is in the slot now
+            assert worn
+            report = simulate_swipe(full, SwipeParams(damage=worn, seed=1))
             t2 = report.result.track(2)
             assert t2 is not None and not t2.ok          # what the UI's next swipe will meet
+            await armed.disarm()
+            assert stripe_damage(sim.default_card) == ()
+            armed = await adapter.arm(rig, [ActiveFault("user.swipe-too-fast", ())])
+            assert rig.swipe_faults == {"speed_ips": 800.0} and armed.hints
             await armed.disarm()
             assert rig.swipe_faults == {}
         finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import types
 from collections.abc import Callable
 
 import pytest
@@ -103,7 +102,11 @@ def test_trace_lines_show_fields_by_name_and_never_card_data() -> None:
 
 def test_fault_param_ranges_and_spec() -> None:
     p = FaultParam("contact_ohms", "Ω", "30", 0.0, 1000.0)
-    assert p.check("40") is None and p.check("-1") and p.check("x")
+    assert p.check("40") is None and p.check("-1") and p.check("x") and p.check("nan")
+    c = FaultParam("mode", "", "fail", type="choice", choices=("fail", "slow"))
+    assert c.check("slow") is None and c.check("often")
+    assert ActiveFault("host.peak-hours", (("rule", "respond:rc=91,mti=0200"),)).spec() == \
+        "host.peak-hours:rule='respond:rc=91,mti=0200'"
     assert ActiveFault("reader.dirty-contacts", (("contact_ohms", "40"),)).spec() == \
         "reader.dirty-contacts:contact_ohms=40"
 
@@ -132,12 +135,14 @@ def test_fault_adapter_with_a_broken_catalogue() -> None:
 
 @pytest.fixture
 def fake_catalogue() -> Callable[[], object]:
-    from faults.catalogue import Fault, Param
+    from faults.catalogue import Catalogue
+    from faults.model import Fault, Group, Onset, OnsetKind, ParamDef, ParamType
 
-    faults = {"reader.x": Fault("reader.x", ("A1",), "hardware", "脏", "dirty", "reader",
-                                (Param("contact_ohms", "Ω", 0, 1000, 30),), ("READER_ERROR",), "测", "measure", "洗",
-                                "clean", "none", "cup_debit", "balance", ())}
-    return lambda: types.SimpleNamespace(faults=faults)
+    param = ParamDef("contact_ohms", ParamType.FLOAT, 30.0, "Ω", 0.0, 1000.0, (), "resistance")
+    faults = {"reader.x": Fault("reader.x", ("A1",), "g", "hardware", "脏", "dirty", "reader", (param,),
+                                Onset(OnsetKind.CARD_READ), ("READER_ERROR",), "测", "measure", "洗", "clean",
+                                "none", "cup_debit", "balance", ())}
+    return lambda: Catalogue({}, faults, {"g": Group("g", ("A1",), "组", "group")})
 
 
 def test_fault_adapter_reads_a_catalogue(fake_catalogue: Callable[[], object]) -> None:

@@ -30,6 +30,7 @@ from emulator.ui import PosemuApp
 from emulator.ui.diagnosis import DiagnosisPane
 from emulator.ui.faults_adapter import FaultInfo, FaultParam, FaultsAdapter
 from emulator.ui.trace_view import TracePane, field_names
+from faults.catalogue import load as load_catalogue
 from tests.test_ui import FAST, codes, until
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -58,7 +59,7 @@ def snap(snapshot: SnapshotAssertion) -> Compare:
     return compare
 
 
-FAKE_FAULTS = FaultsAdapter(available=True, reason="", _loaded=True, faults=[
+FAKE_FAULTS = FaultsAdapter(available=True, reason="", _loaded=True, _catalogue=load_catalogue(), faults=[
     FaultInfo("reader.dirty-contacts", "hardware", ("A1", "B2"), "读卡器触点脏污 / Dirty reader contacts",
               (FaultParam("contact_ohms", "Ω", "30", 0.0, 1000.0, "resistance of each contact"),),
               ("READER_ERROR", "QUERY_CARD_FAILED"), "Measure the contact resistance", "Clean the contacts",

@@ -272,6 +272,7 @@ def test_card_serve_cli_reconnects_when_vpcd_drops(vrun: asyncio.Runner, vclock:
     vrun.run(main())
 
 
+@pytest.mark.slow
 @pytest.mark.pcsc
 def test_card_serve_says_the_slot_is_busy_and_serves_only_once_vpcd_talks(
     pcscd: Pcscd, vrun: asyncio.Runner, vclock: VirtualClock

@@ -28,6 +28,8 @@ from protocol.errors import EnvironmentProblem, PosemuError, UsageError
 
 
 class ExitCode(enum.IntEnum):
+    """The four exit codes every command ends with (README, "Exit codes")."""
+
     OK = 0
     FAILED = 1
     USAGE = 2

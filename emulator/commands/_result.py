@@ -30,9 +30,10 @@ def outcome_doc(out: Outcome) -> dict[str, Any]:
     return doc
 
 
-def result_line(out: Outcome) -> str:
-    """``result: APPROVED APPROVED rc=00 kind=purchase amount=12.50 currency=CNY pan=… stan=… rrn=… auth=…``."""
-    status = "APPROVED" if out.approved else "FAILED"
+def result_line(out: Outcome, *, ok: bool | None = None) -> str:
+    """``result: APPROVED APPROVED rc=00 kind=purchase amount=12.50 currency=CNY pan=… stan=… rrn=… auth=…``;
+    ``ok`` overrides the status (an approval whose card could not be taken out is ``FAILED``)."""
+    status = "APPROVED" if (out.approved if ok is None else ok) else "FAILED"
     detail = f" ({out.detail.value})" if out.detail else ""
     head = f"result: {status} {out.headline.value}{detail}" + (f" rc={out.rc}" if out.rc else "")
     pairs: list[tuple[str, str | None]] = [

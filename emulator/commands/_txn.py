@@ -26,7 +26,7 @@ from emulator.sqlite_files import check_sqlite_file
 from emulator.terminal import Outcome, Terminal
 from hardware.cards.profiles import load_profile
 from hardware.clock import Clock, RealClock, VirtualClock
-from protocol.errors import PosemuError
+from protocol.errors import UsageError
 
 TXN_OPTIONS = [
     click.option("--card", "card", default=None,
@@ -38,7 +38,8 @@ TXN_OPTIONS = [
     click.option("--profile", type=click.Choice(["cup", "iso87ascii"]), default=None, help="ISO 8583 profile."),
     click.option("--reader", default=None, metavar="URL", help="Reader URL (default sim://<card>)."),
     click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-                 help="Terminal config (TOML)."),
+                 help="Terminal config (TOML; the host's dialect in [host]). Default: terminal.toml in the state "
+                      "folder, if there is one (`posemu config init` writes it, the UI saves it)."),
     click.option("--state", "state_dir", default=None,
                  help="State folder (journal, host database). Default: the user data folder; with --virtual-time "
                       "a scratch folder removed afterwards."),
@@ -89,24 +90,34 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
     if virtual_time and not state_dir and not fault_specs:
         import tempfile
 
+        from emulator.commands.config import config_path as saved_or_given
+
+        # the scratch folder has no saved config: the user's saved one (or --config) still applies
+        given = saved_or_given(config_path, None)
         with tempfile.TemporaryDirectory(prefix="posemu-scratch-") as scratch:
             run_transaction(kind, amount, card=card, pin=pin, host=host, profile=profile, reader=reader,
-                            config_path=config_path, state_dir=scratch, lang=lang, virtual_time=True,
+                            config_path=given, state_dir=scratch, lang=lang, virtual_time=True,
                             trace_path=trace_path, as_json=as_json, verbose=verbose, extra_setup=extra_setup,
                             action=action)
         return
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if fault_specs and card is None:
-        from faults.catalogue import load as load_catalogue
-        from faults.catalogue import parse_fault_spec
-
-        card = load_catalogue().get(parse_fault_spec(fault_specs[0])[0]).card
+    # every fault spec is parsed (grammar, ids, presets, parameters, ranges) before anything runs
+    specs = _parse_faults(fault_specs)
+    sim_card = reader.removeprefix("sim://").split("?")[0] if reader and reader.startswith("sim://") else ""
+    if sim_card and card is not None and card != sim_card:
+        raise UsageError(f"--card {card} and --reader {reader} name different cards; give one of them")
+    card = card or sim_card or None
+    if specs and card is None and not reader:
+        card = specs[0].fault.card
     card = card or "demo"
-    cfg = build_config(config_path=config_path, host=host, profile=profile, reader=reader, card=card, lang=lang)
+    from emulator.commands.config import config_path as saved_or_given
+
+    cfg = build_config(config_path=saved_or_given(config_path, state_dir), host=host, profile=profile, reader=reader,
+                       card=card, lang=lang)
     the_pin = pin if pin is not None else load_profile(card).pin
     # paths are checked before the card is read: a bad one is an error now, not a lost result later
-    state = state_folder(state_dir) if state_dir or not fault_specs else None
+    state = state_folder(state_dir) if state_dir or not specs else None
     if state is not None:
         check_sqlite_file(state / "journal.sqlite3", "journal")
         if cfg.host is None:
@@ -117,20 +128,22 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
     # timestamps that move on from run to run (and within a run, as virtual time passes)
     clock: Clock = VirtualClock(dt.datetime.now(dt.UTC).replace(microsecond=0)) if virtual_time else RealClock()
     language = cfg.language
-    printed: list[str] = []
 
     def display(s: Screen) -> None:
-        line = render(s, language)  # type: ignore[arg-type]
-        printed.append(line)
         if not as_json:
-            click.echo(f"  [{s.code}] {line}")
+            click.echo(f"  [{s.code}] {render(s, language)}")  # type: ignore[arg-type]
 
-    if fault_specs:
-        _run_with_faults(kind, amount, fault_specs, card=card, reader=reader, clock=clock, display=display,
-                         state_dir=state_dir, trace_path=trace_path, as_json=as_json, lang=language)
+    if specs:
+        from faults.runner import base_config
+
+        with base_config(cfg):       # the run's own bundled host speaks the configured dialect
+            _run_with_faults(kind, amount, specs, cfg=cfg, card=card, pin=pin, reader=reader, clock=clock,
+                             display=display, state_dir=state_dir, trace_path=trace_path, as_json=as_json,
+                             lang=language)
         return
 
     trace_error: list[OSError] = []
+    diagnosis: list[Any] = []
 
     async def main() -> Outcome:
         assert state is not None
@@ -138,16 +151,12 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
         try:
             if extra_setup is not None:
                 extra_setup(rig)
-            if not rig.terminal.signed_on:
-                so = await rig.terminal.sign_on()
-                if not so.approved:
-                    return so
-            if action is not None:
-                return await action(rig.terminal)
-            if kind == "balance":
-                return await rig.terminal.balance_inquiry()
-            assert amount is not None
-            return await rig.terminal.purchase(amount)
+            out = await _sign_on_then(rig, kind, amount, action)
+            if not out.approved:         # what the trace alone says (`posemu diagnose` adds the self-test)
+                from faults.diagnose import diagnose
+
+                diagnosis.append(diagnose(list(rig.trace)))
+            return out
         finally:
             if trace_path:
                 try:
@@ -158,23 +167,56 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
 
     with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
         out = runner.run(main())
-    if as_json:
-        click.echo(json.dumps(outcome_doc(out), ensure_ascii=False))
-    else:
-        click.echo(result_line(out))
+    _print_result(out, diagnosis[0] if diagnosis else None, as_json=as_json, lang=language)
     if trace_error and trace_path:
         raise write_failed("trace", trace_path, trace_error[0])
     sys.exit(outcome_exit_code(out))
+
+
+async def _sign_on_then(rig: Rig, kind: str, amount: int | None,
+                        action: Callable[[Terminal], Awaitable[Outcome]] | None = None) -> Outcome:
+    """Sign on (a failed sign-on is the result), then the transaction (or ``action``)."""
+    if not rig.terminal.signed_on:
+        so = await rig.terminal.sign_on()
+        if not so.approved:
+            return so
+    if action is not None:
+        return await action(rig.terminal)
+    if kind == "balance":
+        return await rig.terminal.balance_inquiry()
+    assert amount is not None
+    return await rig.terminal.purchase(amount)
+
+
+def _print_result(out: Outcome | None, diagnosis: Any, *, as_json: bool, lang: str,
+                  extra: dict[str, Any] | None = None) -> None:
+    """The ``result:`` line (key=value pairs, :func:`result_line`) or the JSON document
+    (:func:`outcome_doc`), with what the diagnosis found."""
+    if as_json:
+        doc: dict[str, Any] = outcome_doc(out) if out is not None else {"approved": False, "screens": []}
+        doc.update(extra or {})
+        doc["diagnosis"] = diagnosis.to_json() if diagnosis is not None else None
+        click.echo(json.dumps(doc, ensure_ascii=False))
+        return
+    if diagnosis is not None and (diagnosis.findings or diagnosis.explanations):
+        click.echo("diagnosis 诊断:")
+        click.echo(diagnosis.render(lang))
+    if out is None:
+        click.echo("result: FAILED (no transaction ran)")
+        return
+    click.echo(result_line(out, ok=outcome_exit_code(out) == ExitCode.OK))
 
 
 #: outcomes that say the machine, not the card or the host, stopped the transaction
 _ENVIRONMENT_CODES = frozenset({Msg.NO_READER})
 
 
-def outcome_exit_code(out: Outcome) -> int:
+def outcome_exit_code(out: Outcome | None) -> int:
     """0 approved; 3 when the reader (device or service) was unusable, 2 when its URL is malformed;
-    1 for any other failure."""
-    if out.approved:
+    1 for any other failure — including an approval whose card then could not be taken out (拔出卡失败)."""
+    if out is None:
+        return ExitCode.FAILED
+    if out.approved and out.headline is not Msg.REMOVE_CARD_FAILED:
         return ExitCode.OK
     if "reader.url_malformed" in out.evidence:      # the reader URL given is wrong: a usage error
         return ExitCode.USAGE
@@ -187,67 +229,46 @@ TXN_EPILOG = exit_epilog("approved", "declined or failed (the message code is pr
                          environment="no card reader: the screen shows NO_READER")
 
 
-def _run_with_faults(kind: str, amount: int | None, specs: tuple[str, ...], *, card: str, reader: str | None,
-                     clock: Clock, display: Any, state_dir: str | None, trace_path: str | None, as_json: bool,
-                     lang: str) -> None:
-    """One transaction with faults active: the same machinery as ``posemu regress``."""
+def _parse_faults(texts: tuple[str, ...]) -> list[Any]:
+    if not texts:
+        return []
+    from faults.catalogue import load
+    from faults.grammar import parse_spec
+
+    cat = load()
+    return [parse_spec(t, cat) for t in texts]
+
+
+def _run_with_faults(kind: str, amount: int | None, specs: list[Any], *, cfg: configmod.TerminalConfig, card: str,
+                     pin: str | None, reader: str | None, clock: Clock, display: Any, state_dir: str | None,
+                     trace_path: str | None, as_json: bool, lang: str) -> None:
+    """One transaction with faults: the same seam and runner as ``posemu regress``, composed with every
+    other option (card, PIN, reader, host, profile, config, amount); what cannot combine is an error."""
     import tempfile
 
-    from faults.catalogue import load, parse_fault_spec
-    from faults.runner import combine, run_setup
+    from faults.runner import final_outcome, run_specs
 
-    try:
-        cat = load()
-        chosen = []
-        for spec in specs:
-            fid, params = parse_fault_spec(spec)
-            fault = cat.get(fid)
-            for k, v in params.items():
-                p = fault.param(k)
-                if p is not None:
-                    try:
-                        num = float(v)
-                    except ValueError:
-                        raise click.BadParameter(f"{fid}: {k}={v!r} is not a number") from None
-                    if not p.min <= num <= p.max:
-                        raise click.BadParameter(f"{fid}: {k}={v} outside {p.min:g}…{p.max:g} {p.unit}")
-            chosen.append((fault, dict(params)))
-        setup = combine(chosen, card=card, txn=kind, reader_url=reader if reader and not reader.startswith("sim")
-                        else None)
-        if amount is not None:
-            setup.amount = amount
-    except PosemuError:
-        raise  # mapped to an exit code by the posemu group
+    reader_url = reader if reader and not reader.startswith("sim://") else None
 
-    async def main() -> tuple[list[Outcome], str, list[str]]:
+
+    async def main() -> tuple[Outcome | None, Any, list[str]]:
         with tempfile.TemporaryDirectory(prefix="posemu-fault-") as tmp:
             state = Path(state_dir) if state_dir else Path(tmp)
-            run, outcomes, diag = await run_setup(setup, clock=clock, state=state, display=display)
+            ran = await run_specs(specs, clock=clock, state=state, card=card, txn=kind,
+                                  reader_url=reader_url, cfg=replace(cfg, host=None), amount=amount,
+                                  external_host=cfg.host, display=display, pin=pin)
             try:
-                if trace_path and run.rig is not None:
-                    run.rig.trace.export(trace_path)
-                return outcomes, diag.render(lang), run.screens
+                if trace_path and ran.run.rig is not None:
+                    ran.run.rig.trace.export(trace_path)
+                return final_outcome(ran.outcomes), ran.diagnosis, ran.run.screens
             finally:
-                await run.close()
+                await ran.run.close()
 
-    try:
-        with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
-            outcomes, diagnosis, screens = runner.run(main())
-    except PosemuError:
-        raise  # mapped to an exit code by the posemu group
-    out = outcomes[-1] if outcomes else None
-    ok = out is not None and out.approved
-    if as_json:
-        click.echo(json.dumps({"approved": ok, "screens": screens, "faults": list(specs),
-                               "headline": out.headline.value if out else None,
-                               "detail": out.detail.value if out and out.detail else None,
-                               "diagnosis": diagnosis}, ensure_ascii=False))
-    else:
+    with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
+        out, diagnosis, screens = runner.run(main())
+    if not as_json:
+        click.echo(f"faults: {', '.join(str(s) for s in specs)}")
         click.echo(f"message codes: {' '.join(screens)}")
-        click.echo("diagnosis 诊断:")
-        click.echo(diagnosis)
-        if out is not None:
-            detail = f" ({out.detail.value})" if out.detail else ""
-            click.echo(f"result: {'APPROVED' if ok else 'FAILED'} {out.headline.value}{detail}")
-    if not ok:
-        sys.exit(1)
+    _print_result(out, diagnosis, as_json=as_json, lang=lang,
+                  extra={"faults": [str(s) for s in specs], "all_screens": screens})
+    sys.exit(outcome_exit_code(out))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import math
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ from emulator.trace import TraceEntry, read_trace
 from protocol.errors import DecodeError, UsageError
 
 if TYPE_CHECKING:
-    from faults.catalogue import Fault
+    from emulator.config import TerminalConfig
     from faults.diagnose import Diagnosis
 
 
@@ -26,8 +26,15 @@ if TYPE_CHECKING:
 @click.option("--host", default=None, metavar="HOST:PORT", help="Host to check (default: the bundled host).")
 @click.option("--fault", "fault_specs", multiple=True, metavar="ID[:k=v,…]",
               help="Self-test with these faults active (to see what the technician would measure).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Terminal config for the self-test (default: terminal.toml in the state folder, if any).")
+@click.option("--state", "state_dir", default=None,
+              help="State folder whose terminal.toml the self-test reads (default: the user data folder).")
 @click.option("--lang", type=click.Choice(["zh", "en", "both"]), default="both")
-def command(trace_path: str | None, reader: str, host: str | None, fault_specs: tuple[str, ...], lang: str) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable: the readings and the ranked cause groups (confidence, evidence codes).")
+def command(trace_path: str | None, reader: str, host: str | None, fault_specs: tuple[str, ...],
+            config_file: str | None, state_dir: str | None, lang: str, as_json: bool) -> None:
     """Without --trace: run the articles' detection methods against the current setup (contact
     resistance and supply voltage, reader and service, network and DNS, sign-on and key check
     values, clock). With --trace: name the most likely causes of that failure, with evidence and
@@ -36,15 +43,27 @@ def command(trace_path: str | None, reader: str, host: str | None, fault_specs: 
 
     if trace_path:
         diag = diagnose(_read_trace(Path(trace_path)), [])
-        click.echo(diag.render(lang))
+        if as_json:
+            click.echo(json.dumps({"diagnosis": diag.to_json()}, ensure_ascii=False, indent=1))
+        else:
+            click.echo(diag.render(lang))
     else:
-        m, diag = asyncio.run(_self_test(reader, host, list(fault_specs)))
+        from emulator import config as configmod
+        from emulator.commands.config import config_path
+
+        cfg_file = config_path(config_file, state_dir)
+        cfg = configmod.load(cfg_file) if cfg_file else None
+        m, diag = _self_test(reader, host, list(fault_specs), cfg)
+        if as_json:
+            click.echo(json.dumps({"readings": m, "diagnosis": diag.to_json()}, ensure_ascii=False, indent=1,
+                                  default=str))
+            sys.exit(ExitCode.FAILED if diag.named else ExitCode.OK)
         click.echo("self-test 自检:")
         for k, v in m.items():
             click.echo(f"  {k:22s} {v}")
         click.echo("diagnosis 诊断:")
         click.echo(diag.render(lang))
-    sys.exit(ExitCode.FAILED if diag.findings else ExitCode.OK)
+    sys.exit(ExitCode.FAILED if diag.named else ExitCode.OK)
 
 
 def _read_trace(path: Path) -> list[TraceEntry]:
@@ -58,55 +77,47 @@ def _read_trace(path: Path) -> list[TraceEntry]:
         raise UsageError(f"{path}: cannot read the trace ({e.strerror})") from None
 
 
-async def _self_test(reader_url: str, host: str | None, specs: list[str]) -> tuple[dict[str, Any], Diagnosis]:
+def _self_test(reader_url: str, host: str | None, specs: list[str],
+               cfg: TerminalConfig | None = None) -> tuple[dict[str, Any], Diagnosis]:
+    """Power on (with the faults, all from power-on), sign on, take every reading. The same world
+    the regression suite builds; on the virtual clock when nothing real is involved."""
     import tempfile
     from dataclasses import replace
 
-    from emulator.app import open_rig
-    from emulator.config import TerminalConfig
-    from emulator.ports import ScriptedPinPad
-    from faults.catalogue import load, parse_fault_spec
-    from faults.diagnose import diagnose, self_test
-    from faults.reader import FaultyReader, ReaderFaults
-    from hardware.clock import RealClock
-    from hardware.registry import open_reader
+    from faults.catalogue import load
+    from faults.grammar import parse_spec
+    from faults.model import Onset, OnsetKind
+    from faults.runner import run_specs
+    from hardware.clock import Clock, RealClock, VirtualClock
 
-    chosen = []
-    for spec in specs:
-        fid, params = parse_fault_spec(spec)
-        f = load().get(fid)
-        _check_params(f, params)
-        chosen.append((f, params))
-    clock = RealClock()
-    r = open_reader(reader_url, clock=clock)
-    for f, params in chosen:
-        if f.injector == "reader":
-            known = {k: str(v) for k, v in {**f.defaults(), **params}.items() if k in ReaderFaults.__dataclass_fields__}
-            r = FaultyReader(r, ReaderFaults.from_params(known), clock)
-    with tempfile.TemporaryDirectory() as tmp:
-        rig = await open_rig(replace(TerminalConfig(), host=host), clock=clock, state_dir=Path(tmp),
-                             pinpad=ScriptedPinPad("0"), reader=r, auto_cardholder=False)
-        try:
-            so = await rig.terminal.sign_on()
-            m = await self_test(rig)
-            m["sign_on"] = "ok (working keys verified by check value)" if so.approved else \
-                f"FAILED {so.detail.value if so.detail else ''}"
-            m["reader"] = rig.reader.name
-            return m, diagnose(list(rig.trace), [so], m)
-        finally:
-            await rig.close()
+    cat = load()
+    chosen = [replace(parse_spec(text, cat), onset=Onset(OnsetKind.POWER_ON)) for text in specs]
+    sim = reader_url.startswith("sim://")
+    card = reader_url.removeprefix("sim://").split("?")[0] or None if sim else None
+    clock: Clock = VirtualClock() if sim and host is None else RealClock()
 
+    async def main() -> tuple[dict[str, Any], Diagnosis]:
+        with tempfile.TemporaryDirectory(prefix="posemu-selftest-") as tmp:
+            ran = await run_specs(chosen, clock=clock, state=Path(tmp), steps=["sign_on"], card=card,
+                                  reader_url=None if sim else reader_url, external_host=host, cfg=cfg)
+            try:
+                m = dict(ran.readings)
+                so = ran.outcomes[0] if ran.outcomes else None
+                rig = ran.run.rig
+                signs_on = rig is None or rig.cfg.dialect.sign_on
+                if not signs_on:
+                    m["sign_on"] = "off in the config (static working keys)"
+                elif so and so.approved:
+                    m["sign_on"] = "ok (working keys verified by check value)"
+                else:
+                    m["sign_on"] = f"FAILED {so.detail.value if so and so.detail else ''}".rstrip()
+                if rig is not None:
+                    m["reader"] = rig.reader.name
+                    m["terminal.id"] = rig.cfg.terminal_id
+                    m["host.profile"] = rig.cfg.profile
+                return m, ran.diagnosis
+            finally:
+                await ran.run.close()
 
-def _check_params(fault: Fault, params: dict[str, str]) -> None:
-    """A parameter the catalogue declares is a finite number within its range (``contact_ohms=nan``
-    or ``=-1`` would measure nonsense). The same rule as ``inquiry --fault``."""
-    for k, v in params.items():
-        p = fault.param(k)
-        if p is None:
-            continue
-        try:
-            num = float(v)
-        except ValueError:
-            num = math.nan
-        if not (math.isfinite(num) and p.min <= num <= p.max):
-            raise UsageError(f"{fault.id}: {k}={v!r} must be a number from {p.min:g} to {p.max:g} {p.unit}".rstrip())
+    with asyncio.Runner(loop_factory=clock.new_event_loop) as runner:
+        return runner.run(main())

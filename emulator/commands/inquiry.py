@@ -6,11 +6,13 @@ from typing import Any
 
 import click
 
+from emulator.commands._pcap import terminal_pcap
 from emulator.commands._txn import TXN_EPILOG, run_transaction, txn_options
 
 
 @click.command("inquiry", epilog=TXN_EPILOG)
 @txn_options
+@terminal_pcap
 def command(**kw: Any) -> None:
     """Run a balance inquiry (card → terminal → ISO 8583 → host → screen).
 

@@ -48,12 +48,16 @@ def command(rounds: int, seed: int | None, answers: list[int] | None, lang: str)
     score = 0
     for i in range(rounds):
         fault = rng.choice(faults)
-        scenario = next((s for s in fault.scenarios if s.approved is False), fault.scenarios[0])
-        result = run_cases([Case(fault, scenario, seed=rng.randrange(1000))])[0]
+        local = [s for s in fault.presets if s.reader != "vpcd"] or list(fault.presets)
+        preset = next((s for s in local if s.approved is False), local[0])
+        result = run_cases([Case(f"{fault.id}[{preset.name}]", preset, fault, seed=rng.randrange(1000))])[0]
         click.echo(f"\n— round {i + 1}/{rounds} —")
         for code in result.codes:
             click.echo(f"  screen: {render(Screen(Msg(code)), lang)}")  # type: ignore[arg-type]
-        others = rng.sample([f for f in cat.faults.values() if not set(f.causes) & set(fault.causes)], 3)
+        # the wrong answers come from other cause groups: causes the evidence cannot tell apart are
+        # not a fair quiz
+        others = rng.sample([f for f in cat.faults.values()
+                             if f.group != fault.group and not set(f.causes) & set(fault.causes)], 3)
         options = [fault, *others]
         rng.shuffle(options)
         for n, f in enumerate(options, 1):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from protocol.cryptogram import CryptogramType
 from protocol.errors import ConfigError, EncodeError, PosemuError
 from protocol.masking import mask_hex, mask_pan
-from protocol.tlv import Tlv, decode, redacted
+from protocol.tlv import redacted
 
 __all__ = [
     "DEFAULT_AIDS",
@@ -265,10 +265,6 @@ class ChipRead:
         return (f"ChipRead(pan={mask_pan(self.pan)}, aid={self.aid}, label={self.label!r}, "
                 f"cvm={self.cvm.name}, {self.cryptogram_type.name}, atc={self.atc}, "
                 f"icc_data={len(self.icc_data)} bytes)")
-
-    @property
-    def icc_tlv(self) -> tuple[Tlv, ...]:
-        return decode(self.icc_data)
 
 
 @dataclass(frozen=True, slots=True)

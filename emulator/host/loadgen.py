@@ -24,11 +24,13 @@ from protocol.keys import KeyScheme, WorkingKeys, parse_field62
 from protocol.pinblock import encrypt_pinblock
 from protocol.session import seal
 from protocol.specs import Profile
-from protocol.txn import CardData, EntryMode, TerminalIds, TxnType, financial_request, sign_on_request
+from protocol.txn import CardData, EntryMode, TerminalIds, TxnType, financial_request, key_block, sign_on_request
 
 
 @dataclass(slots=True)
 class LoadResult:
+    """What a load run measured: requests sent and answered, errors, response codes, latencies, time taken."""
+
     sent: int = 0
     received: int = 0
     errors: int = 0
@@ -159,7 +161,7 @@ async def sign_on(host: str, port: int, profile: Profile, *, tid: str, mid: str,
         writer.close()
     if resp.get(39) != "00":
         raise ProtocolError(f"sign-on of {tid} refused: {resp.get(39)!r}")
-    return parse_field62(tmk, resp.binary(62), KeyScheme.DOUBLE)
+    return parse_field62(tmk, key_block(resp), KeyScheme.DOUBLE)
 
 
 async def run_load(host: str, port: int, profile: Profile, *, tids: Sequence[str], mid: str, pan: str,

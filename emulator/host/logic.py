@@ -21,6 +21,13 @@ them. Every one is logged with the money it moved (``effect``) and the original 
 terminal's batch totals (field 48) with the host's: ``00`` when they agree, ``95`` when they do not;
 the terminal then uploads each transaction (0320) and settles again (60.3 ``202``), which the host
 accepts. A settled batch cannot be voided.
+
+Authorization (ISO 8583:1987 ``0100``/``0110``) alongside financial ``0200``/``0210``: a balance
+inquiry (processing code ``31``) as in an 0200, and a pre-authorization (``03``, or ``00`` in an
+0100; CUP 预授权) that checks the card like a purchase and holds the amount — the available
+balance goes down, the hold is logged with its authorization code, and a reversal of it (0400)
+releases it. A pre-authorization needs the ``preauth`` permission (or ``purchase``) of the card and
+the terminal.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from protocol import keys as keymod
 from protocol.errors import DecodeError, PosemuError
 from protocol.iso import Message, encode
 from protocol.masking import mask_pan
-from protocol.pinblock import decrypt_pinblock
+from protocol.pinblock import decrypt_pinblock_any
 from protocol.session import check_mac
 from protocol.specs import Profile
 from protocol.txn import (
@@ -52,6 +59,7 @@ from protocol.txn import (
     SettleCode,
     TxnType,
     encode_balances,
+    key_block_value,
     original_mti,
     response_to,
 )
@@ -68,6 +76,7 @@ class Decision:
     delay: float = 0.0
     close: bool = False
     mak: bytes | None = None       # seal the response with this MAC key
+    mangle: str = ""               # a GARBAGE rule's mode: the encoded answer is spoilt on the way out
 
 
 _PIN_HASHES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
@@ -83,11 +92,12 @@ def _hashed(pan: str, pin: str) -> tuple[bytes, bytes]:
     return _PIN_HASHES[key]
 
 
-def seed_demo(store: HostStore, *, profiles: list[str] | None = None) -> None:
-    """Seed the demo terminal, the load-test terminals and every bundled card profile."""
+def seed_demo(store: HostStore, *, profiles: list[str] | None = None, load_terminals: bool = True) -> None:
+    """Seed the demo terminal, the load-test terminals (unless ``load_terminals`` is false) and every
+    bundled card profile (or those named)."""
     store.begin()
     store.add_terminal(DEMO_TID, DEMO_MID, DEMO_TMK)
-    for tid in LOAD_TIDS:
+    for tid in LOAD_TIDS if load_terminals else ():
         store.add_terminal(tid, DEMO_MID, DEMO_TMK, require_sign_on=False)
     for name in profiles if profiles is not None else list_profiles():
         prof = load_profile(name)
@@ -160,6 +170,7 @@ class HostLogic:
         delay = rule.delay if rule is not None and rule.action is RuleAction.DELAY else 0.0
         drop = rule is not None and rule.action is RuleAction.DROP_RESPONSE
         wrong_stan = rule is not None and rule.action is RuleAction.WRONG_STAN
+        garbage = rule.mode if rule is not None and rule.action is RuleAction.GARBAGE else ""
         try:
             decision = self._process(_Call(req, raw, pin_ok))
         except PosemuError as e:   # a request whose fields do not make sense: format error
@@ -173,6 +184,11 @@ class HostLogic:
         if drop:
             log.info("rule: response to %s STAN %s processed and dropped", req.mti, req.get(11))
             decision = replace(decision, response=None)
+        if garbage and decision.response is not None:
+            if garbage == "no-rc":
+                decision = replace(decision, response=decision.response.replace(f39=None))
+            else:
+                decision = replace(decision, mangle=garbage)
         return decision
 
     def pin_job(self, req: Message, raw: bytes) -> PinJob | None:
@@ -182,7 +198,7 @@ class HostLogic:
 
         With behaviour rules configured (a fault scenario, a test) every request is decided inline, in
         arrival order, so the rules' counting (``first``, ``every``, ``count``) is reproducible."""
-        if req.mti != "0200" or not isinstance(req.get(52), bytes) or self.rules.rules:
+        if req.mti not in ("0100", "0200") or not isinstance(req.get(52), bytes) or self.rules.rules:
             return None
         tid = req.get(41)
         term = self.store.terminal(tid) if isinstance(tid, str) else None
@@ -218,7 +234,7 @@ class HostLogic:
 
     # --- helpers ------------------------------------------------------------------------------
     def _respond(self, req: Message, rc: RC | str, **extra: str | bytes) -> Message:
-        return response_to(req, rc, **extra)
+        return response_to(req, rc, tpdu_len=self.profile.tpdu_len, **extra)
 
     def _next_rrn(self) -> str:
         self._rrn += 1
@@ -249,10 +265,11 @@ class HostLogic:
             return self._with_terminal(c, self._settle if req.mti == "0500" else self._batch_upload, None)
         txn = TxnType.from_request(req)
         if txn in _TXNSET:
-            return self._with_terminal(c, self._txnset, "purchase")
-        if req.mti != "0200" or txn is None or txn is TxnType.SIGN_ON:
+            assert txn is not None
+            return self._with_terminal(c, self._txnset, _permission(txn))
+        kind = txn_kind(req)
+        if kind is None:
             return Decision(self._respond(req, RC.INVALID_TRANSACTION), mak=self._response_mak(req))
-        kind = "balance" if txn is TxnType.BALANCE else "purchase"
         return self._with_terminal(c, self._financial, kind)
 
     def _with_terminal(self, c: _Call, fn: Callable[[_Call, TerminalRow], Decision], kind: str | None) -> Decision:
@@ -261,11 +278,8 @@ class HostLogic:
         term = self.store.terminal(tid) if isinstance(tid, str) else None
         if term is None:
             return Decision(self._respond(req, RC.NOT_PERMITTED_TERMINAL))
-        if self.profile.header_len and term.min_version:
-            version = req.header[6] if len(req.header) > 6 else 0
-            if version < term.min_version:
-                return Decision(self._respond(req, RC.VERSION_NOT_ACCEPTED))
-        if NetCode.of(req) is not NetCode.SIGN_ON:
+        signing_on = NetCode.of(req) is NetCode.SIGN_ON
+        if not signing_on:
             if term.require_sign_on and not term.signed_on:
                 return Decision(self._respond(req, RC.SIGN_ON_REQUIRED))
             if term.mak is not None and term.mac_required:
@@ -273,8 +287,13 @@ class HostLogic:
                 if not status.ok:
                     log.warning("%s from %s STAN %s: MAC %s", req.mti, term.tid, req.get(11), status.value)
                     return Decision(self._respond(req, RC.MAC_ERROR), mak=term.mak)
-            if kind is not None and kind not in term.permissions:
-                return Decision(self._respond(req, RC.NOT_PERMITTED_TERMINAL), mak=self._response_mak(req))
+        if self.profile.header_len and term.min_version:
+            version = req.header[6] if len(req.header) > 6 else 0
+            if version < term.min_version:
+                return Decision(self._respond(req, RC.VERSION_NOT_ACCEPTED),
+                                mak=None if signing_on else self._response_mak(req))
+        if not signing_on and kind is not None and not permitted(kind, term.permissions):
+            return Decision(self._respond(req, RC.NOT_PERMITTED_TERMINAL), mak=self._response_mak(req))
         decision = fn(c, term)
         if decision.response is not None and decision.mak is None:
             decision = replace(decision, mak=self._response_mak(req))
@@ -306,7 +325,7 @@ class HostLogic:
         self.store.commit()
         now = self.clock.wall()
         resp = self._respond(req, RC.APPROVED, f12=f"{now:%H%M%S}", f13=f"{now:%m%d}",
-                             f32=ACQUIRER_ID, f37=self._next_rrn(), f62=block)
+                             f32=ACQUIRER_ID, f37=self._next_rrn(), f62=key_block_value(block, self.profile))
         log.info("terminal %s signed on (scheme %s)", term.tid, scheme)
         return Decision(resp)
 
@@ -342,17 +361,17 @@ class HostLogic:
 
     def _financial(self, c: _Call, term: TerminalRow) -> Decision:
         req = c.req
-        kind = "balance" if TxnType.from_request(req) is TxnType.BALANCE else "purchase"
+        kind = txn_kind(req) or "purchase"
         date = req.get(13) if isinstance(req.get(13), str) else f"{self.clock.wall():%m%d}"
         date_s = str(date)
         stan = req.text(11) if 11 in req else "000000"
         ident = self._identity(req)
-        prior = self.store.find_tx(term.tid, stan, date_s, "0200")
+        prior = self.store.find_tx(term.tid, stan, date_s, req.mti)
         if prior is not None and prior.ident != ident:
             # a STAN reused for another transaction (a reinstalled terminal…): never the other's answer
             log.warning("duplicate STAN %s from %s for a different transaction: 94", stan, term.tid)
             return Decision(self._respond(req, RC.DUPLICATE))
-        if prior is not None and kind == "purchase":
+        if prior is not None and kind in MONEY_KINDS:
             # the same purchase again (a retransmission): the same answer, no second debit
             extra = {"f38": prior.auth_code} if prior.auth_code else {}
             return Decision(self._respond(req, prior.rc, **({"f37": prior.rrn} if prior.rrn else {}), **extra))
@@ -377,7 +396,7 @@ class HostLogic:
         new_bal = self.store.move_money(card.account_id, -amount)
         rrn = self._next_rrn()
         auth = f"{self._rrn % 1_000_000:06d}"
-        self.store.log_tx(tid=term.tid, stan=stan, date=date_s, mti="0200", kind=kind,
+        self.store.log_tx(tid=term.tid, stan=stan, date=date_s, mti=req.mti, kind=kind,
                           pan_masked=mask_pan(card.pan), account_id=card.account_id, amount=amount,
                           rc=RC.APPROVED.value, auth_code=auth, rrn=rrn, ident=ident, batch=_batch(req),
                           effect=-amount)
@@ -397,14 +416,14 @@ class HostLogic:
             return RC.INVALID_CARD if expiry is not None else RC.FORMAT_ERROR
         if expiry < f"{self.clock.wall():%y%m}":
             return RC.EXPIRED_CARD
-        if kind not in card.permissions:
+        if not permitted(kind, card.permissions):
             return RC.NOT_PERMITTED_CARDHOLDER
         return self._check_pin(c, term, card)
 
     @staticmethod
     def _decrypt_pin(block: bytes, pan: str, pik: bytes) -> str | None:
         try:
-            return decrypt_pinblock(block, pan, pik)
+            return decrypt_pinblock_any(block, pan, pik)      # ISO 9564 format 0, 1 or 3, whichever it is
         except PosemuError:
             return None
 
@@ -437,7 +456,8 @@ class HostLogic:
         stan = req.text(11) if 11 in req else ""
         date = req.get(13)
         date_s = date if isinstance(date, str) else f"{self.clock.wall():%m%d}"
-        orig = self.store.find_tx(term.tid, stan, date_s, original_mti(req))
+        orig = next((t for mti in dict.fromkeys((original_mti(req), "0200", "0100"))
+                     if (t := self.store.find_tx(term.tid, stan, date_s, mti)) is not None), None)
         rc = RC.APPROVED
         if orig is not None and orig.ident is not None and orig.ident != self._identity(req):
             # not the transaction it names (other card, amount or type): nothing is refunded
@@ -446,7 +466,7 @@ class HostLogic:
             orig = None
         self.store.begin()
         if orig is not None and orig.rc == RC.APPROVED.value and not orig.reversed and orig.account_id:
-            effect = orig.effect if orig.effect or orig.kind != "purchase" else -orig.amount
+            effect = orig.effect if orig.effect or orig.kind not in MONEY_KINDS else -orig.amount
             self.store.move_money(orig.account_id, -effect)
             self.store.update_tx(orig.id, reversed=1)
             self._undo_links(orig)
@@ -485,7 +505,7 @@ class HostLogic:
             return Decision(self._respond(req, prior.rc, **extra))
         pan, expiry = self._card_from(req)
         card = self.store.card(pan) if pan else None
-        rc = self._check_card(c, term, card, expiry, "purchase")
+        rc = self._check_card(c, term, card, expiry, _permission(txn))
         amount = int(req.text(4)) if 4 in req and req.text(4).isdigit() else 0
         if rc is RC.APPROVED and amount <= 0:
             rc = RC.INVALID_AMOUNT
@@ -669,6 +689,13 @@ class HostLogic:
         return Decision(self._respond(req, RC.APPROVED))
 
 
+def _permission(txn: TxnType) -> str:
+    """The permission (card and terminal) a transaction of the set needs: ``preauth`` for the
+    pre-authorization family (which ``purchase`` covers too, :func:`permitted`), else ``purchase``."""
+    return "preauth" if txn in (TxnType.PREAUTH, TxnType.PREAUTH_VOID, TxnType.COMPLETION,
+                                TxnType.COMPLETION_VOID) else "purchase"
+
+
 _TXNSET = frozenset({TxnType.VOID, TxnType.REFUND, TxnType.PREAUTH, TxnType.PREAUTH_VOID, TxnType.COMPLETION,
                      TxnType.COMPLETION_VOID})
 
@@ -677,6 +704,58 @@ def _batch(req: Message) -> str | None:
     """The batch a request belongs to (60.2)."""
     f60 = req.get(60)
     return f60[2:8] if isinstance(f60, str) and len(f60) >= 8 and f60[2:8].isdigit() else None
+
+
+MONEY_KINDS = frozenset({"purchase", "preauth"})
+"""Transactions that move money (a pre-authorization holds it): idempotent, reversible."""
+
+
+def txn_kind(req: Message) -> str | None:
+    """What a financial or authorization request asks, by MTI and processing code (field 3):
+    ``balance`` (31 in an 0100 or 0200), ``purchase`` (00 in an 0200), ``preauth`` (03, or 00 in an
+    0100); ``None`` for anything else (answered 12).
+
+    >>> [txn_kind(Message(m, {3: pc})) for m, pc in (("0200", "310000"), ("0100", "030000"), ("0200", "030000"))]
+    ['balance', 'preauth', None]
+    """
+    if req.mti not in ("0100", "0200"):
+        return None
+    pc = req.get(3)
+    if not isinstance(pc, str) or len(pc) != 6:
+        return None
+    if pc.startswith("31"):
+        return "balance"
+    if req.mti == "0200":
+        return "purchase" if pc.startswith("00") else None
+    return "preauth" if pc[:2] in ("00", "03") else None
+
+
+def permitted(kind: str, permissions: frozenset[str]) -> bool:
+    """A permission list allows ``kind``; ``purchase`` covers a pre-authorization too."""
+    return kind in permissions or (kind == "preauth" and "purchase" in permissions)
+
+
+def summary(msg: Message) -> str:
+    """One masked line for a log: MTI and the fields that say what happened (PAN 6+4, never track
+    data, PIN block, keys or MAC).
+
+    >>> summary(Message("0200", {2: "9900010000000019", 3: "000000", 4: "000000001250", 11: "000123",
+    ...                          41: "POSEMU01", 52: b"\\x00" * 8}))
+    '0200 tid=POSEMU01 stan=000123 pc=000000 amount=000000001250 pan=990001******0019'
+    """
+    f = msg.redacted()
+    parts = [msg.mti]
+    for n, name in ((41, "tid"), (11, "stan"), (3, "pc"), (4, "amount"), (70, "net"), (39, "rc"), (38, "auth"),
+                    (2, "pan")):
+        if n in f:
+            parts.append(f"{name}={f[n]}")
+    if 2 not in f and 35 in msg:
+        t2 = msg.get(35)
+        if isinstance(t2, str):
+            parts.append(f"pan={mask_pan(t2.partition('=')[0])}")
+    if 64 in msg or 128 in msg:
+        parts.append("mac")
+    return " ".join(parts)
 
 
 def _offline_pin_verified(req: Message) -> bool:

@@ -16,6 +16,8 @@ from protocol.errors import ConfigError
 
 
 class RuleAction(enum.Enum):
+    """What a rule makes the host do (``posemu host --rule ACTION:…``)."""
+
     RESPOND = "respond"          # answer with the rule's response code instead of processing
     DELAY = "delay"              # process, but answer after ``delay`` clock seconds
     NO_RESPONSE = "no-response"  # process nothing, answer nothing (a hung host)
@@ -23,10 +25,16 @@ class RuleAction(enum.Enum):
     CLOSE = "close"              # close the connection without answering
     WRONG_STAN = "wrong-stan"    # answer, but with another STAN (field 11): the answer matches nothing
     REFUSE = "refuse"            # refuse new connections (server level)
+    GARBAGE = "garbage"          # process, but answer with something the terminal cannot use (``mode``)
+
+
+GARBAGE_MODES = ("garbage", "truncated", "bad-bitmap", "no-rc")
 
 
 @dataclass(slots=True)
 class HostRule:
+    """One behaviour rule: an action, the requests it applies to, its parameters (:meth:`parse` reads the CLI form)."""
+
     action: RuleAction
     rc: str = "96"
     delay: float = 0.0
@@ -35,6 +43,7 @@ class HostRule:
     count: int | None = None
     every: int = 1
     probability: float = 1.0
+    mode: str = "garbage"        # GARBAGE: garbage | truncated | bad-bitmap | no-rc
     seen: int = field(default=0, compare=False)
     applied: int = field(default=0, compare=False)
 
@@ -63,6 +72,8 @@ class HostRule:
                     rule.count = int(v)
                 elif k == "probability":
                     rule.probability = float(v)
+                elif k == "mode":
+                    rule.mode = v
                 else:
                     raise ConfigError(f"host rule {text!r}: unknown key {k!r}")
             except ValueError:
@@ -83,6 +94,8 @@ class HostRule:
             bad = "first and every must be at least 1, count at least 0"
         elif not 0 <= self.probability <= 1:
             bad = "probability must be 0 … 1"
+        elif self.mode not in GARBAGE_MODES:
+            bad = f"mode must be one of {', '.join(GARBAGE_MODES)}"
         if bad:
             raise ConfigError(f"host rule {text!r}: {bad}")
 
@@ -102,6 +115,8 @@ class HostRule:
 
 @dataclass(slots=True)
 class HostRules:
+    """The host's rules in order, and the seeded randomness their ``probability`` draws from."""
+
     rules: list[HostRule] = field(default_factory=list)
     seed: int = 0
     rng: random.Random = field(init=False)
@@ -111,6 +126,10 @@ class HostRules:
 
     def add(self, rule: HostRule) -> None:
         self.rules.append(rule)
+
+    def remove(self, rule: HostRule) -> None:
+        if rule in self.rules:
+            self.rules.remove(rule)
 
     def clear(self) -> None:
         self.rules.clear()

@@ -10,6 +10,12 @@ connection with a logged one-line reason. Nothing a client sends can stop the se
 * a connection that completes no request for ``idle_timeout`` seconds is closed (idle terminals
   and slowloris clients alike), and at most ``max_connections`` are open at once — more are
   refused at once.
+
+With an :class:`ssl.SSLContext` the listener speaks TLS (``posemu host --tls-cert/--tls-key``).
+Every message in and out is logged as one masked line (:func:`emulator.host.logic.summary`) on the
+``posemu.host.wire`` logger at INFO — ``posemu host -v`` shows them.
+``wire_observers`` see every accepted connection's raw bytes (:mod:`emulator.capture`:
+``posemu host --pcap``; over TLS, the bytes inside the TLS session).
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from emulator.host.logic import Decision, HostLogic, PinJob, seed_demo
+from emulator.capture import WireConn, WireEvent, WireKind, WireObserver, sockname
+from emulator.host.logic import Decision, HostLogic, PinJob, seed_demo, summary
 from emulator.host.rules import HostRules
 from emulator.host.store import HostStore
 from hardware.clock import Clock, run_external
@@ -33,10 +41,14 @@ from protocol.session import RequestReceived, ServerSession
 from protocol.specs import Profile
 
 log = logging.getLogger("posemu.host")
+wire = logging.getLogger("posemu.host.wire")
+"""One masked line per message in and out (INFO)."""
 
 
 @dataclass(slots=True)
 class HostStats:
+    """Counters of a running host: connections, requests, refusals and closes by reason, answers by code."""
+
     connections: int = 0
     requests: int = 0
     malformed: int = 0
@@ -57,6 +69,22 @@ class _Conn(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._out: list[bytes] | None = None    # responses batched during one data_received
         self._idle: asyncio.TimerHandle | None = None
+        self._wire: WireConn | None = None
+        self._peer_eof = False
+
+    def _tap(self, kind: WireKind, data: bytes = b"") -> None:
+        if self._wire is not None:
+            ev = WireEvent(kind, self._wire, self.host.clock.wall().timestamp(), data, self._peer_eof)
+            for fn in self.host.wire_observers:
+                fn(ev)
+
+    def _write(self, tr: asyncio.Transport, data: bytes) -> None:
+        self._tap(WireKind.SENT, data)
+        tr.write(data)
+
+    def eof_received(self) -> bool | None:
+        self._peer_eof = True           # the client closed first; the transport then closes
+        return None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)   # any loop's stream transport (asyncio, uvloop)
@@ -75,6 +103,10 @@ class _Conn(asyncio.Protocol):
             return
         host.stats.connections += 1
         host.conns.add(self)
+        if host.wire_observers:
+            self._wire = WireConn("server", sockname(transport, "sockname"), sockname(transport, "peername"),
+                                  host.profile)
+            self._tap(WireKind.OPEN)
         self._arm_idle()
 
     def _arm_idle(self) -> None:
@@ -95,6 +127,8 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.host.conns.discard(self)
+        self._tap(WireKind.CLOSED)
+        self._wire = None
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
@@ -104,6 +138,7 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         host = self.host
         session = self.session
+        self._tap(WireKind.RECEIVED, data)
         session.receive_data(data)
         host.store.begin()
         out: list[bytes] = []
@@ -123,6 +158,8 @@ class _Conn(asyncio.Protocol):
                 self._arm_idle()
                 if isinstance(ev, RequestReceived):
                     host.stats.requests += 1
+                    if wire.isEnabledFor(logging.INFO):
+                        wire.info("%s <- %s", self.peer, summary(ev.request))
                     for fn in host.observers:
                         fn(ev.request)
                     job = host.logic.pin_job(ev.request, ev.raw)
@@ -133,6 +170,8 @@ class _Conn(asyncio.Protocol):
                     host.notify_decided(ev.request, decision)
                 else:
                     host.stats.malformed += 1
+                    if wire.isEnabledFor(logging.INFO):
+                        wire.info("%s <- malformed %s (%s)", self.peer, ev.mti or "frame", ev.error.msg)
                     decision = host.logic.malformed(ev.mti, ev.partial, ev.error)
                 self._dispatch(decision)
         except Exception:  # a bug must not take the server down: log it, drop this connection
@@ -143,7 +182,7 @@ class _Conn(asyncio.Protocol):
             host.commit_soon()
             self._out = None
             if out and self.transport is not None and not self.transport.is_closing():
-                self.transport.write(b"".join(out))
+                self._write(self.transport, b"".join(out))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         t = asyncio.get_running_loop().create_task(coro)
@@ -183,12 +222,16 @@ class _Conn(asyncio.Protocol):
             rc = d.response.get(39)
             if isinstance(rc, str):
                 self.host.stats.by_rc[rc] = self.host.stats.by_rc.get(rc, 0) + 1
+            if wire.isEnabledFor(logging.INFO):
+                wire.info("%s -> %s", self.peer, summary(d.response))
             try:
                 data = self.session.send(d.response, mak=d.mak)
+                if d.mangle:
+                    data = mangle(data, d.mangle, self.host.profile)
             except (PosemuError, TypeError) as e:
                 log.warning("closing %s: cannot encode the %s answer (%s)", self.peer, d.response.mti, e)
                 if self._out:
-                    tr.write(b"".join(self._out))
+                    self._write(tr, b"".join(self._out))
                     self._out.clear()
                 tr.close()
                 return
@@ -196,12 +239,31 @@ class _Conn(asyncio.Protocol):
                 if self._out is not None:
                     self._out.append(data)
                 else:
-                    tr.write(data)
+                    self._write(tr, data)
         if d.close:
             if self._out:
-                tr.write(b"".join(self._out))
+                self._write(tr, b"".join(self._out))
                 self._out.clear()
             tr.close()
+
+
+def mangle(frame_bytes: bytes, mode: str, profile: Profile) -> bytes:
+    """Spoil an encoded, framed answer the way a broken host or middlebox does (a GARBAGE rule):
+    ``garbage`` — a frame of the right length holding noise; ``truncated`` — the length header says
+    less than the message holds; ``bad-bitmap`` — the bitmap's bits flipped. The frame is the
+    profile's (its length header, TPDU/application header, MTI and bitmap widths: any dialect)."""
+    lh = profile.length_header
+    head, body = frame_bytes[:lh.size], frame_bytes[lh.size:]
+    if mode == "truncated":
+        cut = max(1, len(body) // 2)
+        return lh.encode(cut) + body[:cut]
+    if mode == "bad-bitmap":
+        at = profile.header_len + int(profile.spec["t"].get("max_len", 4))   # after the MTI (BCD or ASCII)
+        width = int(profile.spec["p"].get("max_len", 8))
+        flipped = bytes(b ^ 0xA5 for b in body[at:at + width])
+        return head + body[:at] + flipped + body[at + width:]
+    noise = bytes((i * 37 + 11) & 0xFF for i in range(len(body)))
+    return head + noise
 
 
 class HostServer:
@@ -223,6 +285,7 @@ class HostServer:
         self.conns: set[_Conn] = set()
         self.observers: list[Callable[[Message], None]] = []   # called with every decoded request
         self.decided: list[Callable[[Message, Decision], None]] = []   # … and with its decision, once taken
+        self.wire_observers: list[WireObserver] = []   # raw bytes of every accepted connection
         self._commit_handle: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
 
@@ -230,13 +293,17 @@ class HostServer:
     async def start(cls, profile: Profile, *, clock: Clock, host: str = "127.0.0.1", port: int = 0,
                     db: str | Path = ":memory:", rules: HostRules | None = None, seed: bool = True,
                     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                    max_connections: int = DEFAULT_MAX_CONNECTIONS) -> HostServer:
+                    max_connections: int = DEFAULT_MAX_CONNECTIONS, tls: ssl.SSLContext | None = None) -> HostServer:
         store = HostStore(db)
         if seed and store.empty:
             seed_demo(store)
         self = cls(profile, store, clock, rules, idle_timeout=idle_timeout, max_connections=max_connections)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Conn(self), host, port)
+        try:
+            self._server = await loop.create_server(lambda: _Conn(self), host, port, ssl=tls)
+        except BaseException:
+            store.close()
+            raise
         return self
 
     @property

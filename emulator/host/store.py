@@ -117,6 +117,8 @@ def hash_pin(pin: str, salt: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class CardRow:
+    """A card as the host stores it: account, status, expiry, salted PIN hash and tries, permissions."""
+
     pan: str
     account_id: int
     status: str
@@ -139,6 +141,8 @@ class CardRow:
 
 @dataclass(frozen=True, slots=True)
 class TerminalRow:
+    """A terminal as the host knows it: ids, master key, working keys, sign-on state, what it may do."""
+
     tid: str
     mid: str
     tmk: bytes
@@ -162,6 +166,8 @@ class TerminalRow:
 
 @dataclass(frozen=True, slots=True)
 class TxRow:
+    """One row of the host's transaction log (PAN masked)."""
+
     id: int
     tid: str
     stan: str
@@ -311,6 +317,9 @@ class HostStore:
 
     def terminal(self, tid: str) -> TerminalRow | None:
         return self._terminals.get(tid)
+
+    def terminals(self) -> list[TerminalRow]:
+        return list(self._terminals.values())
 
     def balance(self, account_id: int) -> tuple[int, str]:
         return self._balances[account_id]

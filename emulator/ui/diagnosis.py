@@ -147,8 +147,10 @@ class DiagnosisPane(Static):
             parts.append(Text(""))
             for c in causes:
                 t = Text()
+                if c.confidence is not None:
+                    t.append(f"{c.confidence:.0%} ", "bold #dc322f")
                 t.append("causes " + (" ".join(c.cause_ids) or "—"), "bold #b58900")
-                t.append(f"  ({c.source})", "#839496")
+                t.append(f"  ({c.group or c.source})", "#839496")
                 parts.append(t)
                 parts.append(Text(f"  {c.summary}"))
                 for ev in c.evidence:

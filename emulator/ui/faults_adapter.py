@@ -3,42 +3,47 @@
 The UI's fault panel, transaction runner and diagnosis pane never use ``faults`` directly: they
 go through :class:`FaultsAdapter`, which turns what the fault package gives into the small, stable
 records below. The UI is a front end, a floor above ``faults``, so the imports here are ordinary
-static ones (checked by the import-linter contracts). When the catalogue cannot be loaded (a broken
-``catalogue.toml``) the panel says "fault catalogue not available" with the reason, and everything
-else works.
+static ones (checked by the import-linter contracts). When the catalogue cannot be loaded the
+panel says "fault catalogue not available" with the reason, and everything else works.
 
 * :meth:`FaultsAdapter.load` reads ``faults.catalogue.load()``.
-* :meth:`FaultsAdapter.arm` applies the active faults to the running rig for the next action,
-  built with the fault package's own injectors (``faults.runner.combine`` → a ``Setup``):
-  reader faults wrap the reader under the UI's :class:`~emulator.ui.readers.UiReader`, host
-  rules go to the bundled host, configuration changes to the terminal; ``disarm`` undoes them.
-  Injectors that need a different world (a network proxy, DNS, another reader backend, host
-  account state, scripted steps) raise :class:`FaultWiringError` — the place to extend.
-* :meth:`FaultsAdapter.diagnose` runs ``faults.diagnose.self_test`` and ``diagnose`` on the
-  trace while the faults are still armed, and adds the article's remedy for each cause.
-
-User faults (swipe speed/tilt, wrong PIN, cancelling) need no injector here: the user does them.
+* :meth:`FaultsAdapter.arm` puts the active faults into the running rig for the next action
+  through the same seam as the CLI and the regression suite (:class:`faults.seam.Injection`):
+  the faults plan their changes (configuration, the card in the slot, the cardholder's swipe),
+  then act on the rig's fault points — the fault reader under the UI's reader, a fault proxy on
+  the way to the host, the resolver, the bundled host, the environment, the terminal's clock,
+  its journal — each at its onset. ``disarm`` undoes all of it. Faults that need another world
+  (scripted operator steps, another reader backend) raise :class:`FaultWiringError` naming the
+  CLI command that runs them. Faults the user performs (a wrong PIN, cancelling, pulling the
+  card) come back as hints: the user does them at the counter.
+* :meth:`FaultsAdapter.diagnose` takes the technician's readings while the faults are still
+  armed and runs the evidence-based diagnosis: ranked cause groups with their evidence and the
+  articles' remedies.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
-from functools import partial
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from emulator.config import TerminalConfig
-from emulator.demo import DEMO_TID
 from emulator.trace import Kind
 from emulator.ui.readers import find_sim
 from faults import catalogue as fault_catalogue
-from faults import diagnose as fault_diagnose
-from faults import network as fault_network
-from faults.card import StripeOverride, truncated_stripe
-from faults.reader import FaultyReader
-from faults.runner import combine
-from protocol.errors import PosemuError
+from faults.diagnose import diagnose as fault_diagnose
+from faults.environment import Environment, SkewedClock
+from faults.grammar import parse_spec
+from faults.injectors import Plan, Points
+from faults.instruments import Sheet, self_test
+from faults.model import FaultSpec, ParamDef, ParamType
+from faults.network import FaultProxy, FaultyResolver, LinkFaults
+from faults.reader import FaultyReader, find_faulty
+from faults.seam import Injection
+from hardware.clock import Clock
+from hardware.ports import CardReader
+from protocol import keys as keymod
+from protocol.errors import ConfigError, PosemuError
 
 if TYPE_CHECKING:
     from emulator.app import Rig
@@ -49,12 +54,12 @@ NOT_AVAILABLE = "fault catalogue not available"
 
 
 class FaultWiringError(PosemuError):
-    """Faults are selected but cannot be applied from the UI (the injector is not wired in)."""
+    """Faults are selected but cannot be applied from the UI (they need another setup)."""
 
 
 @dataclass(frozen=True, slots=True)
 class FaultParam:
-    """One parameter of a fault, with its unit, range and default."""
+    """One parameter of a fault, with its unit, range (numbers) or choices, and default."""
 
     name: str
     unit: str = ""
@@ -62,19 +67,18 @@ class FaultParam:
     minimum: float | None = None
     maximum: float | None = None
     help: str = ""
+    type: str = "float"
+    choices: tuple[str, ...] = ()
 
     def check(self, value: str) -> str | None:
-        """An error message when ``value`` is outside the range, else ``None``."""
-        if self.minimum is None and self.maximum is None:
-            return None
+        """An error message when ``value`` does not fit, else ``None``."""
         try:
-            v = float(value)
+            ParamDef(self.name, ParamType(self.type), self.default, self.unit, self.minimum, self.maximum,
+                     self.choices).parse(value, "value")
+        except ConfigError as e:
+            return str(e).removeprefix("value: ")
         except ValueError:
-            return f"{self.name} must be a number"
-        if self.minimum is not None and v < self.minimum:
-            return f"{self.name} must be ≥ {self.minimum:g}{self.unit and ' ' + self.unit}"
-        if self.maximum is not None and v > self.maximum:
-            return f"{self.name} must be ≤ {self.maximum:g}{self.unit and ' ' + self.unit}"
+            return f"{self.name}: unknown parameter type {self.type!r}"
         return None
 
 
@@ -92,6 +96,15 @@ class FaultInfo:
     remedy: str = ""
     card: str = ""
     injector: str = ""
+    group: str = ""
+    onset: str = ""
+    presets: tuple[str, ...] = ()
+
+
+def _quote(value: str) -> str:
+    if "," not in value and '"' not in value and "'" not in value:
+        return value
+    return "'" + value + "'" if "'" not in value else '"' + value + '"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,45 +115,69 @@ class ActiveFault:
     params: tuple[tuple[str, str], ...] = ()
 
     def spec(self) -> str:
-        """The command-line form: ``ID[:param=value,…]`` (as ``posemu inquiry --fault``)."""
+        """The command-line form ``ID[:param=value,…]`` (as ``posemu inquiry --fault``)."""
         if not self.params:
             return self.id
-        return self.id + ":" + ",".join(f"{k}={v}" for k, v in self.params)
+        return self.id + ":" + ",".join(f"{k}={_quote(v)}" for k, v in self.params)
 
 
 @dataclass(frozen=True, slots=True)
 class CauseReport:
-    """A diagnosis: likely cause ids, why, the evidence and the article's remedy."""
+    """One named cause group: its cause ids, title, confidence, the evidence and the remedy."""
 
     cause_ids: tuple[str, ...]
     summary: str
     evidence: tuple[str, ...] = ()
     remedy: str = ""
     source: str = "faults.diagnose"
+    confidence: float | None = None
+    group: str = ""
 
 
 class Armed(Protocol):
+    hints: list[str]
+
     async def disarm(self) -> None: ...
 
 
-class _Undo:
-    def __init__(self, steps: list[Callable[[], None]]) -> None:
-        self._steps = steps
+@dataclass(slots=True)
+class _Armed:
+    undo: list[Callable[[], None]] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+    points: Points | None = None
+    injection: Injection | None = None
+    closing: list[Callable[[], Any]] = field(default_factory=list)
 
     async def disarm(self) -> None:
-        while self._steps:
-            self._steps.pop()()
-
-
-USER_INJECTORS = frozenset({"swipe", "pin"})
-"""Faults the user performs in the UI (swipe speed/tilt, typing a wrong PIN); a swipe fault's other
-parameters (stripe damage, noise, head dirt) are applied to the user's next swipe."""
-WIRED_INJECTORS = frozenset({"reader", "host-rule", "config", "dns", "link", "host-state", "stripe-data"}) \
-    | USER_INJECTORS
+        if self.injection is not None:
+            self.injection.undo()
+            self.injection = None
+        while self.undo:
+            self.undo.pop()()
+        while self.closing:
+            with contextlib.suppress(Exception):
+                await self.closing.pop()()
 
 
 def _both(zh: str, en: str) -> str:
     return " / ".join(x for x in (zh, en) if x)
+
+
+def _text(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+#: what the user does at the counter for these habits (the UI's PIN pad and card slot are theirs)
+_HABIT_HINTS = {
+    "wrong_pins": "type a wrong PIN at the prompt (then the right one)",
+    "cancel_pin": "press Cancel at the PIN prompt",
+    "pulls_card_at": "pull the card out while the terminal is still working",
+    "removes_card": "leave the card in when asked to remove it",
+}
 
 
 @dataclass(slots=True)
@@ -152,9 +189,10 @@ class FaultsAdapter:
     reason: str = NOT_AVAILABLE
     faults: list[FaultInfo] = field(default_factory=list)
     seed: int = 7
+    environment: Environment = field(default_factory=Environment)
     _catalogue: Any = None
     _loaded: bool = False
-    _pending: set[asyncio.Task[None]] = field(default_factory=set)
+    _armed: _Armed | None = None
 
     def load(self, *, force: bool = False) -> FaultsAdapter:
         """Import the catalogue (once, or again with ``force``); never raises."""
@@ -179,12 +217,13 @@ class FaultsAdapter:
 
     @staticmethod
     def _info(f: Any) -> FaultInfo:
-        params = tuple(FaultParam(str(p.name), str(p.unit), f"{p.default:g}", float(p.min), float(p.max), str(p.help))
-                       for p in f.params)
+        params = tuple(FaultParam(str(p.name), str(p.unit), _text(p.default), p.min, p.max, str(p.help),
+                                  p.type.value, tuple(p.choices)) for p in f.params)
         return FaultInfo(id=str(f.id), layer=str(f.layer), cause_ids=tuple(str(c) for c in f.causes),
                          title=_both(f.title_zh, f.title_en), params=params,
                          messages=tuple(str(m) for m in f.expect), detect=_both(f.detect_zh, f.detect_en),
-                         remedy=_both(f.fix_zh, f.fix_en), card=str(f.card), injector=str(f.injector))
+                         remedy=_both(f.fix_zh, f.fix_en), card=str(f.card), injector=str(f.injector),
+                         group=str(f.group), onset=str(f.onset), presets=tuple(p.name for p in f.presets))
 
     def by_layer(self) -> dict[str, list[FaultInfo]]:
         out: dict[str, list[FaultInfo]] = {}
@@ -196,143 +235,230 @@ class FaultsAdapter:
         return next((f for f in self.faults if f.id == fault_id), None)
 
     def check(self, active: ActiveFault) -> str | None:
-        """An error message when a parameter value is out of range, else ``None``."""
-        info = self.get(active.id)
-        if info is None:
-            return f"unknown fault {active.id!r}"
-        by_name = {p.name: p for p in info.params}
-        for k, v in active.params:
-            p = by_name.get(k)
-            if p is None:
-                return f"{active.id}: unknown parameter {k!r}"
-            err = p.check(v)
-            if err:
-                return f"{active.id}: {err}"
+        """An error message when the fault or a parameter value does not fit, else ``None`` (the
+        CLI's own grammar and checks)."""
+        if self._catalogue is None:
+            return self.reason or NOT_AVAILABLE
+        try:
+            parse_spec(active.spec(), self._catalogue)
+        except ConfigError as e:
+            return str(e)
         return None
 
-    async def arm(self, rig: Rig, active: Sequence[ActiveFault]) -> Armed:
-        """Apply ``active`` to ``rig`` for the next action; the result's ``disarm`` undoes it."""
+    # --- the rig's fault points --------------------------------------------------------------------
+    def terminal_clock(self, base: Clock) -> SkewedClock:
+        """The clock to give the terminal: clock faults (skew, a flat RTC battery) act on it."""
+        return SkewedClock(base)
+
+    def wrap_reader(self, reader: CardReader, clock: Clock) -> FaultyReader:
+        """The reader as the terminal should see it: reader and environment faults act here
+        (with no fault armed it passes everything through)."""
+        return FaultyReader(reader, None, clock, self.environment)
+
+    def _faulty_reader(self, rig: Rig, armed: _Armed) -> FaultyReader:
+        found = find_faulty(rig.terminal.reader)
+        if found is not None:
+            return found
+        outer: Any = rig.terminal.reader
+        inner = getattr(outer, "inner", None)
+        if inner is not None:                       # the UI's reader wrapper: go under it
+            faulty = self.wrap_reader(inner, rig.clock)
+            outer.inner = faulty
+            armed.undo.append(lambda: setattr(outer, "inner", inner))
+            return faulty
+        faulty = self.wrap_reader(outer, rig.clock)
+        term = rig.terminal
+        term.reader = faulty
+        armed.undo.append(lambda: setattr(term, "reader", outer))
+        return faulty
+
+    async def arm(self, rig: Rig, active: Sequence[ActiveFault], *, card_profile: str | None = None) -> Armed:
+        """Put ``active`` into ``rig`` for the next action; the result's ``disarm`` undoes it."""
         if not active:
-            return _Undo([])
+            return _Armed()
         cat = self._catalogue
         if cat is None:
             raise FaultWiringError(self.reason or NOT_AVAILABLE)
-        infos = [self.get(a.id) for a in active]
-        unwired = [i.id + f" ({i.injector})" for i in infos if i is not None and i.injector not in WIRED_INJECTORS]
-        if unwired:
-            raise FaultWiringError("not applicable from the UI yet: " + ", ".join(unwired)
-                                   + "; use `posemu inquiry --fault …` or `posemu regress`")
-        pairs = [(cat.get(a.id), dict(a.params)) for a in active]
-        setup = combine(pairs, seed=self.seed)
-        undo: list[Callable[[], None]] = []
-        if setup.reader_faults is not None:
-            outer = rig.terminal.reader
-            inner = getattr(outer, "inner", None)
-            if inner is None:
-                raise FaultWiringError("reader faults need the UI's reader wrapper")
-            setattr(outer, "inner", FaultyReader(inner, setup.reader_faults, rig.clock))  # noqa: B010
-            undo.append(lambda: setattr(outer, "inner", inner))
-        for rule in list(setup.host_rules.rules):
-            if rig.host is None:
-                raise FaultWiringError("host rules apply to the bundled host only (settings: empty host)")
-            rules = rig.host.rules
-            rules.add(rule)
-            undo.append(partial(rules.rules.remove, rule))
-        if setup.swipe:
-            extra = {k: v for k, v in setup.swipe.items() if k not in ("speed_ips", "skew_deg")}
-            if extra:
-                saved_swipe = dict(rig.swipe_faults)
-                rig.swipe_faults.update(extra)
+        try:
+            specs = [parse_spec(a.spec(), cat) for a in active]
+        except ConfigError as e:
+            raise FaultWiringError(str(e)) from None
+        term = rig.terminal
+        plan = Plan(cfg=term.cfg, card=card_profile or "demo", seed=self.seed)
+        injection = Injection(specs, seed=self.seed)
+        try:
+            injection.prepare(plan)
+        except ConfigError as e:
+            raise FaultWiringError(str(e)) from None
+        self._wirable(specs, plan, rig)
+        armed = _Armed()
+        try:
+            await self._apply_plan(rig, plan, specs, armed)
+            points = await self._points(rig, specs, armed)
+            injection.attach(points, rig.trace)
+        except BaseException:
+            await armed.disarm()
+            raise
+        armed.injection, armed.points = injection, points
+        rig.trace.record(Kind.NOTE, "faults armed", faults=[str(s) for s in specs])
+        self._armed = armed
+        return armed
 
-                def undo_swipe() -> None:
-                    rig.swipe_faults.clear()
-                    rig.swipe_faults.update(saved_swipe)
-                undo.append(undo_swipe)
-        if setup.stripe_keep is not None:
-            sim = find_sim(rig.terminal.reader)
-            if sim is None or sim.default_card is None:
-                raise FaultWiringError("stripe faults need a virtual card (reader sim://…)")
-            original = sim.default_card
-            sim.default_card = StripeOverride(original, truncated_stripe(original, setup.stripe_keep))
+    @staticmethod
+    def _wirable(specs: Sequence[FaultSpec], plan: Plan, rig: Rig) -> None:
+        def cli(spec: FaultSpec, why: str) -> FaultWiringError:
+            return FaultWiringError(f"{spec.id} {why}; run it with `posemu inquiry --virtual-time --fault "
+                                    f"{spec.id}` or `posemu regress --fault {spec.id}`")
 
-            def undo_stripe() -> None:
-                sim.default_card = original
-            undo.append(undo_stripe)
-        link = rig.terminal.link
-        if setup.dns is not None:
-            old_resolver, old_host = link.resolver, link.host
-            target = (old_host, link.port)
-            link.resolver = (fault_network.failing_resolver() if setup.dns == "fail"
-                             else fault_network.slow_resolver(old_resolver, setup.dns_delay, rig.clock, target))
-            link.host = "acquirer.example"
+        for s in specs:
+            inj = s.fault.injector
+            if inj == "steps":
+                raise cli(s, "is a sequence of operator steps (not applicable from the UI)")
+            if inj in ("port-busy", "pcsc"):
+                raise cli(s, "needs another reader backend")
+            if inj in ("host-rule", "host-state") and rig.host is None:
+                raise FaultWiringError(f"{s.id} acts on the bundled host (settings: leave the host empty)")
+            if inj == "clock" and not isinstance(rig.terminal.clock, SkewedClock):
+                raise FaultWiringError(f"{s.id} needs the terminal's clock from FaultsAdapter.terminal_clock")
+
+    async def _apply_plan(self, rig: Rig, plan: Plan, specs: Sequence[FaultSpec], armed: _Armed) -> None:
+        """What the faults change before the action: config, the card in the slot, the swipe, the
+        address the terminal uses; hints for what the user does."""
+        term = rig.terminal
+        if plan.cfg != term.cfg:
+            old_cfg = term.cfg
+            term.cfg = plan.cfg
+            armed.undo.append(lambda: setattr(term, "cfg", old_cfg))
+        if plan.profile_changes or plan.card_wrappers or plan.stripe_keep is not None:
+            self._change_card(rig, plan, armed)
+        if plan.habits.swipe:
+            saved = dict(rig.swipe_faults)
+            rig.swipe_faults.update(plan.habits.swipe)
+
+            def undo_swipe() -> None:
+                rig.swipe_faults.clear()
+                rig.swipe_faults.update(saved)
+            armed.undo.append(undo_swipe)
+            armed.hints.append("swipe the card: the next swipe is made with "
+                               + ", ".join(f"{k}={v:g}" for k, v in plan.habits.swipe.items()))
+        for s in specs:
+            for key, hint in _HABIT_HINTS.items():
+                if key in s.values and s.fault.injector == "habits" and s.values[key] not in (False, 0, "never"):
+                    armed.hints.append(f"{s.id}: {hint}")
+        if plan.host_override:
+            link = term.link
+            old_addr = (link.host, link.port)
+            host, _, port = plan.host_override.rpartition(":")
+            link.host, link.port = host, int(port)
             await link.close()
 
-            def undo_dns() -> None:
-                link.resolver, link.host = old_resolver, old_host
-            undo.append(undo_dns)
-        if setup.link is not None:
-            proxy = await fault_network.FaultProxy.start((link.host, link.port), setup.link, rig.clock)
+            def undo_address() -> None:
+                link.host, link.port = old_addr
+            armed.undo.append(undo_address)
+        if plan.host_changes and rig.host is not None:
+            pan = self._pan(rig)
+            for change in plan.host_changes:
+                change(rig.host.store, pan)
+
+    @staticmethod
+    def _pan(rig: Rig) -> str:
+        sim = find_sim(rig.terminal.reader)
+        card = sim.default_card if sim is not None else None
+        profile = getattr(card, "profile", None)
+        return str(getattr(profile, "pan", ""))
+
+    @staticmethod
+    def _change_card(rig: Rig, plan: Plan, armed: _Armed) -> None:
+        from faults.card import StripeOverride, truncated_stripe
+        from hardware.ports import VirtualCard
+        from hardware.sim import card_for_profile
+
+        sim = find_sim(rig.terminal.reader)
+        if sim is None or sim.default_card is None:
+            raise FaultWiringError("card faults need a virtual card (reader sim://…)")
+        original = sim.default_card
+        profile = getattr(original, "profile", None)
+        card: VirtualCard = original
+        if plan.profile_changes or plan.card_wrappers:
+            if profile is None:
+                raise FaultWiringError("card faults need a virtual card built from a card profile")
+            for change in plan.profile_changes:
+                profile = change(profile)
+            card = card_for_profile(profile)
+            for wrap in plan.card_wrappers:
+                card = wrap(card)
+        if plan.stripe_keep is not None:
+            card = StripeOverride(card, truncated_stripe(card, plan.stripe_keep))
+        sim.default_card = card
+
+        def undo_card() -> None:
+            sim.default_card = original
+        armed.undo.append(undo_card)
+
+    async def _points(self, rig: Rig, specs: Sequence[FaultSpec], armed: _Armed) -> Points:
+        term = rig.terminal
+        injectors = {s.fault.injector for s in specs}
+        clock = term.clock if isinstance(term.clock, SkewedClock) else SkewedClock(rig.clock)
+        reader = self._faulty_reader(rig, armed) if injectors & {"reader", "environment"} \
+            else find_faulty(term.reader)
+        link = term.link
+        proxy: FaultProxy | None = None
+        if "link" in injectors:
+            proxy = await FaultProxy.start((link.host, link.port), LinkFaults(seed=self.seed), rig.clock)
             old_addr = (link.host, link.port)
             link.host, link.port = "127.0.0.1", proxy.port
             await link.close()                       # the next exchange connects through the proxy
 
             def undo_link() -> None:
                 link.host, link.port = old_addr
-                task = asyncio.ensure_future(proxy.close())
-                self._pending.add(task)
-                task.add_done_callback(self._pending.discard)
-            undo.append(undo_link)
-        if setup.store_changes:
-            if rig.host is None:
-                raise FaultWiringError("account faults apply to the bundled host only (settings: empty host)")
-            store = rig.host.store
-            pans = store.pans()                      # the account faults apply to every card at this host
-            saved_cards = [store.card(p) for p in pans]
-            saved_term = store.terminal(DEMO_TID)
-            for change in setup.store_changes:
-                for p in pans:
-                    change(store, p)
+            armed.undo.append(undo_link)
+            armed.closing.append(proxy.close)
+            armed.closing.append(link.close)
+        resolver: FaultyResolver | None = None
+        if "dns" in injectors:
+            old_resolver = link.resolver
+            resolver = FaultyResolver(old_resolver, rig.clock)
+            link.resolver = resolver
+            await link.close()
 
-            def undo_store() -> None:
-                for row in saved_cards:
-                    if row is not None:
-                        store.set_card(row)
-                if saved_term is not None:
-                    store.set_terminal(saved_term)
-            undo.append(undo_store)
-        base = TerminalConfig()
-        diff = {f.name: getattr(setup.cfg, f.name) for f in fields(TerminalConfig)
-                if getattr(setup.cfg, f.name) != getattr(base, f.name)}
-        if diff:
-            term = rig.terminal
-            old = term.cfg
-            term.cfg = replace(old, **diff)
-            undo.append(lambda: setattr(term, "cfg", old))
-        rig.trace.record(Kind.NOTE, "faults armed", faults=[a.spec() for a in active])
-        return _Undo(undo)
+            def undo_dns() -> None:
+                link.resolver = old_resolver
+            armed.undo.append(undo_dns)
+            armed.closing.append(link.close)
+        return Points(environment=self.environment, clock=clock, reader=reader, link=proxy, resolver=resolver,
+                      host=rig.host, journal=rig.journal, card_pan=self._pan(rig),
+                      terminal_id=term.cfg.terminal_id)
+
+    # --- diagnosis ---------------------------------------------------------------------------------
+    def _sheet(self, rig: Rig) -> Sheet:
+        host = rig.host
+        if host is None:
+            return Sheet()
+        row = host.store.terminal(rig.terminal.cfg.terminal_id)
+        return Sheet(host=rig.terminal.cfg.host, profile=host.profile.name,
+                     min_version=row.min_version if row else None,
+                     tmk_kcv=keymod.kcv(row.tmk) if row else None)
 
     async def diagnose(self, rig: Rig, entries: Sequence[TraceEntry], outcome: Outcome) -> list[CauseReport]:
-        """Likely causes of a failure. Call it while armed: the self-test then measures the faulty
-        reader, as a technician would."""
+        """The likely causes of a failure, ranked. Call it while armed: the technician's readings
+        then measure the faulty reader, link and host, as they would at the counter."""
+        points = self._armed.points if self._armed is not None else None
         try:
-            measurements = await fault_diagnose.self_test(rig)
-        except Exception:  # the self-test is advisory
-            measurements = {}
-        try:
-            result = fault_diagnose.diagnose(list(entries), [outcome], measurements)
-        except Exception:  # diagnosis is advisory; the built-in hints remain
-            return []
+            readings = await self_test(rig, points, self._sheet(rig), seed=self.seed)
+        except (TimeoutError, PosemuError, OSError):  # the readings are advisory
+            readings = {}
+        result = fault_diagnose(list(entries), [outcome], readings)
         cat = self._catalogue
         out: list[CauseReport] = []
-        for f in sorted(result.findings, key=lambda f: -f.score):
+        for f in result.named:
             remedy = ""
             if cat is not None:
-                for cid in f.causes:
-                    covering = cat.covering(cid)
-                    if covering:
-                        remedy = _both(covering[0].fix_zh, covering[0].fix_en)
-                        break
-            out.append(CauseReport(tuple(f.causes), str(f.title), (str(f.evidence),), remedy))
+                fault = next((x for c in f.causes for x in cat.covering(c) if x.group == f.group.id), None)
+                if fault is not None:
+                    remedy = _both(fault.fix_zh, fault.fix_en)
+            out.append(CauseReport(tuple(f.causes), f.group.title(), tuple(c.text for c in f.clues), remedy,
+                                   confidence=f.confidence, group=f.group.id))
         for note in result.explanations:
             out.append(CauseReport((), str(note), (), "", "faults.diagnose note"))
         return out
+

@@ -384,10 +384,13 @@ class TerminalScreen(TScreen[None]):
         armed: Armed | None = None
         try:
             try:
-                armed = await self.faults.arm(rig, self.active_faults)
+                armed = await self.faults.arm(rig, self.active_faults,
+                                              card_profile=self.card_name if find_sim(rig.reader) else None)
             except FaultWiringError as e:
                 self.notify(str(e), severity="warning", timeout=10)
                 return
+            for hint in armed.hints:
+                self.notify(f"Your part of the fault: {hint}", timeout=10)
             out = await op(rig.terminal)
             if out is not None:
                 reports = [] if out.approved else await self.faults.diagnose(rig, rig.trace.entries, out)
@@ -447,10 +450,11 @@ class TerminalScreen(TScreen[None]):
             self.trace_pane.note("terminal reopened")
         self.trace_pane.names = field_names(cfg.profile)
         try:
-            inner = open_reader(cfg.reader, clock=self.clock)
+            inner = self.faults.wrap_reader(open_reader(cfg.reader, clock=self.clock), self.clock)
             reader = UiReader(inner, self.clock)
             sim = find_sim(inner)
-            rig = await open_rig(cfg, clock=self.clock, state_dir=self.state_dir, pinpad=self.pinpad,
+            rig = await open_rig(cfg, clock=self.faults.terminal_clock(self.clock), state_dir=self.state_dir,
+                                 pinpad=self.pinpad,
                                  display=self.on_terminal_screen, reader=reader,
                                  card_profile=self.card_name if sim is not None else None,
                                  host_rules=self.host_rules, auto_cardholder=False)
@@ -809,14 +813,16 @@ class TerminalScreen(TScreen[None]):
         if armed:                                   # armed swipe faults: stripe damage, EMI noise, head dirt
             from dataclasses import replace as dc_replace
 
-            from hardware.magstripe import Damage
-
+            if "speed_ips" in armed:             # the fault's swipe, not the sliders'
+                params = dc_replace(params, speed_ips=float(armed["speed_ips"]))
+            if "skew_deg" in armed:
+                params = dc_replace(params, skew_deg=float(armed["skew_deg"]))
+            if "accel_ips2" in armed:
+                params = dc_replace(params, accel_ips2=float(armed["accel_ips2"]))
             if "noise" in armed:
                 params = dc_replace(params, noise=float(armed["noise"]))
             if "dirt_um" in armed:
                 params = dc_replace(params, dirt_um=float(armed["dirt_um"]))
-            if "damage" in armed:
-                params = dc_replace(params, damage=(Damage(*armed["damage"]),))
         self.swipe_seed += 1
         card = sim.default_card
         from hardware.sim import stripe_damage

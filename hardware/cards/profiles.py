@@ -93,6 +93,8 @@ DEFAULT_PERMISSIONS = ("balance", "purchase", "reversal")
 
 @dataclass(frozen=True, slots=True)
 class AccountSeed:
+    """The ``[account]`` table: the account the bundled host opens for the card (balance in minor units)."""
+
     status: str = "active"
     balance: int = 0
     currency: str = "156"
@@ -195,6 +197,8 @@ DEFAULT_AID = "A000000333010101"
 
 @dataclass(frozen=True, slots=True)
 class CardProfile:
+    """One test card as its profile file describes it: stripe data, PIN, the host's account, chip, damage."""
+
     name: str
     pan: str
     expiry: str
@@ -223,12 +227,6 @@ class CardProfile:
     def chip(self) -> bool:
         """Service code 2xx/6xx: the card has a chip and must be inserted."""
         return self.service_code[:1] in ("2", "6")
-
-
-def _bool(value: Any, where: str, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: {key} must be true or false")
-    return value
 
 
 def _req(d: dict[str, Any], key: str, where: str) -> Any:
@@ -557,7 +555,9 @@ MAX_CARD_LENGTH_IN = 3.37
 MAX_BALANCE = 10**12 - 1
 
 
+@functools.cache
 def _profile_files() -> dict[str, Path]:
+    """The bundled profiles (package data: they do not change while posemu runs)."""
     root = resources.files("hardware.cards") / PROFILE_DIR
     out: dict[str, Path] = {}
     for entry in root.iterdir():
@@ -573,7 +573,7 @@ def list_profiles() -> list[str]:
 
 def load_profile(name_or_path: str) -> CardProfile:
     """Load a bundled profile by name, or a profile file by path (parsed once per file version)."""
-    files = _profile_files()
+    files = dict(_profile_files())
     path = files.get(name_or_path) or Path(name_or_path)
     if not path.is_file():
         raise ConfigError(f"unknown card profile {name_or_path!r}; bundled: {', '.join(sorted(files))}")

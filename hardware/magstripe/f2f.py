@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import numpy.typing as npt
+
 from protocol.errors import EncodeError
 
 SS_POSITION_IN = 0.293
@@ -43,6 +46,20 @@ def f2f_positions(bits: Sequence[int], bpi: float, origin_in: float = 0.0) -> li
         x = origin_in + (i + 1) * cell
         append(x)
     return out
+
+
+def f2f_array(bits: npt.NDArray[np.uint8], bpi: float, origin_in: float = 0.0) -> npt.NDArray[np.float64]:
+    """:func:`f2f_positions` for a bit array, as an array (the swipe model's hot path).
+
+    Slot ``2i`` of the half-cell grid is the edge opening cell ``i``, slot ``2i + 1`` its middle,
+    kept only when bit ``i`` is a 1.
+    """
+    if bpi <= 0:
+        raise EncodeError("recording density must be positive", field="bpi")
+    half = 0.5 / bpi
+    keep = np.ones(2 * len(bits) + 1, dtype=bool)
+    keep[1::2] = bits
+    return (origin_in + np.arange(keep.size, dtype=np.float64) * half)[keep]
 
 
 def f2f_bits(positions: Sequence[float]) -> list[int]:

@@ -3,7 +3,9 @@
 The model works at the level of flux-transition *events*, not ADC samples: for each transition it
 computes when it passes the head, the readback pulse it makes there and the peak a sampling peak
 detector finds, which is what a magstripe reader ASIC hands to its clock-recovery logic. That
-keeps a 0.33 s swipe at ~1,000 events per track instead of ~50,000 samples.
+keeps a 0.33 s swipe at ~1,000 events per track instead of ~50,000 samples. Every event is
+independent of the others given the recorded positions, so the formulas below are evaluated for
+all transitions of a track at once (numpy arrays, one expression per formula).
 
 The physics, per transition ``i`` at stripe position ``x_i`` (inches):
 
@@ -46,13 +48,22 @@ detector and the clock recovery in :mod:`hardware.magstripe.decoder`.
 
 from __future__ import annotations
 
+import functools
 import math
-import random
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from hardware.magstripe.f2f import CARD_LENGTH_IN, f2f_positions, track_origin
+import numpy as np
+import numpy.typing as npt
+
+from hardware.magstripe.f2f import CARD_LENGTH_IN, f2f_array, track_origin
 from hardware.magstripe.tracks import track_spec
 from protocol.errors import ConfigError
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
 
 UM_PER_IN = 25_400.0
 NOMINAL_SPEED_IPS = 10.0
@@ -160,24 +171,24 @@ class SwipeParams:
             raise TypeError("damage must be a tuple of Damage")
 
 
-@dataclass(frozen=True, slots=True)
-class HeadSignal:
+class HeadSignal(NamedTuple):
     """What the head and front end present to one track's peak detector.
 
     ``arrivals_s``/``speeds_ips`` are the true passage times and speeds of the transitions that
     reached the head. The candidate peaks (sorted by sample) are every local extremum the
     detector could see: transition pulses (``sources[i]`` = transition index) and noise
-    (``sources[i] == -1``), with their sampled height and polarity.
+    (``sources[i] == -1``), with their sampled height and polarity. Arrays, one entry per
+    transition or candidate.
     """
 
     track: int
     transitions: int
-    arrivals_s: tuple[float, ...]
-    speeds_ips: tuple[float, ...]
-    samples: tuple[int, ...]
-    heights: tuple[float, ...]
-    polarities: tuple[int, ...]
-    sources: tuple[int, ...]
+    arrivals_s: F64
+    speeds_ips: F64 | float   # one float when the speed is constant
+    samples: I64
+    heights: F64
+    polarities: npt.NDArray[np.int8]
+    sources: I64
     adc_rate_hz: float
 
 
@@ -190,8 +201,11 @@ def _stop_time(v0: float, a: float, j: float) -> float:
     disc = a * a - 2.0 * j * v0
     if disc < 0:
         return math.inf
-    r = math.sqrt(disc)
-    roots = [t for t in ((-a - r) / j, (-a + r) / j) if t > 0]
+    # The roots of (j/2) t² + a t + v0, in the form without cancellation (a tiny jerk beside a
+    # braking card must still give the braking stop near -v0/a, not 0 and 2|a|/j).
+    q = -0.5 * (a + math.copysign(math.sqrt(disc), a))
+    roots = [t for t in ((q / (0.5 * j)) if q != 0.0 else math.inf, (v0 / q) if q != 0.0 else math.inf)
+             if 0 < t < math.inf]
     return min(roots) if roots else math.inf
 
 
@@ -200,37 +214,60 @@ def arrival_times(xs: list[float], v0: float, a: float, j: float) -> tuple[list[
 
     Positions beyond where the card stops are left out (the lists may be shorter than ``xs``).
     """
+    times, speeds = _arrivals(np.asarray(xs, dtype=np.float64), v0, a, j)
+    return times.tolist(), np.broadcast_to(speeds, times.shape).tolist()
+
+
+def _arrivals(xs: F64, v0: float, a: float, j: float) -> tuple[F64, F64 | float]:
+    """:func:`arrival_times` on an array; the speed is a plain float when it is constant."""
     if a == 0.0 and j == 0.0:
-        inv = 1.0 / v0
-        return [x * inv for x in xs], [v0] * len(xs)
+        return xs * (1.0 / v0), v0
     t_stop = _stop_time(v0, a, j)
     if t_stop > 1e6:                 # stops after a million seconds: it does not stop on the stripe
         t_stop = math.inf
-    s_stop = v0 * t_stop + a * t_stop * t_stop / 2 + j * t_stop ** 3 / 6 if math.isfinite(t_stop) else math.inf
-    times: list[float] = []
-    speeds: list[float] = []
-    t = 0.0
-    for x in xs:
-        if x >= s_stop:
+    if math.isfinite(t_stop):
+        s_stop = v0 * t_stop + a * t_stop * t_stop / 2 + j * t_stop ** 3 / 6
+        beyond = xs >= s_stop
+        if beyond.any():
+            xs = xs[:int(np.argmax(beyond))]
+    if j == 0.0:
+        # s(t) = x: the root where the card first gets there, in the form without cancellation.
+        t = 2.0 * xs / (v0 + np.sqrt(np.maximum(v0 * v0 + 2.0 * a * xs, 0.0)))
+    else:
+        t = _newton_arrivals(xs, v0, a, j, t_stop)
+    v = v0 + a * t + j * t * t / 2
+    # A card creeping to a stop may leave the last positions unreachable in floating point:
+    # they are not passed (never a NaN time or a non-positive speed downstream).
+    ok = np.isfinite(t) & (v > 0.0)
+    if not bool(ok.all()):
+        m = int(np.argmin(ok))
+        t, v = t[:m], v[:m]
+    return t, v
+
+
+def _newton_arrivals(xs: F64, v0: float, a: float, j: float, t_stop: float) -> F64:
+    """Safeguarded Newton on s(t) - x for every x at once (bisection when a step leaves the bracket)."""
+    disc = np.maximum(v0 * v0 + 2.0 * a * xs, 0.0)
+    t = 2.0 * xs / (v0 + np.sqrt(disc))          # the constant-acceleration solution as the start
+    lo = np.zeros_like(xs)
+    hi = np.full_like(xs, t_stop)
+    t = np.minimum(t, hi)
+    for _ in range(60):
+        s = v0 * t + a * t * t / 2 + j * t * t * t / 6 - xs
+        v = v0 + a * t + j * t * t / 2
+        over = s > 0
+        hi = np.where(over, t, hi)
+        lo = np.where(over, lo, t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nt = np.where(v > 0, t - s / v, np.inf)
+        out = ~((lo <= nt) & (nt <= hi))
+        if out.any():
+            nt = np.where(out, np.where(np.isfinite(hi), (lo + hi) / 2, lo * 2 + 1e-3), nt)
+        done = bool(np.all(np.abs(nt - t) < 1e-13))
+        t = nt
+        if done:
             break
-        lo, hi = t, t_stop
-        for _ in range(60):
-            s = v0 * t + a * t * t / 2 + j * t * t * t / 6 - x
-            v = v0 + a * t + j * t * t / 2
-            if s > 0:
-                hi = t
-            else:
-                lo = t
-            nt = t - s / v if v > 0 else math.inf
-            if not lo <= nt <= hi:
-                nt = (lo + hi) / 2 if math.isfinite(hi) else lo * 2 + 1e-3
-            if abs(nt - t) < 1e-13:
-                t = nt
-                break
-            t = nt
-        times.append(t)
-        speeds.append(v0 + a * t + j * t * t / 2)
-    return times, speeds
+    return t
 
 
 # --- pulse shape ------------------------------------------------------------------------------
@@ -263,6 +300,11 @@ def pulse_peak_and_curvature(w: float, delta: float) -> tuple[float, float]:
     return p0, 8.0 / (w * w * q * q)
 
 
+def _smeared_pulse(u: F64, w: F64 | float, delta: float) -> F64:
+    """:func:`pulse` for ``delta ≥ 1e-3 w`` (the arctangent form), on arrays."""
+    return (w / (2.0 * delta)) * (np.arctan((2.0 * u + delta) / w) - np.arctan((2.0 * u - delta) / w))
+
+
 def pw50_in(reader: ReaderModel, medium: StripeMedium, dirt_um: float) -> float:
     """Isolated-pulse width at the head, inches (Williams–Comstock)."""
     d = reader.contact_um + dirt_um
@@ -273,56 +315,121 @@ def pw50_in(reader: ReaderModel, medium: StripeMedium, dirt_um: float) -> float:
 
 # --- synthesis --------------------------------------------------------------------------------
 
-def _standard_normals(rng: random.Random, count: int) -> list[float]:
-    """``count`` independent N(0, 1) draws from ``rng`` (Box–Muller, two per pair of uniforms)."""
-    pairs = (count + 1) // 2
-    rand = rng.random
-    log = math.log
-    sqrt = math.sqrt
-    cos = math.cos
-    sin = math.sin
-    tau = 2.0 * math.pi
-    rs = [(sqrt(-2.0 * log(1.0 - rand())), tau * rand()) for _ in range(pairs)]
-    out = [r * cos(a) for r, a in rs]
-    out += [r * sin(a) for r, a in rs]
-    return out[:count] if len(out) > count else out
+def noise_peak_times(rng: np.random.Generator, rate: float, t0: float, t1: float) -> F64:
+    """Arrival times of a Poisson process of ``rate`` on ``[t0, t1)`` (at most :data:`MAX_NOISE_PEAKS`):
+    exponential gaps drawn in batches, cut at ``t1``."""
+    expected = rate * (t1 - t0)
+    parts: list[F64] = []
+    t = t0
+    count = 0
+    while count < MAX_NOISE_PEAKS:
+        batch = int(min(MAX_NOISE_PEAKS, expected + 6.0 * math.sqrt(expected) + 16))
+        ts = t + np.cumsum(rng.exponential(1.0 / rate, batch))
+        inside = int(np.searchsorted(ts, t1))
+        parts.append(ts[:inside])
+        count += inside
+        if inside < batch:
+            break
+        t = float(ts[-1])
+    out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return out[:MAX_NOISE_PEAKS]
 
 
-def synthesize(track: int, bits: list[int], params: SwipeParams, rng: random.Random) -> HeadSignal:
-    """The peak-detector input for one track's recorded ``bits`` under ``params``."""
+@functools.lru_cache(maxsize=256)
+def recorded_positions(track: int, data: str) -> F64:
+    """Where the flux transitions of ``data`` sit on ``track`` (inches from the leading edge),
+    before write jitter: a card's recording is fixed, so this is computed once per content.
+    The array is read-only. Raises :class:`~protocol.errors.EncodeError` for data the track cannot hold."""
+    from hardware.magstripe.tracks import encode_array
+
     spec = track_spec(track)
+    xs = f2f_array(encode_array(track, data), spec.bpi, track_origin(spec.clock_zeros, spec.bpi))
+    xs.flags.writeable = False
+    return xs
+
+
+class _Layout(NamedTuple):
+    """Tracks of ``counts`` transitions one after another, each between two silent neighbours on
+    either side (``padded`` slots in all). The model works on every slot but the outer two on
+    each end (``span`` = padded − 4): a track's transitions are ``starts[t] … starts[t] + counts[t]``
+    there, the slots in between are padding."""
+
+    starts: tuple[int, ...]
+    padded: int
+    sign: F64            # polarity of each transition (alternating from + per track), 0 on padding
+    padding: F64         # 1.0 on padding slots, 0.0 on transitions
+    boundary: npt.NDArray[np.bool_]   # True where slot i or i + 1 is padding (order checks skip those)
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(counts: tuple[int, ...]) -> _Layout:
+    padded = sum(counts) + 4 * len(counts)
+    span = padded - 4
+    sign = np.zeros(span)
+    padding = np.ones(span)
+    starts = []
+    at = 0
+    for m in counts:
+        starts.append(at)
+        sign[at:at + m:2] = 1.0
+        sign[at + 1:at + m:2] = -1.0
+        padding[at:at + m] = 0.0
+        at += m + 4
+    pad = padding != 0.0
+    boundary = pad[1:] | pad[:-1]
+    for arr in (sign, padding, boundary):
+        arr.flags.writeable = False
+    return _Layout(tuple(starts), padded, sign, padding, boundary)
+
+
+_NEIGHBOURS = np.array([0, 1, 3, 4])   # in a window of five slots centred on index 2
+
+
+def _windows(a: F64) -> F64:
+    """Rows: ``a`` shifted by −2, −1, +1, +2 against ``a[2:-2]`` (the four neighbours of each slot)."""
+    view: F64 = np.ndarray((5, a.size - 4), dtype=np.float64, buffer=a, strides=(8, 8))
+    rows: F64 = view[_NEIGHBOURS]
+    return rows
+
+
+class _RngPool(threading.local):
+    def __init__(self) -> None:
+        self.gens = [np.random.Generator(np.random.PCG64(0)) for _ in range(4)]
+
+
+_POOL = _RngPool()
+
+
+def seeded_rng(key: bytes, slot: int = 0) -> np.random.Generator:
+    """A generator whose PCG64 state and increment come from the 32-byte ``key`` (a hash).
+
+    The same key gives the same stream. Building a PCG64 costs ~9 µs, so each thread keeps one
+    per ``slot`` (0–3) and sets its state: the generator is valid until the next call for the
+    same slot in the same thread.
+    """
+    gen = _POOL.gens[slot]
+    gen.bit_generator.state = {"bit_generator": "PCG64",
+                       "state": {"state": int.from_bytes(key[:16], "big"),
+                                 "inc": int.from_bytes(key[16:32], "big") | 1},
+                       "has_uint32": 0, "uinteger": 0}
+    return gen
+
+
+def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], params: SwipeParams) -> list[HeadSignal]:
+    """The peak-detector input of each ``(track, recorded positions, random stream)`` under ``params``.
+
+    The tracks share the motion and the head, so their transitions are evaluated together.
+    Each track draws from its own stream, in this order: the sampling phase (one uniform), three
+    normals per transition (recording jitter, height noise, time noise), then its spurious noise
+    peaks (:func:`noise_peak_times`, then one uniform each for amplitude and polarity).
+    """
     reader = params.reader
     medium = params.medium
-    cell = spec.cell_in
-
-    # Recorded transitions in card coordinates (write jitter included), and damage.
-    xs = f2f_positions(bits, spec.bpi, track_origin(spec.clock_zeros, spec.bpi))
-    n = len(xs)
-    if medium.jitter > 0:
-        sj = medium.jitter * cell
-        xs = [x + sj * z for x, z in zip(xs, _standard_normals(rng, n), strict=True)]
-    gain = [1.0] * n
-    for dmg in params.damage:
-        keep = 1.0 - dmg.severity
-        for i, x in enumerate(xs):
-            if dmg.start_in <= x <= dmg.end_in:
-                gain[i] *= keep
-
-    # Order of passage and position along the motion.
     tan_skew = math.tan(math.radians(params.skew_deg))
     cos_skew = math.cos(math.radians(params.skew_deg))
-    shift = (TRACK_Y_IN[track] - TRACK_Y_IN[2]) * tan_skew + TRACK_Y_IN[2] * abs(tan_skew)
-    if params.reverse:
-        motion = [CARD_LENGTH_IN - x + shift for x in reversed(xs)]
-        gain.reverse()
-    else:
-        motion = [x + shift for x in xs]
-    times, speeds = arrival_times(
-        motion, params.speed_ips * cos_skew, params.accel_ips2 * cos_skew, params.jerk_ips3 * cos_skew
-    )
-    m = len(times)
-
-    # Pulse geometry and heights.
+    v0 = params.speed_ips * cos_skew
+    acc = params.accel_ips2 * cos_skew
+    jerk = params.jerk_ips3 * cos_skew
     wx = pw50_in(reader, medium, params.dirt_um)
     w_nom = pw50_in(reader, medium, 0.0)
     tau = math.log(math.sqrt(2.0)) / (math.pi * reader.bandwidth_hz)
@@ -331,124 +438,214 @@ def synthesize(track: int, bits: list[int], params: SwipeParams, rng: random.Ran
     fs = reader.adc_rate_hz
     ts = 1.0 / fs
     slope_noise = math.sqrt(2.0) * sigma / tau        # σ of the noise's time derivative
-    phase = rng.random() * ts
     scale = w_nom / NOMINAL_SPEED_IPS
 
-    widths = [wx + v * tau for v in speeds]
-    # Signed pulse heights (polarity alternates), padded with two silent neighbours each side.
-    sbase = [0.0, 0.0]
-    sbase += [(scale if i % 2 == 0 else -scale) * speeds[i] / widths[i] * gain[i] for i in range(m)]
-    sbase += [0.0, 0.0]
+    # Per track: recorded transitions (write jitter, damage), order of passage, arrival, draws.
+    motions: list[F64] = []
+    times_l: list[F64] = []
+    speeds_l: list[F64 | float] = []
+    gains: list[F64 | None] = []
+    noises: list[F64] = []
+    phases: list[float] = []
+    counts: list[int] = []
+    for track, recorded, rng in jobs:
+        cell = track_spec(track).cell_in
+        n = recorded.size
+        phase = rng.random() * ts                     # the ADC clock's phase against the swipe
+        draws = rng.standard_normal((3, n))
+        xs = recorded + (medium.jitter * cell) * draws[0] if medium.jitter > 0 else recorded
+        gain: F64 | None = None
+        for dmg in params.damage:
+            hit = (xs >= dmg.start_in) & (xs <= dmg.end_in)
+            if hit.any():
+                if gain is None:
+                    gain = np.ones(n)
+                gain[hit] *= 1.0 - dmg.severity
+        shift = (TRACK_Y_IN[track] - TRACK_Y_IN[2]) * tan_skew + TRACK_Y_IN[2] * abs(tan_skew)
+        if params.reverse:
+            motion = CARD_LENGTH_IN - xs[::-1] + shift
+            if gain is not None:
+                gain = gain[::-1]
+        else:
+            motion = xs + shift
+        times, track_speeds = _arrivals(motion, v0, acc, jerk)
+        m = times.size
+        phases.append(phase)
+        noises.append(draws[1:, :m])
+        motions.append(motion[:m])
+        times_l.append(times)
+        speeds_l.append(track_speeds)
+        gains.append(None if gain is None else gain[:m])
+        counts.append(m)
+
+    total = sum(counts)
+    lay = _layout(tuple(counts))
+    span = lay.padded - 4
+    sign = lay.sign
+    const_speed = acc == 0.0 and jerk == 0.0
+    # Everything per slot: arrival on the ADC's clock, noise, speed (1 on padding).
+    phased = np.zeros(span)
+    noise = np.zeros((2, span))
+    speeds: F64 | float = v0
+    if not const_speed:
+        speeds = np.ones(span)
     far = 1e9
-    mpos = [-far, -far, *motion[:m], far, far]
-    normals = _standard_normals(rng, 2 * m)
+    mpos = np.full(lay.padded, far)
+    sb = np.zeros(lay.padded)
+    for e, m, motion, t, ph, nz, v in zip(lay.starts, counts, motions, times_l, phases, noises, speeds_l,
+                                          strict=True):
+        mpos[e:e + 2] = -far
+        mpos[e + 2:e + 2 + m] = motion
+        np.add(t, ph, out=phased[e:e + m])
+        noise[:, e:e + m] = nz
+        if not const_speed:
+            speeds[e:e + m] = v          # type: ignore[index]
+    widths = wx + speeds * tau                        # front end: Lorentzian widths add
 
-    cands: list[tuple[int, float, int, int]] = []
-    emit = cands.append
-    ordered = True
-    last_k = -(1 << 62)
-    geo_w = -1.0
-    p0 = kappa = 0.0
-    lorentz = True
-    for i in range(m):
-        b0 = sbase[i + 2]
-        ai = b0 if b0 >= 0.0 else -b0
-        if ai == 0.0:
-            continue
-        sign = 1.0 if b0 > 0.0 else -1.0
-        w = widths[i]
-        if w != geo_w:
-            p0, kappa = pulse_peak_and_curvature(w, delta)
-            geo_w = w
-            lorentz = delta < 1e-3 * w
-            w2 = 2.0 / w
-        xi = mpos[i + 2]
-        g_lo = xi - mpos[i + 1]
-        g_hi = mpos[i + 3] - xi
-        # Linear superposition of the two neighbours on each side.
-        if lorentz:
-            z1 = (xi - mpos[i]) * w2
-            z2 = g_lo * w2
-            z3 = -g_hi * w2
-            z4 = (xi - mpos[i + 4]) * w2
-            q1 = 1.0 + z1 * z1
-            q2 = 1.0 + z2 * z2
-            q3 = 1.0 + z3 * z3
-            q4 = 1.0 + z4 * z4
-            b1 = sbase[i]
-            b2 = sbase[i + 1]
-            b3 = sbase[i + 3]
-            b4 = sbase[i + 4]
-            level = ai + sign * (b1 / q1 + b2 / q2 + b3 / q3 + b4 / q4)
-            slope = -sign * w2 * 2.0 * (b1 * z1 / (q1 * q1) + b2 * z2 / (q2 * q2)
-                                        + b3 * z3 / (q3 * q3) + b4 * z4 / (q4 * q4))
-        else:
-            level = ai * p0
-            slope = 0.0
-            for j in (i, i + 1, i + 3, i + 4):
-                bj = sbase[j]
-                if bj != 0.0:
-                    u = xi - mpos[j]
-                    level += sign * bj * pulse(u, w, delta)
-                    slope += sign * bj * pulse_slope(u, w, delta)
-        # The summed signal's peak moves by -y'(x_i)/y''(x_i) (one Newton step), at most ~½ gap.
-        dx = slope / (ai * kappa)
-        lim = 0.45 * (g_lo if g_lo < g_hi else g_hi)
-        if dx > lim:
-            dx = lim
-        elif dx < -lim:
-            dx = -lim
-        height = level + sigma * normals[2 * i]
-        if height <= 0.0:
-            continue
-        v = speeds[i]
-        # Noise slope over the pulse's curvature in time moves the detected peak.
-        half_w = 0.5 * w / v
-        dt = slope_noise * p0 / (height * kappa * v * v) * normals[2 * i + 1]
-        if dt > half_w:
-            dt = half_w
-        elif dt < -half_w:
-            dt = -half_w
-        t_peak = times[i] + dx / v + dt
-        k = round((t_peak + phase) * fs)
-        off = v * (k * ts - phase - t_peak)
-        if lorentz:
-            z = off * w2
-            seen = height / (1.0 + z * z)
-        else:
-            seen = height * pulse(off, w, delta) / p0
-        emit((k, seen, 1 if sign > 0.0 else -1, i))
-        if k < last_k:
-            ordered = False
-        last_k = k
+    # Signed pulse heights: polarity alternates, height ∝ speed / width, times the remanence left.
+    body = sb[2:-2]
+    np.multiply(sign, scale * speeds / widths, out=body)
+    for e, m, g in zip(lay.starts, counts, gains, strict=True):
+        if g is not None:
+            body[e:e + m] *= g
+    ai = np.abs(body)
+    live_count = int(np.count_nonzero(ai))
+    all_live = live_count == total
+    ai_safe = ai + lay.padding if all_live else np.where(ai != 0.0, ai, 1.0)
+    u = mpos[2:-2] - _windows(mpos)                   # offsets to the neighbours (one row each)
+    b = _windows(sb)                                  # and their signed heights
+    g_lo = u[1]
+    g_hi = -u[2]
 
-    # Spurious peaks: band-limited noise crossing the detector's lowest threshold (Rice rate).
-    if m:
-        thr = reader.threshold_floor
-        f_rms = math.sqrt(2.0) / (2.0 * math.pi * tau)
-        rate = 2.0 * f_rms * math.exp(-(thr * thr) / (2.0 * sigma * sigma))
-        t0 = times[0] - 0.002
-        t1 = times[-1] + 0.002
-        if rate * (t1 - t0) > 1e-9:
-            t = t0 + rng.expovariate(rate)
-            extra = 0
-            while t < t1 and extra < MAX_NOISE_PEAKS:
-                amp = math.sqrt(thr * thr - 2.0 * sigma * sigma * math.log(1.0 - rng.random()))
-                emit((round((t + phase) * fs), amp, 1 if rng.random() < 0.5 else -1, -1))
-                extra += 1
-                ordered = False
-                t += rng.expovariate(rate)
-    if not ordered:
-        cands.sort()
-    samples, heights, pols, srcs = zip(*cands, strict=True) if cands else ((), (), (), ())
-    return HeadSignal(
-        track=track,
-        transitions=n,
-        arrivals_s=tuple(times),
-        speeds_ips=tuple(speeds),
-        samples=samples,
-        heights=heights,
-        polarities=pols,
-        sources=srcs,
-        adc_rate_hz=fs,
-    )
+    # p(0) and -p''(0) of each pulse (pulse_peak_and_curvature, per width); then the linear
+    # superposition of the two neighbours on each side.
+    p0: F64 | float
+    kappa: F64 | float
+    if isinstance(widths, float):
+        p0, kappa = pulse_peak_and_curvature(widths, delta)
+        any_lorentz = all_lorentz = delta < 1e-3 * widths
+        lorentz: npt.NDArray[np.bool_] | bool = all_lorentz
+    else:
+        r = delta / widths
+        q = 1.0 + r * r
+        kappa = 8.0 / (widths * widths * q * q)
+        lorentz = delta < 1e-3 * widths
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p0 = np.where(r < 1e-3, 1.0, np.arctan(r) / r)
+        any_lorentz = bool(lorentz.any())
+        all_lorentz = bool(lorentz.all())
+    if any_lorentz:
+        # (in place on the 4-row temporaries: their size is what costs here)
+        w2 = 2.0 / widths
+        z = u * w2
+        inv = z * z
+        inv += 1.0
+        np.reciprocal(inv, out=inv)                   # 1 / (1 + z²) per neighbour
+        bi = b * inv                                  # its contribution to the level
+        level_l = ai + sign * bi.sum(axis=0)
+        z *= inv
+        z *= bi                                       # b·z / (1 + z²)²: its slope
+        slope_l = z.sum(axis=0) * (-2.0 * w2) * sign
+    if not all_lorentz:
+        # The smeared pulse and its slope at the neighbours (pulse/pulse_slope's arctangent form;
+        # the difference of the two arctangents taken as one angle: atan(zp) − atan(zm) is
+        # atan(2a / (1 + zp·zm)), plus π where that denominator is negative).
+        a = delta / widths
+        zp = u * (2.0 / widths)
+        zm = zp - a
+        zp += a
+        den = zp * zm
+        den += 1.0
+        smeared = np.arctan((2.0 * a) / den)
+        behind = den < 0.0
+        if behind.any():
+            smeared[behind] += math.pi
+        smeared *= b
+        level_s = ai * p0 + sign * (smeared.sum(axis=0) * (widths / (2.0 * delta)))
+        zp *= zp
+        zp += 1.0
+        zm *= zm
+        zm += 1.0
+        np.subtract(1.0 / zp, 1.0 / zm, out=zp)
+        zp *= b
+        slope_s = sign * (zp.sum(axis=0) * (1.0 / delta))
+    if all_lorentz:
+        level, slope = level_l, slope_l
+    elif not any_lorentz:
+        level, slope = level_s, slope_s
+    else:
+        level = np.where(lorentz, level_l, level_s)
+        slope = np.where(lorentz, slope_l, slope_s)
+    # The summed signal's peak moves by -y'(x_i)/y''(x_i) (one Newton step), at most ~½ gap.
+    lim = 0.45 * np.minimum(g_lo, g_hi)
+    dx = np.minimum(np.maximum(slope / (ai_safe * kappa), -lim), lim)
+    height = level + sigma * noise[0]
+    height += lay.padding                             # (padding: a harmless 1)
+    keep = height > 0.0
+    if not all_live:
+        keep &= (ai != 0.0) | (lay.padding != 0.0)
+    all_kept = bool(keep.all())
+    if not all_kept:
+        height = np.where(keep, height, 1.0)
+    # Noise slope over the pulse's curvature in time moves the detected peak.
+    half_w = 0.5 * widths / speeds
+    dt = (slope_noise * p0 / (height * (kappa * speeds * speeds))) * noise[1]
+    dt = np.minimum(np.maximum(dt, -half_w), half_w)
+    t_peak = phased + dx / speeds + dt                # on the ADC's clock
+    k = np.rint(t_peak * fs)
+    off = speeds * (k * ts - t_peak)
+    if all_lorentz:
+        zo = off * (2.0 / widths)
+        seen = height / (1.0 + zo * zo)
+    else:
+        seen_s = height * _smeared_pulse(off, widths, delta) / p0
+        if any_lorentz:
+            zo = off * (2.0 / widths)
+            seen = np.where(lorentz, height / (1.0 + zo * zo), seen_s)
+        else:
+            seen = seen_s
+    samples = k.astype(np.int64)
+    pols = sign.astype(np.int8)
+    rising = samples[1:] >= samples[:-1]
+    rising |= lay.boundary
+    all_ordered = bool(rising.all())
+
+    # Per track: the candidates in detector order, plus spurious peaks (band-limited noise crossing
+    # the detector's lowest threshold at the Rice rate).
+    out: list[HeadSignal] = []
+    thr = reader.threshold_floor
+    rate = 2.0 * (math.sqrt(2.0) / (2.0 * math.pi * tau)) * math.exp(-(thr * thr) / (2.0 * sigma * sigma))
+    for (track, recorded, rng), o, m, t_arr, v_arr, ph in zip(jobs, lay.starts, counts, times_l, speeds_l, phases,
+                                                             strict=True):
+        ks, hs, ps = samples[o:o + m], seen[o:o + m], pols[o:o + m]
+        srcs = _sources(m)
+        if not all_kept:
+            kept = keep[o:o + m]
+            if not kept.all():
+                ks, hs, ps, srcs = ks[kept], hs[kept], ps[kept], srcs[kept]
+        ordered = all_ordered or ks.size < 2 or bool((ks[1:] >= ks[:-1]).all())
+        if m:
+            t0 = float(t_arr[0]) - 0.002
+            t1 = float(t_arr[-1]) + 0.002
+            if rate * (t1 - t0) > 1e-9:
+                nt = noise_peak_times(rng, rate, t0, t1)
+                if nt.size:
+                    u01 = rng.random((2, nt.size))
+                    namp = np.sqrt(thr * thr - 2.0 * sigma * sigma * np.log(1.0 - u01[0]))
+                    ks = np.concatenate([ks, np.rint((nt + ph) * fs).astype(np.int64)])
+                    hs = np.concatenate([hs, namp])
+                    ps = np.concatenate([ps, np.where(u01[1] < 0.5, 1, -1).astype(np.int8)])
+                    srcs = np.concatenate([srcs, np.full(nt.size, -1, dtype=np.int64)])
+                    ordered = False
+        if not ordered:
+            order = np.lexsort((srcs, ps, hs, ks))   # as sorting (sample, height, polarity, source)
+            ks, hs, ps, srcs = ks[order], hs[order], ps[order], srcs[order]
+        out.append(HeadSignal(track, recorded.size, t_arr, v_arr, ks, hs, ps, srcs, fs))
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _sources(m: int) -> I64:
+    a = np.arange(m, dtype=np.int64)
+    a.flags.writeable = False
+    return a

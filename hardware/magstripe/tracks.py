@@ -36,8 +36,14 @@ round reaches the head end sentinel first, and real readers decode both directio
 from __future__ import annotations
 
 import enum
+import functools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 from hardware.ports import TrackRead, TrackStatus
 from protocol.errors import DecodeError, EncodeError, PosemuError
@@ -152,6 +158,30 @@ def encode_chars(n: int, data: str) -> list[int]:
     return out
 
 
+def _char_table(spec: TrackSpec) -> npt.NDArray[np.uint8]:
+    """Row ``v`` = the recorded bits of value ``v`` (data bits LSB first, odd parity)."""
+    return np.array([_char_bits(v, spec.data_bits) for v in range(1 << spec.data_bits)], dtype=np.uint8)
+
+
+_CHAR_TABLES = {n: _char_table(spec) for n, spec in TRACKS.items()}
+_DATA_CHARSETS = {n: frozenset(spec.data_charset) for n, spec in TRACKS.items()}
+
+
+def encode_array(n: int, data: str) -> npt.NDArray[np.uint8]:
+    """:func:`encode_track` with the track's own clocking zeros, as a ``uint8`` array (the swipe
+    model's hot path: a table look-up per character instead of bit arithmetic)."""
+    spec = track_spec(n)
+    if type(data) is not str or len(data) > spec.max_data or not _DATA_CHARSETS[n].issuperset(data):
+        _check_data(spec, data)     # raises the precise error
+    codes = np.frombuffer((spec.ss + data + spec.es).encode("ascii"), dtype=np.uint8) - np.uint8(spec.offset)
+    lrc_value = np.bitwise_xor.reduce(codes) & ((1 << spec.data_bits) - 1)
+    body = _CHAR_TABLES[n][np.append(codes, lrc_value)].ravel()
+    lead = spec.clock_zeros
+    out = np.zeros(lead + body.size + lead, dtype=np.uint8)
+    out[lead:lead + body.size] = body
+    return out
+
+
 def encode_track(n: int, data: str, *, lead: int | None = None, trail: int | None = None) -> list[int]:
     """The bit stream recorded on track ``n``: clocking zeros, SS, data, ES, LRC, clocking zeros.
 
@@ -199,8 +229,7 @@ class _Direction(enum.Enum):
     REVERSE = "reverse"
 
 
-@dataclass(frozen=True, slots=True)
-class _Attempt:
+class _Attempt(NamedTuple):
     """One direction's decode: the data or the error, and how far it got (characters)."""
 
     direction: _Direction
@@ -214,38 +243,68 @@ class _Attempt:
         return isinstance(self.outcome, str)
 
 
-def _as_bits(n: int, bits: Sequence[int]) -> list[int]:
+def _as_bits(n: int, bits: Sequence[int]) -> bytes:
+    """The bits as a ``bytes`` of 0/1 values (the decoder's working form), each one checked."""
+    if type(bits) is bytes and not bits.translate(None, b"\x00\x01"):
+        return bits
     out = list(bits)
     for i, b in enumerate(out):
         if not isinstance(b, int):
             raise TypeError(f"bit {i} is a {type(b).__name__}, not an int")
         if b not in (0, 1):
             raise DecodeError(f"bit {i} has value {int(b)}, not 0 or 1", field=f"track{n}.bits", pos=i)
-    return out
+    return bytes(out)
 
 
-def _find_ss(bits: list[int], pattern: list[int]) -> int:
+def _find_ss(bits: bytes, pattern: bytes) -> int:
     """First offset where the start-sentinel pattern (parity included) follows ≥4 zeros or the start.
 
     Readers frame on the start sentinel after the clocking zeros (ISO/IEC 7811-2, location of the data); demanding
-    preceding zeros keeps a missed sentinel from being "found" inside the data.
+    preceding zeros keeps a missed sentinel from being "found" inside the data. (Every start
+    sentinel begins with a 1 bit, so the first candidate is the first 1; any later one needs four
+    zeros in front of it.)
     """
-    w = len(pattern)
-    zeros = 0
-    i = 0
-    last = len(bits) - w
-    while i <= last:
-        if bits[i] == 1:
-            if (zeros >= 4 or zeros == i) and bits[i:i + w] == pattern:
-                return i
-            zeros = 0
-        else:
-            zeros += 1
-        i += 1
-    return -1
+    first = bits.find(1)
+    if first < 0:
+        return -1
+    if bits.startswith(pattern, first):
+        return first
+    at = bits.find(b"\x00\x00\x00\x00" + pattern, first)
+    return -1 if at < 0 else at + 4
 
 
-def _decode_direction(spec: TrackSpec, bits: list[int], direction: _Direction, total: int) -> _Attempt:
+def _word_values(spec: TrackSpec) -> dict[bytes, int]:
+    """Recorded character (data bits + parity, as 0/1 bytes) → value, for odd-parity words only."""
+    return {bytes(_char_bits(v, spec.data_bits)): v for v in range(1 << spec.data_bits)}
+
+
+_WORD_VALUES = {n: _word_values(spec) for n, spec in TRACKS.items()}
+
+
+def _code_values(spec: TrackSpec) -> npt.NDArray[np.int64]:
+    """Recorded character read as a little-endian number (data bits, then parity as the top bit)
+    → its value, or -1 when the parity is even."""
+    out = np.full(1 << spec.char_bits, -1, dtype=np.int64)
+    for v in range(1 << spec.data_bits):
+        bits = _char_bits(v, spec.data_bits)
+        out[sum(b << i for i, b in enumerate(bits))] = v
+    return out
+
+
+_CODE_VALUES = {n: _code_values(spec) for n, spec in TRACKS.items()}
+
+
+_TO_ASCII = {n: bytes((v + spec.offset) & 0xFF for v in range(256)) for n, spec in TRACKS.items()}
+
+
+def _text(spec: TrackSpec, values: list[int]) -> str:
+    """Characters from their values (all within the track's code)."""
+    return bytes(values).translate(_TO_ASCII[spec.number]).decode("ascii")
+_SS_PATTERNS = {n: bytes(_char_bits(ord(spec.ss) - spec.offset, spec.data_bits)) for n, spec in TRACKS.items()}
+assert all(p[0] == 1 for p in _SS_PATTERNS.values())     # _find_ss relies on it
+
+
+def _decode_direction(spec: TrackSpec, bits: bytes, direction: _Direction, total: int) -> _Attempt:
     n = spec.number
     name = f"track{n}"
 
@@ -253,56 +312,52 @@ def _decode_direction(spec: TrackSpec, bits: list[int], direction: _Direction, t
         return i if direction is _Direction.FORWARD else total - 1 - i
 
     cb = spec.char_bits
-    db = spec.data_bits
     if 1 not in bits:
         err = DecodeError("no data: no 1 bits on the track", field=f"{name}.bits")
         return _Attempt(direction, err, -1)
     ss_val = ord(spec.ss) - spec.offset
     es_val = ord(spec.es) - spec.offset
-    start = _find_ss(bits, _char_bits(ss_val, db))
+    values = _WORD_VALUES[n]
+    start = _find_ss(bits, _SS_PATTERNS[n])
     if start < 0:
         first_one = bits.index(1)
         err = DecodeError("no start sentinel after the clocking zeros", field=f"{name}.ss",
                           pos=pos_of(first_one), partial={"direction": direction.value})
         return _Attempt(direction, err, 0)
     clean = start == bits.index(1)
-    acc = ss_val
-    chars: list[str] = []
-    i = start + cb
-    index = 1
-    while True:
-        if index >= spec.max_chars - 1 or i + cb > len(bits):
-            why = "bits ran out" if i + cb > len(bits) else f"{spec.max_chars - 2} characters read"
-            err = DecodeError(f"no end sentinel ({why})", field=f"{name}.es", pos=pos_of(min(i, total - 1)),
-                              partial={"data": "".join(chars), "direction": direction.value})
-            return _Attempt(direction, err, index, clean)
-        word = bits[i:i + cb]
-        if sum(word) & 1 == 0:
-            err = DecodeError(f"parity error at character {index}", field=f"{name}.char[{index}].parity",
-                              pos=pos_of(i), partial={"data": "".join(chars), "direction": direction.value})
-            return _Attempt(direction, err, index, clean)
-        v = 0
-        for k in range(db):
-            v |= word[k] << k
-        acc ^= v
-        i += cb
-        index += 1
-        if v == es_val:
-            break
-        chars.append(chr(spec.offset + v))
-    data = "".join(chars)
+    # Every character after the start sentinel that the track could hold, looked up at once; then
+    # the first parity error or end sentinel among them decides, as reading them in turn would.
+    i0 = start + cb
+    room = min((len(bits) - i0) // cb, spec.max_chars - 2)
+    words = np.frombuffer(bits, dtype=np.uint8, count=room * cb, offset=i0).reshape(room, cb)
+    vals = _CODE_VALUES[n][np.packbits(words, axis=1, bitorder="little")[:, 0]].tolist()
+    es_at = vals.index(es_val) if es_val in vals else room
+    bad_at = vals.index(-1, 0, es_at) if -1 in vals[:es_at] else -1
+    if bad_at >= 0:
+        index, i = bad_at + 1, i0 + bad_at * cb
+        err = DecodeError(f"parity error at character {index}", field=f"{name}.char[{index}].parity",
+                          pos=pos_of(i), partial={"data": _text(spec, vals[:bad_at]), "direction": direction.value})
+        return _Attempt(direction, err, index, clean)
+    if es_at == room:
+        index, i = room + 1, i0 + room * cb
+        why = "bits ran out" if i + cb > len(bits) else f"{spec.max_chars - 2} characters read"
+        err = DecodeError(f"no end sentinel ({why})", field=f"{name}.es", pos=pos_of(min(i, total - 1)),
+                          partial={"data": _text(spec, vals), "direction": direction.value})
+        return _Attempt(direction, err, index, clean)
+    acc = functools.reduce(operator.xor, vals[:es_at + 1], ss_val)
+    chars = vals[:es_at]
+    i = i0 + (es_at + 1) * cb
+    index = es_at + 2
+    data = _text(spec, chars)
     if i + cb > len(bits):
         err = DecodeError("no LRC character after the end sentinel (bits ran out)", field=f"{name}.lrc",
                           pos=pos_of(min(i, total - 1)), partial={"data": data, "direction": direction.value})
         return _Attempt(direction, err, index, clean)
-    word = bits[i:i + cb]
-    if sum(word) & 1 == 0:
+    v = values.get(bits[i:i + cb], -1)
+    if v < 0:
         err = DecodeError("parity error in the LRC character", field=f"{name}.lrc.parity", pos=pos_of(i),
                           partial={"data": data, "direction": direction.value})
         return _Attempt(direction, err, index, clean)
-    v = 0
-    for k in range(db):
-        v |= word[k] << k
     if v != acc:
         err = DecodeError(f"LRC mismatch (read {v:#x}, computed {acc:#x})", field=f"{name}.lrc", pos=pos_of(i),
                           partial={"data": data, "direction": direction.value})
@@ -314,10 +369,9 @@ def _attempts(n: int, bits: Sequence[int]) -> tuple[_Attempt, _Attempt | None]:
     spec = track_spec(n)
     seq = _as_bits(n, bits)
     fwd = _decode_direction(spec, seq, _Direction.FORWARD, len(seq))
-    if fwd.ok and 1 not in seq[fwd.end:]:
+    if fwd.ok and seq.find(1, fwd.end) < 0:
         return fwd, None            # a frame followed by nothing but clocking zeros
-    seq.reverse()
-    rev = _decode_direction(spec, seq, _Direction.REVERSE, len(seq))
+    rev = _decode_direction(spec, seq[::-1], _Direction.REVERSE, len(seq))
     return fwd, rev
 
 

@@ -14,6 +14,15 @@ from tests.bench import BenchResult
 
 
 def main(argv: list[str]) -> int:
+    from tests.testrun import pcscd_for_run
+
+    # one private pcscd + vpcd for the whole run (the PC/SC figures and the regression suite's PC/SC
+    # presets): libpcsclite reads its socket path once per process
+    with pcscd_for_run():
+        return _run(argv)
+
+
+def _run(argv: list[str]) -> int:
     results: list[tuple[str, BenchResult]] = []
     console = Console()
     for mod in sorted(pkgutil.iter_modules(tests.bench.__path__), key=lambda m: m.name):

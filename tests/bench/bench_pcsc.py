@@ -18,7 +18,7 @@ from hardware.registry import open_reader
 from hardware.sim import card_for_profile
 from hardware.vpcd import VpcdClient
 from tests.bench import BenchResult
-from tests.testrun import ENV_CLIENT_SOCKET, PcscdStartError, private_socket_path, start_pcscd
+from tests.testrun import ENV_CLIENT_SOCKET, ENV_PORT, PcscdStartError, private_socket_path, start_pcscd
 
 SECONDS = 2.0
 APDU = bytes.fromhex("80CA9F3600")          # GET DATA ATC: a short case-2 round trip
@@ -66,6 +66,12 @@ def run() -> list[BenchResult]:
     profile = _chip_profile()
     if profile is None:
         return [BenchResult(name, 0.0, "APDU/s", note="skipped: no chip card profile")]
+    if os.environ.get(ENV_PORT):             # `python -m tests.bench` started one for the whole run
+        try:
+            rate, insert_ms, n = asyncio.run(_measure(int(os.environ[ENV_PORT]), profile))
+        except Exception as e:  # a benchmark reports, it does not crash the table
+            return [BenchResult(name, 0.0, "APDU/s", note=f"failed: {type(e).__name__}: {e}")]
+        return _results(name, rate, insert_ms, n, profile)
     # libpcsclite reads its socket path once per process: point it at our private pcscd first.
     sock = private_socket_path()
     os.environ[ENV_CLIENT_SOCKET] = str(sock)
@@ -79,6 +85,10 @@ def run() -> list[BenchResult]:
         return [BenchResult(name, 0.0, "APDU/s", note=f"failed: {type(e).__name__}: {e}")]
     finally:
         inst.stop()
+    return _results(name, rate, insert_ms, n, profile)
+
+
+def _results(name: str, rate: float, insert_ms: float, n: int, profile: str) -> list[BenchResult]:
     return [
         BenchResult(name, rate, "APDU/s", target=f">= {TARGET:.0f} APDU/s", met=rate >= TARGET,
                     note=f"{n} x GET DATA, card {profile}, {SECONDS:g} s; card server on the same loop"),
