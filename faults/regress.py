@@ -179,8 +179,8 @@ def _scenario_case(doc: dict[str, Any], path: Path | str, where: str, cat: Catal
         if step_name not in SCENARIO_STEPS:
             raise ConfigError(f"{where}: unknown step {step!r}; known: {', '.join(sorted(SCENARIO_STEPS))}")
         if step_name in _NUMERIC_STEPS and arg and not (arg.isascii() and arg.isdigit() and 0 < int(arg) < 10**12):
-            raise ConfigError(f"{where}: step {step!r}: the amount (void: the journal id) is a whole number, "
-                              "e.g. purchase:1250")
+            raise ConfigError(f"{where}: step {step!r}: the amount is whole minor units, e.g. purchase:1250 "
+                              "(a void's argument: the original's journal id)")
     reader = doc.get("reader")
     if reader is not None:
         ReaderURL.parse(_typed(reader, str, where, "reader", "a reader URL"))

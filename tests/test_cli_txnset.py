@@ -118,3 +118,23 @@ def test_journal_at_80_columns_cuts_nothing(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("COLUMNS", "200")
     code, wide = run("journal", "--state", str(tmp_path))
     assert code == 0 and "voided by #2" in wide and "…" not in wide and "┃ RRN" in wide
+
+
+@pytest.mark.parametrize("profile", ["cup", "iso87ascii"])
+def test_the_transaction_set_speaks_the_configured_dialect(tmp_path: Path, profile: str) -> None:
+    """A `[host]` dialect (no MAC, PIN block format 3, one connection kept) carries the new transactions
+    too, and `--pcap` captures them like a purchase."""
+    conf = tmp_path / "terminal.toml"
+    conf.write_text(f'profile = "{profile}"\n[host]\nmac = "none"\npin_block = 3\nconnection = "persistent"\n',
+                    encoding="utf-8")
+    s = ("--virtual-time", "--state", str(tmp_path / "state"), "--config", str(conf), "--json")
+    assert run("purchase", "--amount", "20.00", *s)[0] == 0
+    pcap = tmp_path / "void.pcap"
+    res = CliRunner().invoke(main, ["void", "--last", "--pcap", str(pcap), *s], catch_exceptions=False)
+    assert res.exit_code == 0 and last_json(res.stdout)["kind"] == "void", res.output
+    assert "pcap written" in res.stderr
+    assert pcap.stat().st_size > 100
+    code, out = run("refund", "--amount", "1.00", "--rrn", "000000000001", *s)   # another terminal's sale: 25
+    assert code == 1 and last_json(out)["rc"] == "25", out
+    code, out = run("settle", *s)
+    assert code == 0 and last_json(out)["totals"]["debit_count"] == 0, out

@@ -12,6 +12,7 @@ import pytest
 
 from emulator.app import Rig, open_rig
 from emulator.config import TerminalConfig
+from emulator.fsm import Event, State
 from emulator.host.rules import HostRule, HostRules
 from emulator.journal import Reversal, Status
 from emulator.messages import Msg
@@ -200,10 +201,15 @@ def test_settlement_with_different_totals_uploads_the_batch(vrun: asyncio.Runner
         assert rig.host is not None
         row = rig.host.store.find_txs(rig.terminal.ids.tid, kinds=("purchase",))[-1]
         rig.host.store.update_tx(row.id, reversed=1)           # the host lost one: its totals differ
+        start = len(rig.terminal.machine.path)
         s = vrun.run(rig.terminal.settle())
         settled = rig.journal.get(p.journal_id or 0).settled
+        path = rig.terminal.machine.path[start:]
     finally:
         vrun.run(rig.close())
+    # the state machine drives the settlement: every step is a row of its table
+    assert path == [(State.IDLE, Event.SETTLE, State.SETTLING), (State.SETTLING, Event.UPLOAD, State.UPLOADING),
+                    (State.UPLOADING, Event.SETTLE, State.SETTLING), (State.SETTLING, Event.SETTLED, State.IDLE)]
     assert s.approved
     assert [c for c in s.codes if c in ("SETTLING", "BATCH_UPLOAD", "SETTLE_OK")] == \
         ["SETTLING", "BATCH_UPLOAD", "SETTLE_OK"]

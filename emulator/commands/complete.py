@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from emulator.commands._inputs import amount_callback
+from emulator.commands._pcap import terminal_pcap
 from emulator.commands._txn import TXN_EPILOG, txn_options
 from emulator.commands._txnset import original_options, pick, run_step
 from emulator.terminal import Outcome, Terminal
@@ -17,6 +18,7 @@ from emulator.terminal import Outcome, Terminal
               help="Amount to capture (default: the pre-authorized amount; at most 115 % of it).")
 @original_options
 @txn_options
+@terminal_pcap
 def command(amount: int | None, entry_id: int | None, stan: str | None, last: bool, **kw: Any) -> None:
     """Complete a pre-authorization (0200, 00xxxx, 60.1 20, with its authorization code in 38):
     the host captures the amount and releases the rest of the hold."""

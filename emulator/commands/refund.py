@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from emulator.commands._inputs import amount_callback
+from emulator.commands._pcap import terminal_pcap
 from emulator.commands._txn import TXN_EPILOG, txn_options
 from emulator.commands._txnset import original_options, pick, run_step
 from emulator.terminal import Outcome, Terminal
@@ -21,6 +22,7 @@ from protocol.errors import UsageError
 @click.option("--date", "orig_date", default=None, metavar="MMDD", help="With --rrn: the original's date.")
 @original_options
 @txn_options
+@terminal_pcap
 def command(amount: int, rrn: str | None, orig_date: str | None, entry_id: int | None, stan: str | None, last: bool,
             **kw: Any) -> None:
     """Refund a purchase or completion (0220, 20xxxx, 60.1 25): named by its journal id, voucher

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from emulator.commands._exit import exit_epilog
+from emulator.commands._pcap import terminal_pcap
 from emulator.commands._txn import txn_options
 from emulator.commands._txnset import run_step
 from emulator.terminal import Outcome, Terminal
@@ -16,6 +17,7 @@ from emulator.terminal import Outcome, Terminal
                                              "not settled (the message code is printed); the batch stays open",
                                              environment="the reader or state folder is unusable"))
 @txn_options
+@terminal_pcap
 def command(**kw: Any) -> None:
     """Settle the open batch: 0500 with the debit and credit totals in field 48; if the host's totals
     differ (95) every transaction is uploaded (0320) and the 0500 sent again. Afterwards the batch's

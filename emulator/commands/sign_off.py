@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from emulator.commands._exit import exit_epilog
+from emulator.commands._pcap import terminal_pcap
 from emulator.commands._txn import txn_options
 from emulator.commands._txnset import run_step
 from emulator.terminal import Outcome, Terminal
@@ -15,6 +16,7 @@ from emulator.terminal import Outcome, Terminal
 @click.command("sign-off", epilog=exit_epilog("signed off", "the host did not confirm (the message code is printed)",
                                                environment="the state folder is unusable"))
 @txn_options
+@terminal_pcap
 def command(**kw: Any) -> None:
     """Sign on, then sign off (cup: 0820 with 60.3 002; iso87ascii: 0800 with field 70 002): the
     host forgets the working keys, so the next transaction needs a new sign-on."""

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from emulator.commands._pcap import terminal_pcap
 from emulator.commands._txn import TXN_EPILOG, txn_options
 from emulator.commands._txnset import original_options, pick, run_step
 from emulator.terminal import Outcome, Terminal
@@ -14,6 +15,7 @@ from emulator.terminal import Outcome, Terminal
 @click.command("void", epilog=TXN_EPILOG)
 @original_options
 @txn_options
+@terminal_pcap
 def command(entry_id: int | None, stan: str | None, last: bool, **kw: Any) -> None:
     """Void a transaction of the open batch: a purchase (消费撤销), a pre-authorization (预授权撤销) or a
     completion (预授权完成撤销). The card is read again and must be the original's; a voided, reversed
