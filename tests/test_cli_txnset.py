@@ -138,3 +138,20 @@ def test_the_transaction_set_speaks_the_configured_dialect(tmp_path: Path, profi
     assert code == 1 and last_json(out)["rc"] == "25", out
     code, out = run("settle", *s)
     assert code == 0 and last_json(out)["totals"]["debit_count"] == 0, out
+
+
+def test_virtual_time_without_state_still_reads_the_saved_config(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scratch state folder has no terminal.toml: the one saved in the user's folder still applies,
+    and nothing else is written there."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    from emulator.commands.config import saved_config
+
+    saved = saved_config(None)
+    saved.parent.mkdir(parents=True)
+    saved.write_text('terminal_id = "POSEMU77"\nprofile = "iso87ascii"\n', encoding="utf-8")
+    code, out = run("purchase", "--amount", "1.00", "--virtual-time", "--json")
+    assert code == 0, out
+    assert last_json(out)["tid"] == "POSEMU77"
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["terminal.toml"]
