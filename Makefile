@@ -10,8 +10,9 @@ RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 # System packages (Debian/Ubuntu): python3-venv makes the venv; pcscd + vsmartcard-vpcd give a real
 # PC/SC reader with no hardware; swig, libpcsclite-dev, gcc and python3-dev build pyscard from source;
+# fonts-wqy-microhei gives the PDF receipts (posemu receipt --pdf) their Chinese glyphs;
 # tshark decodes `--pcap` captures with posemu's Wireshark dissector in the tests.
-SYSTEM_PKGS := python3-venv python3-dev pcscd vsmartcard-vpcd swig libpcsclite-dev gcc tshark
+SYSTEM_PKGS := python3-venv python3-dev pcscd vsmartcard-vpcd swig libpcsclite-dev gcc fonts-wqy-microhei tshark
 PYTEST_ARGS ?=
 
 .PHONY: run test lint unit bench sysdeps venv clean

@@ -23,9 +23,11 @@ from emulator.terminal import Terminal
 from emulator.trace import Trace
 from hardware.cards.profiles import load_profile
 from hardware.clock import Clock
-from hardware.ports import CardReader
+from hardware.errors import HardwareError, NoReaderError
+from hardware.ports import CardReader, ReaderEvent
 from hardware.registry import open_reader
 from hardware.sim import SimReader, card_for_profile
+from protocol.errors import ConfigError, PosemuError
 
 
 def default_state_dir() -> Path:
@@ -80,7 +82,7 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
         addr, port = parse_hostport(cfg.host)
     if host_name is not None:
         addr = host_name
-    opened = reader or open_reader(cfg.reader, clock=clock)
+    opened = reader or _open_reader(cfg.reader, clock)
     journal = Journal(state_dir / "journal.sqlite3", clock=clock, local_key=LocalKey.at(state_dir / "local.key"),
                       legacy_key_material=cfg.tmk)
     link = HostLink(addr, port, profile, clock=clock, trace=trace,
@@ -103,6 +105,49 @@ async def open_rig(cfg: TerminalConfig, *, clock: Clock, state_dir: Path, pinpad
             cardholder = Cardholder(sim, card)
             terminal.add_display(cardholder)
     return Rig(cfg, clock, trace, terminal, opened, journal, host, cardholder)
+
+
+def _open_reader(url: str, clock: Clock) -> CardReader:
+    """The configured reader; one that cannot even be opened (a malformed URL, a backend that is not
+    installed) becomes an :class:`UnusableReader`, so the terminal starts and its screen, trace and
+    diagnosis say why (issue 12 item 6)."""
+    try:
+        return open_reader(url, clock=clock)
+    except ConfigError as e:
+        return UnusableReader(url, NoReaderError(str(e)).with_code("reader.url_malformed"))
+    except HardwareError as e:
+        return UnusableReader(url, e)
+
+
+class UnusableReader:
+    """A reader that could not be opened: every use raises the reason (a :class:`NoReaderError`
+    with its evidence code); nothing is ever present."""
+
+    def __init__(self, url: str, error: PosemuError) -> None:
+        self.url = url
+        self.error = error
+
+    @property
+    def name(self) -> str:
+        return self.url
+
+    async def next_event(self, timeout: float | None = None) -> ReaderEvent | None:
+        raise self.error
+
+    async def card_present(self) -> bool:
+        return False
+
+    async def power_on(self) -> bytes:
+        raise self.error
+
+    async def transmit(self, apdu: bytes) -> bytes:
+        raise self.error
+
+    async def power_off(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
 
 def fit_bundled_host(host: HostServer, cfg: TerminalConfig, *, tmk: bool = False) -> None:

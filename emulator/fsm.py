@@ -13,6 +13,7 @@ locked, failed operator passwords, a sign-on owed after the host refused our key
     RESULT ─no_card→ IDLE      RESULT ─card_in_slot→ REMOVE_CARD ─card_removed→ IDLE
     REMOVE_CARD ─removal_timeout→ REMOVE_CARD_FAILED ─card_removed / removal_acknowledged→ IDLE
     IDLE ─reverse→ REVERSING ─reversal_done/host_failed→ IDLE
+    IDLE ─settle→ SETTLING ─settled/settle_failed→ IDLE    SETTLING ─upload→ UPLOADING ─settle→ SETTLING
     IDLE ─lock→ LOCKED ─unlock→ IDLE          any state but IDLE ─abort→ IDLE
 """
 
@@ -40,6 +41,8 @@ class State(enum.Enum):
     REMOVE_CARD = "remove card"
     REMOVE_CARD_FAILED = "card removal failed"
     REVERSING = "reversing"
+    SETTLING = "settling"                        # 0500 with the batch totals
+    UPLOADING = "uploading the batch"            # 0320 of each transaction after a 95
     LOCKED = "locked"
 
 
@@ -77,6 +80,10 @@ class Event(enum.Enum):
     REMOVAL_ACKNOWLEDGED = "removal failure acknowledged"   # the operator goes on; the seat switch is faulty
     REVERSE = "reverse"
     REVERSAL_DONE = "reversal done"
+    SETTLE = "settle"
+    UPLOAD = "upload the batch"                  # the host's totals differ (95)
+    SETTLED = "settled"
+    SETTLE_FAILED = "settlement failed"
     LOCK = "lock"
     UNLOCK = "unlock"
     ABORT = "abort"
@@ -136,6 +143,13 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.IDLE, E.REVERSE): S.REVERSING,
     (S.REVERSING, E.REVERSAL_DONE): S.IDLE,
     (S.REVERSING, E.HOST_FAILED): S.IDLE,
+    # settlement (结算) and batch upload (批上送)
+    (S.IDLE, E.SETTLE): S.SETTLING,
+    (S.SETTLING, E.UPLOAD): S.UPLOADING,
+    (S.UPLOADING, E.SETTLE): S.SETTLING,
+    (S.SETTLING, E.SETTLED): S.IDLE,
+    (S.SETTLING, E.SETTLE_FAILED): S.IDLE,
+    (S.UPLOADING, E.SETTLE_FAILED): S.IDLE,
     # operator lock (B12)
     (S.IDLE, E.LOCK): S.LOCKED,
     (S.LOCKED, E.UNLOCK): S.IDLE,

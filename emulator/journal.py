@@ -10,6 +10,13 @@ The data a reversal needs (the original's data elements, with the PAN) is stored
 folder) and erased as soon as the transaction can no longer need a reversal (approved, declined,
 failed, or reversed and acknowledged); the readable columns hold only the masked PAN. Track data,
 PIN blocks and keys are never stored. The journal file is 0600.
+
+Each row also keeps what a receipt and a reprint need — the host's retrieval reference number (37)
+and authorization code (38), the batch, terminal and merchant ids, the entry mode, the exact code of
+the result screen the terminal showed — and how it relates to others: a void or completion names
+its original (``original_id``), the original then names it (``voided_by``, ``completed_by``), and a
+settled batch is marked ``settled`` (a settled transaction can no longer be voided). A transaction
+whose reversal the host acknowledged shows status ``reversed``.
 """
 
 from __future__ import annotations
@@ -51,12 +58,29 @@ CREATE TABLE IF NOT EXISTS journal (
   reversal TEXT NOT NULL DEFAULT 'none',
   reversal_reason TEXT,
   reversal_attempts INTEGER NOT NULL DEFAULT 0,
-  reversal_blob BLOB
+  reversal_blob BLOB,
+  rrn TEXT,
+  auth_code TEXT,
+  batch TEXT NOT NULL DEFAULT '',
+  tid TEXT NOT NULL DEFAULT '',
+  mid TEXT NOT NULL DEFAULT '',
+  original_id INTEGER,
+  original_ref TEXT,
+  voided_by INTEGER,
+  completed_by INTEGER,
+  settled INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 _SECRET_FIELDS = (35, 36, 52, 64)
+
+# columns added after the first release: added to older journals when opened
+_MIGRATIONS = (
+    ("rrn", "TEXT"), ("auth_code", "TEXT"), ("batch", "TEXT NOT NULL DEFAULT ''"), ("tid", "TEXT NOT NULL DEFAULT ''"),
+    ("mid", "TEXT NOT NULL DEFAULT ''"), ("original_id", "INTEGER"), ("original_ref", "TEXT"),
+    ("voided_by", "INTEGER"), ("completed_by", "INTEGER"), ("settled", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 class Status(enum.Enum):
@@ -67,6 +91,7 @@ class Status(enum.Enum):
     DECLINED = "declined"
     FAILED = "failed"          # never reached the host (or refused locally)
     UNKNOWN = "unknown"        # sent; no usable answer
+    REVERSED = "reversed"      # its outcome was unknown; the host acknowledged the reversal
 
 
 class Reversal(enum.Enum):
@@ -98,6 +123,26 @@ class Entry:
     reversal: Reversal
     reversal_reason: str | None
     reversal_attempts: int
+    rrn: str | None = None
+    auth_code: str | None = None
+    batch: str = ""
+    tid: str = ""
+    mid: str = ""
+    original_id: int | None = None
+    original_ref: dict[str, str] | None = None
+    voided_by: int | None = None
+    completed_by: int | None = None
+    settled: bool = False
+
+    @property
+    def state(self) -> str:
+        """The status as an operator reads it: ``voided`` once a void of it was approved,
+        ``completed`` for a pre-authorization that was completed, else the status."""
+        if self.status is Status.APPROVED and self.voided_by is not None:
+            return "voided"
+        if self.status is Status.APPROVED and self.completed_by is not None:
+            return "completed"
+        return self.status.value
 
 
 class Journal:
@@ -123,6 +168,10 @@ class Journal:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(journal)")}
+            for column, decl in _MIGRATIONS:
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE journal ADD COLUMN {column} {decl}")
             self.db.execute("UPDATE journal SET reversal_blob=NULL WHERE reversal NOT IN ('armed', 'pending')"
                             " AND reversal_blob IS NOT NULL")       # records of older releases
         except (sqlite3.Error, OSError) as e:
@@ -157,24 +206,35 @@ class Journal:
         return self.clock.wall().isoformat(timespec="seconds")
 
     def begin(self, *, kind: str, stan: str, date: str, pan_masked: str = "", amount: int = 0,
-              currency: str = "156", entry: str = "", reversible: Message | None = None) -> int:
+              currency: str = "156", entry: str = "", reversible: Message | None = None, batch: str = "",
+              tid: str = "", mid: str = "", original_id: int | None = None,
+              original_ref: dict[str, str] | None = None) -> int:
         """Write a transaction before its request is sent; arm its reversal if it has one."""
         blob = self._seal(reversible) if reversible is not None else None
         now = self._now()
         try:
             cur = self.db.execute(
                 "INSERT INTO journal (created, updated, kind, stan, date, pan_masked, amount, currency, entry,"
-                " status, reversal, reversal_blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " status, reversal, reversal_blob, batch, tid, mid, original_id, original_ref)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (now, now, kind, stan, date, pan_masked, amount, currency, entry, Status.PENDING.value,
-                 (Reversal.ARMED if blob else Reversal.NONE).value, blob))
+                 (Reversal.ARMED if blob else Reversal.NONE).value, blob, batch, tid, mid, original_id,
+                 json.dumps(original_ref) if original_ref else None))
         except sqlite3.Error as e:
             raise _journal_error(e, self.path) from None
         return int(cur.lastrowid or 0)
 
     def complete(self, entry_id: int, status: Status, *, rc: str | None = None, screen: str | None = None,
-                 reversal: Reversal | None = None, reason: str | None = None) -> None:
+                 reversal: Reversal | None = None, reason: str | None = None, rrn: str | None = None,
+                 auth_code: str | None = None) -> None:
         sets = ["status=?", "rc=?", "screen=?", "updated=?"]
         args: list[object] = [status.value, rc, screen, self._now()]
+        if rrn is not None:
+            sets.append("rrn=?")
+            args.append(rrn)
+        if auth_code is not None:
+            sets.append("auth_code=?")
+            args.append(auth_code)
         if reversal is not None:
             sets.append("reversal=?")
             args.append(reversal.value)
@@ -211,8 +271,74 @@ class Journal:
                         (self._now(), entry_id))
 
     def reversal_done(self, entry_id: int) -> None:
-        self.db.execute("UPDATE journal SET reversal=?, reversal_blob=NULL, updated=? WHERE id=?",
-                        (Reversal.DONE.value, self._now(), entry_id))
+        """The host acknowledged the reversal: whatever the transaction did is undone (status
+        ``reversed``)."""
+        self.db.execute("UPDATE journal SET reversal=?, reversal_blob=NULL, updated=?,"
+                        " status=CASE WHEN status IN (?, ?, ?) THEN ? ELSE status END WHERE id=?",
+                        (Reversal.DONE.value, self._now(), Status.UNKNOWN.value, Status.PENDING.value,
+                         Status.APPROVED.value, Status.REVERSED.value, entry_id))
+
+    def set_screen(self, entry_id: int, screen: str) -> None:
+        """The exact code of the result screen the terminal showed for this transaction."""
+        self._write("UPDATE journal SET screen=? WHERE id=?", (screen, entry_id))
+
+    # --- links between transactions and batches -------------------------------------------------
+    def _write(self, sql: str, args: tuple[object, ...]) -> None:
+        try:
+            self.db.execute(sql, args)
+        except sqlite3.Error as e:
+            raise _journal_error(e, self.path) from None
+
+    def mark_voided(self, original_id: int, by_id: int | None) -> None:
+        """The original was voided by ``by_id`` (``None``: the void itself was voided/reversed)."""
+        self._write("UPDATE journal SET voided_by=?, updated=? WHERE id=?", (by_id, self._now(), original_id))
+
+    def mark_completed(self, preauth_id: int, by_id: int | None) -> None:
+        """The pre-authorization was completed by ``by_id`` (``None``: that completion was voided)."""
+        self._write("UPDATE journal SET completed_by=?, updated=? WHERE id=?", (by_id, self._now(), preauth_id))
+
+    def batch_entries(self, batch: str) -> list[Entry]:
+        """Every transaction of an open (unsettled) batch, oldest first."""
+        rows = self.db.execute(f"SELECT {_COLS} FROM journal WHERE batch=? AND settled=0 ORDER BY id",
+                               (batch,)).fetchall()
+        return [_entry(r) for r in rows]
+
+    def settle_batch(self, batch: str) -> int:
+        """Mark every transaction of ``batch`` settled; how many."""
+        try:
+            cur = self.db.execute("UPDATE journal SET settled=1, updated=? WHERE batch=? AND settled=0",
+                                  (self._now(), batch))
+        except sqlite3.Error as e:
+            raise _journal_error(e, self.path) from None
+        return cur.rowcount
+
+    def find(self, *, stan: str | None = None, rrn: str | None = None, kinds: tuple[str, ...] = ()) -> Entry | None:
+        """The latest transaction with this STAN (凭证号) or RRN, of one of ``kinds`` if given."""
+        where, args = [], []
+        if stan is not None:
+            where.append("stan=?")
+            args.append(stan)
+        if rrn is not None:
+            where.append("rrn=?")
+            args.append(rrn)
+        if kinds:
+            where.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            args.extend(kinds)
+        if not where:
+            return None
+        r = self.db.execute(f"SELECT {_COLS} FROM journal WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT 1",
+                            args).fetchone()
+        return None if r is None else _entry(r)
+
+    def last(self, kinds: tuple[str, ...] = ()) -> Entry | None:
+        """The latest transaction (of one of ``kinds`` if given)."""
+        sql = f"SELECT {_COLS} FROM journal"
+        args: tuple[str, ...] = ()
+        if kinds:
+            sql += f" WHERE kind IN ({', '.join('?' * len(kinds))})"
+            args = kinds
+        r = self.db.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
+        return None if r is None else _entry(r)
 
     def entries(self, limit: int = 100) -> list[Entry]:
         rows = self.db.execute(f"SELECT {_COLS} FROM journal ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
@@ -296,11 +422,32 @@ def _journal_error(e: sqlite3.Error, path: str) -> JournalError:
 
 
 _COLS = ("id, created, updated, kind, stan, date, pan_masked, amount, currency, entry, status, rc, screen,"
-         " reversal, reversal_reason, reversal_attempts")
+         " reversal, reversal_reason, reversal_attempts, rrn, auth_code, batch, tid, mid, original_id, original_ref,"
+         " voided_by, completed_by, settled")
+
+
+def _opt_str(v: object) -> str | None:
+    return None if v is None else str(v)
+
+
+def _opt_int(v: object) -> int | None:
+    return None if v is None else int(v)  # type: ignore[call-overload]
+
+
+def _ref(v: object) -> dict[str, str] | None:
+    if not isinstance(v, str):
+        return None
+    try:
+        doc = json.loads(v)
+    except ValueError:
+        return None
+    return {str(k): str(x) for k, x in doc.items()} if isinstance(doc, dict) else None
 
 
 def _entry(r: tuple[object, ...]) -> Entry:
     return Entry(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]),  # type: ignore[call-overload]
                  int(r[7]), str(r[8]), str(r[9]), Status(r[10]), r[11] if r[11] is None else str(r[11]),  # type: ignore[call-overload]
                  None if r[12] is None else str(r[12]), Reversal(r[13]),
-                 None if r[14] is None else str(r[14]), int(r[15]))  # type: ignore[call-overload]
+                 None if r[14] is None else str(r[14]), int(r[15]),  # type: ignore[call-overload]
+                 _opt_str(r[16]), _opt_str(r[17]), str(r[18] or ""), str(r[19] or ""), str(r[20] or ""),
+                 _opt_int(r[21]), _ref(r[22]), _opt_int(r[23]), _opt_int(r[24]), bool(r[25]))

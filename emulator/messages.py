@@ -7,6 +7,14 @@ happens only at the edge (CLI, UI), in the language the user picked.
 '查询卡信息失败 / Failed to query card information'
 >>> render(Screen(Msg.APPROVED_BALANCE, {"balance": "CNY 12,345.67"}), "en")
 'Approved  balance: CNY 12,345.67'
+
+A message with an amount form shows it when the terminal passes an amount (a purchase keeps the
+amount on screen from the card prompt to the approval):
+
+>>> render(Screen(Msg.INSERT_OR_SWIPE, {"amount": "CNY 12.50"}), "en")
+'Amount: CNY 12.50  Insert or swipe card'
+>>> render(Screen(Msg.INSERT_OR_SWIPE), "zh")
+'请插卡或刷卡'
 """
 
 from __future__ import annotations
@@ -82,6 +90,22 @@ class Msg(enum.Enum):
     SIGN_OFF_OK = "SIGN_OFF_OK"
     SIGN_OFF_FAILED = "SIGN_OFF_FAILED"
     SIGNING_ON_AGAIN = "SIGNING_ON_AGAIN"
+    # the standard transaction set (void, refund, pre-authorization, completion, settlement)
+    TXN_REFUSED = "TXN_REFUSED"
+    ORIGINAL_NOT_FOUND = "ORIGINAL_NOT_FOUND"
+    ORIGINAL_NOT_APPROVED = "ORIGINAL_NOT_APPROVED"
+    CANNOT_VOID = "CANNOT_VOID"
+    ALREADY_VOIDED = "ALREADY_VOIDED"
+    ALREADY_REVERSED = "ALREADY_REVERSED"
+    ALREADY_COMPLETED = "ALREADY_COMPLETED"
+    ALREADY_SETTLED = "ALREADY_SETTLED"
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
+    CARD_MISMATCH = "CARD_MISMATCH"
+    SETTLING = "SETTLING"
+    BATCH_UPLOAD = "BATCH_UPLOAD"
+    SETTLE_OK = "SETTLE_OK"
+    SETTLE_FAILED = "SETTLE_FAILED"
+    READER_PROBLEM = "READER_PROBLEM"       # the detail under NO_READER / READER_ERROR: reason, code, remedy
     # the desktop emulator's own screens (posemu ui)
     MAIN_MENU = "MAIN_MENU"
     MENU_SIGN_ON = "MENU_SIGN_ON"
@@ -109,16 +133,40 @@ class Screen:
 
 
 @cache
-def catalogue() -> dict[str, dict[str, str]]:
-    """The catalogue as loaded from ``messages.toml``: code → {"zh": …, "en": …}."""
+def _loaded() -> dict[str, dict[str, str]]:
     text = (resources.files("emulator") / "messages.toml").read_text(encoding="utf-8")
     data = tomllib.loads(text)
-    return {k: {"zh": str(v["zh"]), "en": str(v["en"])} for k, v in data.items()}
+    return {k: {lk: str(lv) for lk, lv in v.items()} for k, v in data.items()}
+
+
+@cache
+def catalogue() -> dict[str, dict[str, str]]:
+    """The catalogue as loaded from ``messages.toml``: code → {"zh": …, "en": …}."""
+    return {k: {"zh": v["zh"], "en": v["en"]} for k, v in _loaded().items()}
 
 
 def text(msg: Msg, lang: Literal["zh", "en"], params: dict[str, str] | None = None) -> str:
-    template = catalogue()[msg.value][lang]
-    return template.format(**(params or {})) if params else template
+    """The message in one language, its ``{placeholders}`` filled; the amount form when ``params``
+    has an amount and the message has one. The lines of a multi-line message are joined by two
+    spaces (a display that shows lines renders :func:`lines`)."""
+    return "  ".join(lines(msg, lang, params))
+
+
+def lines(msg: Msg, lang: Literal["zh", "en"], params: dict[str, str] | None = None) -> list[str]:
+    """The message as the lines of a terminal display (the amount form puts the amount first)."""
+    entry = _loaded()[msg.value]
+    template = entry[lang]
+    if params and "amount" in params and f"{lang}_amount" in entry:
+        template = entry[f"{lang}_amount"]
+    filled = template.format_map(_Params(params or {}))
+    return filled.split("\n")
+
+
+class _Params(dict[str, str]):
+    """Placeholders the terminal did not fill show as nothing, never as ``{name}``."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
 def render(screen: Screen, lang: Lang = "both") -> str:

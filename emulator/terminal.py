@@ -30,12 +30,13 @@ from emulator import config as configmod
 from emulator.errors import ConnectError, DnsError, HostLinkError, HostTimeout, JournalError, LinkLost
 from emulator.fsm import Event, Machine, State
 from emulator.hostlink import Exchange, HostLink
-from emulator.journal import Journal, Reversal, Status
+from emulator.journal import Entry, Journal, Reversal, Status
 from emulator.messages import Msg, Screen, format_amount
 from emulator.ports import Display, PinPad
 from emulator.trace import Kind, Trace
 from hardware.clock import Clock
 from hardware.errors import CardAbsentError, CardResetError, HardwareError, NoReaderError, ServiceUnavailableError
+from hardware.pcsc_status import explain
 from hardware.ports import CardReader, HealthSensors, ReaderEventKind, SwipeResult
 from protocol import keys as keymod
 from protocol.errors import CryptoError, PosemuError
@@ -45,16 +46,22 @@ from protocol.session import MacStatus, check_mac
 from protocol.specs import Profile
 from protocol.txn import (
     RC,
+    VOIDS,
+    BatchTotals,
     CardData,
     EntryMode,
     Field60,
     NetCode,
+    OriginalRef,
     TerminalIds,
     TxnType,
+    UploadItem,
+    batch_upload_request,
     financial_request,
     key_block,
     network_request,
     reversal_request,
+    settlement_request,
     sign_on_request,
 )
 
@@ -65,7 +72,7 @@ RC_SCREENS: dict[str, Msg] = {
     "51": Msg.INSUFFICIENT_FUNDS, "54": Msg.EXPIRED_CARD, "55": Msg.WRONG_PIN, "57": Msg.NOT_PERMITTED,
     "58": Msg.NOT_PERMITTED, "62": Msg.RESTRICTED_CARD, "75": Msg.PIN_TRIES_EXCEEDED, "91": Msg.HOST_BUSY,
     "94": Msg.DUPLICATE, "96": Msg.HOST_BUSY, "77": Msg.SIGN_ON_REQUIRED, "A0": Msg.MAC_ERROR,
-    "A4": Msg.VERSION_REJECTED,
+    "A4": Msg.VERSION_REJECTED, "25": Msg.ORIGINAL_NOT_FOUND, "64": Msg.AMOUNT_MISMATCH,
 }
 KEYS_REFUSED = frozenset({"77", "A0"})          # the host no longer takes our working keys: sign on again
 
@@ -80,6 +87,7 @@ class Failure:
     event: Event = Event.READ_FAILED
     removal: bool = False          # the card left the reader mid-transaction: 拔出卡失败
     retry: bool = False            # a chip read that may be tried again (READER_ERROR, then fallback)
+    hint: dict[str, str] | None = None   # reason/remedy params of a READER_PROBLEM line under the detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +135,8 @@ class Outcome:
     when: str = ""
     entry: str = ""
     evidence: list[str] = field(default_factory=list)
+    totals: BatchTotals | None = None          # a settlement's batch totals
+    original_id: int | None = None             # the journal row a void, refund or completion names
 
     @property
     def codes(self) -> list[str]:
@@ -273,7 +283,8 @@ class Terminal:
         for e in self.journal.entries(limit=10):
             if e.status is Status.PENDING:      # written before send: it may have reached the host
                 self.journal.complete(e.id, Status.UNKNOWN, screen=Msg.CANCELLED.value)
-        if state in (State.ONLINE, State.SIGNING_ON, State.SIGNING_OFF, State.REVERSING):
+        if state in (State.ONLINE, State.SIGNING_ON, State.SIGNING_OFF, State.REVERSING, State.SETTLING,
+                     State.UPLOADING):
             await self.link.close()             # a late answer must not be taken for the next request's
         if self.machine.abort():
             self.trace.record(Kind.NOTE, "flow aborted", reason=reason, state=state.value)
@@ -419,29 +430,126 @@ class Terminal:
     async def purchase(self, amount: int) -> Outcome:
         return await self._transaction(TxnType.PURCHASE, amount)
 
-    async def _transaction(self, txn: TxnType, amount: int | None) -> Outcome:
+    async def preauth(self, amount: int) -> Outcome:
+        """Pre-authorization 预授权 (0100, 03xxxx, 60.1 10): the host holds ``amount`` on the account."""
+        return await self._transaction(TxnType.PREAUTH, amount)
+
+    async def void(self, original_id: int) -> Outcome:
+        """Void 撤销 the journal's transaction ``original_id`` (of this batch): a purchase (消费撤销,
+        0200 20xxxx 60.1 23), a pre-authorization (预授权撤销, 0100 60.1 11) or a completion
+        (完成撤销, 0200 60.1 21). The card is read again and must be the original's. A transaction
+        already voided, reversed, settled or not approved is refused before the card is asked for."""
+        return await self._referencing(None, original_id, None)
+
+    async def complete(self, original_id: int, amount: int | None = None) -> Outcome:
+        """Completion 预授权完成 (0200 00xxxx 60.1 20) of the pre-authorization ``original_id``, for
+        ``amount`` (default: the pre-authorized amount; the host takes up to 115 %)."""
+        return await self._referencing(TxnType.COMPLETION, original_id, amount)
+
+    async def refund(self, amount: int, *, original_id: int | None = None, rrn: str | None = None,
+                     date: str | None = None) -> Outcome:
+        """Refund 退货 (0220 20xxxx 60.1 25) of at most the original's amount: the original is a
+        journal row (``original_id``) or, for a sale of another batch or terminal, its retrieval
+        reference number (``rrn``, field 37) and date (``date`` MMDD, 61.3)."""
+        if original_id is not None:
+            return await self._referencing(TxnType.REFUND, original_id, amount)
+        if rrn is None:
+            raise TypeError("a refund names its original: original_id or rrn")
+        ref = OriginalRef("000000", "000000", date or f"{self.clock.wall():%m%d}", rrn=rrn)
+        return await self._transaction(TxnType.REFUND, amount, ref=ref)
+
+    async def _referencing(self, txn: TxnType | None, original_id: int, amount: int | None) -> Outcome:
         try:
-            return await self._transaction_flow(txn, amount)
+            original: Entry | None = self.journal.get(original_id)
+        except KeyError:
+            original = None
+        if txn is None:                      # a void: its type follows the original's
+            orig_type = TxnType.from_kind(original.kind) if original is not None else None
+            txn = VOIDS.get(orig_type, TxnType.VOID) if orig_type is not None else TxnType.VOID
+        if amount is None:
+            amount = original.amount if original is not None else 0
+        return await self._transaction(txn, amount, original=original, original_id=original_id)
+
+    def _refusal(self, txn: TxnType, original: Entry | None, amount: int | None) -> tuple[Msg, str] | None:
+        """Why the terminal will not even start this transaction against its original, checked in its
+        own journal before the card is asked for (LiaoYang_POS ``SaleVoidGetData``: 原交易非消费 不能撤销)."""
+        if not txn.references_original:
+            return None
+        if original is None:
+            return Msg.ORIGINAL_NOT_FOUND, "txn.original_unknown"
+        wanted = {TxnType.VOID: ("purchase",), TxnType.PREAUTH_VOID: ("preauth",), TxnType.COMPLETION: ("preauth",),
+                  TxnType.COMPLETION_VOID: ("completion",), TxnType.REFUND: ("purchase", "completion")}[txn]
+        if original.kind not in wanted:
+            return Msg.CANNOT_VOID if txn in VOIDS.values() else Msg.NOT_PERMITTED, "txn.original_wrong_kind"
+        if original.status is Status.REVERSED:
+            return Msg.ALREADY_REVERSED, "txn.original_reversed"
+        if original.status is not Status.APPROVED:
+            return Msg.ORIGINAL_NOT_APPROVED, "txn.original_not_approved"
+        if original.voided_by is not None:
+            return Msg.ALREADY_VOIDED, "txn.original_voided"
+        if txn is TxnType.COMPLETION and original.completed_by is not None:
+            return Msg.ALREADY_COMPLETED, "txn.original_completed"
+        if txn is TxnType.PREAUTH_VOID and original.completed_by is not None:
+            return Msg.ALREADY_COMPLETED, "txn.original_completed"
+        if original.settled and txn in (TxnType.VOID, TxnType.PREAUTH_VOID, TxnType.COMPLETION_VOID):
+            return Msg.ALREADY_SETTLED, "txn.original_settled"
+        if amount is not None and txn is TxnType.REFUND and amount > original.amount:
+            return Msg.AMOUNT_MISMATCH, "txn.refund_exceeds_original"
+        if amount is not None and txn is TxnType.COMPLETION and amount * 100 > original.amount * 115:
+            return Msg.AMOUNT_MISMATCH, "txn.completion_exceeds_preauth"
+        return None
+
+    @staticmethod
+    def _ref_of(original: Entry) -> OriginalRef:
+        """What a request names of a journal row: its batch, STAN, date, RRN and authorization code."""
+        batch = original.batch if len(original.batch) == 6 and original.batch.isdigit() else "000000"
+        rrn = original.rrn if original.rrn and len(original.rrn) == 12 else None
+        return OriginalRef(batch, original.stan, original.date, rrn=rrn, auth_code=original.auth_code or None)
+
+    def _refuse(self, kind: str) -> Outcome | None:
+        """The outcome of a transaction the terminal cannot start (locked, not signed on), else ``None``."""
+        if not (self.machine.locked or not self.signed_on):
+            return None
+        self._begin(kind)
+        if self.machine.locked:
+            self._note(Kind.NOTE, "terminal locked", "terminal.locked")
+            self.show(Msg.TERMINAL_LOCKED)
+            return self._end(self._outcome(kind, False, Msg.TERMINAL_LOCKED, error="terminal locked"))
+        self._note(Kind.NOTE, "transaction before sign-on", "terminal.not_signed_on")
+        self.show(Msg.SIGN_ON_REQUIRED)
+        return self._end(self._outcome(kind, False, Msg.SIGN_ON_REQUIRED, error="not signed on"))
+
+    async def _transaction(self, txn: TxnType, amount: int | None, *, original: Entry | None = None,
+                           original_id: int | None = None, ref: OriginalRef | None = None) -> Outcome:
+        try:
+            return await self._transaction_flow(txn, amount, original=original, original_id=original_id, ref=ref)
         finally:
             await self._hang_up()
 
-    async def _transaction_flow(self, txn: TxnType, amount: int | None) -> Outcome:
-        kind = "balance" if txn is TxnType.BALANCE else "purchase"
+    async def _transaction_flow(self, txn: TxnType, amount: int | None, *, original: Entry | None,
+                                original_id: int | None, ref: OriginalRef | None) -> Outcome:
+        kind = txn.kind
         fail_head = Msg.QUERY_CARD_FAILED if txn is TxnType.BALANCE else Msg.TXN_FAILED
         async with self._busy:
             if self.machine.session.sign_on_owed and not self.machine.locked:
                 await self._sign_on(again=True)
-            if self.machine.locked or not self.signed_on:
-                self._begin(kind)
-                if self.machine.locked:
-                    self._note(Kind.NOTE, "terminal locked", "terminal.locked")
-                    self.show(Msg.TERMINAL_LOCKED)
-                    return self._end(self._outcome(kind, False, Msg.TERMINAL_LOCKED, error="terminal locked"))
-                self._note(Kind.NOTE, "transaction before sign-on", "terminal.not_signed_on")
-                self.show(Msg.SIGN_ON_REQUIRED)
-                return self._end(self._outcome(kind, False, Msg.SIGN_ON_REQUIRED, error="not signed on"))
+            refused = self._refuse(kind)
+            if refused is not None:
+                return refused
             await self._send_pending_reversals()
             self._begin(kind)
+            if txn.references_original and ref is None:
+                why = self._refusal(txn, original, amount)
+                if why is not None:
+                    msg, code = why
+                    self._note(Kind.NOTE, "refused against its original", code, original=original_id)
+                    self.show(Msg.TXN_REFUSED)
+                    self.show(msg)
+                    out = self._outcome(kind, False, Msg.TXN_REFUSED, msg, error=code, amount=amount)
+                    out.original_id = original_id
+                    return self._end(out)
+                assert original is not None
+                ref = self._ref_of(original)
             self._record_health()
             self._fire(Event.START)
             got = await self._acquire_card(txn, amount)
@@ -450,18 +558,163 @@ class Terminal:
             card = got.card
             self._fire(Event.CARD_READ)
             local = self._local_checks(card)
+            if local is None and original is not None and original.pan_masked \
+                    and mask_pan(card.pan) != original.pan_masked:
+                self._note(Kind.NOTE, "not the original's card", "card.not_original")
+                local = Failure(Msg.CARD_MISMATCH, "card.not_original", "the card is not the original transaction's")
             if local is not None:
                 return await self._fail(kind, fail_head, local, amount=amount, card=card)
-            verified = await self._verify_cardholder(got)
+            verified = await self._verify_cardholder(got, amount)
             if isinstance(verified, Failure):
                 return await self._fail(kind, fail_head, verified, amount=amount, card=card)
-            out = await self._online(txn, kind, card, amount, verified, fail_head, kernel=got.kernel)
+            out = await self._online(txn, kind, card, amount, verified, fail_head,
+                                     kernel=got.kernel if txn.carries_chip_data else None, ref=ref,
+                                     original_id=original_id)
+            out.original_id = original_id
         if self.machine.session.sign_on_owed:
             async with self._busy:
                 await self._sign_on(again=True)
                 if self.signed_on:
                     await self._send_pending_reversals()
         return out
+
+    # --- settlement ---------------------------------------------------------------------------------------
+    def batch_totals(self) -> tuple[BatchTotals, list[Entry]]:
+        """The open batch's totals as the terminal sees them (approved, unvoided purchases and
+        completions are debits, refunds credits) and the transactions a batch upload sends."""
+        debit = credit = nd = nc = 0
+        items: list[Entry] = []
+        for e in self.journal.batch_entries(self.ids.batch):
+            if e.status is not Status.APPROVED or e.kind not in ("purchase", "completion", "refund"):
+                continue
+            if e.voided_by is not None:
+                continue
+            items.append(e)
+            if e.kind == "refund":
+                credit, nc = credit + e.amount, nc + 1
+            else:
+                debit, nd = debit + e.amount, nd + 1
+        return BatchTotals(debit, nd, credit, nc), items
+
+    async def settle(self) -> Outcome:
+        """Settlement 结算 of the open batch: 0500 with the totals in field 48; when the host's totals
+        differ (95) every transaction is uploaded (0320) and the 0500 sent again (60.3 202). Settled,
+        the batch is closed (its transactions can no longer be voided) and a new batch opens.
+        Repeating a settlement whose answer was lost is harmless: the host answers it again."""
+        try:
+            return await self._settle()
+        finally:
+            await self._hang_up()
+
+    async def _settle(self) -> Outcome:
+        async with self._busy:
+            refused = self._refuse("settle")
+            if refused is not None:
+                return refused
+            await self._send_pending_reversals()
+            self._begin("settle")
+            keys = self.keys
+            assert keys is not None
+            if self.journal.pending_reversals():
+                self._note(Kind.JOURNAL, "settlement with reversals still pending", "settle.reversal_pending")
+                self.show(Msg.SETTLE_FAILED)
+                self.show(Msg.REVERSAL_PENDING)
+                return self._end(self._outcome("settle", False, Msg.SETTLE_FAILED, Msg.REVERSAL_PENDING,
+                                               error="reversals pending"))
+            totals, items = self.batch_totals()
+            batch = self.ids.batch
+            self._fire(Event.SETTLE)
+            self.show(Msg.SETTLING, batch=batch, debit=format_amount(totals.debit_amount, self.cfg.currency),
+                      debits=str(totals.debit_count), credit=format_amount(totals.credit_amount, self.cfg.currency),
+                      credits=str(totals.credit_count))
+            now = self.clock.wall()
+            try:
+                stan = self._stan()
+                jid = self.journal.begin(kind="settle", stan=stan, date=now.strftime("%m%d"),
+                                         amount=totals.debit_amount - totals.credit_amount, currency=self.cfg.currency,
+                                         batch=batch, tid=self.ids.tid, mid=self.ids.mid,
+                                         original_ref={"debit": str(totals.debit_amount),
+                                                       "debits": str(totals.debit_count),
+                                                       "credit": str(totals.credit_amount),
+                                                       "credits": str(totals.credit_count)})
+            except JournalError as e:
+                self._note(Kind.ERROR, "journal not written: nothing sent", e.code, error=str(e))
+                return self._settle_failed(None, Msg.JOURNAL_FULL, error=str(e), totals=totals)
+            try:
+                ex = await self.link.exchange(settlement_request(self.profile, self.ids, totals, stan=stan, now=now,
+                                                                 currency=self.cfg.currency,
+                                                                 operator=self.cfg.operator), mak=self._mak(keys))
+                rc = self._settle_answer(ex)
+                if rc == RC.RECONCILE_ERROR.value:
+                    self._note(Kind.NOTE, "the host's totals differ: batch upload", "settle.totals_differ",
+                               items=len(items))
+                    self._fire(Event.UPLOAD)
+                    self.show(Msg.BATCH_UPLOAD, count=str(len(items)))
+                    for entry in items:
+                        item = UploadItem(TxnType.from_kind(entry.kind) or TxnType.PURCHASE, entry.amount,
+                                          self._ref_of(entry))
+                        up = await self.link.exchange(batch_upload_request(self.profile, self.ids, item,
+                                                                           stan=self._stan(),
+                                                                           currency=self.cfg.currency),
+                                                    mak=self._mak(keys))
+                        up_rc = self._settle_answer(up)
+                        if up_rc != "00":
+                            return self._settle_failed(jid, self._rc_screen(up_rc), rc=up_rc,
+                                                       totals=totals)
+                    self._fire(Event.SETTLE)
+                    ex = await self.link.exchange(settlement_request(
+                        self.profile, self.ids, totals, stan=self._stan(), now=self.clock.wall(),
+                        currency=self.cfg.currency, after_upload=True, operator=self.cfg.operator),
+                        mak=self._mak(keys))
+                    rc = self._settle_answer(ex)
+            except HostLinkError as e:
+                self._note(Kind.ERROR, "settlement not answered", e.code, error=str(e))
+                return self._settle_failed(jid, self._error_screen(e), error=str(e), totals=totals)
+            except JournalError as e:
+                self._note(Kind.ERROR, "journal not written", e.code, error=str(e))
+                return self._settle_failed(jid, Msg.JOURNAL_FULL, error=str(e), totals=totals)
+            if rc != "00":
+                return self._settle_failed(jid, self._rc_screen(rc), rc=rc, totals=totals)
+            self.journal.complete(jid, Status.APPROVED, rc=rc, screen=Msg.SETTLE_OK.value)
+            settled = self.journal.settle_batch(batch)
+            new_batch = f"{int(batch) % 999_999 + 1:06d}"
+            self.journal.set_counter("batch", int(new_batch))
+            self.ids = TerminalIds(self.ids.tid, self.ids.mid, self.ids.header, new_batch)
+            self.trace.record(Kind.JOURNAL, "batch settled", batch=batch, transactions=settled, new_batch=new_batch)
+            self._fire(Event.SETTLED)
+            self.show(Msg.SETTLE_OK, batch=batch, new_batch=new_batch)
+            out = self._outcome("settle", True, Msg.SETTLE_OK, rc=rc, journal_id=jid, amount=totals.debit_amount,
+                                ref=Ref(stan, _text(ex.response.get(37))))
+            out.batch, out.totals = batch, totals
+            return self._end(out)
+
+    def _settle_answer(self, ex: Exchange) -> str:
+        """The response code of a settlement message, ``A0`` when its MAC is not right."""
+        rc = str(ex.response.get(39, ""))
+        mac = self._response_mac(ex)
+        if mac is not None:
+            self._note(Kind.ERROR, "response MAC " + mac.value, f"mac.{mac.value}", mti=ex.response.mti, rc=rc)
+            return RC.MAC_ERROR.value
+        self._note(Kind.NOTE, "host answer", f"host.rc.{rc or 'none'}", rc=rc, mti=ex.response.mti)
+        return rc
+
+    def _settle_failed(self, jid: int | None, detail: Msg, *, rc: str | None = None, error: str | None = None,
+                       totals: BatchTotals | None = None) -> Outcome:
+        if jid is not None:
+            with contextlib.suppress(JournalError):
+                self.journal.complete(jid, Status.FAILED if rc is None else Status.DECLINED, rc=rc,
+                                      screen=detail.value)
+        if rc in KEYS_REFUSED:
+            self.machine.session.keys = None
+            self.machine.session.sign_on_owed = True
+        if self.machine.can(Event.SETTLE_FAILED):
+            self._fire(Event.SETTLE_FAILED)
+        self.show(Msg.SETTLE_FAILED)
+        self.show(detail, rc=rc or "")
+        out = self._outcome("settle", False, Msg.SETTLE_FAILED, detail, rc=rc, error=error, journal_id=jid,
+                            amount=totals.debit_amount if totals else None)
+        out.totals = totals
+        return self._end(out)
 
     # --- card acquisition -------------------------------------------------------------------------------
     async def _acquire_card(self, txn: TxnType, amount: int | None) -> ChipCard | Failure:
@@ -481,11 +734,14 @@ class Terminal:
                 return Failure(Msg.TIMEOUT, "reader.no_card", "no card presented in time", Event.TIMEOUT)
             self.trace.record(Kind.READER, ev.kind.value)
             if ev.kind is ReaderEventKind.READER_LOST:
-                self._note(Kind.READER, "the card reader went away", "reader.lost")
-                return Failure(Msg.NO_READER, "reader.lost", "the card reader went away", Event.READER_FAILED)
+                problem = explain("reader.lost")
+                self._note(Kind.READER, "the card reader went away", "reader.lost", reason=problem.reason,
+                           remedy=problem.remedy)
+                return Failure(Msg.NO_READER, "reader.lost", "the card reader went away", Event.READER_FAILED,
+                               hint=problem.params())
             if ev.kind is ReaderEventKind.CARD_SWIPED and ev.swipe is not None:
                 self._fire(Event.CARD_SWIPED)
-                self.show(Msg.READING_CARD)
+                self.show(Msg.READING_CARD, **self._amount_params(amount))
                 if "swipe" in self.cfg.disabled_entry:
                     self._note(Kind.READER, "magstripe entry disabled", "config.entry_disabled.swipe")
                     return Failure(Msg.CARD_NOT_SUPPORTED, "config.entry_disabled.swipe",
@@ -535,8 +791,12 @@ class Terminal:
             # CARD_REMOVED while waiting: nothing to do
 
     def _reader_failed(self, detail: Msg, e: PosemuError) -> Failure:
-        self._note(Kind.READER, "reader failed", e.code, error=str(e))
-        return Failure(detail, e.code, str(e), Event.READER_FAILED)
+        """The reader itself is unusable: the screen's detail line, the trace and the diagnosis get
+        the reason (with the PC/SC status in the code, e.g. ``pcsc.0x8010001D``) and the remedy that
+        ``posemu readers`` gives (:func:`hardware.pcsc_status.explain`)."""
+        problem = explain(e.code, str(e))
+        self._note(Kind.READER, "reader failed", e.code, error=str(e), reason=problem.reason, remedy=problem.remedy)
+        return Failure(detail, e.code, str(e), Event.READER_FAILED, hint=problem.params())
 
     def _card_from_swipe(self, swipe: SwipeResult, fallback: bool) -> CardData | Failure:
         tracks = [{"track": t.track, "status": t.status.value, "detail": t.detail, "chars": len(t.data)}
@@ -578,7 +838,8 @@ class Terminal:
             aids=tuple(emv.TerminalAid(bytes.fromhex(a)) for a in self.cfg.aids),
             currency="0" + self.cfg.currency, ifd_serial=self.cfg.terminal_id, terminal_id=self.cfg.terminal_id)
         kernel = emv.EmvKernel(self.reader, self.clock, kcfg)
-        ttype = emv.TransactionType.BALANCE_INQUIRY if txn is TxnType.BALANCE else emv.TransactionType.PURCHASE
+        ttype = {TxnType.BALANCE: emv.TransactionType.BALANCE_INQUIRY, TxnType.VOID: emv.TransactionType.REFUND,
+                 TxnType.REFUND: emv.TransactionType.REFUND}.get(txn, emv.TransactionType.PURCHASE)
         try:
             read = await kernel.read(emv.Transaction(amount=amount or 0, type=ttype), pin_entry)
         except emv.PinBlockedError as e:
@@ -639,7 +900,7 @@ class Terminal:
             return Failure(Msg.EXPIRED_CARD, "card.expired_local", "the card's expiry date has passed")
         return None
 
-    async def _verify_cardholder(self, got: ChipCard) -> bytes | Failure | None:
+    async def _verify_cardholder(self, got: ChipCard, amount: int | None = None) -> bytes | Failure | None:
         """The PIN block to send (``None``: no online PIN), or why verification failed."""
         keys = self.keys
         assert keys is not None
@@ -650,7 +911,7 @@ class Terminal:
                 return self._pin_block(got.online_pin, card.pan, keys)
             self._fire(Event.PIN_ENTERED if got.offline_pin_ok else Event.NO_PIN)
             return None
-        prompt = self.show(Msg.ENTER_PIN)
+        prompt = self.show(Msg.ENTER_PIN, **self._amount_params(amount))
         pin = await self._typed_pin(prompt)
         if pin is None:
             self._note(Kind.NOTE, "PIN entry cancelled or timed out", "pin.cancelled")
@@ -700,18 +961,20 @@ class Terminal:
 
     # --- online -----------------------------------------------------------------------------------------
     async def _online(self, txn: TxnType, kind: str, card: CardData, amount: int | None,
-                      pin_block: bytes | None, fail_head: Msg, *, resent: bool = False, kernel: Any = None) -> Outcome:
+                      pin_block: bytes | None, fail_head: Msg, *, resent: bool = False, kernel: Any = None,
+                      ref: OriginalRef | None = None, original_id: int | None = None) -> Outcome:
         keys = self.keys
         assert keys is not None
         try:
             stan = self._stan()
             now = self.clock.wall()
             req = financial_request(self.profile, self.ids, txn, card, stan=stan, now=now, amount=amount,
-                                    currency=self.cfg.currency, pin_block=pin_block)
-            reversible = req if txn is TxnType.PURCHASE else None
+                                    currency=self.cfg.currency, pin_block=pin_block, original=ref)
+            reversible = req if txn.reversible else None
             jid = self.journal.begin(kind=kind, stan=stan, date=now.strftime("%m%d"), pan_masked=mask_pan(card.pan),
                                      amount=amount or 0, currency=self.cfg.currency, entry=card.entry.name,
-                                     reversible=reversible)
+                                     reversible=reversible, batch=self.ids.batch, tid=self.ids.tid, mid=self.ids.mid,
+                                     original_id=original_id, original_ref=_ref_doc(ref))
         except JournalError as e:       # nothing is sent without its journal row
             self._note(Kind.ERROR, "journal not written: nothing sent", e.code, error=str(e))
             return await self._fail(kind, fail_head, Failure(Msg.JOURNAL_FULL, e.code, str(e), Event.HOST_FAILED),
@@ -751,14 +1014,16 @@ class Terminal:
             self.journal.complete(jid, Status.DECLINED, rc=rc, screen=Msg.DUPLICATE.value, reversal=Reversal.NONE)
             self.trace.record(Kind.NOTE, "host refused a reused STAN (94): resending under a new STAN", stan=stan)
             self._fire(Event.RESEND)
-            return await self._online(txn, kind, card, amount, pin_block, fail_head, resent=True, kernel=kernel)
+            return await self._online(txn, kind, card, amount, pin_block, fail_head, resent=True, kernel=kernel,
+                                      ref=ref, original_id=original_id)
         if rc != "00":
             self._fire(Event.RESPONSE)
             detail = self._rc_screen(rc)
             if rc in KEYS_REFUSED:
                 self.machine.session.keys = None
                 self.machine.session.sign_on_owed = True
-            self.journal.complete(jid, Status.DECLINED, rc=rc, screen=detail.value, reversal=Reversal.NONE)
+            self.journal.complete(jid, Status.DECLINED, rc=rc, screen=detail.value, reversal=Reversal.NONE,
+                                  rrn=info.rrn, auth_code=info.auth_code)
             return await self._fail(kind, fail_head, Failure(detail, f"host.rc.{rc}", f"declined {rc}",
                                                              Event.RESPONSE),
                                     amount=amount, card=card, rc=rc, journal_id=jid, fired=True, ref=info)
@@ -789,7 +1054,9 @@ class Terminal:
         approved_head = Msg.APPROVED
         if txn is TxnType.BALANCE:
             approved_head = Msg.APPROVED_BALANCE if balance is not None else Msg.APPROVED_NO_BALANCE
-        self.journal.complete(jid, Status.APPROVED, rc=rc, screen=approved_head.value, reversal=Reversal.NONE)
+        self.journal.complete(jid, Status.APPROVED, rc=rc, screen=approved_head.value, reversal=Reversal.NONE,
+                              rrn=info.rrn, auth_code=info.auth_code)
+        self._link_original(txn, jid, original_id)
         if txn is TxnType.BALANCE:
             head = approved_head
             if balance is None:      # the dialect shows an approval without a balance (balance_missing)
@@ -916,18 +1183,21 @@ class Terminal:
         if not fired:
             self._fire(failure.event)
         return await self._finish(kind, False, headline, failure.detail, rc=rc, error=failure.reason,
-                                  journal_id=journal_id, amount=amount, card=card, removal=failure.removal, ref=ref)
+                                  journal_id=journal_id, amount=amount, card=card, removal=failure.removal, ref=ref,
+                                  hint=failure.hint)
 
     async def _finish(self, kind: str, approved: bool, headline: Msg, detail: Msg | None, *, rc: str | None = None,
                       error: str | None = None, journal_id: int | None = None, shown: bool = False,
                       amount: int | None = None, card: CardData | None = None, removal: bool = False,
-                      ref: Ref | None = None) -> Outcome:
+                      ref: Ref | None = None, hint: dict[str, str] | None = None) -> Outcome:
         if removal:
             headline = Msg.REMOVE_CARD_FAILED       # 拔出卡失败: the card left the reader mid-transaction
         if not shown:
-            self.show(headline)
+            self.show(headline, **self._amount_params(amount))
             if detail is not None and detail is not headline:
                 self.show(detail, rc=rc or "")
+            if hint is not None:
+                self.show(Msg.READER_PROBLEM, **hint)
         if self.machine.state is State.RESULT and not await self._remove_card():
             headline = Msg.REMOVE_CARD_FAILED
             error = error or "card removal failed"
@@ -990,6 +1260,24 @@ class Terminal:
                        batch=self.ids.batch, tid=self.ids.tid, mid=self.ids.mid,
                        when=self.clock.wall().isoformat(timespec="seconds"),
                        entry=card.entry.name if card else "", evidence=list(self._evidence))
+
+    def _link_original(self, txn: TxnType, jid: int, original_id: int | None) -> None:
+        """An approved void or completion marks its original in the journal (a completion's void gives
+        the pre-authorization back to be completed again)."""
+        if original_id is None:
+            return
+        try:
+            if txn in (TxnType.VOID, TxnType.PREAUTH_VOID):
+                self.journal.mark_voided(original_id, jid)
+            elif txn is TxnType.COMPLETION:
+                self.journal.mark_completed(original_id, jid)
+            elif txn is TxnType.COMPLETION_VOID:
+                self.journal.mark_voided(original_id, jid)
+                completion = self.journal.get(original_id)
+                if completion.original_id is not None:
+                    self.journal.mark_completed(completion.original_id, None)
+        except (JournalError, KeyError) as e:
+            self._note(Kind.ERROR, "original not marked in the journal", "journal.error", error=str(e))
 
     def _amount_params(self, amount: int | None) -> dict[str, str]:
         return {} if amount is None else {"amount": format_amount(amount, self.cfg.currency)}
@@ -1090,6 +1378,18 @@ def _root_cause(e: BaseException) -> PosemuError:
 
 def _text(v: object) -> str | None:
     return v if isinstance(v, str) else None
+
+
+def _ref_doc(ref: OriginalRef | None) -> dict[str, str] | None:
+    """What the journal keeps of the original a transaction names (for the receipt's 原凭证号/原参考号)."""
+    if ref is None:
+        return None
+    doc = {"batch": ref.batch, "stan": ref.stan, "date": ref.date}
+    if ref.rrn:
+        doc["rrn"] = ref.rrn
+    if ref.auth_code:
+        doc["auth_code"] = ref.auth_code
+    return doc
 
 
 _ = dt  # dates come from the Clock

@@ -101,7 +101,7 @@ def gather(trace: Sequence[TraceEntry], readings: dict[str, Any] | None = None) 
         if e.kind is Kind.SCREEN:
             ev.screens.append(e.what)
             ev.codes[f"screen.{e.what}"] += 1
-        elif e.kind is Kind.ISO_OUT and e.what[:3] in ("020", "040", "010", "022"):
+        elif e.kind is Kind.ISO_OUT and e.what[:3] in ("020", "040", "010", "022", "050", "032"):
             sent = e.t
         elif e.kind is Kind.ISO_IN:
             rc = e.data.get("fields", {}).get("39")

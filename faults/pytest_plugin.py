@@ -11,8 +11,9 @@ Fixtures (all on a virtual clock, everything on 127.0.0.1):
   (``"reader.dirty-contacts@mild:onset=online"``); keyword arguments override a single fault's
   parameters (``contact_ohms=40``). Returns an :class:`InjectedRun` with ``.codes``,
   ``.outcomes``, ``.final``, ``.approved``, ``.diagnosis``, ``.groups``, ``.readings`` and ``.trace``.
-  ``card=``, ``txn=`` (balance, purchase), ``steps=``, ``amount=``, ``pin=``, ``seed=`` and
-  ``host="127.0.0.1:PORT"`` (your own host) compose with the faults.
+  ``card=``, ``txn=`` (balance, purchase, preauth, void, refund, complete, settle, sign_off),
+  ``steps=``, ``amount=``, ``pin=``, ``seed=`` and ``host="127.0.0.1:PORT"`` (your own host)
+  compose with the faults.
 
 Example::
 

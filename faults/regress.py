@@ -90,9 +90,11 @@ SCENARIO_KEYS = frozenset({"name", "description", "card", "txn", "seed", "steps"
 FAULT_KEYS = frozenset({"id", "preset", "params"})
 EXPECT_KEYS = frozenset({"screens", "approved", "diagnosis", "journal"})
 #: what ``txn`` may name, and the steps :func:`faults.runner._steps` runs (``name`` or ``name:arg``)
-SCENARIO_TXNS = ("balance", "purchase")
+SCENARIO_TXNS = ("balance", "purchase", "preauth", "void", "refund", "complete", "settle", "sign_off")
 SCENARIO_STEPS = frozenset({"sign_on", "sign_off", "balance", "purchase", "operator", "reversals", "clean",
-                            "crash_purchase", "restart"})
+                            "crash_purchase", "restart", "preauth", "void", "refund", "complete", "settle"})
+#: steps whose argument is a number: an amount in minor units (a void's: the original's journal id)
+_NUMERIC_STEPS = frozenset({"purchase", "crash_purchase", "preauth", "refund", "complete", "void"})
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], where: str, key: str, what: str) -> Any:
@@ -176,9 +178,9 @@ def _scenario_case(doc: dict[str, Any], path: Path | str, where: str, cat: Catal
         step_name, _, arg = step.partition(":")
         if step_name not in SCENARIO_STEPS:
             raise ConfigError(f"{where}: unknown step {step!r}; known: {', '.join(sorted(SCENARIO_STEPS))}")
-        if step_name in ("purchase", "crash_purchase") and arg and not (arg.isascii() and arg.isdigit()
-                                                                         and 0 < int(arg) < 10**12):
-            raise ConfigError(f"{where}: step {step!r}: the amount is whole minor units, e.g. purchase:1250")
+        if step_name in _NUMERIC_STEPS and arg and not (arg.isascii() and arg.isdigit() and 0 < int(arg) < 10**12):
+            raise ConfigError(f"{where}: step {step!r}: the amount is whole minor units, e.g. purchase:1250 "
+                              "(a void's argument: the original's journal id)")
     reader = doc.get("reader")
     if reader is not None:
         ReaderURL.parse(_typed(reader, str, where, "reader", "a reader URL"))

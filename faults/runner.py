@@ -41,7 +41,7 @@ from emulator.host.logic import seed_demo
 from emulator.host.rules import HostRules
 from emulator.host.server import HostServer
 from emulator.hostlink import Resolver
-from emulator.journal import Reversal, Status
+from emulator.journal import Entry, Journal, Reversal, Status
 from emulator.messages import Msg, Screen
 from emulator.ports import CancelPinPad, PinPad, ScriptedPinPad
 from emulator.terminal import Outcome
@@ -574,7 +574,13 @@ def _mechanisms(v: dict[str, Any]) -> set[str]:
     return out
 
 
-DEFAULT_STEPS = {"balance": ["sign_on", "balance"], "purchase": ["sign_on", "purchase"]}
+DEFAULT_STEPS = {"balance": ["sign_on", "balance"], "purchase": ["sign_on", "purchase"],
+                 # the transaction set: each with the original it needs first (issue 12)
+                 "preauth": ["sign_on", "preauth"], "void": ["sign_on", "purchase", "void"],
+                 "refund": ["sign_on", "purchase", "refund"], "complete": ["sign_on", "preauth", "complete"],
+                 "settle": ["sign_on", "purchase", "settle"], "sign_off": ["sign_on", "sign_off"]}
+_ACTIONABLE = {"void": ("purchase", "preauth", "completion"), "refund": ("purchase", "completion"),
+               "complete": ("preauth",)}
 
 
 async def _steps(run: Run, outcomes: list[Outcome]) -> None:
@@ -610,6 +616,20 @@ async def _step(run: Run, rig: Rig, name: str, arg: str) -> Outcome | None:
         return await t.balance_inquiry()
     if name == "purchase":
         return await t.purchase(int(arg) if arg else plan.amount)
+    if name == "preauth":
+        return await t.preauth(int(arg) if arg else plan.amount)
+    if name in _ACTIONABLE:
+        # ``void[:journal id]``, ``refund[:amount]``, ``complete[:amount]``: the last original that fits
+        orig = rig.journal.get(int(arg)) if name == "void" and arg else rig.journal.last(_ACTIONABLE[name])
+        if orig is None:
+            raise PosemuError(f"scenario step {name!r}: no transaction to act on in the journal")
+        if name == "void":
+            return await t.void(orig.id)
+        if name == "refund":
+            return await t.refund(int(arg) if arg else orig.amount, original_id=orig.id)
+        return await t.complete(orig.id, int(arg) if arg else None)
+    if name == "settle":
+        return await t.settle()
     if name == "operator":
         t.operator_login(arg)
         return None
@@ -696,12 +716,12 @@ def _journal_checks(run: Run, preset: Preset) -> list[Check]:
     checks.append(Check("journal: nothing left pending", not pending, f"{len(pending)} pending"))
     stans = [e.stan for e in entries]
     checks.append(Check("journal: no duplicated transaction", len(stans) == len(set(stans)), ""))
-    unknown = [e for e in entries if e.kind == "purchase" and e.status is Status.UNKNOWN]
+    unknown = [e for e in entries if e.kind in _MONEY_KINDS and e.status is Status.UNKNOWN]
     unreversed = [e for e in unknown if e.reversal is not Reversal.DONE]
     checks.append(Check("journal: every unknown purchase reversed and acknowledged", not unreversed,
                         f"{len(unreversed)} not reversed"))
     want = preset.journal
-    txn = [e for e in entries if e.kind in ("balance", "purchase")]
+    txn = [e for e in entries if e.kind in ("balance", *_MONEY_KINDS)]
     last = txn[-1] if txn else None
     if want == "none":
         ok, got = not txn, f"{len(txn)} entries"
@@ -718,11 +738,39 @@ def _journal_checks(run: Run, preset: Preset) -> list[Check]:
         card = run.host.store.card(run.pan)
         if card is not None:
             after = run.host.store.balance(card.account_id)[0]
-            spent = sum(e.amount for e in txn if e.kind == "purchase" and e.status is Status.APPROVED)
+            spent = -journal_money(rig.journal, txn)
             checks.append(Check("money: balance moved by approved purchases only",
                                 after == run.balance_before - spent,
                                 f"before {run.balance_before}, after {after}, approved purchases {spent}"))
     return checks
+
+
+_MONEY_KINDS = ("purchase", "void", "refund", "preauth", "preauth_void", "completion", "completion_void")
+
+
+def journal_money(journal: Journal, entries: list[Entry]) -> int:
+    """What the approved transactions of the journal moved on the cardholder's account (a
+    pre-authorization's hold counts as moved): the host's balance must have moved by exactly this."""
+    def amount_of(entry_id: int | None) -> int:
+        try:
+            return journal.get(entry_id).amount if entry_id is not None else 0
+        except KeyError:
+            return 0
+
+    total = 0
+    for e in entries:
+        if e.status is not Status.APPROVED:
+            continue
+        if e.kind in ("purchase", "preauth"):
+            total -= e.amount
+        elif e.kind in ("void", "refund", "preauth_void"):
+            total += e.amount
+        elif e.kind == "completion":
+            total += amount_of(e.original_id) - e.amount
+        elif e.kind == "completion_void":
+            completion = journal.get(e.original_id) if e.original_id is not None else None
+            total += e.amount - (amount_of(completion.original_id) if completion is not None else 0)
+    return total
 
 
 def check_diagnosis(diag: Diagnosis, expected: Sequence[str]) -> Check:

@@ -47,7 +47,7 @@ def translate_serial_error(e: BaseException, port: str, action: str) -> Exceptio
         return NoReaderError(
             f"serial port {port} does not exist ({action}): is the reader plugged in and its driver "
             "loaded? `posemu readers` lists the serial ports"
-        )
+        ).with_code("serial.not_found")
     if code in _BUSY:
         return PortBusyError(
             f"serial port {port} is held by another program ({action}); close it (a terminal program, "
@@ -57,7 +57,7 @@ def translate_serial_error(e: BaseException, port: str, action: str) -> Exceptio
         return PortBusyError(
             f"permission denied on serial port {port} ({action}); add your user to the dialout group "
             "(`sudo usermod -aG dialout $USER`, then log in again)"
-        )
+        ).with_code("serial.permission_denied")
     if isinstance(e, ValueError):
         return ConfigError(f"serial port {port}: invalid setting ({e})")
     return LinkError(f"serial port {port}: {action} failed ({type(e).__name__}: {e}); was the device unplugged?")

@@ -7,6 +7,7 @@ no I/O — :mod:`hardware.pcsc` is the backend that uses it.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 from hardware.errors import (
     CardAbsentError,
@@ -115,6 +116,88 @@ _TABLE: dict[int, tuple[type[ReaderError], str, str]] = {
     SCARD_E_CANCELLED: (ReaderError, "the PC/SC call was cancelled", "the reader was closed meanwhile"),
     SCARD_E_TIMEOUT: (ReaderError, "the PC/SC call timed out", "the reader or pcscd is not answering"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderProblem:
+    """Why a reader cannot be used and what to do, in English and Chinese, for a screen's detail
+    line, the trace and the diagnosis (issue 12 item 6). ``code`` is the error's evidence code."""
+
+    code: str
+    reason: str
+    remedy: str
+    reason_zh: str
+    remedy_zh: str
+
+    def params(self) -> dict[str, str]:
+        """Screen parameters of the terminal's READER_PROBLEM line."""
+        return {"code": self.code, "reason": self.reason, "remedy": self.remedy, "reason_zh": self.reason_zh,
+                "remedy_zh": self.remedy_zh}
+
+
+_ZH_SERVICE = ("读卡服务 pcscd 未运行", "启动 pcscd（systemctl start pcscd），虚拟卡需安装 vsmartcard-vpcd")
+_ZH_NO_READER = ("读卡器未连接或未被识别", "检查读卡器连接；`posemu readers` 列出可用读卡器")
+_ZH_CARD = ("卡片未插入或已拔出", "请插入卡片")
+_ZH_MUTE = ("卡片无应答", "检查卡片方向和芯片触点是否清洁")
+_ZH_BUSY = ("读卡器被其他程序占用", "关闭其他读卡程序后重试")
+_ZH_ACCESS = ("无权访问读卡器", "检查 pcscd 的 polkit 规则或以有权限的用户运行")
+_ZH_OTHER = ("读卡器通讯错误", "重新连接读卡器后重试")
+_ZH_BY_CLASS: dict[type[ReaderError], tuple[str, str]] = {
+    ServiceUnavailableError: _ZH_SERVICE, NoReaderError: _ZH_NO_READER, CardAbsentError: _ZH_CARD,
+    CardResetError: _ZH_CARD, CardMuteError: _ZH_MUTE, SharingViolationError: _ZH_BUSY,
+}
+
+#: reader problems that are not PC/SC statuses: serial devices, URLs, a reader that went away
+_OTHER_PROBLEMS: dict[str, tuple[str, str, str, str]] = {
+    "serial.not_found": ("the serial device does not exist", "plug the reader in and check its driver; "
+                         "`posemu readers` lists the serial ports", "串口设备不存在",
+                         "插好读卡器并检查驱动；`posemu readers` 列出串口"),
+    "serial.permission_denied": ("permission denied on the serial device", "add your user to the dialout group "
+                                 "(sudo usermod -aG dialout $USER) and log in again", "无权访问串口设备",
+                                 "将用户加入 dialout 组后重新登录"),
+    "serial.busy": ("another program holds the serial device", "close it (`fuser -v <device>` shows who)",
+                    "串口被其他程序占用", "关闭占用串口的程序"),
+    "reader.url_malformed": ("the reader URL is malformed", "fix the reader URL (e.g. pcsc://0, "
+                             "serial:///dev/ttyUSB0, sim://demo)", "读卡器地址格式错误",
+                             "改正读卡器地址，如 pcsc://0"),
+    "reader.lost": ("the card reader went away", "reconnect the reader (USB cable, pcscd)",
+                    "读卡器已断开", "重新连接读卡器"),
+    "reader.absent": ("no card reader answered", "check that the reader is plugged in and powered; "
+                      "`posemu readers` lists what is attached", "未检测到读卡器", "检查读卡器连接和电源"),
+    "reader.service_down": ("the PC/SC service is not running", _HINT_SERVICE, *_ZH_SERVICE),
+    "reader.no_pyscard": ("pyscard (PC/SC for Python) is not installed", "pip install pyscard "
+                          "(make run installs it)", "未安装 pyscard", "安装 pyscard（make run 会安装）"),
+}
+
+
+def explain(code: str, message: str = "") -> ReaderProblem:
+    """Reason and remedy for a reader error's evidence code (``pcsc.0x8010001D``,
+    ``serial.not_found``, ``reader.url_malformed`` …), as ``posemu readers`` knows them.
+
+    >>> p = explain("pcsc.0x8010001D")
+    >>> p.reason, p.reason_zh
+    ('the PC/SC service is not running', '读卡服务 pcscd 未运行')
+    >>> explain("serial.permission_denied").remedy_zh
+    '将用户加入 dialout 组后重新登录'
+    """
+    if code.startswith("pcsc.0x"):
+        try:
+            status = int(code[5:], 16)
+        except ValueError:
+            status = -1
+        cls, what, hint = _TABLE.get(status, (ReaderError, "PC/SC error", "see `pcscd -f -d` output for details"))
+        zh = next((v for k, v in _ZH_BY_CLASS.items() if issubclass(cls, k)), _ZH_OTHER)
+        if status == SCARD_E_NO_ACCESS:
+            zh = _ZH_ACCESS
+        return ReaderProblem(code, what, hint, *zh)
+    if code in _OTHER_PROBLEMS:
+        reason, remedy, reason_zh, remedy_zh = _OTHER_PROBLEMS[code]
+        if code == "reader.url_malformed" and message:      # what exactly is wrong with the URL
+            reason = message.strip()[:160]
+        return ReaderProblem(code, reason, remedy, reason_zh, remedy_zh)
+    reason = message.split(";")[0].strip() or "card reader error"
+    return ReaderProblem(code, reason[:120], "see `posemu readers` and docs/readers.md", "读卡器故障",
+                         "运行 `posemu readers` 查看原因")
 
 
 def _u32(hr: int) -> int:

@@ -197,7 +197,7 @@ def test_a_trace_that_cannot_be_written_at_the_end_loses_nothing(tmp_path: Path,
                     "--trace", str(tmp_path / "t.jsonl"))
     assert code == 3
     lines = out.strip().splitlines()
-    assert lines[-2] == "result: APPROVED APPROVED rc=00"
+    assert lines[-2].startswith("result: APPROVED APPROVED rc=00 kind=purchase amount=2.00 ")
     assert lines[-1] == f"Error: cannot write the trace {tmp_path / 't.jsonl'}: No space left on device"
     code, out = run("journal", "--state", str(tmp_path), "--json")
     assert code == 0 and '"status": "approved"' in out          # the purchase is journalled

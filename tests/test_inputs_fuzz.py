@@ -340,7 +340,7 @@ def test_card_profile_file_with_inf(tmp_path: Path) -> None:
     ('[[fault]]\nid = "user.wrong-pin"\nparams = { times = 1 }\n', "unknown parameter 'times'"),
     ('[[fault]]\nid = "host.peak-hours"\nparams = { rule = "respond:every=0" }\n', "every"),
     ('card = "nope"\n[[fault]]\nid = "user.wrong-pin"\n', "unknown card profile"),
-    ('txn = "refund"\n[[fault]]\nid = "user.wrong-pin"\n', "txn must be one of"),
+    ('txn = "teleport"\n[[fault]]\nid = "user.wrong-pin"\n', "txn must be one of"),
     ('steps = "sign_on"\n[[fault]]\nid = "user.wrong-pin"\n', "steps must be a list"),
     ('steps = ["dance"]\n[[fault]]\nid = "user.wrong-pin"\n', "unknown step"),
     ('steps = ["purchase:1e3"]\n[[fault]]\nid = "user.wrong-pin"\n', "minor units"),

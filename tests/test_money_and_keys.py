@@ -442,7 +442,7 @@ def test_terminal_reverses_a_purchase_whose_answer_has_no_mac(vrun: asyncio.Runn
             assert mitm.forged == 1
             assert not out.approved and "MAC_ERROR" in out.codes
             entry = rig.journal.get(out.journal_id or 0)
-            assert entry.status is Status.UNKNOWN and entry.reversal is Reversal.DONE
+            assert entry.status is Status.REVERSED and entry.reversal is Reversal.DONE
             assert rig.journal.pending_reversals() == []
         finally:
             await rig.close()

@@ -169,7 +169,7 @@ def test_purchase_unknown_outcome_is_reversed(vrun: asyncio.Runner, vclock: Virt
         vrun.run(rig.close())
     assert (out.headline, out.detail) == (Msg.TXN_FAILED, Msg.TIMEOUT)
     assert "REVERSAL_PENDING" in out.codes or e.reversal is Reversal.DONE
-    assert e.status is Status.UNKNOWN and e.reversal is Reversal.DONE and e.reversal_attempts == 1
+    assert e.status is Status.REVERSED and e.reversal is Reversal.DONE and e.reversal_attempts == 1
     assert debited == [before - 50_00]        # the lost purchase did debit the account…
     assert after == before                    # …and the reversal refunded it
 

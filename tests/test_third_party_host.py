@@ -177,7 +177,8 @@ def test_a_purchase_that_times_out_is_reversed(tmp_path: Path) -> None:
             assert not out.approved and out.detail is Msg.TIMEOUT
             entries = rig.journal.entries(limit=5)
             purchase = next(e for e in entries if e.kind == "purchase")
-            assert purchase.status is Status.UNKNOWN and purchase.reversal is Reversal.DONE
+            # the journal shows a reversed purchase as reversed (issue 12 item 5)
+            assert purchase.status is Status.REVERSED and purchase.reversal is Reversal.DONE
 
         try:
             await with_terminal(cfg, clock, tmp_path / "state", body)

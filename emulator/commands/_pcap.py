@@ -1,6 +1,7 @@
 """``--pcap FILE`` and ``--pcap-clear``: the options, and the capture around a command.
 
-``inquiry``, ``purchase`` and ``regress`` capture what every terminal they build sends and
+``inquiry``, ``purchase``, the transaction set (``void``, ``refund``, ``preauth``, ``complete``,
+``settle``, ``sign-off``) and ``regress`` capture what every terminal they build sends and
 receives (:func:`emulator.capture.tap_terminals`) and write the file when the command ends,
 whatever the outcome; ``host`` writes each packet as it goes (:class:`StreamingPcapFile`).
 Card numbers are masked unless ``--pcap-clear`` is given, which prints a warning. The file is

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,11 @@ from emulator.app import Rig, open_rig
 from emulator.commands._exit import ExitCode, exit_epilog
 from emulator.commands._inputs import pin_callback
 from emulator.commands._paths import TRACE_PREFIXES, output_file, state_folder, write_failed
+from emulator.commands._result import outcome_doc, result_line
 from emulator.messages import Msg, Screen, render
 from emulator.ports import ScriptedPinPad
 from emulator.sqlite_files import check_sqlite_file
-from emulator.terminal import Outcome
+from emulator.terminal import Outcome, Terminal
 from hardware.cards.profiles import load_profile
 from hardware.clock import Clock, RealClock, VirtualClock
 from protocol.errors import UsageError
@@ -38,7 +41,8 @@ TXN_OPTIONS = [
                  help="Terminal config (TOML; the host's dialect in [host]). Default: terminal.toml in the state "
                       "folder, if there is one (`posemu config init` writes it, the UI saves it)."),
     click.option("--state", "state_dir", default=None,
-                 help="State folder (journal, host database). Default: the user data folder."),
+                 help="State folder (journal, host database). Default: the user data folder; with --virtual-time "
+                      "a scratch folder removed afterwards."),
     click.option("--lang", type=click.Choice(["zh", "en", "both"]), default=None, help="Screen language."),
     click.option("--virtual-time", is_flag=True, help="Run on the virtual clock (timeouts cost no wall time)."),
     click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
@@ -76,7 +80,26 @@ def build_config(*, config_path: str | None, host: str | None, profile: str | No
 def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str | None, host: str | None,
                     profile: str | None, reader: str | None, config_path: str | None, state_dir: str | None,
                     lang: str | None, virtual_time: bool, trace_path: str | None, as_json: bool, verbose: int,
-                    fault_specs: tuple[str, ...] = ()) -> None:
+                    fault_specs: tuple[str, ...] = (), extra_setup: Any = None,
+                    action: Callable[[Terminal], Awaitable[Outcome]] | None = None) -> None:
+    """Run one transaction and print it; ``action`` runs another coroutine of the terminal than a
+    balance inquiry or purchase (void, refund, settlement…), after the sign-on.
+
+    With ``--virtual-time`` and no ``--state`` the run uses a scratch state folder (removed after):
+    a CI run never writes the user's journal or moves money in the desktop host (issue 12 item 5)."""
+    if virtual_time and not state_dir and not fault_specs:
+        import tempfile
+
+        from emulator.commands.config import config_path as saved_or_given
+
+        # the scratch folder has no saved config: the user's saved one (or --config) still applies
+        given = saved_or_given(config_path, None)
+        with tempfile.TemporaryDirectory(prefix="posemu-scratch-") as scratch:
+            run_transaction(kind, amount, card=card, pin=pin, host=host, profile=profile, reader=reader,
+                            config_path=given, state_dir=scratch, lang=lang, virtual_time=True,
+                            trace_path=trace_path, as_json=as_json, verbose=verbose, extra_setup=extra_setup,
+                            action=action)
+        return
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # every fault spec is parsed (grammar, ids, presets, parameters, ranges) before anything runs
@@ -101,7 +124,9 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
             check_sqlite_file(state / "host.sqlite3", "host database")
     if trace_path:
         output_file(trace_path, "trace", replaces=TRACE_PREFIXES)
-    clock: Clock = VirtualClock() if virtual_time else RealClock()
+    # the virtual clock starts at the real date and time, so runs that keep a --state folder get
+    # timestamps that move on from run to run (and within a run, as virtual time passes)
+    clock: Clock = VirtualClock(dt.datetime.now(dt.UTC).replace(microsecond=0)) if virtual_time else RealClock()
     language = cfg.language
 
     def display(s: Screen) -> None:
@@ -124,7 +149,9 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
         assert state is not None
         rig: Rig = await open_rig(cfg, clock=clock, state_dir=state, pinpad=ScriptedPinPad(the_pin), display=display)
         try:
-            out = await _sign_on_then(rig, kind, amount)
+            if extra_setup is not None:
+                extra_setup(rig)
+            out = await _sign_on_then(rig, kind, amount, action)
             if not out.approved:         # what the trace alone says (`posemu diagnose` adds the self-test)
                 from faults.diagnose import diagnose
 
@@ -146,12 +173,15 @@ def run_transaction(kind: str, amount: int | None, *, card: str | None, pin: str
     sys.exit(outcome_exit_code(out))
 
 
-async def _sign_on_then(rig: Rig, kind: str, amount: int | None) -> Outcome:
-    """Sign on (a failed sign-on is the result), then the transaction."""
+async def _sign_on_then(rig: Rig, kind: str, amount: int | None,
+                        action: Callable[[Terminal], Awaitable[Outcome]] | None = None) -> Outcome:
+    """Sign on (a failed sign-on is the result), then the transaction (or ``action``)."""
     if not rig.terminal.signed_on:
         so = await rig.terminal.sign_on()
         if not so.approved:
             return so
+    if action is not None:
+        return await action(rig.terminal)
     if kind == "balance":
         return await rig.terminal.balance_inquiry()
     assert amount is not None
@@ -160,15 +190,10 @@ async def _sign_on_then(rig: Rig, kind: str, amount: int | None) -> Outcome:
 
 def _print_result(out: Outcome | None, diagnosis: Any, *, as_json: bool, lang: str,
                   extra: dict[str, Any] | None = None) -> None:
+    """The ``result:`` line (key=value pairs, :func:`result_line`) or the JSON document
+    (:func:`outcome_doc`), with what the diagnosis found."""
     if as_json:
-        doc: dict[str, Any] = {"approved": False, "screens": []}
-        if out is not None:
-            doc = {"kind": out.kind, "approved": out.approved, "headline": out.headline.value,
-                   "detail": out.detail.value if out.detail else None, "rc": out.rc, "balance": out.balance,
-                   "currency": out.currency, "screens": out.codes, "journal_id": out.journal_id,
-                   "amount": out.amount, "pan": out.pan_masked, "stan": out.stan, "rrn": out.rrn,
-                   "auth_code": out.auth_code, "batch": out.batch, "tid": out.tid, "mid": out.mid, "time": out.when,
-                   "entry": out.entry, "evidence": out.evidence}
+        doc: dict[str, Any] = outcome_doc(out) if out is not None else {"approved": False, "screens": []}
         doc.update(extra or {})
         doc["diagnosis"] = diagnosis.to_json() if diagnosis is not None else None
         click.echo(json.dumps(doc, ensure_ascii=False))
@@ -179,9 +204,7 @@ def _print_result(out: Outcome | None, diagnosis: Any, *, as_json: bool, lang: s
     if out is None:
         click.echo("result: FAILED (no transaction ran)")
         return
-    status = "APPROVED" if outcome_exit_code(out) == ExitCode.OK else "FAILED"
-    detail = f" ({out.detail.value})" if out.detail else ""
-    click.echo(f"result: {status} {out.headline.value}{detail}" + (f" rc={out.rc}" if out.rc else ""))
+    click.echo(result_line(out, ok=outcome_exit_code(out) == ExitCode.OK))
 
 
 #: outcomes that say the machine, not the card or the host, stopped the transaction
@@ -189,12 +212,14 @@ _ENVIRONMENT_CODES = frozenset({Msg.NO_READER})
 
 
 def outcome_exit_code(out: Outcome | None) -> int:
-    """0 approved; 3 when the reader (device or service) was unusable; 1 for any other failure —
-    including an approval whose card then could not be taken out (拔出卡失败)."""
+    """0 approved; 3 when the reader (device or service) was unusable, 2 when its URL is malformed;
+    1 for any other failure — including an approval whose card then could not be taken out (拔出卡失败)."""
     if out is None:
         return ExitCode.FAILED
     if out.approved and out.headline is not Msg.REMOVE_CARD_FAILED:
         return ExitCode.OK
+    if "reader.url_malformed" in out.evidence:      # the reader URL given is wrong: a usage error
+        return ExitCode.USAGE
     if out.headline in _ENVIRONMENT_CODES or out.detail in _ENVIRONMENT_CODES:
         return ExitCode.ENVIRONMENT
     return ExitCode.FAILED

@@ -12,6 +12,16 @@ Network management (0800 field 70 on ``iso87ascii``; 0800/0820 with 60.3 on ``cu
 (001) needs a MAC under the terminal master key — an unauthenticated or replayed 0800 changes
 nothing —, sign-off (002) drops the working keys, echo (301) is answered and never re-keys.
 
+The standard transaction set (:meth:`HostLogic._txnset`, see :mod:`protocol.txn` for the message
+shapes): a void gives back what its original took, a refund credits at most what the original
+debited, a pre-authorization holds the amount on the account (the balance shown is what is
+available), its completion captures up to 115 % of it and releases the rest, and their voids undo
+them. Every one is logged with the money it moved (``effect``) and the original it names
+(``target``), so a reversal (0400) undoes exactly that, once. Settlement (0500) compares the
+terminal's batch totals (field 48) with the host's: ``00`` when they agree, ``95`` when they do not;
+the terminal then uploads each transaction (0320) and settles again (60.3 ``202``), which the host
+accepts. A settled batch cannot be voided.
+
 Authorization (ISO 8583:1987 ``0100``/``0110``) alongside financial ``0200``/``0210``: a balance
 inquiry (processing code ``31``) as in an 0200, and a pre-authorization (``03``, or ``00`` in an
 0100; CUP 预授权) that checks the card like a purchase and holds the amount — the available
@@ -29,7 +39,7 @@ from dataclasses import dataclass, replace
 
 from emulator.demo import ACQUIRER_ID, DEMO_MID, DEMO_TID, DEMO_TMK, LOAD_TIDS
 from emulator.host.rules import HostRules, RuleAction
-from emulator.host.store import CardRow, HostStore, TerminalRow, hash_pin
+from emulator.host.store import CardRow, HostStore, TerminalRow, TxRow, hash_pin
 from hardware.cards.profiles import list_profiles, load_profile
 from hardware.clock import Clock
 from protocol import keys as keymod
@@ -39,7 +49,20 @@ from protocol.masking import mask_pan
 from protocol.pinblock import decrypt_pinblock_any
 from protocol.session import check_mac
 from protocol.specs import Profile
-from protocol.txn import RC, Balance, Field60, NetCode, encode_balances, key_block_value, response_to
+from protocol.txn import (
+    RC,
+    Balance,
+    BatchTotals,
+    Field60,
+    NetCode,
+    OriginalRef,
+    SettleCode,
+    TxnType,
+    encode_balances,
+    key_block_value,
+    original_mti,
+    response_to,
+)
 
 log = logging.getLogger("posemu.host")
 
@@ -125,7 +148,8 @@ class HostLogic:
         self.clock = clock
         self.rules = rules or HostRules()
         self.token_bytes = token_bytes
-        self._rrn = 0
+        # retrieval reference numbers stay unique across restarts of the host: count on from its log
+        self._rrn = store.tx_count()
 
     # --- entry points -----------------------------------------------------------------------
     def handle(self, req: Message, raw: bytes, *, pin_ok: bool | None = None) -> Decision:
@@ -237,6 +261,12 @@ class HostLogic:
             return self._with_terminal(c, fn, None)
         if req.mti == "0400":
             return self._with_terminal(c, self._reversal, "reversal")
+        if req.mti in ("0500", "0320"):
+            return self._with_terminal(c, self._settle if req.mti == "0500" else self._batch_upload, None)
+        txn = TxnType.from_request(req)
+        if txn in _TXNSET:
+            assert txn is not None
+            return self._with_terminal(c, self._txnset, _permission(txn))
         kind = txn_kind(req)
         if kind is None:
             return Decision(self._respond(req, RC.INVALID_TRANSACTION), mak=self._response_mak(req))
@@ -368,7 +398,8 @@ class HostLogic:
         auth = f"{self._rrn % 1_000_000:06d}"
         self.store.log_tx(tid=term.tid, stan=stan, date=date_s, mti=req.mti, kind=kind,
                           pan_masked=mask_pan(card.pan), account_id=card.account_id, amount=amount,
-                          rc=RC.APPROVED.value, auth_code=auth, rrn=rrn, ident=ident)
+                          rc=RC.APPROVED.value, auth_code=auth, rrn=rrn, ident=ident, batch=_batch(req),
+                          effect=-amount)
         self.store.commit()
         f54 = encode_balances([Balance(new_bal, cur, "10", "02")])
         return Decision(self._respond(req, RC.APPROVED, f37=rrn, f38=auth, f54=f54))
@@ -419,11 +450,14 @@ class HostLogic:
         return RC.PIN_TRIES_EXCEEDED if left <= 0 else RC.WRONG_PIN
 
     def _reversal(self, c: _Call, term: TerminalRow) -> Decision:
+        """Undo what the reversed request did, once: the money it moved (``effect``; a purchase of an
+        older release: its amount) and the state it changed on its original."""
         req = c.req
         stan = req.text(11) if 11 in req else ""
         date = req.get(13)
         date_s = date if isinstance(date, str) else f"{self.clock.wall():%m%d}"
-        orig = self.store.find_tx(term.tid, stan, date_s, "0200") or self.store.find_tx(term.tid, stan, date_s, "0100")
+        orig = next((t for mti in dict.fromkeys((original_mti(req), "0200", "0100"))
+                     if (t := self.store.find_tx(term.tid, stan, date_s, mti)) is not None), None)
         rc = RC.APPROVED
         if orig is not None and orig.ident is not None and orig.ident != self._identity(req):
             # not the transaction it names (other card, amount or type): nothing is refunded
@@ -432,9 +466,11 @@ class HostLogic:
             orig = None
         self.store.begin()
         if orig is not None and orig.rc == RC.APPROVED.value and not orig.reversed and orig.account_id:
-            self.store.move_money(orig.account_id, orig.amount)
-            self.store.mark_reversed(orig.id)
-            log.info("reversed %s STAN %s: refunded %d", term.tid, stan, orig.amount)
+            effect = orig.effect if orig.effect or orig.kind not in MONEY_KINDS else -orig.amount
+            self.store.move_money(orig.account_id, -effect)
+            self.store.update_tx(orig.id, reversed=1)
+            self._undo_links(orig)
+            log.info("reversed %s %s STAN %s: %+d", term.tid, orig.kind, stan, -effect)
         self.store.log_tx(tid=term.tid, stan=stan, date=date_s, mti="0400", kind="reversal",
                           pan_masked=mask_pan(req.text(2)) if 2 in req else "",
                           account_id=orig.account_id if orig else None,
@@ -447,6 +483,227 @@ class HostLogic:
         self.store.log_tx(tid=term.tid, stan=stan, date=date, mti=req.mti, kind=kind,
                           pan_masked=mask_pan(card.pan) if card else "", account_id=card.account_id if card
                           else None, amount=amount, rc=rc.value, ident=ident)
+
+
+    # --- the standard transaction set (issue 12) --------------------------------------------------
+    def _txnset(self, c: _Call, term: TerminalRow) -> Decision:
+        """Void, refund, pre-authorization, completion and the voids of the pre-authorization family:
+        the same checks as a purchase (duplicate STAN, card, expiry, permission, PIN), then the
+        original (:meth:`_original`) and the money."""
+        req = c.req
+        txn = TxnType.from_request(req)
+        assert txn is not None
+        date_s = str(req.get(13)) if isinstance(req.get(13), str) else f"{self.clock.wall():%m%d}"
+        stan = req.text(11) if 11 in req else "000000"
+        ident = self._identity(req)
+        prior = self.store.find_tx(term.tid, stan, date_s, req.mti)
+        if prior is not None and prior.ident != ident:
+            log.warning("duplicate STAN %s from %s for a different transaction: 94", stan, term.tid)
+            return Decision(self._respond(req, RC.DUPLICATE))
+        if prior is not None:       # a retransmission: the same answer, nothing moves twice
+            extra = {k: v for k, v in (("f37", prior.rrn), ("f38", prior.auth_code)) if v}
+            return Decision(self._respond(req, prior.rc, **extra))
+        pan, expiry = self._card_from(req)
+        card = self.store.card(pan) if pan else None
+        rc = self._check_card(c, term, card, expiry, _permission(txn))
+        amount = int(req.text(4)) if 4 in req and req.text(4).isdigit() else 0
+        if rc is RC.APPROVED and amount <= 0:
+            rc = RC.INVALID_AMOUNT
+        if rc is not RC.APPROVED or card is None:
+            self._log(req, term, card, txn.kind, stan, date_s, amount, rc, ident)
+            return Decision(self._respond(req, rc))
+        orig: TxRow | None = None
+        if txn.references_original:
+            found = self._original(req, term, txn, card, amount)
+            if isinstance(found, RC):
+                self._log(req, term, card, txn.kind, stan, date_s, amount, found, ident)
+                return Decision(self._respond(req, found))
+            orig = found
+        effect = self._effect(txn, amount, orig)
+        bal, cur = self.store.balance(card.account_id)
+        if effect < 0 and -effect > bal:
+            self._log(req, term, card, txn.kind, stan, date_s, amount, RC.INSUFFICIENT_FUNDS, ident)
+            return Decision(self._respond(req, RC.INSUFFICIENT_FUNDS))
+        self.store.begin()          # money and links are committed before the answer leaves
+        new_bal = self.store.move_money(card.account_id, effect)
+        rrn = self._next_rrn()
+        auth = f"{self._rrn % 1_000_000:06d}" if txn in (TxnType.PREAUTH, TxnType.COMPLETION) else (
+            orig.auth_code if orig is not None and orig.auth_code else f"{self._rrn % 1_000_000:06d}")
+        self.store.log_tx(tid=term.tid, stan=stan, date=date_s, mti=req.mti, kind=txn.kind,
+                          pan_masked=mask_pan(card.pan), account_id=card.account_id, amount=amount,
+                          rc=RC.APPROVED.value, auth_code=auth, rrn=rrn, ident=ident, batch=_batch(req),
+                          effect=effect, target=orig.id if orig else None)
+        if orig is not None:
+            self._link(txn, orig, amount)
+        self.store.commit()
+        log.info("%s %s STAN %s: %+d (balance %d)", term.tid, txn.kind, stan, effect, new_bal)
+        f54 = encode_balances([Balance(new_bal, cur, "10", "02")])
+        return Decision(self._respond(req, RC.APPROVED, f37=rrn, f38=auth, f54=f54))
+
+    def _original(self, req: Message, term: TerminalRow, txn: TxnType, card: CardRow,
+                  amount: int) -> TxRow | RC:
+        """The transaction a void, refund or completion names (field 61 batch + STAN [+ date], 37
+        RRN, 38 authorization code), or why it cannot be acted on: ``25`` not found (or another
+        card's), ``64`` not its amount, ``12`` already voided, completed, reversed or settled."""
+        want = {TxnType.VOID: ("purchase",), TxnType.PREAUTH_VOID: ("preauth",), TxnType.COMPLETION: ("preauth",),
+                TxnType.COMPLETION_VOID: ("completion",), TxnType.REFUND: ("purchase", "completion")}[txn]
+        rrn = req.get(37)
+        auth = req.get(38)
+        f61 = req.get(61)
+        try:
+            batch, ostan, odate = OriginalRef.parse61(f61) if isinstance(f61, str) else ("", "", "0000")
+        except PosemuError:
+            return RC.FORMAT_ERROR
+        candidates: list[TxRow] = []
+        if txn is TxnType.REFUND and isinstance(rrn, str):
+            found = self.store.find_by_rrn(rrn)      # a refund may name another terminal's sale
+            candidates = [found] if found is not None else []
+        elif ostan:
+            candidates = [t for t in self.store.find_txs(term.tid, stan=ostan, date=None if odate == "0000"
+                                                         else odate, kinds=want) if t.batch in (batch, None)]
+        orig = next((t for t in candidates if t.kind in want and t.rc == RC.APPROVED.value), None)
+        if orig is None or orig.account_id != card.account_id:
+            return RC.UNKNOWN_ORIGINAL
+        if (isinstance(rrn, str) and orig.rrn and rrn != orig.rrn) or (
+                isinstance(auth, str) and txn is not TxnType.REFUND and orig.auth_code and auth != orig.auth_code):
+            return RC.UNKNOWN_ORIGINAL
+        if orig.reversed or orig.voided:
+            return RC.INVALID_TRANSACTION
+        if txn is TxnType.REFUND:
+            return orig if amount <= orig.amount - orig.refunded else RC.INVALID_AMOUNT
+        if txn is TxnType.COMPLETION:
+            if orig.completed:
+                return RC.INVALID_TRANSACTION
+            return orig if amount * 100 <= orig.amount * 115 else RC.ORIGINAL_AMOUNT_INCORRECT
+        if orig.settled or (txn is TxnType.PREAUTH_VOID and orig.completed):
+            return RC.INVALID_TRANSACTION
+        return orig if amount == orig.amount else RC.ORIGINAL_AMOUNT_INCORRECT
+
+    def _effect(self, txn: TxnType, amount: int, orig: TxRow | None) -> int:
+        """The money a transaction moves on the cardholder's account (a hold counts as moved)."""
+        if txn is TxnType.PREAUTH:
+            return -amount
+        assert orig is not None
+        if txn is TxnType.COMPLETION:               # release the hold, take the amount
+            return orig.amount - amount
+        if txn is TxnType.COMPLETION_VOID:          # give the amount back, hold the pre-authorization again
+            pre = self.store.tx(orig.target) if orig.target is not None else None
+            return amount - (pre.amount if pre is not None and not pre.voided and not pre.reversed else 0)
+        return amount                               # void, pre-auth void, refund: back to the cardholder
+
+    def _link(self, txn: TxnType, orig: TxRow, amount: int) -> None:
+        if txn in (TxnType.VOID, TxnType.PREAUTH_VOID):
+            self.store.update_tx(orig.id, voided=1)
+        elif txn is TxnType.COMPLETION:
+            self.store.update_tx(orig.id, completed=1)
+        elif txn is TxnType.COMPLETION_VOID:
+            self.store.update_tx(orig.id, voided=1)
+            if orig.target is not None:
+                self.store.update_tx(orig.target, completed=0)
+        elif txn is TxnType.REFUND:
+            self.store.update_tx(orig.id, refunded=orig.refunded + amount)
+
+    def _undo_links(self, row: TxRow) -> None:
+        """A reversed transaction's changes to its original, undone."""
+        orig = self.store.tx(row.target) if row.target is not None else None
+        if orig is None:
+            return
+        if row.kind in ("void", "preauth_void"):
+            self.store.update_tx(orig.id, voided=0)
+        elif row.kind == "completion":
+            self.store.update_tx(orig.id, completed=0)
+        elif row.kind == "completion_void":
+            self.store.update_tx(orig.id, voided=0)
+            if orig.target is not None:
+                self.store.update_tx(orig.target, completed=1)
+        elif row.kind == "refund":
+            self.store.update_tx(orig.id, refunded=max(0, orig.refunded - row.amount))
+
+    # --- settlement -------------------------------------------------------------------------------------
+    def batch_totals(self, tid: str, batch: str) -> BatchTotals:
+        """The host's totals of a terminal's batch: approved, unreversed, unvoided purchases and
+        completions (debits), refunds (credits)."""
+        debit = credit = nd = nc = 0
+        for t in self.store.find_txs(tid, batch=batch, kinds=("purchase", "completion", "refund")):
+            if t.rc != RC.APPROVED.value or t.reversed or t.voided:
+                continue
+            if t.kind == "refund":
+                credit, nc = credit + t.amount, nc + 1
+            else:
+                debit, nd = debit + t.amount, nd + 1
+        return BatchTotals(debit, nd, credit, nc)
+
+    def _settle(self, c: _Call, term: TerminalRow) -> Decision:
+        """0500: ``00`` (48 flag ``1``) when the terminal's totals agree with ours or it has uploaded
+        its batch (60.3 ``202``), ``95`` (flag ``2``) when they do not; a batch settled before is
+        answered the same way again."""
+        req = c.req
+        f60, f48 = req.get(60), req.get(48)
+        try:
+            head = Field60.parse(f60) if isinstance(f60, str) else None
+            theirs = BatchTotals.parse(f48) if isinstance(f48, str) else None
+        except PosemuError:
+            head = theirs = None
+        if head is None or theirs is None:
+            return Decision(self._respond(req, RC.FORMAT_ERROR))
+        done = self.store.settlement(term.tid, head.batch)
+        ours = self.batch_totals(term.tid, head.batch)
+        after_upload = head.net_code == SettleCode.AFTER_UPLOAD.value
+        agreed = done is not None or after_upload or theirs.same_totals(ours)
+        if agreed:
+            self.store.begin()
+            uploads = 0
+            for t in self.store.find_txs(term.tid, batch=head.batch):
+                uploads += t.uploaded
+                if not t.settled:
+                    self.store.update_tx(t.id, settled=1)
+            if done is None:
+                self.store.record_settlement(term.tid, head.batch, theirs.encode(), agreed=theirs.same_totals(ours),
+                                             uploads=uploads)
+            self.store.commit()
+            log.info("terminal %s batch %s settled%s", term.tid, head.batch, " after batch upload" if after_upload
+                     else "")
+        else:
+            log.info("terminal %s batch %s: totals differ (ours %s): 95", term.tid, head.batch, ours.encode())
+        reply = replace(theirs, flag="1" if agreed else "2", foreign_flag="1")
+        return Decision(self._respond(req, RC.APPROVED if agreed else RC.RECONCILE_ERROR, f48=reply.encode()))
+
+    def _batch_upload(self, c: _Call, term: TerminalRow) -> Decision:
+        """0320: one transaction of the batch, found by its batch + STAN + date (61); recorded as
+        uploaded. One the host does not know is answered ``00`` and logged: the terminal's batch is
+        what settles."""
+        req = c.req
+        f61 = req.get(61)
+        try:
+            batch, stan, date = OriginalRef.parse61(f61) if isinstance(f61, str) else ("", "", "")
+        except PosemuError:
+            return Decision(self._respond(req, RC.FORMAT_ERROR))
+        found = self.store.find_txs(term.tid, stan=stan, date=date, batch=batch) if stan else []
+        mine = [t for t in found if t.mti not in ("0400", "0320")]
+        if mine:
+            self.store.begin()
+            self.store.update_tx(mine[0].id, uploaded=1)
+            self.store.commit()
+        else:
+            log.warning("batch upload from %s: STAN %s of batch %s is not in the host's log", term.tid, stan, batch)
+        return Decision(self._respond(req, RC.APPROVED))
+
+
+def _permission(txn: TxnType) -> str:
+    """The permission (card and terminal) a transaction of the set needs: ``preauth`` for the
+    pre-authorization family (which ``purchase`` covers too, :func:`permitted`), else ``purchase``."""
+    return "preauth" if txn in (TxnType.PREAUTH, TxnType.PREAUTH_VOID, TxnType.COMPLETION,
+                                TxnType.COMPLETION_VOID) else "purchase"
+
+
+_TXNSET = frozenset({TxnType.VOID, TxnType.REFUND, TxnType.PREAUTH, TxnType.PREAUTH_VOID, TxnType.COMPLETION,
+                     TxnType.COMPLETION_VOID})
+
+
+def _batch(req: Message) -> str | None:
+    """The batch a request belongs to (60.2)."""
+    f60 = req.get(60)
+    return f60[2:8] if isinstance(f60, str) and len(f60) >= 8 and f60[2:8].isdigit() else None
 
 
 MONEY_KINDS = frozenset({"purchase", "preauth"})

@@ -70,7 +70,23 @@ CREATE TABLE IF NOT EXISTS txlog (
   auth_code TEXT,
   rrn TEXT,
   reversed INTEGER NOT NULL DEFAULT 0,
-  ident TEXT
+  ident TEXT,
+  batch TEXT,
+  effect INTEGER NOT NULL DEFAULT 0,
+  target INTEGER,
+  voided INTEGER NOT NULL DEFAULT 0,
+  completed INTEGER NOT NULL DEFAULT 0,
+  refunded INTEGER NOT NULL DEFAULT 0,
+  settled INTEGER NOT NULL DEFAULT 0,
+  uploaded INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS settlements (
+  tid TEXT NOT NULL,
+  batch TEXT NOT NULL,
+  totals TEXT NOT NULL,
+  agreed INTEGER NOT NULL,
+  uploads INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (tid, batch)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS txlog_orig ON txlog (tid, stan, date, mti);
 """
@@ -81,6 +97,14 @@ _MIGRATIONS = (
     ("terminals", "sign_on_proof", "INTEGER NOT NULL DEFAULT 1"),
     ("terminals", "last_sign_on", "TEXT"),
     ("txlog", "ident", "TEXT"),
+    ("txlog", "batch", "TEXT"),
+    ("txlog", "effect", "INTEGER NOT NULL DEFAULT 0"),
+    ("txlog", "target", "INTEGER"),
+    ("txlog", "voided", "INTEGER NOT NULL DEFAULT 0"),
+    ("txlog", "completed", "INTEGER NOT NULL DEFAULT 0"),
+    ("txlog", "refunded", "INTEGER NOT NULL DEFAULT 0"),
+    ("txlog", "settled", "INTEGER NOT NULL DEFAULT 0"),
+    ("txlog", "uploaded", "INTEGER NOT NULL DEFAULT 0"),
 )
 _KEY_LENGTHS = (8, 16, 24)     # a key column of this length was written in clear by an older release
 
@@ -158,6 +182,14 @@ class TxRow:
     rrn: str | None
     reversed: bool
     ident: str | None = None
+    batch: str | None = None
+    effect: int = 0                 # the money it moved on the account (negative: debited or held)
+    target: int | None = None       # the txlog id of the original it voids, completes or refunds
+    voided: bool = False
+    completed: bool = False         # a pre-authorization that a completion captured
+    refunded: int = 0               # refunded so far (a purchase or completion)
+    settled: bool = False
+    uploaded: bool = False
 
 
 class HostStore:
@@ -299,6 +331,12 @@ class HostStore:
         ).fetchone()
         return None if r is None else _tx(r)
 
+    def tx_count(self) -> int:
+        """How many transactions the log holds (the highest id)."""
+        self._flush_log()
+        r = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM txlog").fetchone()
+        return int(r[0])
+
     def transactions(self) -> list[TxRow]:
         self._flush_log()
         return [_tx(r) for r in self.db.execute(f"SELECT {_TX_COLS} FROM txlog ORDER BY id")]
@@ -340,9 +378,10 @@ class HostStore:
 
     def log_tx(self, *, tid: str, stan: str, date: str, mti: str, kind: str, pan_masked: str,
                account_id: int | None, amount: int, rc: str, auth_code: str | None = None,
-               rrn: str | None = None, ident: str | None = None) -> None:
+               rrn: str | None = None, ident: str | None = None, batch: str | None = None, effect: int = 0,
+               target: int | None = None) -> None:
         self._log_rows.append((tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn,
-                               ident))
+                               ident, batch, effect, target))
         if not self._in_batch:
             self._flush_log()
 
@@ -351,7 +390,56 @@ class HostStore:
             rows, self._log_rows = self._log_rows, []
             self.db.executemany(
                 "INSERT OR IGNORE INTO txlog (tid, stan, date, mti, kind, pan_masked, account_id, amount, rc,"
-                " auth_code, rrn, ident) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                " auth_code, rrn, ident, batch, effect, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows)
+
+    _TX_FLAGS = frozenset({"voided", "completed", "refunded", "settled", "uploaded", "reversed"})
+
+    def update_tx(self, tx_id: int, **changes: int) -> None:
+        """Change the state columns of a logged transaction (voided, completed, refunded, settled, uploaded)."""
+        unknown = set(changes) - self._TX_FLAGS
+        if unknown:
+            raise ValueError(f"not a transaction state column: {sorted(unknown)}")
+        self._flush_log()
+        sets = ", ".join(f"{k}=?" for k in changes)
+        self.db.execute(f"UPDATE txlog SET {sets} WHERE id=?", (*changes.values(), tx_id))
+
+    def tx(self, tx_id: int) -> TxRow | None:
+        self._flush_log()
+        r = self.db.execute(f"SELECT {_TX_COLS} FROM txlog WHERE id=?", (tx_id,)).fetchone()
+        return None if r is None else _tx(r)
+
+    def find_txs(self, tid: str, *, stan: str | None = None, date: str | None = None, batch: str | None = None,
+                 rrn: str | None = None, kinds: tuple[str, ...] = ()) -> list[TxRow]:
+        """Logged transactions of a terminal matching what is given, newest first."""
+        self._flush_log()
+        where, args = ["tid=?"], [tid]
+        for col, v in (("stan", stan), ("date", date), ("batch", batch), ("rrn", rrn)):
+            if v is not None:
+                where.append(f"{col}=?")
+                args.append(v)
+        if kinds:
+            where.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            args.extend(kinds)
+        rows = self.db.execute(f"SELECT {_TX_COLS} FROM txlog WHERE {' AND '.join(where)} ORDER BY id DESC", args)
+        return [_tx(r) for r in rows]
+
+    def find_by_rrn(self, rrn: str) -> TxRow | None:
+        """The transaction the host gave this retrieval reference number (any terminal)."""
+        self._flush_log()
+        r = self.db.execute(f"SELECT {_TX_COLS} FROM txlog WHERE rrn=? AND mti NOT IN ('0400', '0320')"
+                            " ORDER BY id DESC LIMIT 1", (rrn,)).fetchone()
+        return None if r is None else _tx(r)
+
+    def settlement(self, tid: str, batch: str) -> tuple[str, bool, int] | None:
+        """(totals as sent, agreed, uploads) of a settled batch, or ``None``."""
+        r = self.db.execute("SELECT totals, agreed, uploads FROM settlements WHERE tid=? AND batch=?",
+                            (tid, batch)).fetchone()
+        return None if r is None else (str(r[0]), bool(r[1]), int(r[2]))
+
+    def record_settlement(self, tid: str, batch: str, totals: str, *, agreed: bool, uploads: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO settlements VALUES (?, ?, ?, ?, ?)",
+                        (tid, batch, totals, int(agreed), uploads))
 
     def mark_reversed(self, tx_id: int) -> None:
         self._flush_log()
@@ -374,11 +462,14 @@ class HostStore:
         self.db.close()
 
 
-_TX_COLS = "id, tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn, reversed, ident"
+_TX_COLS = ("id, tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn, reversed, ident,"
+            " batch, effect, target, voided, completed, refunded, settled, uploaded")
 
 
 def _tx(r: tuple[object, ...]) -> TxRow:
     return TxRow(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]),  # type: ignore[call-overload]
                  str(r[6]), None if r[7] is None else int(r[7]), int(r[8]), str(r[9]),  # type: ignore[call-overload]
                  None if r[10] is None else str(r[10]), None if r[11] is None else str(r[11]), bool(r[12]),
-                 None if r[13] is None else str(r[13]))
+                 None if r[13] is None else str(r[13]), None if r[14] is None else str(r[14]),
+                 int(r[15]), None if r[16] is None else int(r[16]),  # type: ignore[call-overload]
+                 bool(r[17]), bool(r[18]), int(r[19]), bool(r[20]), bool(r[21]))  # type: ignore[call-overload]
