@@ -37,7 +37,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from emulator.errors import DnsError
-from emulator.hostlink import Resolver
+from emulator.hostlink import EXTERNAL_GRACE_S, Resolver
 from hardware.clock import Clock
 from protocol.errors import ConfigError
 
@@ -123,9 +123,13 @@ PING_TIMEOUT_S = 120.0
 class FaultProxy:
     """``await FaultProxy.start(target_host, target_port, faults, clock)``; ``.port``; ``.close()``."""
 
-    def __init__(self, target: tuple[str, int], faults: LinkFaults, clock: Clock) -> None:
+    def __init__(self, target: tuple[str, int], faults: LinkFaults, clock: Clock, *, external: bool = False) -> None:
         self.target = target
         self.clock = clock
+        # The target is another process: on the virtual clock, real time passes from a request's
+        # delivery until its first answer bytes (at most EXTERNAL_GRACE_S), never while the path
+        # itself holds bytes — so a congested path costs virtual time only.
+        self.external = external
         self._armed: list[LinkFaults] = []
         self.faults = LinkFaults()
         self.rng = random.Random(faults.seed)
@@ -189,8 +193,9 @@ class FaultProxy:
             _rst(writer)
 
     @classmethod
-    async def start(cls, target: tuple[str, int], faults: LinkFaults, clock: Clock) -> FaultProxy:
-        self = cls(target, faults, clock)
+    async def start(cls, target: tuple[str, int], faults: LinkFaults, clock: Clock, *,
+                    external: bool = False) -> FaultProxy:
+        self = cls(target, faults, clock, external=external)
         await self._listen(0)
         assert self._server is not None
         self._port = int(self._server.sockets[0].getsockname()[1])
@@ -219,8 +224,9 @@ class FaultProxy:
         self._writers.update((w, uw))
         drop_here = self._drop_next_connection and self.faults.drop_replies
         self._drop_next_connection = False
-        up = asyncio.ensure_future(self._pump(r, uw, "up"))
-        down = asyncio.ensure_future(self._pump(ur, w, "down", drop_here))
+        answered = asyncio.Event()
+        up = asyncio.ensure_future(self._pump(r, uw, "up", answered=answered))
+        down = asyncio.ensure_future(self._pump(ur, w, "down", drop_here, answered=answered))
         for t in (up, down):
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
@@ -236,53 +242,72 @@ class FaultProxy:
             self._writers.discard(writer)
 
     async def _pump(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, direction: str,
-                    drop_here: bool = False) -> None:
+                    drop_here: bool = False, *, answered: asyncio.Event | None = None) -> None:
         sent = 0
         first = True
         last = self.clock.now()
-        while True:
-            chunk = await r.read(65536)
-            if not chunk:
-                return
-            f = self.faults                 # what is armed now (faults can be armed mid-connection)
-            stall = f.stall_after if direction == "up" else f.stall_reply_after
-            reset = f.reset_after if direction == "up" else f.reset_reply_after
-            now = self.clock.now()
-            if f.half_open_after > 0 and now - last >= f.half_open_after:
-                self.stats["half_open"] += 1          # the path forgot this connection while it was idle
-                self.struck += 1
-                await asyncio.get_running_loop().create_future()
-            last = now
-            corrupt = f.corrupt if direction == "up" else f.corrupt_reply
-            if corrupt and len(chunk) > 2 and self.rng.random() < corrupt:
-                pos = self.rng.randrange(2, len(chunk))
-                chunk = chunk[:pos] + bytes([chunk[pos] ^ (1 << self.rng.randrange(8))]) + chunk[pos + 1:]
-                self.stats["corrupted"] += 1
-                self.struck += 1
-            if direction == "down" and drop_here:
-                self.stats["dropped"] += 1
-                self.struck += 1
-                continue
-            if direction == "up" and first and f.duplicate:
-                self.stats["duplicated"] += 1
-                self.struck += 1
-                await self._deliver(w, chunk)
-            first = False
-            if stall >= 0 and sent + len(chunk) > stall:
-                chunk = chunk[: max(0, stall - sent)]
+        window: asyncio.Task[None] | None = None
+        try:
+            while True:
+                chunk = await r.read(65536)
+                if not chunk:
+                    return
+                if answered is not None:
+                    if direction == "down":
+                        answered.set()
+                    else:
+                        answered.clear()            # a request on its way: its answer is awaited
+                f = self.faults                 # what is armed now (faults can be armed mid-connection)
+                stall = f.stall_after if direction == "up" else f.stall_reply_after
+                reset = f.reset_after if direction == "up" else f.reset_reply_after
+                now = self.clock.now()
+                if f.half_open_after > 0 and now - last >= f.half_open_after:
+                    self.stats["half_open"] += 1          # the path forgot this connection while it was idle
+                    self.struck += 1
+                    await asyncio.get_running_loop().create_future()
+                last = now
+                corrupt = f.corrupt if direction == "up" else f.corrupt_reply
+                if corrupt and len(chunk) > 2 and self.rng.random() < corrupt:
+                    pos = self.rng.randrange(2, len(chunk))
+                    chunk = chunk[:pos] + bytes([chunk[pos] ^ (1 << self.rng.randrange(8))]) + chunk[pos + 1:]
+                    self.stats["corrupted"] += 1
+                    self.struck += 1
+                if direction == "down" and drop_here:
+                    self.stats["dropped"] += 1
+                    self.struck += 1
+                    continue
+                if direction == "up" and first and f.duplicate:
+                    self.stats["duplicated"] += 1
+                    self.struck += 1
+                    await self._deliver(w, chunk)
+                first = False
+                if stall >= 0 and sent + len(chunk) > stall:
+                    chunk = chunk[: max(0, stall - sent)]
+                    await self._deliver(w, chunk)
+                    sent += len(chunk)
+                    self.stats["stalled"] += 1
+                    self.struck += 1
+                    await asyncio.get_running_loop().create_future()   # silent forever (until closed)
+                if reset >= 0 and sent + len(chunk) > reset:
+                    await self._deliver(w, chunk[: max(0, reset - sent)])
+                    self.stats["resets"] += 1
+                    self.struck += 1
+                    raise _Reset()
                 await self._deliver(w, chunk)
                 sent += len(chunk)
-                self.stats["stalled"] += 1
-                self.struck += 1
-                await asyncio.get_running_loop().create_future()   # silent forever (until closed)
-            if reset >= 0 and sent + len(chunk) > reset:
-                await self._deliver(w, chunk[: max(0, reset - sent)])
-                self.stats["resets"] += 1
-                self.struck += 1
-                raise _Reset()
-            await self._deliver(w, chunk)
-            sent += len(chunk)
-            self.stats["bytes_" + direction] += len(chunk)
+                self.stats["bytes_" + direction] += len(chunk)
+                # delivered to an external peer: real time for it to answer
+                if self.external and answered is not None and direction == "up" and (window is None or window.done()):
+                    window = asyncio.ensure_future(self._peer_window(answered))
+        finally:
+            if window is not None:
+                window.cancel()
+
+    async def _peer_window(self, answered: asyncio.Event) -> None:
+        """Real time for the external peer to answer what was just delivered to it."""
+        with self.clock.external(), contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(EXTERNAL_GRACE_S):
+                await answered.wait()
 
     async def _deliver(self, w: asyncio.StreamWriter, chunk: bytes) -> None:
         if not chunk:

@@ -299,7 +299,8 @@ class Run:
             card = self.host.store.card(self.pan)
             self.balance_before = self.host.store.balance(card.account_id)[0] if card else 0
             target = self.host.address
-        self.proxy = await FaultProxy.start(target, LinkFaults(seed=self.plan.seed), self.clock)
+        self.proxy = await FaultProxy.start(target, LinkFaults(seed=self.plan.seed), self.clock,
+                                            external=self.external_host is not None)
 
     def _host_config(self) -> TerminalConfig:
         """What the bundled host serves and speaks: the run's base configuration (the ``cfg`` the run
@@ -394,7 +395,10 @@ class Run:
         typing = 0.0 if plan.reader_url == "vpcd" else 0.4
         pinpad: PinPad = CancelPinPad() if plan.habits.cancel_pin else ScriptedPinPad(*pins, seconds_per_digit=typing)
         rig = await open_rig(cfg, clock=self.tclock, state_dir=self.state / "terminal", pinpad=pinpad,
-                             reader=reader, resolver=self.resolver, external_host=self.external_host is not None)
+                             reader=reader, resolver=self.resolver,
+                             # the terminal's peer is the fault proxy, in this process; the proxy gives an
+                             # external host real time to answer (and a congested path none)
+                             external_host=False)
         h = plan.habits
         if rig.cardholder is not None:
             rig.cardholder.prefer_chip = h.prefer_chip

@@ -135,7 +135,8 @@ def test_the_same_seed_gives_the_same_run(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_virtual_time_against_an_external_host(tmp_path: Path) -> None:
     """`posemu host` in its own process, the terminal on the virtual clock: a congested link costs
-    no wall time on the terminal's side, and the failure is named."""
+    no wall time on the terminal's side (the fault proxy gives the host real time to answer only
+    once a request has reached it), and the failure is named."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "emulator.cli", "host", "--listen", "127.0.0.1:0", "--db",
                              str(tmp_path / "h.db")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -153,6 +154,12 @@ def test_virtual_time_against_an_external_host(tmp_path: Path) -> None:
                              capture_output=True, text=True, env=env, timeout=120)
         assert bad.returncode == 1, bad.stdout + bad.stderr
         assert "TIMEOUT" in bad.stdout and "Traceback" not in bad.stderr
+        # a path slower than the time the terminal gives an external host in real time (5 s), within the
+        # response timeout: the answer is waited for, not taken for a timeout
+        slow = subprocess.run([sys.executable, "-m", "emulator.cli", "inquiry", "--virtual-time", "--host", address,
+                               "--state", str(tmp_path / "t3"), "--lang", "en", "--fault",
+                               "network.congestion:latency=10"], capture_output=True, text=True, env=env, timeout=120)
+        assert slow.returncode == 0 and "APPROVED_BALANCE" in slow.stdout, slow.stdout + slow.stderr
         refused = subprocess.run([sys.executable, "-m", "emulator.cli", "inquiry", "--virtual-time", "--host",
                                   address, "--fault", "host.overload"], capture_output=True, text=True, env=env,
                                  timeout=120)
