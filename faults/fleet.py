@@ -57,6 +57,7 @@ from faults.injectors import Plan, Points
 from faults.model import FaultSpec
 from faults.network import FaultProxy, FaultyResolver, LinkFaults
 from faults.reader import FaultyReader
+from faults.runner import journal_money
 from faults.seam import Injection
 from hardware.cards.profiles import CardProfile, load_profile
 from hardware.clock import Clock
@@ -78,7 +79,32 @@ def _purchase(t: Terminal, rng: random.Random, opts: FleetOptions) -> Awaitable[
     return t.purchase(rng.randint(*opts.amounts))
 
 
-KINDS: dict[str, KindFn] = {"balance": _balance, "purchase": _purchase}
+def _voidable(t: Terminal) -> Entry | None:
+    """This terminal's latest approved purchase of the open batch that was not voided or reversed."""
+    e = t.journal.last(("purchase",))
+    if e is None or e.status is not Status.APPROVED or e.voided_by is not None or e.settled \
+            or e.reversal is Reversal.DONE:
+        return None
+    return e
+
+
+def _void(t: Terminal, rng: random.Random, opts: FleetOptions) -> Awaitable[Outcome]:
+    """Void 撤销 the terminal's latest approved purchase; a terminal with none to void buys first (a
+    void needs a sale of the open batch)."""
+    e = _voidable(t)
+    return t.void(e.id) if e is not None else t.purchase(rng.randint(*opts.amounts))
+
+
+def _refund(t: Terminal, rng: random.Random, opts: FleetOptions) -> Awaitable[Outcome]:
+    """Refund 退货 part of the terminal's latest approved purchase (at most its amount); a terminal
+    with none buys first."""
+    e = _voidable(t)
+    if e is None:
+        return t.purchase(rng.randint(*opts.amounts))
+    return t.refund(max(1, rng.randint(1, e.amount)), original_id=e.id)
+
+
+KINDS: dict[str, KindFn] = {"balance": _balance, "purchase": _purchase, "void": _void, "refund": _refund}
 """Transaction kinds a fleet can mix, by name: each runs one terminal coroutine."""
 
 
@@ -413,7 +439,7 @@ class FleetTerminal:
     async def _ensure_proxy(self) -> FaultProxy:
         if self.proxy is None:
             self.proxy = await FaultProxy.start(self.target, LinkFaults(seed=self.rng.randrange(1 << 30)),
-                                                self.fleet.clock)
+                                                self.fleet.clock, external=self.fleet.external)
             self.points.link = self.proxy
         return self.proxy
 
@@ -457,6 +483,7 @@ class FleetTerminal:
                     if any(f.spec.fault.injector == "link" for f in struck):
                         await self._ensure_proxy()
                         self.via_proxy = True
+                        self.link.external_peer = False    # the proxy gives an external host its real time
                     injection.attach(self.points, self.trace)
                 async with asyncio.timeout(opts.txn_deadline):
                     out = await KINDS[kind](self.terminal, self.rng, opts)
@@ -466,6 +493,7 @@ class FleetTerminal:
                 if injection is not None:
                     injection.undo()
                 self.via_proxy = False
+                self.link.external_peer = fleet.external
             st.done += 1
             if out is not None:
                 if out.approved:
@@ -682,15 +710,14 @@ class Fleet:
                 if e.status is Status.PENDING or e.reversal is Reversal.PENDING:
                     rec.pending += 1
                     rec.problems.append(f"{ft.tid} STAN {e.stan}: still pending ({e.status.value}/{e.reversal.value})")
-                if e.kind == "purchase" and e.status is Status.APPROVED and e.reversal is not Reversal.DONE:
-                    rec.charged_terminal += e.amount
+            rec.charged_terminal -= journal_money(ft.journal, entries)
         if self.host is None:
             return rec
         store = self.host.store
         fleet_tids_set = {ft.tid for ft in self.terminals}
         host_rows: dict[tuple[str, str], TxRow] = {}
         for tx in store.transactions():
-            if tx.tid not in fleet_tids_set or tx.mti not in ("0100", "0200"):
+            if tx.tid not in fleet_tids_set or tx.mti not in ("0100", "0200", "0220"):
                 continue
             rec.host_rows += 1
             key = (tx.tid, tx.stan)
@@ -698,8 +725,8 @@ class Fleet:
                 rec.duplicated_host += 1
                 rec.problems.append(f"{tx.tid} STAN {tx.stan}: twice in the host's log")
             host_rows[key] = tx
-            if tx.kind == "purchase" and tx.rc == "00" and not tx.reversed:
-                rec.charged_host_log += tx.amount
+            if tx.rc == "00" and not tx.reversed:
+                rec.charged_host_log -= tx.effect
         for key, entry in term_rows.items():
             logged = host_rows.get(key)
             if entry.status in (Status.APPROVED, Status.DECLINED) and logged is None:

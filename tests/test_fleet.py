@@ -47,11 +47,12 @@ def test_fleet_identities_are_distinct_and_valid() -> None:
 
 def test_mix_parsing() -> None:
     assert parse_mix("balance=70,purchase=30") == {"balance": 70.0, "purchase": 30.0}
-    for bad in ("void=5", "balance=x", "balance=0", "", "balance=1,balance=2", "balance=-1"):
+    assert parse_mix("balance=70,purchase=25,void=5") == {"balance": 70.0, "purchase": 25.0, "void": 5.0}
+    for bad in ("teleport=5", "balance=x", "balance=0", "", "balance=1,balance=2", "balance=-1"):
         with pytest.raises(UsageError):
             parse_mix(bad)
-    with pytest.raises(UsageError, match="available: balance, purchase"):
-        parse_mix("balance=70,void=5")
+    with pytest.raises(UsageError, match="available: balance, purchase, refund, void"):
+        parse_mix("balance=70,teleport=5")
 
 
 def test_fault_rates_parsing() -> None:
@@ -83,6 +84,25 @@ def test_fleet_runs_its_mix_with_its_own_terminals_and_reconciles() -> None:
     assert rec.terminal_rows == rec.host_rows == st.done
     assert rec.charged_terminal == rec.charged_host_log == rec.balance_moved > 0
     assert rep.percentiles()["p50"] >= 0
+
+
+def test_voids_and_refunds_in_the_mix_move_the_money_back_and_reconcile() -> None:
+    """The issue's mix: voids void the terminal's latest sale, refunds give part of one back; the money
+    the journals say moved is what the host's log and the balances say, through faults."""
+    faults = parse_fault_rates(["network.weak-wifi=10%"])
+    _, rep = run_fleet(FleetOptions(terminals=6, duration=120, think=1.0, seed=4, faults=faults,
+                                    mix={"balance": 40, "purchase": 30, "void": 15, "refund": 15}))
+    st = rep.stats
+    assert st.errors == 0
+    names = Counter(e.name for e in st.exchanges)
+    assert names["0200/200000"] > 5 and names["0220/200000"] > 5      # voids and refunds reached the host
+    rec = rep.reconciliation
+    assert rec.ok and rec.pending == 0 and rec.lost == 0, rec.problems
+    assert rec.charged_terminal == rec.charged_host_log == rec.balance_moved > 0
+    # (the journals count a void or refund as money given back: were they left out, the journals
+    # would say more was charged than the host's balances moved)
+    approved = Counter(r.kind for r in st.txns if r.approved)
+    assert approved["void"] > 5 and approved["refund"] > 5, approved
 
 
 def test_open_loop_rate() -> None:
@@ -124,7 +144,7 @@ def test_cli_writes_json_and_html(tmp_path: Path) -> None:
     assert "plotly" in text.lower()
 
 
-@pytest.mark.parametrize("args", [["--mix", "balance=1,void=1"], ["--faults", "reader.dirty-contacts=2"],
+@pytest.mark.parametrize("args", [["--mix", "balance=1,teleport=1"], ["--faults", "reader.dirty-contacts=2"],
                                   ["--faults", "host.peak-hours=2%"], ["--card", "nope"], ["--prefix", "TOOLONG"],
                                   ["--host", "nohostport"]])
 def test_cli_usage_errors(args: list[str]) -> None:
