@@ -138,7 +138,8 @@ def peak_trains(draw: st.DrawFn) -> npt.NDArray[np.int64]:
         for _ in range(rng.randint(1, 6)):
             kind = rng.random()
             if kind < 0.3:
-                times.pop(rng.randrange(1, len(times) - 1))          # a missed transition
+                if len(times) > 2:                                     # (an inner one: keep both ends)
+                    times.pop(rng.randrange(1, len(times) - 1))      # a missed transition
             elif kind < 0.6:
                 times.append(rng.uniform(0, t))                        # a noise peak anywhere
             else:                                                      # stray peaks inside one interval

@@ -36,11 +36,16 @@ class CardSlot(Vertical):
             self.action = action
 
     class ProfileChanged(Message):
+        """The user picked another card profile (``name``) for the virtual slot."""
+
         def __init__(self, name: str) -> None:
             super().__init__()
             self.name = name
 
     class ReaderChanged(Message):
+        """The user picked another reader (``url``: ``sim://``, ``pcsc://…`` or ``serial://…``); the
+        screen reopens the terminal on it."""
+
         def __init__(self, url: str) -> None:
             super().__init__()
             self.url = url

@@ -28,6 +28,9 @@ from emulator.ui.faults_adapter import CauseReport
 
 @dataclass(frozen=True, slots=True)
 class Hint:
+    """The built-in explanation of one terminal message: the cause ids that commonly produce it
+    (``../shared/fault-causes.md``), why it appears and what to check."""
+
     causes: tuple[str, ...]
     why: str
     check: str

@@ -147,6 +147,9 @@ class Keypad(Grid):
     )
 
     class Pressed(Message):
+        """A keypad key was clicked: ``key`` is a digit, ``00``, ``cancel``, ``correct``, ``confirm``,
+        ``menu`` or ``help``."""
+
         def __init__(self, key: str) -> None:
             super().__init__()
             self.key = key

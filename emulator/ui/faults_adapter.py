@@ -135,6 +135,9 @@ class CauseReport:
 
 
 class Armed(Protocol):
+    """The panel's faults put into the rig for one action (:meth:`FaultsAdapter.arm`): the hints for
+    the user (what to do to trigger them) and ``disarm``, which takes every one of them out again."""
+
     hints: list[str]
 
     async def disarm(self) -> None: ...

@@ -34,6 +34,9 @@ class Do(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Command:
+    """What a key asks of the terminal (``do``) with its argument (a menu digit, an amount in cents,
+    a password typed); the screen carries it out."""
+
     do: Do
     arg: str = ""
 

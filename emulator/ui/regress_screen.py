@@ -18,6 +18,9 @@ _RESULT_STYLE = {"ok": "bold #2aa198", "FAIL": "bold #dc322f", "skipped": "#8394
 
 
 class RegressScreen(ModalScreen[None]):
+    """The fault-regression run (``e``): every scenario, or the ``only`` ones, with a progress bar,
+    a live results table and Esc to cancel (then to close)."""
+
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "cancel", "Cancel / close")]
 
     def __init__(self, only: list[str] | None = None) -> None:

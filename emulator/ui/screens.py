@@ -75,6 +75,8 @@ Reopening the terminal (restarting the UI) also starts unlocked.
 
 
 class HelpScreen(ModalScreen[None]):
+    """The keys, the menu, the operator lock and the panes (``?`` or F1; Esc, q, ? or F1 closes)."""
+
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark,f1", "close", "Close")]
 
     def compose(self) -> ComposeResult:
