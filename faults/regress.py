@@ -232,7 +232,8 @@ async def run_file_case(case: Case, state: Path, clock: VirtualClock) -> RunResu
     """A scenario file's faults together, checked against its own expectations."""
     import time
 
-    from faults.runner import Check, _journal_checks, check_diagnosis, final_outcome, subsequence
+    from faults.checks import Check, check_diagnosis, final_outcome, subsequence
+    from faults.runner import run_journal_checks
 
     result = RunResult(None, case.preset, list(case.specs), label=case.name)
     t0_wall, t0_virtual = time.perf_counter(), clock.now()
@@ -252,7 +253,7 @@ async def run_file_case(case: Case, state: Path, clock: VirtualClock) -> RunResu
             result.checks.append(Check("outcome", (final.approved if final else None) == p.approved,
                                        f"expected approved={p.approved}"))
         result.checks.append(check_diagnosis(ran.diagnosis, p.diagnosis))
-        result.checks.extend(_journal_checks(ran.run, p))
+        result.checks.extend(run_journal_checks(ran.run, p))
     except PosemuError as e:
         result.error = f"{type(e).__name__}: {e}"
     finally:

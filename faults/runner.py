@@ -30,7 +30,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,22 @@ from emulator.host.logic import seed_demo
 from emulator.host.rules import HostRules
 from emulator.host.server import HostServer
 from emulator.hostlink import Resolver
-from emulator.journal import Entry, Journal, Reversal, Status
 from emulator.messages import Msg, Screen
 from emulator.ports import CancelPinPad, PinPad, ScriptedPinPad
 from emulator.terminal import Outcome
 from emulator.trace import Kind
 from faults.card import StripeOverride, truncated_stripe
 from faults.catalogue import Catalogue, load
+from faults.checks import (
+    Check,
+    RunResult,
+    _codes_in,
+    check_diagnosis,
+    final_outcome,
+    journal_checks,
+    journal_money,
+    subsequence,
+)
 from faults.diagnose import Diagnosis, diagnose
 from faults.environment import Environment, SkewedClock
 from faults.grammar import spec_from
@@ -72,52 +81,6 @@ STEP_DEADLINE_S = 900.0
 """No step of a run takes longer than this on the clock (a deadlock is a failed run, not a hang)."""
 
 
-@dataclass(slots=True)
-class Check:
-    """One assertion of a regression scenario: its name, whether it held, and why not."""
-
-    name: str
-    ok: bool
-    detail: str = ""
-
-
-@dataclass(slots=True)
-class RunResult:
-    """The result of one regression case: the faults, the outcomes, the codes shown, the diagnosis and
-    the checks."""
-
-    fault: Fault | None
-    preset: Preset | None
-    specs: list[FaultSpec] = field(default_factory=list)
-    outcomes: list[Outcome] = field(default_factory=list)
-    codes: list[str] = field(default_factory=list)
-    diagnosis: Diagnosis | None = None
-    checks: list[Check] = field(default_factory=list)
-    virtual_s: float = 0.0
-    wall_s: float = 0.0
-    trace: list[str] = field(default_factory=list)
-    error: str | None = None
-    skipped: str | None = None          # why this run could not happen here (e.g. no pcscd)
-    struck: dict[str, bool] = field(default_factory=dict)   # scoring only: did each fault change anything?
-    label: str = ""                                          # a scenario file's name
-
-    @property
-    def ok(self) -> bool:
-        return self.skipped is None and self.error is None and all(c.ok for c in self.checks)
-
-    @property
-    def name(self) -> str:
-        if self.label:
-            return self.label
-        if self.fault is not None and self.preset is not None:
-            return f"{self.fault.id}[{self.preset.name}]"
-        return " + ".join(str(s) for s in self.specs) or "no fault"
-
-    @property
-    def scenario(self) -> Preset | None:
-        return self.preset
-
-
 @functools.cache
 def vpcd_available() -> bool:
     """Is a pcscd with vpcd listening for virtual cards (the test run's private one, or the system's)?
@@ -135,19 +98,6 @@ def vpcd_available() -> bool:
             return True
     except OSError:
         return False
-
-
-def final_outcome(outcomes: Sequence[Outcome]) -> Outcome | None:
-    """What a run ended with: its last transaction (a sign-on only when nothing else ran)."""
-    for out in reversed(outcomes):
-        if out.kind not in ("sign_on", "sign_off"):
-            return out
-    return outcomes[-1] if outcomes else None
-
-
-def subsequence(expected: Sequence[str], seen: Sequence[str]) -> bool:
-    it = iter(seen)
-    return all(any(code == s for s in it) for code in expected)
 
 
 _BASE: contextvars.ContextVar[TerminalConfig | None] = contextvars.ContextVar("posemu_base_config", default=None)
@@ -711,78 +661,11 @@ async def run_specs(specs: Sequence[FaultSpec], *, clock: Clock, state: Path, pr
     return Ran(run, outcomes, diagnose(list(rig.trace), outcomes, readings), readings)
 
 
-def _journal_checks(run: Run, preset: Preset) -> list[Check]:
-    rig = run.rig
-    assert rig is not None
-    entries = rig.journal.entries(1000)
-    checks = []
-    pending = [e for e in entries if e.status is Status.PENDING]
-    checks.append(Check("journal: nothing left pending", not pending, f"{len(pending)} pending"))
-    stans = [e.stan for e in entries]
-    checks.append(Check("journal: no duplicated transaction", len(stans) == len(set(stans)), ""))
-    unknown = [e for e in entries if e.kind in _MONEY_KINDS and e.status is Status.UNKNOWN]
-    unreversed = [e for e in unknown if e.reversal is not Reversal.DONE]
-    checks.append(Check("journal: every unknown purchase reversed and acknowledged", not unreversed,
-                        f"{len(unreversed)} not reversed"))
-    want = preset.journal
-    txn = [e for e in entries if e.kind in ("balance", *_MONEY_KINDS)]
-    last = txn[-1] if txn else None
-    if want == "none":
-        ok, got = not txn, f"{len(txn)} entries"
-    elif want == "reversed":
-        ok = any(e.reversal is Reversal.DONE for e in txn)
-        got = ", ".join(f"{e.status.value}/{e.reversal.value}" for e in txn)
-    elif want == "any":
-        ok, got = True, ""
-    else:
-        ok = last is not None and last.status.value == want
-        got = last.status.value if last else "no entry"
-    checks.append(Check(f"journal shows: {want}", ok, got))
-    if run.host is not None:
-        card = run.host.store.card(run.pan)
-        if card is not None:
-            after = run.host.store.balance(card.account_id)[0]
-            spent = -journal_money(rig.journal, txn)
-            checks.append(Check("money: balance moved by approved purchases only",
-                                after == run.balance_before - spent,
-                                f"before {run.balance_before}, after {after}, approved purchases {spent}"))
-    return checks
-
-
-_MONEY_KINDS = ("purchase", "void", "refund", "preauth", "preauth_void", "completion", "completion_void")
-
-
-def journal_money(journal: Journal, entries: list[Entry]) -> int:
-    """What the approved transactions of the journal moved on the cardholder's account (a
-    pre-authorization's hold counts as moved): the host's balance must have moved by exactly this."""
-    def amount_of(entry_id: int | None) -> int:
-        try:
-            return journal.get(entry_id).amount if entry_id is not None else 0
-        except KeyError:
-            return 0
-
-    total = 0
-    for e in entries:
-        if e.status is not Status.APPROVED:
-            continue
-        if e.kind in ("purchase", "preauth"):
-            total -= e.amount
-        elif e.kind in ("void", "refund", "preauth_void"):
-            total += e.amount
-        elif e.kind == "completion":
-            total += amount_of(e.original_id) - e.amount
-        elif e.kind == "completion_void":
-            completion = journal.get(e.original_id) if e.original_id is not None else None
-            total += e.amount - (amount_of(completion.original_id) if completion is not None else 0)
-    return total
-
-
-def check_diagnosis(diag: Diagnosis, expected: Sequence[str]) -> Check:
-    """Exactly the expected groups are named, the first expected one on top."""
-    named = diag.groups
-    ok = set(named) == set(expected) and (not expected or named[0] == expected[0])
-    return Check("diagnosis", ok, f"expected {list(expected)}, named {named} "
-                 f"({', '.join(f'{f.group.id} {f.confidence:.2f}' for f in diag.findings)})")
+def run_journal_checks(run: Run, preset: Preset) -> list[Check]:
+    """:func:`faults.checks.journal_checks` on a run's terminal journal and bundled host."""
+    assert run.rig is not None
+    return journal_checks(run.rig.journal, preset, store=run.host.store if run.host is not None else None,
+                          pan=run.pan, balance_before=run.balance_before)
 
 
 async def run_preset(fault: Fault, preset: Preset, *, clock: Clock, state: Path, seed: int = 7,
@@ -812,7 +695,7 @@ async def run_preset(fault: Fault, preset: Preset, *, clock: Clock, state: Path,
             result.checks.append(Check("outcome", got == preset.approved,
                                        f"expected approved={preset.approved}, got {got}"))
         result.checks.append(check_diagnosis(ran.diagnosis, preset.diagnosis))
-        result.checks.extend(_journal_checks(run, preset))
+        result.checks.extend(run_journal_checks(run, preset))
         if preset.evidence:
             seen = _codes_in(list(rig.trace))
             reading = ran.readings.get(preset.evidence)
@@ -827,15 +710,6 @@ async def run_preset(fault: Fault, preset: Preset, *, clock: Clock, state: Path,
     result.wall_s = time.perf_counter() - t0_wall
     result.virtual_s = clock.now() - t0_virtual
     return result
-
-
-def _codes_in(trace: Sequence[Any]) -> set[str]:
-    out: set[str] = set()
-    for e in trace:
-        code = e.data.get("code")
-        if isinstance(code, str):
-            out.add(code)
-    return out
 
 
 def all_presets(cat: Catalogue, only: list[str] | None = None) -> list[tuple[Fault, Preset]]:
@@ -858,4 +732,5 @@ def run_one(fault: Fault, preset: Preset, state: Path, seed: int = 7) -> RunResu
         return runner.run(run_preset(fault, preset, clock=clock, state=state, seed=seed))
 
 
-__all__ = ["Check", "Msg", "Ran", "RunResult", "all_presets", "load", "run_one", "run_preset", "run_specs"]
+__all__ = ["Check", "Msg", "Ran", "RunResult", "all_presets", "final_outcome", "journal_money", "load", "run_one",
+           "run_preset", "run_specs", "subsequence"]
