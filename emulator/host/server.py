@@ -71,6 +71,7 @@ class _Conn(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._wire: WireConn | None = None
         self._peer_eof = False
+        self._active_at = 0.0
 
     def _tap(self, kind: WireKind, data: bytes = b"") -> None:
         if self._wire is not None:
@@ -110,13 +111,23 @@ class _Conn(asyncio.Protocol):
         self._arm_idle()
 
     def _arm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        if self.host.idle_timeout > 0:
-            self._idle = asyncio.get_running_loop().call_later(self.host.idle_timeout, self._idle_expired)
+        """A request was received: the idle deadline moves. One timer per connection, re-armed lazily
+        when it fires early (no timer cancelled and created per request)."""
+        timeout = self.host.idle_timeout
+        if timeout <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        self._active_at = loop.time()
+        if self._idle is None:
+            self._idle = loop.call_later(timeout, self._idle_expired)
 
     def _idle_expired(self) -> None:
         self._idle = None
+        loop = asyncio.get_running_loop()
+        left = self._active_at + self.host.idle_timeout - loop.time()
+        if left > 0:             # a request came in since the timer was set
+            self._idle = loop.call_later(left, self._idle_expired)
+            return
         if self._tasks:          # answers still being worked on: wait for them
             self._arm_idle()
             return
@@ -143,6 +154,7 @@ class _Conn(asyncio.Protocol):
         host.store.begin()
         out: list[bytes] = []
         self._out = out
+        got = False
         try:
             while True:
                 try:
@@ -155,7 +167,9 @@ class _Conn(asyncio.Protocol):
                     return
                 if ev is NEED_DATA:
                     return
-                self._arm_idle()
+                if not got:
+                    got = True
+                    self._arm_idle()
                 if isinstance(ev, RequestReceived):
                     host.stats.requests += 1
                     if wire.isEnabledFor(logging.INFO):

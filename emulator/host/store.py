@@ -201,7 +201,9 @@ class HostStore:
         self._balances: dict[int, tuple[int, str]] = {}
         self._terminals: dict[str, TerminalRow] = {}
         self._in_batch = False
+        self._fp_key: bytes | None = None
         self._log_rows: list[tuple[object, ...]] = []
+        self._log_keys: set[tuple[object, ...]] = set()   # (tid, stan, date, mti) of the rows not yet written
         check_sqlite_file(self.path, "host database")   # corrupt or truncated: refused before SQLite writes
         if self.path == ":memory:":
             self.kek = local_key or LocalKey.ephemeral()
@@ -242,8 +244,12 @@ class HostStore:
         return self.kek.open(bytes(blob), f"host {name} {tid}")
 
     def fingerprint(self, *parts: str) -> str:
-        """A keyed fingerprint of a transaction's identity (see module docstring)."""
-        return self.kek.fingerprint("|".join(parts).encode(), "host txn identity")
+        """A keyed fingerprint of a transaction's identity (see module docstring): the local key's
+        :meth:`LocalKey.fingerprint` for ``host txn identity``, its subkey derived once."""
+        key = self._fp_key
+        if key is None:
+            key = self._fp_key = self.kek.subkey("host txn identity")
+        return hmac.new(key, "|".join(parts).encode(), hashlib.sha256).hexdigest()[:32]
 
     # --- loading and seeding ------------------------------------------------------------
     def _load(self) -> None:
@@ -325,7 +331,8 @@ class HostStore:
         return self._balances[account_id]
 
     def find_tx(self, tid: str, stan: str, date: str, mti: str) -> TxRow | None:
-        self._flush_log()
+        if (tid, stan, date, mti) in self._log_keys:   # only a pending row of this key can change the answer
+            self._flush_log()
         r = self.db.execute(
             f"SELECT {_TX_COLS} FROM txlog WHERE tid=? AND stan=? AND date=? AND mti=?", (tid, stan, date, mti)
         ).fetchone()
@@ -382,12 +389,14 @@ class HostStore:
                target: int | None = None) -> None:
         self._log_rows.append((tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn,
                                ident, batch, effect, target))
+        self._log_keys.add((tid, stan, date, mti))
         if not self._in_batch:
             self._flush_log()
 
     def _flush_log(self) -> None:
         if self._log_rows:
             rows, self._log_rows = self._log_rows, []
+            self._log_keys.clear()
             self.db.executemany(
                 "INSERT OR IGNORE INTO txlog (tid, stan, date, mti, kind, pan_masked, account_id, amount, rc,"
                 " auth_code, rrn, ident, batch, effect, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
