@@ -129,7 +129,7 @@ def command(ctx: click.Context, listen: str, allow_remote: bool, profile: str | 
             from emulator.app import fit_bundled_host
 
             fit_bundled_host(server, cfg)
-        if fleet is not None and (worker is None or worker[0] == 0):
+        if fleet is not None and worker is None:      # workers: provisioned once before they start
             from emulator.host.provision import provision
 
             provision(server.store, *fleet)
