@@ -133,7 +133,7 @@ def test_workers_move_money_exactly_once(tmp_path: Path) -> None:
 
 def _shared_pair(tmp_path: Path, clock: VirtualClock) -> tuple[HostStore, HostLogic, HostStore, HostLogic]:
     db = tmp_path / "host.sqlite3"
-    seed_demo(HostStore(db, shared=True), profiles=["demo"])
+    seed_demo(HostStore(db, shared=True), profiles=["demo", "load"])
     a, b = HostStore(db, shared=True), HostStore(db, shared=True)
     return a, HostLogic(a, P, clock, lane=(0, 2)), b, HostLogic(b, P, clock, lane=(1, 2))
 
@@ -225,3 +225,26 @@ def test_a_verified_pin_block_skips_the_scrypt_and_nothing_else(tmp_path: Path, 
     tag = logic.pin_cache.tag(store.card(demo.pan), k.pik, encrypt_pinblock(demo.pin, demo.pan, k.pik))  # type: ignore[arg-type]
     assert demo.pin.encode() not in tag and encrypt_pinblock(demo.pin, demo.pan, k.pik) not in tag
     store.close()
+
+
+def test_worker_lanes_never_reuse_an_rrn_after_a_restart(tmp_path: Path, vclock: VirtualClock) -> None:
+    """One worker of two makes every purchase (its lane fills, the other's stays empty); restarted, the
+    workers count on from the highest RRN the log holds, not from the number of its rows."""
+    a, la, b, _ = _shared_pair(tmp_path, vclock)
+    b.close()
+    demo = load_profile("demo")
+    ids = TerminalIds(LOAD_TIDS[0], DEMO_MID, P.default_header)
+    on = _decide(a, la, sign_on_request(P, ids, stan="000001"), DEMO_TMK)
+    k = keymod.parse_field62(DEMO_TMK, key_block(on), keymod.KeyScheme.DOUBLE)
+    card = CardData(demo.pan, EntryMode.SWIPE, demo.expiry, f"{demo.pan}={demo.expiry}1010000000000")
+    buy = financial_request(P, ids, TxnType.PURCHASE, card, stan="000002", now=NOW, amount=1,
+                            pin_block=encrypt_pinblock(demo.pin, demo.pan, k.pik))
+    given = {_decide(a, la, buy.replace(f11=f"{n:06d}"), k.mak).text(37) for n in range(2, 22)}
+    assert len(given) == 20
+    for lane in (0, 1):
+        logic = HostLogic(a, P, vclock, lane=(lane, 2))
+        a.hold()
+        nxt = logic._next_rrn()
+        a.release()
+        assert int(nxt[6:]) > max(int(r[6:]) for r in given)
+    a.close()

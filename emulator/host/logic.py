@@ -198,6 +198,8 @@ class HostLogic:
         if not 0 <= k < n:
             raise ValueError(f"lane {k} of {n}")
         base = store.tx_count()
+        if n > 1:   # lanes fill unevenly: count on from the highest RRN given, not only the number of rows
+            base = max(base, store.highest_rrn_number())
         self._rrn_step = n
         self._rrn = base + 1 + (k - base - 1) % n - n
 

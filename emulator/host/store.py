@@ -416,6 +416,13 @@ class HostStore:
         r = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM txlog").fetchone()
         return int(r[0])
 
+    def highest_rrn_number(self) -> int:
+        """The highest sequence number (the last 6 digits) of any RRN in the log, 0 if none."""
+        self._flush_log()
+        r = self.db.execute("SELECT MAX(CAST(substr(rrn, 7) AS INTEGER)) FROM txlog WHERE length(rrn) = 12"
+                            ).fetchone()
+        return int(r[0] or 0)
+
     def transactions(self) -> list[TxRow]:
         self._flush_log()
         return [_tx(r) for r in self.db.execute(f"SELECT {_TX_COLS} FROM txlog ORDER BY id")]
