@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 from dataclasses import dataclass
 
 from protocol.errors import DecodeError, EncodeError
@@ -129,15 +130,23 @@ class TxnType(enum.Enum):
         preauth = msg.get(25) == "06"
         f60 = msg.get(60)
         type_code = f60[:2] if isinstance(f60, str) and len(f60) >= 2 else None
-        for t in cls:
-            if t is cls.SIGN_ON or t.mti != mti or t.processing_code[:2] != pc[:2]:
-                continue
-            if type_code is not None and type_code == t.type_code:
-                return t
-        guess = {("0200", "31"): cls.BALANCE, ("0200", "00"): cls.COMPLETION if preauth else cls.PURCHASE,
-                 ("0200", "20"): cls.COMPLETION_VOID if preauth else cls.VOID, ("0220", "20"): cls.REFUND,
-                 ("0100", "03"): cls.PREAUTH, ("0100", "20"): cls.PREAUTH_VOID}
-        return guess.get((mti, pc[:2]))
+        return _txn_of(mti, pc[:2], preauth, type_code)
+
+
+@functools.lru_cache(maxsize=256)
+def _txn_of(mti: str, pc2: str, preauth: bool, type_code: str | None) -> TxnType | None:
+    """:meth:`TxnType.from_request` once the request is reduced to what decides it (memoised: a host
+    asks it for every request)."""
+    cls = TxnType
+    for t in cls:
+        if t is cls.SIGN_ON or t.mti != mti or t.processing_code[:2] != pc2:
+            continue
+        if type_code is not None and type_code == t.type_code:
+            return t
+    guess = {("0200", "31"): cls.BALANCE, ("0200", "00"): cls.COMPLETION if preauth else cls.PURCHASE,
+             ("0200", "20"): cls.COMPLETION_VOID if preauth else cls.VOID, ("0220", "20"): cls.REFUND,
+             ("0100", "03"): cls.PREAUTH, ("0100", "20"): cls.PREAUTH_VOID}
+    return guess.get((mti, pc2))
 
 
 _PREAUTH_FAMILY = frozenset({TxnType.PREAUTH, TxnType.PREAUTH_VOID, TxnType.COMPLETION, TxnType.COMPLETION_VOID})

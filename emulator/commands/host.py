@@ -4,9 +4,12 @@ its database (cards, balances, permissions, terminals and what the host asks of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
+import os
+import signal
 import ssl
 import sys
 from pathlib import Path
@@ -64,12 +67,16 @@ from protocol.specs import Profile, get_profile
                    "--host` and the Locust user.")
 @click.option("--fleet-prefix", default="FLT", show_default=True, help="Terminal ids of --fleet.")
 @click.option("--fleet-card", default="cup_debit", show_default=True, help="Card profile the fleet's cards copy.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Host processes listening on one port (SO_REUSEPORT; the kernel spreads connections over them) "
+                   "and sharing the database: money moves are serialised by SQLite's write lock, every worker sees "
+                   "the others' changes (duplicates, reversals, sign-ons). Not with --rule or --pcap.")
 @pcap_options
 @click.pass_context
 def command(ctx: click.Context, listen: str, allow_remote: bool, profile: str | None, config_file: str | None,
             db: str | None, rules: tuple[str, ...], seed: int, idle_timeout: float, max_connections: int,
             tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, verbose: int,
-            fleet_size: int = 0, fleet_prefix: str = "FLT", fleet_card: str = "cup_debit",
+            fleet_size: int = 0, fleet_prefix: str = "FLT", fleet_card: str = "cup_debit", workers: int = 1,
             pcap_path: str | None = None, pcap_clear: bool = False) -> None:
     """Run the host simulator until interrupted (Ctrl-C); `posemu host accounts …` administers its
     database. With --pcap over TLS, the capture holds the messages inside the TLS session."""
@@ -107,20 +114,40 @@ def command(ctx: click.Context, listen: str, allow_remote: bool, profile: str | 
         fleet = (provision.fleet_tids(fleet_size, fleet_prefix),
                  [provision.fleet_card(base, i) for i in range(1, fleet_size + 1)])
 
-    async def main() -> None:
+    if workers > 1:
+        if rules:
+            raise UsageError("--rule needs one worker (--workers 1): rules count requests in arrival order")
+        if pcap_out is not None:
+            raise UsageError("--pcap needs one worker (--workers 1)")
+    pool: WorkerPool | None = None
+
+    async def main(worker: tuple[int, int] | None = None) -> None:
         server = await HostServer.start(prof, clock=RealClock(), host=host, port=port, db=db_path, rules=parsed,
-                                        idle_timeout=idle_timeout, max_connections=max_connections, tls=tls)
+                                        idle_timeout=idle_timeout, max_connections=max_connections, tls=tls,
+                                        worker=worker)
         if cfg is not None:
             from emulator.app import fit_bundled_host
 
             fit_bundled_host(server, cfg)
-        if fleet is not None:
+        if fleet is not None and worker is None:      # workers: provisioned once before they start
             from emulator.host.provision import provision
 
             provision(server.store, *fleet)
+        if worker is not None and worker[0] > 0:        # a child worker: serve until terminated
+            try:
+                if pool is not None:
+                    pool.ready()
+                    await pool.orphaned()
+                else:
+                    await asyncio.Event().wait()
+            finally:
+                await server.close()
+            return
+        if pool is not None:
+            pool.wait_ready()
         h, p = server.address
         click.echo(f"posemu host: profile {prof.name}{' over TLS' if tls else ''}, listening on {h}:{p}, "
-                   f"database {db_path}", err=False)
+                   f"database {db_path}{f', {workers} workers' if workers > 1 else ''}", err=False)
         sys.stdout.flush()
         with streaming_capture(pcap_out, pcap_clear) as rec:
             if rec is not None:
@@ -131,11 +158,130 @@ def command(ctx: click.Context, listen: str, allow_remote: bool, profile: str | 
                 await server.close()
 
     try:
-        asyncio.run(main())
+        if workers > 1:
+            pool = WorkerPool(host, port, workers)
+            port = pool.port
+            _prepare_shared(db_path, fleet)
+            try:
+                pool.start(lambda k: asyncio.run(main((k, workers))))
+                signal.signal(signal.SIGTERM, _terminated)     # worker 0 stops its children on the way out
+                asyncio.run(main((0, workers)))
+            finally:
+                pool.stop()
+        else:
+            asyncio.run(main())
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
     except OSError as e:
         raise EnvironmentProblem(f"cannot listen on {listen}: {e.strerror or e}") from None
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _prepare_shared(db_path: Path, fleet: tuple[list[str], list[Any]] | None) -> None:
+    """Seed (and provision the fleet in) the database the workers will share, once, before they start."""
+    from emulator.host.logic import seed_demo
+
+    store = HostStore(db_path, shared=True)
+    try:
+        if store.empty:
+            seed_demo(store)
+        if fleet is not None:
+            from emulator.host.provision import provision
+
+            provision(store, *fleet)
+    finally:
+        store.close()
+
+
+class WorkerPool:
+    """``--workers N``: this process is worker 0; N-1 forked children listen on the same port
+    (``SO_REUSEPORT``). The port is reserved first (port 0: a free one is picked), the children report
+    when they listen, and they are terminated when worker 0 stops."""
+
+    def __init__(self, host: str, port: int, workers: int) -> None:
+        import socket
+
+        if not hasattr(socket, "SO_REUSEPORT"):
+            raise EnvironmentProblem("--workers needs SO_REUSEPORT, which this platform does not have")
+        self.workers = workers
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._reserve = socket.socket(family, socket.SOCK_STREAM)
+        self._reserve.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self._reserve.bind((host, port))        # holds the port until the workers listen on it
+        self.port = int(self._reserve.getsockname()[1])
+        self._procs: list[Any] = []
+        self._pipes: list[Any] = []
+        self._child: Any = None
+
+    def start(self, run: Any) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")    # before any event loop or database is open here
+        for k in range(1, self.workers):
+            parent_end, child_end = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=self._child_main, args=(run, k, child_end), daemon=True,
+                               name=f"posemu-host-worker-{k}")
+            proc.start()
+            child_end.close()
+            self._procs.append(proc)
+            self._pipes.append(parent_end)
+
+    def _child_main(self, run: Any, k: int, pipe: Any) -> None:
+        self._child = pipe
+        self._procs, self._pipes = [], []
+        try:
+            run(k)
+        except KeyboardInterrupt:
+            pass
+        except Exception as e:
+            with contextlib.suppress(OSError):
+                pipe.send(f"worker {k}: {e}")
+            raise
+
+    async def orphaned(self) -> None:
+        """In a child: return once worker 0 has gone (so no worker outlives it, even killed)."""
+        parent = os.getppid()
+        done = asyncio.get_running_loop().create_future()
+
+        def check() -> None:
+            if os.getppid() != parent:
+                done.set_result(None)
+            else:
+                asyncio.get_running_loop().call_later(1.0, check)
+
+        check()
+        await done
+
+    def ready(self) -> None:
+        """In a child: tell worker 0 this one listens."""
+        if self._child is not None:
+            self._child.send("ready")
+            self._child.close()
+            self._child = None
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """In worker 0: wait until every child listens (or say which did not)."""
+        for k, pipe in enumerate(self._pipes, start=1):
+            if not pipe.poll(timeout):
+                raise EnvironmentProblem(f"host worker {k} did not start within {timeout:g} s")
+            try:
+                msg = pipe.recv()
+            except EOFError:
+                msg = f"worker {k} exited"
+            if msg != "ready":
+                raise EnvironmentProblem(f"host {msg}")
+        self._reserve.close()
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in self._procs:
+            proc.join(10)
+        self._reserve.close()
 
 
 def tls_context(cert: str | None, key: str | None, client_ca: str | None) -> ssl.SSLContext | None:

@@ -32,8 +32,11 @@ the terminal.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -106,16 +109,56 @@ def seed_demo(store: HostStore, *, profiles: list[str] | None = None, load_termi
     store.commit()
 
 
+class PinCache:
+    """Which PIN blocks were verified correct, as keyed hashes: a hit skips the scrypt.
+
+    An entry is HMAC-SHA256, under a random key of this process (never stored), of the PIK, the
+    card's PAN, PIN salt and PIN hash, and the encrypted PIN block — neither the PIN nor the PIN block
+    is kept, and the tag cannot be tested against guesses without the key. Why a hit is safe to
+    accept: decrypting a PIN block and comparing its PIN with the card's hash is a deterministic
+    function of exactly those inputs, so a block that verified once under this PIK for this card
+    (with this PIN hash) verifies again; a new PIK (sign-on) or a changed PIN gives another tag.
+    Only successes are recorded: a wrong PIN always pays the scrypt and costs a try, and the card's
+    status and tries left are checked before the PIN as always. (A format 0 block is the same every
+    time a PIN is typed for the same card under the same PIK; formats 1 and 3 carry random fill and
+    never hit.) Bounded: the oldest entries go first."""
+
+    def __init__(self, size: int = 65_536) -> None:
+        self._key = os.urandom(32)
+        self._size = size
+        self._tags: dict[bytes, None] = {}
+        self._lock = threading.Lock()        # PinJob.run records from a worker thread
+
+    def tag(self, card: CardRow, pik: bytes, block: bytes) -> bytes:
+        parts = (pik, card.pan.encode(), card.pin_salt, card.pin_hash, block)
+        return hmac.new(self._key, b"".join(len(p).to_bytes(2, "big") + p for p in parts), hashlib.sha256).digest()
+
+    def __contains__(self, tag: bytes) -> bool:
+        return tag in self._tags
+
+    def add(self, tag: bytes) -> None:
+        with self._lock:
+            self._tags[tag] = None
+            while len(self._tags) > self._size:
+                del self._tags[next(iter(self._tags))]
+
+
 @dataclass(frozen=True, slots=True)
 class PinJob:
     """A PIN to check off the event loop: :meth:`run` (a salted scrypt, slow on purpose) belongs in a
-    worker thread; its answer goes back to :meth:`HostLogic.handle` as ``pin_ok``."""
+    worker thread; its answer goes back to :meth:`HostLogic.handle` as ``pin_ok``. A correct PIN's
+    block is recorded in ``cache`` (:class:`PinCache`) under ``tag``."""
 
     card: CardRow
     pin: str | None          # None: the PIN block did not decrypt to a PIN
+    tag: bytes = b""
+    cache: PinCache | None = None
 
     def run(self) -> bool:
-        return self.pin is not None and self.card.pin_matches(self.pin)
+        ok = self.pin is not None and self.card.pin_matches(self.pin)
+        if ok and self.cache is not None and self.tag:
+            self.cache.add(self.tag)
+        return ok
 
     def __repr__(self) -> str:
         return f"PinJob({self.card!r})"
@@ -142,14 +185,23 @@ class HostLogic:
 
     def __init__(self, store: HostStore, profile: Profile, clock: Clock, *,
                  rules: HostRules | None = None,
-                 token_bytes: Callable[[int], bytes] = os.urandom) -> None:
+                 token_bytes: Callable[[int], bytes] = os.urandom, lane: tuple[int, int] = (0, 1)) -> None:
         self.store = store
         self.profile = profile
         self.clock = clock
         self.rules = rules or HostRules()
         self.token_bytes = token_bytes
-        # retrieval reference numbers stay unique across restarts of the host: count on from its log
-        self._rrn = store.tx_count()
+        self.pin_cache = PinCache()
+        # retrieval reference numbers stay unique across restarts of the host: count on from its log;
+        # worker ``k`` of ``n`` sharing one database (lane) takes the numbers ≡ k (mod n)
+        k, n = lane
+        if not 0 <= k < n:
+            raise ValueError(f"lane {k} of {n}")
+        base = store.tx_count()
+        if n > 1:   # lanes fill unevenly: count on from the highest RRN given, not only the number of rows
+            base = max(base, store.highest_rrn_number())
+        self._rrn_step = n
+        self._rrn = base + 1 + (k - base - 1) % n - n
 
     # --- entry points -----------------------------------------------------------------------
     def handle(self, req: Message, raw: bytes, *, pin_ok: bool | None = None) -> Decision:
@@ -208,7 +260,11 @@ class HostLogic:
         card = self.store.card(pan) if pan else None
         if card is None or card.pin_tries_left <= 0:
             return None
-        return PinJob(card, self._decrypt_pin(req.binary(52), card.pan, term.pik))
+        block = req.binary(52)
+        tag = self.pin_cache.tag(card, term.pik, block)
+        if tag in self.pin_cache:       # verified before: decided inline, no scrypt
+            return None
+        return PinJob(card, self._decrypt_pin(block, card.pan, term.pik), tag, self.pin_cache)
 
     def malformed(self, mti: str | None, partial: dict[str, object], error: DecodeError) -> Decision:
         """A frame that did not decode: a ``30`` echoing what can be echoed, or a close with a reason."""
@@ -237,8 +293,9 @@ class HostLogic:
         return response_to(req, rc, tpdu_len=self.profile.tpdu_len, **extra)
 
     def _next_rrn(self) -> str:
-        self._rrn += 1
-        return f"{self.clock.wall():%y%m%d}{self._rrn % 1_000_000:06d}"
+        self._rrn += self._rrn_step
+        w = self.clock.wall()          # %y%m%d without strftime (once per request)
+        return f"{w.year % 100:02d}{w.month:02d}{w.day:02d}{self._rrn % 1_000_000:06d}"
 
     def _response_mak(self, req: Message) -> bytes | None:
         """The key to MAC a response with: the terminal's MAK once it holds one."""
@@ -296,7 +353,9 @@ class HostLogic:
             return Decision(self._respond(req, RC.NOT_PERMITTED_TERMINAL), mak=self._response_mak(req))
         decision = fn(c, term)
         if decision.response is not None and decision.mak is None:
-            decision = replace(decision, mak=self._response_mak(req))
+            mak = self._response_mak(req)
+            if mak is not None:
+                decision = Decision(decision.response, decision.delay, decision.close, mak, decision.mangle)
         return decision
 
     # --- network management -------------------------------------------------------------------
@@ -414,7 +473,8 @@ class HostLogic:
             return RC.RESTRICTED_CARD
         if expiry is None or expiry != card.expiry:
             return RC.INVALID_CARD if expiry is not None else RC.FORMAT_ERROR
-        if expiry < f"{self.clock.wall():%y%m}":
+        w = self.clock.wall()
+        if expiry < f"{w.year % 100:02d}{w.month:02d}":       # YYMM
             return RC.EXPIRED_CARD
         if not permitted(kind, card.permissions):
             return RC.NOT_PERMITTED_CARDHOLDER
@@ -440,7 +500,9 @@ class HostLogic:
             return RC.SIGN_ON_REQUIRED
         ok = c.pin_ok
         if ok is None:
-            ok = PinJob(card, self._decrypt_pin(block, card.pan, term.pik)).run()
+            tag = self.pin_cache.tag(card, term.pik, block)
+            ok = tag in self.pin_cache or PinJob(card, self._decrypt_pin(block, card.pan, term.pik), tag,
+                                                 self.pin_cache).run()
         if ok:
             if card.pin_tries_left != card.pin_tries_max:
                 self.store.update_card(card.pan, pin_tries_left=card.pin_tries_max)

@@ -36,8 +36,7 @@ from emulator.host.store import HostStore
 from hardware.clock import Clock, run_external
 from protocol.errors import DecodeError, PosemuError
 from protocol.iso import Message
-from protocol.sansio import NEED_DATA
-from protocol.session import RequestReceived, ServerSession
+from protocol.session import MalformedRequest, RequestReceived, ServerSession
 from protocol.specs import Profile
 
 log = logging.getLogger("posemu.host")
@@ -71,6 +70,7 @@ class _Conn(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._wire: WireConn | None = None
         self._peer_eof = False
+        self._active_at = 0.0
 
     def _tap(self, kind: WireKind, data: bytes = b"") -> None:
         if self._wire is not None:
@@ -110,13 +110,23 @@ class _Conn(asyncio.Protocol):
         self._arm_idle()
 
     def _arm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        if self.host.idle_timeout > 0:
-            self._idle = asyncio.get_running_loop().call_later(self.host.idle_timeout, self._idle_expired)
+        """A request was received: the idle deadline moves. One timer per connection, re-armed lazily
+        when it fires early (no timer cancelled and created per request)."""
+        timeout = self.host.idle_timeout
+        if timeout <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        self._active_at = loop.time()
+        if self._idle is None:
+            self._idle = loop.call_later(timeout, self._idle_expired)
 
     def _idle_expired(self) -> None:
         self._idle = None
+        loop = asyncio.get_running_loop()
+        left = self._active_at + self.host.idle_timeout - loop.time()
+        if left > 0:             # a request came in since the timer was set
+            self._idle = loop.call_later(left, self._idle_expired)
+            return
         if self._tasks:          # answers still being worked on: wait for them
             self._arm_idle()
             return
@@ -140,22 +150,44 @@ class _Conn(asyncio.Protocol):
         session = self.session
         self._tap(WireKind.RECEIVED, data)
         session.receive_data(data)
-        host.store.begin()
+        events: list[RequestReceived | MalformedRequest] = []
+        broken: DecodeError | None = None
+        while True:
+            try:
+                ev = session.next_event()
+            except DecodeError as e:
+                broken = e
+                break
+            if not isinstance(ev, (RequestReceived, MalformedRequest)):     # NEED_DATA
+                break
+            events.append(ev)
+        if broken is not None:
+            host.stats.closed_bad_framing += 1
+            log.warning("closing %s: %s", self.peer, broken)
+        if events:
+            self._arm_idle()
+            self._serve(events, broken is not None)
+        if broken is not None and self.transport:
+            self.transport.close()
+
+    def _serve(self, events: list[RequestReceived | MalformedRequest], closing: bool) -> None:
+        """Decide the requests that arrived together and write their answers in one go.
+
+        A shared store (``--workers``) decides them all under its write lock (:meth:`HostStore.hold`)
+        and commits before any answer is encoded and written; a private store commits money moves
+        at once and the rest within :attr:`HostServer.COMMIT_EVERY`."""
+        host = self.host
+        store = host.store
+        shared = store.shared
         out: list[bytes] = []
         self._out = out
+        decided: list[Decision] = []
         try:
-            while True:
-                try:
-                    ev = session.next_event()
-                except DecodeError as e:
-                    host.stats.closed_bad_framing += 1
-                    log.warning("closing %s: %s", self.peer, e)
-                    if self.transport:
-                        self.transport.close()
-                    return
-                if ev is NEED_DATA:
-                    return
-                self._arm_idle()
+            if shared:
+                store.hold()
+            else:
+                store.begin()
+            for ev in events:
                 if isinstance(ev, RequestReceived):
                     host.stats.requests += 1
                     if wire.isEnabledFor(logging.INFO):
@@ -173,15 +205,26 @@ class _Conn(asyncio.Protocol):
                     if wire.isEnabledFor(logging.INFO):
                         wire.info("%s <- malformed %s (%s)", self.peer, ev.mti or "frame", ev.error.msg)
                     decision = host.logic.malformed(ev.mti, ev.partial, ev.error)
-                self._dispatch(decision)
+                if shared:
+                    decided.append(decision)
+                else:
+                    self._dispatch(decision)
+            if shared:
+                store.release()
+                for decision in decided:
+                    self._dispatch(decision)
         except Exception:  # a bug must not take the server down: log it, drop this connection
             log.exception("internal error while serving %s; closing that connection", self.peer)
             if self.transport:
                 self.transport.abort()
         finally:
-            host.commit_soon()
+            if shared:
+                if store.held:
+                    store.release()
+            else:
+                host.commit_soon()
             self._out = None
-            if out and self.transport is not None and not self.transport.is_closing():
+            if out and not closing and self.transport is not None and not self.transport.is_closing():
                 self._write(self.transport, b"".join(out))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -193,13 +236,19 @@ class _Conn(asyncio.Protocol):
         host = self.host
         host.stats.pin_checks += 1
         ok = await run_external(host.clock, job.run)       # scrypt in a worker thread
+        store = host.store
         try:
+            if store.shared:
+                store.hold()
             decision = host.logic.handle(ev.request, ev.raw, pin_ok=ok)
         except Exception:  # a bug must not take the server down
             log.exception("internal error while serving %s; closing that connection", self.peer)
             if self.transport:
                 self.transport.abort()
             return
+        finally:
+            if store.held:
+                store.release()
         host.commit_soon()
         host.notify_decided(ev.request, decision)
         self._dispatch(decision)
@@ -273,14 +322,15 @@ class HostServer:
     DEFAULT_MAX_CONNECTIONS = 2048
 
     def __init__(self, profile: Profile, store: HostStore, clock: Clock, rules: HostRules | None = None, *,
-                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 lane: tuple[int, int] = (0, 1)) -> None:
         self.profile = profile
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.store = store
         self.clock = clock
         self.rules = rules or HostRules()
-        self.logic = HostLogic(store, profile, clock, rules=self.rules)
+        self.logic = HostLogic(store, profile, clock, rules=self.rules, lane=lane)
         self.stats = HostStats()
         self.conns: set[_Conn] = set()
         self.observers: list[Callable[[Message], None]] = []   # called with every decoded request
@@ -293,14 +343,22 @@ class HostServer:
     async def start(cls, profile: Profile, *, clock: Clock, host: str = "127.0.0.1", port: int = 0,
                     db: str | Path = ":memory:", rules: HostRules | None = None, seed: bool = True,
                     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                    max_connections: int = DEFAULT_MAX_CONNECTIONS, tls: ssl.SSLContext | None = None) -> HostServer:
-        store = HostStore(db)
+                    max_connections: int = DEFAULT_MAX_CONNECTIONS, tls: ssl.SSLContext | None = None,
+                    worker: tuple[int, int] | None = None) -> HostServer:
+        """Open the database (seeded when empty and ``seed``) and listen.
+
+        ``worker=(k, n)``: this is worker ``k`` of ``n`` host processes listening on one port
+        (``SO_REUSEPORT``: the kernel spreads connections over them) and sharing ``db``: the store is
+        shared (:class:`HostStore` ``shared``) and RRNs are taken from lane ``k``."""
+        store = HostStore(db, shared=worker is not None)
         if seed and store.empty:
             seed_demo(store)
-        self = cls(profile, store, clock, rules, idle_timeout=idle_timeout, max_connections=max_connections)
+        self = cls(profile, store, clock, rules, idle_timeout=idle_timeout, max_connections=max_connections,
+                   lane=worker or (0, 1))
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(lambda: _Conn(self), host, port, ssl=tls)
+            self._server = await loop.create_server(lambda: _Conn(self), host, port, ssl=tls,
+                                                    reuse_port=True if worker is not None else None)
         except BaseException:
             store.close()
             raise

@@ -193,15 +193,32 @@ class TxRow:
 
 
 class HostStore:
-    """SQLite-backed host state with an in-memory read cache."""
+    """SQLite-backed host state with an in-memory read cache.
 
-    def __init__(self, path: str | Path = ":memory:", *, local_key: LocalKey | None = None) -> None:
+    ``shared=True``: several host processes (``posemu host --workers N``) use this database at once.
+    Every decision then runs inside :meth:`hold` … :meth:`release` — ``BEGIN IMMEDIATE``, SQLite's
+    write lock, so money moves are serialised across the processes and a duplicate or a reversal is
+    seen by whichever worker gets it — and the caches are dropped whenever another connection has
+    committed since (``PRAGMA data_version``) and read through, row by row, from the database.
+    """
+
+    BUSY_TIMEOUT_MS = 30_000
+    """How long a shared store waits for another worker's write lock before giving up."""
+
+    def __init__(self, path: str | Path = ":memory:", *, local_key: LocalKey | None = None,
+                 shared: bool = False) -> None:
         self.path = str(path)
+        self.shared = shared
+        self._held = False
+        self._data_version = -1
+        self._opened: dict[bytes, bytes] = {}      # sealed key blob -> key (a shared store reloads rows often)
         self._cards: dict[str, CardRow] = {}
         self._balances: dict[int, tuple[int, str]] = {}
         self._terminals: dict[str, TerminalRow] = {}
         self._in_batch = False
+        self._fp_key: bytes | None = None
         self._log_rows: list[tuple[object, ...]] = []
+        self._log_keys: set[tuple[object, ...]] = set()   # (tid, stan, date, mti) of the rows not yet written
         check_sqlite_file(self.path, "host database")   # corrupt or truncated: refused before SQLite writes
         if self.path == ":memory:":
             self.kek = local_key or LocalKey.ephemeral()
@@ -216,6 +233,8 @@ class HostStore:
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            if shared:
+                self.db.execute(f"PRAGMA busy_timeout={self.BUSY_TIMEOUT_MS}")
             self.db.executescript(SCHEMA)
             self._migrate()
             self._load()
@@ -239,46 +258,86 @@ class HostStore:
             return None
         if len(blob) in _KEY_LENGTHS:          # written in clear by an older release: sealed on load
             return bytes(blob)
-        return self.kek.open(bytes(blob), f"host {name} {tid}")
+        blob = bytes(blob)
+        key = self._opened.get(blob)
+        if key is None:
+            key = self.kek.open(blob, f"host {name} {tid}")
+            if self.shared:
+                self._opened[blob] = key
+        return key
 
     def fingerprint(self, *parts: str) -> str:
-        """A keyed fingerprint of a transaction's identity (see module docstring)."""
-        return self.kek.fingerprint("|".join(parts).encode(), "host txn identity")
+        """A keyed fingerprint of a transaction's identity (see module docstring): the local key's
+        :meth:`LocalKey.fingerprint` for ``host txn identity``, its subkey derived once."""
+        key = self._fp_key
+        if key is None:
+            key = self._fp_key = self.kek.subkey("host txn identity")
+        return hmac.new(key, "|".join(parts).encode(), hashlib.sha256).hexdigest()[:32]
 
     # --- loading and seeding ------------------------------------------------------------
+    _CARD_SQL = ("SELECT pan, account_id, status, expiry, pin_salt, pin_hash, pin_tries_left, pin_tries_max,"
+                 " pin_required, permissions FROM cards")
+    _TERMINAL_SQL = ("SELECT tid, mid, tmk, pik, mak, signed_on, require_sign_on, permissions, min_version,"
+                     " mac_required, sign_on_proof, last_sign_on FROM terminals")
+
+    @staticmethod
+    def _card_row(r: tuple[object, ...]) -> CardRow:
+        return CardRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]),  # type: ignore[arg-type]
+                       frozenset(filter(None, str(r[9]).split(","))))
+
+    def _terminal_row(self, r: tuple[object, ...]) -> TerminalRow:
+        tid = str(r[0])
+        return TerminalRow(tid, r[1], self._open_key(r[2], tid, "tmk") or b"",  # type: ignore[arg-type]
+                           self._open_key(r[3], tid, "pik"), self._open_key(r[4], tid, "mak"),  # type: ignore[arg-type]
+                           bool(r[5]), bool(r[6]), frozenset(filter(None, str(r[7]).split(","))),
+                           r[8], bool(r[9]), bool(r[10]), r[11])  # type: ignore[arg-type]
+
     def _load(self) -> None:
         for row in self.db.execute("SELECT id, balance, currency FROM accounts"):
             self._balances[row[0]] = (row[1], row[2])
-        for r in self.db.execute(
-            "SELECT pan, account_id, status, expiry, pin_salt, pin_hash, pin_tries_left, pin_tries_max,"
-            " pin_required, permissions FROM cards"
-        ):
-            self._cards[r[0]] = CardRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]),
-                                        frozenset(filter(None, r[9].split(","))))
+        for r in self.db.execute(self._CARD_SQL):
+            self._cards[r[0]] = self._card_row(r)
         resealed = []
-        for r in self.db.execute(
-            "SELECT tid, mid, tmk, pik, mak, signed_on, require_sign_on, permissions, min_version, mac_required,"
-            " sign_on_proof, last_sign_on FROM terminals"
-        ):
-            tid = r[0]
-            row = TerminalRow(tid, r[1], self._open_key(r[2], tid, "tmk") or b"", self._open_key(r[3], tid, "pik"),
-                              self._open_key(r[4], tid, "mak"), bool(r[5]), bool(r[6]),
-                              frozenset(filter(None, r[7].split(","))), r[8], bool(r[9]), bool(r[10]), r[11])
-            self._terminals[tid] = row
+        for r in self.db.execute(self._TERMINAL_SQL):
+            row = self._terminal_row(r)
+            self._terminals[row.tid] = row
             if any(k is not None and len(k) in _KEY_LENGTHS for k in (r[2], r[3], r[4])):
                 resealed.append(row)
         for row in resealed:
             self._write_terminal(row)
+        self._data_version = self._version()
+
+    def _version(self) -> int:
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _refresh(self) -> None:
+        """A shared store: drop the caches if another connection committed since we last looked."""
+        v = self._version()
+        if v != self._data_version:
+            self._data_version = v
+            self._cards.clear()
+            self._balances.clear()
+            self._terminals.clear()
+            self._complete = False
+
+    _complete = True
+    """The caches hold every row (a shared store's are filled row by row after a refresh)."""
+
+    def _fill(self) -> None:
+        if not self._complete:
+            self._load()
+            self._complete = True
 
     @property
     def empty(self) -> bool:
+        self._fill()
         return not self._cards and not self._terminals
 
     def add_card(self, profile: CardProfile, *, pin_required: bool = True, salt: bytes | None = None,
                  pin_hash: bytes | None = None) -> None:
         """Seed a card and its account from a card profile (idempotent by PAN). ``salt`` and
         ``pin_hash`` may come precomputed (``hash_pin(profile.pin, salt)``)."""
-        if profile.pan in self._cards:
+        if self.card(profile.pan) is not None:
             return
         acc = profile.account
         cur = self.db.execute("INSERT INTO accounts (balance, currency) VALUES (?, ?)",
@@ -300,7 +359,7 @@ class HostStore:
     def add_terminal(self, tid: str, mid: str, tmk: bytes, *, require_sign_on: bool = True,
                      permissions: Iterable[str] = ("balance", "purchase", "reversal"),
                      min_version: int = 0, mac_required: bool = True, sign_on_proof: bool = True) -> None:
-        if tid in self._terminals:
+        if self.terminal(tid) is not None:
             return
         row = TerminalRow(tid, mid, tmk, None, None, False, require_sign_on, frozenset(permissions), min_version,
                           mac_required, sign_on_proof)
@@ -310,22 +369,42 @@ class HostStore:
 
     # --- reads ------------------------------------------------------------------------------
     def card(self, pan: str) -> CardRow | None:
-        return self._cards.get(pan)
+        row = self._cards.get(pan)
+        if row is None and not self._complete:
+            r = self.db.execute(self._CARD_SQL + " WHERE pan=?", (pan,)).fetchone()
+            if r is not None:
+                row = self._cards[pan] = self._card_row(r)
+        return row
 
     def pans(self) -> list[str]:
+        self._fill()
         return list(self._cards)
 
     def terminal(self, tid: str) -> TerminalRow | None:
-        return self._terminals.get(tid)
+        row = self._terminals.get(tid)
+        if row is None and not self._complete:
+            r = self.db.execute(self._TERMINAL_SQL + " WHERE tid=?", (tid,)).fetchone()
+            if r is not None:
+                row = self._terminals[tid] = self._terminal_row(r)
+        return row
 
     def terminals(self) -> list[TerminalRow]:
+        self._fill()
         return list(self._terminals.values())
 
     def balance(self, account_id: int) -> tuple[int, str]:
-        return self._balances[account_id]
+        got = self._balances.get(account_id)
+        if got is None and not self._complete:
+            r = self.db.execute("SELECT balance, currency FROM accounts WHERE id=?", (account_id,)).fetchone()
+            if r is not None:
+                got = self._balances[account_id] = (int(r[0]), str(r[1]))
+        if got is None:
+            raise KeyError(account_id)
+        return got
 
     def find_tx(self, tid: str, stan: str, date: str, mti: str) -> TxRow | None:
-        self._flush_log()
+        if (tid, stan, date, mti) in self._log_keys:   # only a pending row of this key can change the answer
+            self._flush_log()
         r = self.db.execute(
             f"SELECT {_TX_COLS} FROM txlog WHERE tid=? AND stan=? AND date=? AND mti=?", (tid, stan, date, mti)
         ).fetchone()
@@ -336,6 +415,13 @@ class HostStore:
         self._flush_log()
         r = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM txlog").fetchone()
         return int(r[0])
+
+    def highest_rrn_number(self) -> int:
+        """The highest sequence number (the last 6 digits) of any RRN in the log, 0 if none."""
+        self._flush_log()
+        r = self.db.execute("SELECT MAX(CAST(substr(rrn, 7) AS INTEGER)) FROM txlog WHERE length(rrn) = 12"
+                            ).fetchone()
+        return int(r[0] or 0)
 
     def transactions(self) -> list[TxRow]:
         self._flush_log()
@@ -348,13 +434,15 @@ class HostStore:
         self._cards[row.pan] = row
 
     def update_card(self, pan: str, **changes: object) -> CardRow:
-        row = self._cards[pan]
+        row = self.card(pan)
+        if row is None:
+            raise KeyError(pan)
         new = replace(row, **changes)  # type: ignore[arg-type]
         self.set_card(new)
         return new
 
     def set_terminal(self, row: TerminalRow) -> None:
-        if row.tid not in self._terminals:
+        if self.terminal(row.tid) is None:
             raise ConfigError(f"unknown terminal {row.tid!r}")
         self._write_terminal(row)
 
@@ -370,7 +458,7 @@ class HostStore:
         self._terminals[tid] = row
 
     def move_money(self, account_id: int, delta: int) -> int:
-        bal, cur = self._balances[account_id]
+        bal, cur = self.balance(account_id)
         bal += delta
         self.db.execute("UPDATE accounts SET balance=? WHERE id=?", (bal, account_id))
         self._balances[account_id] = (bal, cur)
@@ -382,12 +470,14 @@ class HostStore:
                target: int | None = None) -> None:
         self._log_rows.append((tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn,
                                ident, batch, effect, target))
+        self._log_keys.add((tid, stan, date, mti))
         if not self._in_batch:
             self._flush_log()
 
     def _flush_log(self) -> None:
         if self._log_rows:
             rows, self._log_rows = self._log_rows, []
+            self._log_keys.clear()
             self.db.executemany(
                 "INSERT OR IGNORE INTO txlog (tid, stan, date, mti, kind, pan_masked, account_id, amount, rc,"
                 " auth_code, rrn, ident, batch, effect, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -447,16 +537,37 @@ class HostStore:
 
     def begin(self) -> None:
         if not self._in_batch:
-            self.db.execute("BEGIN")
+            self.db.execute("BEGIN IMMEDIATE" if self.shared else "BEGIN")
             self._in_batch = True
+            if self.shared:
+                self._refresh()
 
     def commit(self) -> None:
+        if self._held:           # the holder commits (release) before any answer leaves
+            return
         self._flush_log()
         if self._in_batch:
             self.db.execute("COMMIT")
             self._in_batch = False
 
+    def hold(self) -> None:
+        """Start deciding under the write lock (a shared store: ``BEGIN IMMEDIATE``, waiting up to
+        :attr:`BUSY_TIMEOUT_MS` for another worker; caches refreshed). Commits inside are deferred to
+        :meth:`release`, which the caller runs before any answer is sent."""
+        self.begin()
+        self._held = True
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def release(self) -> None:
+        """Commit what was decided since :meth:`hold` (durable before the answers are written)."""
+        self._held = False
+        self.commit()
+
     def close(self) -> None:
+        self._held = False
         self.commit()
         self._flush_log()
         self.db.close()
