@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from emulator.errors import JournalError
-from emulator.keystore import LocalKey, private_dir, private_file
+from emulator.keystore import LocalKey, file_parent, private_file
 from emulator.sqlite_files import check_sqlite_file
 from hardware.clock import Clock
 from protocol.errors import CryptoError, DecodeError, EnvironmentProblem
@@ -160,7 +160,7 @@ class Journal:
         try:
             if self.path != ":memory:":
                 try:
-                    private_dir(Path(self.path).parent)
+                    file_parent(Path(self.path))
                     private_file(Path(self.path))
                 except EnvironmentProblem as e:
                     raise OSError(str(e)) from None

@@ -44,15 +44,41 @@ def user_key() -> LocalKey:
     return LocalKey.at(user_state_dir() / "local.key")
 
 
+def may_tighten(path: Path) -> bool:
+    """May posemu make this existing folder private (0700)? Only a folder of the user's own that is
+    not shared: never one with the sticky bit or writable by all (``/tmp``, ``/var/tmp``), never the
+    home folder — tightening those would break other programs and users."""
+    try:
+        st = path.stat()
+        home = Path.home().resolve()
+    except (OSError, RuntimeError):
+        return False
+    shared = bool(st.st_mode & (stat.S_ISVTX | stat.S_IWOTH))
+    return st.st_uid == os.getuid() and not shared and path.resolve() != home
+
+
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if needed; the folder itself is made 0700."""
+    """The state folder ``path``: created 0700 (with its parents) if missing; an existing one is made
+    0700 when :func:`may_tighten` allows (a shared folder such as ``/tmp`` is left as it is — the
+    files posemu writes are 0600 anyway)."""
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if path.stat().st_mode & 0o077:
+        if path.stat().st_mode & 0o077 and may_tighten(path):
             path.chmod(0o700)
     except OSError as e:
         raise EnvironmentProblem(f"cannot use state folder {path}: {e.strerror or e}") from None
     return path
+
+
+def file_parent(path: Path) -> Path:
+    """The folder a private file goes into: created 0700 if missing, an existing one left as it is
+    (a journal or key given as ``/tmp/x`` must not change ``/tmp``)."""
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise EnvironmentProblem(f"cannot create {parent}: {e.strerror or e}") from None
+    return parent
 
 
 def private_file(path: Path) -> Path:
@@ -130,7 +156,7 @@ class LocalKey:
         except FileNotFoundError:
             if not create:
                 raise ConfigError(f"local key {path} does not exist") from None
-            private_dir(path.parent)
+            file_parent(path)
             key = os.urandom(KEY_SIZE)
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)

@@ -552,3 +552,35 @@ def test_config_never_holds_a_real_key_in_clear(tmp_path: Path, monkeypatch: pyt
     # the demo (test) key is simply not written
     configmod.save(configmod.TerminalConfig(), path)
     assert "tmk" not in path.read_text()
+
+
+def test_shared_folders_are_never_tightened(tmp_path: Path) -> None:
+    """A state folder, journal, key or host database given inside a shared folder (sticky, writable by
+    all, like /tmp) leaves that folder as it is — making /tmp 0700 breaks every other program; a
+    folder of the user's own given as the state folder is made private as before."""
+    from click.testing import CliRunner
+
+    from emulator.cli import main as cli
+    from emulator.host.store import HostStore
+    from emulator.journal import Journal
+    from emulator.keystore import LocalKey
+    from hardware.clock import VirtualClock as _Clock
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    own = tmp_path / "own"
+    own.mkdir()
+    own.chmod(0o755)
+    LocalKey.at(shared / "local.key")
+    Journal(shared / "journal.sqlite3", clock=_Clock()).close()
+    HostStore(shared / "host.sqlite3").close()
+    res = CliRunner().invoke(cli, ["inquiry", "--virtual-time", "--state", str(shared)])
+    assert res.exit_code == 0, res.output
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    res = CliRunner().invoke(cli, ["inquiry", "--virtual-time", "--state", str(own)])
+    assert res.exit_code == 0, res.output
+    assert stat.S_IMODE(own.stat().st_mode) == 0o700
+    for p in shared.iterdir():
+        if p.is_file():
+            assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, p

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from emulator.app import default_state_dir
+from emulator.keystore import may_tighten
 from protocol.errors import EnvironmentProblem, UsageError
 
 
@@ -30,7 +31,7 @@ def state_folder(given: str | None) -> Path:
         raise EnvironmentProblem(f"state folder {path} is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+        if path.stat().st_mode & 0o077 and may_tighten(path):
             path.chmod(0o700)               # state folders are private (keys, journal, host database)
     except OSError as e:
         raise EnvironmentProblem(f"cannot create the state folder {path}: {_reason(e)}") from None
