@@ -36,298 +36,41 @@ Settlement totals travel in field 48 (:class:`BatchTotals`), laid out as that ap
 flag (``0`` in the request; in the answer ``1`` totals agree, ``2`` they do not), then the same for
 foreign cards. The answer's response code says it too (ISO 8583 ``95`` reconcile error): the
 terminal then uploads each transaction of the batch (0320) and settles again.
+
+This module holds the builders and the response helpers; the codes (:class:`TxnType`, :class:`RC`,
+:class:`NetCode`, :class:`SettleCode`, :class:`EntryMode`) are in :mod:`protocol.txn_codes`, the field
+values (:class:`CardData`, :class:`TerminalIds`, :class:`Field60`, :class:`Balance`,
+:class:`OriginalRef`, :class:`BatchTotals`, :class:`UploadItem`) in :mod:`protocol.txn_fields`. Every
+name is importable from here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import enum
-import functools
-from dataclasses import dataclass
 
 from protocol.errors import DecodeError, EncodeError
 from protocol.iso import Message, Value
-from protocol.masking import mask_pan
 from protocol.specs import Kind, Profile
+from protocol.txn_codes import RC, VOIDS, EntryMode, NetCode, SettleCode, TxnType
+from protocol.txn_fields import (
+    Balance,
+    BatchTotals,
+    CardData,
+    Field60,
+    OriginalRef,
+    TerminalIds,
+    UploadItem,
+    encode_balances,
+    parse_balances,
+)
 
+__all__ = [
+    "RC", "VOIDS", "Balance", "BatchTotals", "CardData", "EntryMode", "Field60", "NetCode", "OriginalRef",
+    "SettleCode", "TerminalIds", "TxnType", "UploadItem", "batch_upload_request", "encode_balances",
+    "financial_request", "key_block", "key_block_value", "match_key", "network_request", "original_mti",
+    "parse_balances", "response_to", "reversal_request", "settlement_request", "sign_on_request",
+]
 
-class TxnType(enum.Enum):
-    """Transaction types: processing code (field 3) and CUP type code (60.1); the MTI, POS condition
-    code (field 25) and the rest are properties (see the table in the module docstring)."""
-
-    SIGN_ON = ("", "00")
-    BALANCE = ("310000", "01")
-    PURCHASE = ("000000", "22")
-    VOID = ("200000", "23")
-    REFUND = ("200000", "25")
-    PREAUTH = ("030000", "10")
-    PREAUTH_VOID = ("200000", "11")
-    COMPLETION = ("000000", "20")
-    COMPLETION_VOID = ("200000", "21")
-
-    @property
-    def processing_code(self) -> str:
-        return self.value[0]
-
-    @property
-    def type_code(self) -> str:
-        return self.value[1]
-
-    @property
-    def mti(self) -> str:
-        """The request MTI: 0100 for the pre-authorization family, 0220 for a refund, else 0200."""
-        return _MTIS.get(self, "0200")
-
-    @property
-    def condition(self) -> str:
-        """POS condition code (field 25): ``06`` pre-authorization family, ``00`` normal."""
-        return "06" if self in _PREAUTH_FAMILY else "00"
-
-    @property
-    def kind(self) -> str:
-        """The name the journal, the host log and the CLI use (``purchase``, ``void``, …)."""
-        return self.name.lower() if self is not TxnType.BALANCE else "balance"
-
-    @property
-    def reversible(self) -> bool:
-        """Moves money or a hold: an unknown outcome is reversed (0400)."""
-        return self not in (TxnType.SIGN_ON, TxnType.BALANCE)
-
-    @property
-    def references_original(self) -> bool:
-        """Names an earlier transaction (fields 37, 38, 61)."""
-        return self in _REFERENCING
-
-    @property
-    def carries_chip_data(self) -> bool:
-        """Asks the chip for an online cryptogram (field 55, second GENERATE AC after the answer):
-        balance, purchase, pre-authorization. A void, refund or completion names an authorized
-        original and sends the card's identity only."""
-        return self in (TxnType.BALANCE, TxnType.PURCHASE, TxnType.PREAUTH)
-
-    @property
-    def credit(self) -> bool:
-        """Gives money back to the cardholder (a credit in the settlement totals)."""
-        return self is TxnType.REFUND
-
-    @classmethod
-    def from_kind(cls, kind: str) -> TxnType | None:
-        for t in cls:
-            if t.kind == kind:
-                return t
-        return None
-
-    @classmethod
-    def from_request(cls, msg: Message) -> TxnType | None:
-        """The transaction a request asks for: by MTI, processing code and field 25 (60.1 confirms
-        when present). ``None`` for anything else."""
-        if msg.mti in ("0800", "0810"):
-            return cls.SIGN_ON
-        pc = msg.get(3)
-        if not isinstance(pc, str) or len(pc) != 6:
-            return None
-        mti = msg.mti[:2] + str(int(msg.mti[2]) & ~1) + msg.mti[3] if msg.mti[2:3].isdigit() else msg.mti
-        preauth = msg.get(25) == "06"
-        f60 = msg.get(60)
-        type_code = f60[:2] if isinstance(f60, str) and len(f60) >= 2 else None
-        return _txn_of(mti, pc[:2], preauth, type_code)
-
-
-@functools.lru_cache(maxsize=256)
-def _txn_of(mti: str, pc2: str, preauth: bool, type_code: str | None) -> TxnType | None:
-    """:meth:`TxnType.from_request` once the request is reduced to what decides it (memoised: a host
-    asks it for every request)."""
-    cls = TxnType
-    for t in cls:
-        if t is cls.SIGN_ON or t.mti != mti or t.processing_code[:2] != pc2:
-            continue
-        if type_code is not None and type_code == t.type_code:
-            return t
-    guess = {("0200", "31"): cls.BALANCE, ("0200", "00"): cls.COMPLETION if preauth else cls.PURCHASE,
-             ("0200", "20"): cls.COMPLETION_VOID if preauth else cls.VOID, ("0220", "20"): cls.REFUND,
-             ("0100", "03"): cls.PREAUTH, ("0100", "20"): cls.PREAUTH_VOID}
-    return guess.get((mti, pc2))
-
-
-_PREAUTH_FAMILY = frozenset({TxnType.PREAUTH, TxnType.PREAUTH_VOID, TxnType.COMPLETION, TxnType.COMPLETION_VOID})
-_REFERENCING = frozenset({TxnType.VOID, TxnType.REFUND, TxnType.PREAUTH_VOID, TxnType.COMPLETION,
-                          TxnType.COMPLETION_VOID})
-_MTIS = {TxnType.PREAUTH: "0100", TxnType.PREAUTH_VOID: "0100", TxnType.REFUND: "0220", TxnType.SIGN_ON: "0800"}
-#: what each void cancels
-VOIDS = {TxnType.PURCHASE: TxnType.VOID, TxnType.PREAUTH: TxnType.PREAUTH_VOID,
-         TxnType.COMPLETION: TxnType.COMPLETION_VOID}
-
-
-class NetCode(enum.Enum):
-    """Network management information code: ISO 8583:1987 field 70 (``iso87ascii``), or CUP 60.3
-    of an 0820 (``cup``; a CUP 0800 is always a sign-on and its 60.3 names the key scheme)."""
-
-    SIGN_ON = "001"
-    SIGN_OFF = "002"
-    ECHO = "301"
-
-    @classmethod
-    def of(cls, msg: Message) -> NetCode | None:
-        """The network management function of an 08x0 message, or ``None`` if it has none."""
-        if msg.mti[:3] not in ("080", "081", "082", "083"):
-            return None
-        f70 = msg.get(70)
-        if isinstance(f70, str):
-            try:
-                return cls(f70)
-            except ValueError:
-                return None
-        if msg.mti[:3] in ("080", "081"):
-            return cls.SIGN_ON
-        f60 = msg.get(60)
-        code = f60[8:11] if isinstance(f60, str) and len(f60) >= 11 else ""
-        try:
-            return cls(code)
-        except ValueError:
-            return None
-
-
-class RC(enum.Enum):
-    """ISO 8583 response codes (field 39) the host simulator gives, with their meaning."""
-
-    APPROVED = "00"
-    INVALID_TRANSACTION = "12"
-    INVALID_AMOUNT = "13"
-    INVALID_CARD = "14"
-    FORMAT_ERROR = "30"
-    EXPIRED_CARD = "54"
-    WRONG_PIN = "55"
-    NOT_PERMITTED_CARDHOLDER = "57"
-    NOT_PERMITTED_TERMINAL = "58"
-    INSUFFICIENT_FUNDS = "51"
-    RESTRICTED_CARD = "62"
-    PIN_TRIES_EXCEEDED = "75"
-    UNKNOWN_ORIGINAL = "25"          # unable to locate the original (reversal, void, refund, completion)
-    ORIGINAL_AMOUNT_INCORRECT = "64"  # CUP: 原始金额错误 (a void's amount is not its original's)
-    RECONCILE_ERROR = "95"           # settlement totals do not agree: upload the batch
-    ISSUER_UNAVAILABLE = "91"
-    SYSTEM_MALFUNCTION = "96"
-    SIGN_ON_REQUIRED = "77"          # CUP: batch/sign-on mismatch, terminal must sign on again
-    DUPLICATE = "94"                 # duplicate transmission: a STAN reused for another transaction
-    MAC_ERROR = "A0"
-    VERSION_NOT_ACCEPTED = "A4"      # posemu: terminal software version no longer accepted
-    NO_RESPONSE = "98"               # reversal reason: no response within the timeout
-    TERMINAL_ERROR = "06"            # reversal reason: the terminal could not complete (card pulled out…)
-
-    @classmethod
-    def parse(cls, code: str) -> RC | None:
-        try:
-            return cls(code)
-        except ValueError:
-            return None
-
-
-class EntryMode(enum.Enum):
-    """POS entry mode, first two digits of field 22 (third: 1 PIN entered, 2 no PIN)."""
-
-    SWIPE = "02"
-    CHIP = "05"
-    CONTACTLESS = "07"
-    FALLBACK = "80"
-
-
-@dataclass(frozen=True, slots=True)
-class CardData:
-    """What the terminal read from a card, ready for a request. ``repr`` never shows it."""
-
-    pan: str
-    entry: EntryMode
-    expiry: str | None = None          # YYMM
-    track2: str | None = None          # between sentinels, "=" separator
-    track3: str | None = None
-    pan_seq: str | None = None
-    icc: bytes | None = None           # BER-TLV for field 55
-    service_code: str | None = None
-
-    def __repr__(self) -> str:
-        return f"CardData(pan={mask_pan(self.pan)}, entry={self.entry.name})"
-
-
-@dataclass(frozen=True, slots=True)
-class TerminalIds:
-    """Who the terminal is: field 41/42, the header bytes, the current batch."""
-
-    tid: str
-    mid: str
-    header: bytes = b""
-    batch: str = "000001"
-
-    def __post_init__(self) -> None:
-        if len(self.tid) != 8:
-            raise EncodeError("terminal id (field 41) must be 8 characters", field="41")
-        if len(self.mid) != 15:
-            raise EncodeError("merchant id (field 42) must be 15 characters", field="42")
-        if len(self.batch) != 6 or not self.batch.isdigit():
-            raise EncodeError("batch number must be 6 digits", field="60.2")
-
-
-@dataclass(frozen=True, slots=True)
-class Field60:
-    """CUP field 60: 60.1 type code (n2), 60.2 batch (n6), 60.3 network management code (n3)."""
-
-    type_code: str
-    batch: str
-    net_code: str = "000"
-
-    def encode(self) -> str:
-        return self.type_code + self.batch + self.net_code
-
-    @classmethod
-    def parse(cls, text: str) -> Field60:
-        if len(text) < 8 or not text.isdigit():
-            raise DecodeError("field 60 must be at least 8 digits", field="60", raw=text.encode())
-        return cls(text[:2], text[2:8], text[8:11] or "000")
-
-
-@dataclass(frozen=True, slots=True)
-class Balance:
-    """One entry of field 54: account type, amount type (01 ledger, 02 available), currency,
-    signed amount in minor units."""
-
-    amount: int
-    currency: str = "156"
-    account_type: str = "10"
-    amount_type: str = "02"
-
-    def encode(self) -> str:
-        sign = "C" if self.amount >= 0 else "D"
-        if abs(self.amount) >= 10**12:
-            raise EncodeError("balance does not fit 12 digits", field="54")
-        return f"{self.account_type}{self.amount_type}{self.currency}{sign}{abs(self.amount):012d}"
-
-
-def encode_balances(entries: list[Balance]) -> str:
-    return "".join(b.encode() for b in entries)
-
-
-def parse_balances(text: str) -> list[Balance]:
-    """Parse field 54 (20 characters per entry).
-
-    >>> parse_balances("1002156C000001234567")
-    [Balance(amount=1234567, currency='156', account_type='10', amount_type='02')]
-
-    Only ASCII digits count (``"²".isdigit()`` is true in Python, and ``int("١٢")`` is 12).
-    """
-    if not isinstance(text, str):
-        raise DecodeError(f"field 54 must be text, not {type(text).__name__}", field="54")
-    if not text or len(text) % 20:
-        raise DecodeError(f"field 54 length {len(text)} is not a multiple of 20", field="54",
-                          raw=text.encode("ascii", "replace"))
-    out = []
-    for i in range(0, len(text), 20):
-        e = text[i:i + 20]
-        sign, digits = e[7], e[8:]
-        if sign not in ("C", "D") or not (e.isascii() and digits.isdigit() and e[:7].isdigit()):
-            raise DecodeError("malformed balance entry", field=f"54[{i // 20}]", pos=i,
-                              raw=e.encode("ascii", "replace"))
-        amt = int(digits)
-        out.append(Balance(amt if sign == "C" else -amt, e[4:7], e[:2], e[2:4]))
-    return out
 
 
 def _amount(amount: int) -> str:
@@ -362,40 +105,6 @@ def network_request(profile: Profile, ids: TerminalIds, code: NetCode, *, stan: 
         return Message("0800", fields, ids.header)
     fields[60] = Field60("00", ids.batch, code.value).encode()
     return Message("0820", fields, ids.header)
-
-
-@dataclass(frozen=True, slots=True)
-class OriginalRef:
-    """How a void, refund or completion names its original: batch, STAN and date (CUP field 61:
-    61.1 batch n6, 61.2 STAN n6, 61.3 date MMDD), retrieval reference number (37) and authorization
-    code (38) as the host gave them."""
-
-    batch: str
-    stan: str
-    date: str
-    rrn: str | None = None
-    auth_code: str | None = None
-
-    def __post_init__(self) -> None:
-        for name, value, n in (("batch", self.batch, 6), ("STAN", self.stan, 6), ("date", self.date, 4)):
-            if not (isinstance(value, str) and len(value) == n and value.isascii() and value.isdigit()):
-                raise EncodeError(f"original {name} must be {n} digits", field="61")
-        if self.rrn is not None and not (len(self.rrn) == 12 and self.rrn.isascii() and self.rrn.isalnum()):
-            raise EncodeError("original retrieval reference number must be 12 characters", field="37")
-        if self.auth_code is not None and not (0 < len(self.auth_code) <= 6 and self.auth_code.isascii()
-                                               and self.auth_code.isalnum()):
-            raise EncodeError("original authorization code must be 1 to 6 characters", field="38")
-
-    def field61(self) -> str:
-        return self.batch + self.stan + self.date
-
-    @classmethod
-    def parse61(cls, text: str) -> tuple[str, str, str]:
-        """(batch, STAN, date) of a field 61 (the date may be absent: ``0000``)."""
-        if not isinstance(text, str) or len(text) < 12 or not text[:16].isascii() or not text[:12].isdigit():
-            raise DecodeError("field 61 must start with batch (6) and STAN (6) digits", field="61")
-        date = text[12:16] if len(text) >= 16 and text[12:16].isdigit() else "0000"
-        return text[:6], text[6:12], date
 
 
 def financial_request(profile: Profile, ids: TerminalIds, txn: TxnType, card: CardData, *, stan: str,
@@ -497,68 +206,6 @@ def original_mti(reversal: Message) -> str:
 
 
 # --- settlement -------------------------------------------------------------------------------------------
-class SettleCode(enum.Enum):
-    """Network management code (60.3) of settlement messages (LiaoYang_POS ``TrTable``, batch upload end)."""
-
-    SETTLE = "201"               # 0500 settlement, 0320 batch upload of one transaction
-    AFTER_UPLOAD = "202"         # the 0500 sent again once every transaction was uploaded
-
-
-@dataclass(frozen=True, slots=True)
-class BatchTotals:
-    """Field 48 of a settlement (0500/0510), CUP layout: debit amount n12 + count n3, credit amount
-    n12 + count n3, result flag, then the same for foreign cards. Debits are the batch's approved,
-    unvoided purchases and completions; credits its refunds. The flag is ``0`` in the request; in
-    the answer ``1`` the host's totals agree, ``2`` they do not.
-
-    >>> t = BatchTotals(12_50, 1, 3_00, 1)
-    >>> t.encode()
-    '00000000125000100000000030000100000000000000000000000000000000'
-    >>> BatchTotals.parse(t.encode()) == t
-    True
-    """
-
-    debit_amount: int = 0
-    debit_count: int = 0
-    credit_amount: int = 0
-    credit_count: int = 0
-    flag: str = "0"
-    foreign_debit_amount: int = 0
-    foreign_debit_count: int = 0
-    foreign_credit_amount: int = 0
-    foreign_credit_count: int = 0
-    foreign_flag: str = "0"
-
-    def encode(self) -> str:
-        for n, v in ((12, self.debit_amount), (3, self.debit_count), (12, self.credit_amount),
-                     (3, self.credit_count), (12, self.foreign_debit_amount), (3, self.foreign_debit_count),
-                     (12, self.foreign_credit_amount), (3, self.foreign_credit_count)):
-            if not 0 <= v < 10**n:
-                raise EncodeError(f"settlement total {v} does not fit {n} digits", field="48")
-        return (f"{self.debit_amount:012d}{self.debit_count:03d}{self.credit_amount:012d}{self.credit_count:03d}"
-                f"{self.flag}{self.foreign_debit_amount:012d}{self.foreign_debit_count:03d}"
-                f"{self.foreign_credit_amount:012d}{self.foreign_credit_count:03d}{self.foreign_flag}")
-
-    @classmethod
-    def parse(cls, text: str) -> BatchTotals:
-        if not isinstance(text, str) or len(text) < 31 or not text.isascii():
-            raise DecodeError("field 48 is not settlement totals (at least 31 characters)", field="48")
-        text = text.ljust(62, "0")
-        digits = text[:30] + text[31:61]
-        if not digits.isdigit():
-            raise DecodeError("settlement totals must be digits", field="48", raw=text.encode())
-        return cls(int(text[0:12]), int(text[12:15]), int(text[15:27]), int(text[27:30]), text[30],
-                   int(text[31:43]), int(text[43:46]), int(text[46:58]), int(text[58:61]), text[61])
-
-    def same_totals(self, other: BatchTotals) -> bool:
-        return (self.debit_amount, self.debit_count, self.credit_amount, self.credit_count) == (
-            other.debit_amount, other.debit_count, other.credit_amount, other.credit_count)
-
-    @property
-    def agreed(self) -> bool:
-        return self.flag == "1"
-
-
 def settlement_request(profile: Profile, ids: TerminalIds, totals: BatchTotals, *, stan: str, now: dt.datetime,
                        currency: str = "156", after_upload: bool = False, operator: str = "01") -> Message:
     """Settlement 结算 (0500): the batch's totals in field 48, 60.3 ``201`` (``202`` when sent again
@@ -568,15 +215,6 @@ def settlement_request(profile: Profile, ids: TerminalIds, totals: BatchTotals, 
                                 48: totals.encode(), 49: currency,
                                 60: Field60("00", ids.batch, code.value).encode(), 63: operator.ljust(3)}
     return Message("0500", fields, ids.header)
-
-
-@dataclass(frozen=True, slots=True)
-class UploadItem:
-    """One transaction of a batch upload: what the journal keeps of it (never the full PAN)."""
-
-    txn: TxnType
-    amount: int
-    original: OriginalRef          # its own batch, STAN, date, RRN and authorization code
 
 
 def batch_upload_request(profile: Profile, ids: TerminalIds, item: UploadItem, *, stan: str,

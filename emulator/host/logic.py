@@ -28,28 +28,35 @@ inquiry (processing code ``31``) as in an 0200, and a pre-authorization (``03``,
 balance goes down, the hold is logged with its authorization code, and a reversal of it (0400)
 releases it. A pre-authorization needs the ``preauth`` permission (or ``purchase``) of the card and
 the terminal.
+
+:class:`HostLogic` keeps the order of the checks and calls its collaborators, each given the store,
+the profile or the request explicitly: :mod:`emulator.host.kinds` (what a request asks, pure),
+:mod:`emulator.host.pins` (PIN blocks, the PIN cache, PIN jobs), :mod:`emulator.host.txnset` (the
+originals of voids, refunds and completions, the money each moves, undoing them on reversal) and
+:mod:`emulator.host.settlement` (batch totals, 0500, 0320). Their public names are importable from
+here as before.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from emulator.demo import ACQUIRER_ID, DEMO_MID, DEMO_TID, DEMO_TMK, LOAD_TIDS
+from emulator.demo import ACQUIRER_ID
+from emulator.host import settlement
+from emulator.host.kinds import MONEY_KINDS, TXNSET, batch_of, card_from, permission, permitted, summary, txn_kind
+from emulator.host.pins import PinCache, PinJob, check_pin, decrypt_pin
+from emulator.host.provision import seed_demo
 from emulator.host.rules import HostRules, RuleAction
-from emulator.host.store import CardRow, HostStore, TerminalRow, TxRow, hash_pin
-from hardware.cards.profiles import list_profiles, load_profile
+from emulator.host.store import CardRow, HostStore, TerminalRow, TxRow
+from emulator.host.txnset import find_original, link, money_effect, undo_links
 from hardware.clock import Clock
 from protocol import keys as keymod
 from protocol.errors import DecodeError, PosemuError
 from protocol.iso import Message, encode
 from protocol.masking import mask_pan
-from protocol.pinblock import decrypt_pinblock_any
 from protocol.session import check_mac
 from protocol.specs import Profile
 from protocol.txn import (
@@ -58,8 +65,6 @@ from protocol.txn import (
     BatchTotals,
     Field60,
     NetCode,
-    OriginalRef,
-    SettleCode,
     TxnType,
     encode_balances,
     key_block_value,
@@ -67,8 +72,10 @@ from protocol.txn import (
     response_to,
 )
 
-log = logging.getLogger("posemu.host")
+__all__ = ["MONEY_KINDS", "Decision", "HostLogic", "PinCache", "PinJob", "permitted", "seed_demo", "summary",
+           "txn_kind"]
 
+log = logging.getLogger("posemu.host")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,88 +87,6 @@ class Decision:
     close: bool = False
     mak: bytes | None = None       # seal the response with this MAC key
     mangle: str = ""               # a GARBAGE rule's mode: the encoded answer is spoilt on the way out
-
-
-_PIN_HASHES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
-
-
-def _hashed(pan: str, pin: str) -> tuple[bytes, bytes]:
-    """(salt, scrypt hash) for a demo card, computed once per process: demo data is reseeded often
-    (every regression scenario) and scrypt is slow on purpose."""
-    key = (pan, pin)
-    if key not in _PIN_HASHES:
-        salt = os.urandom(16)
-        _PIN_HASHES[key] = (salt, hash_pin(pin, salt))
-    return _PIN_HASHES[key]
-
-
-def seed_demo(store: HostStore, *, profiles: list[str] | None = None, load_terminals: bool = True) -> None:
-    """Seed the demo terminal, the load-test terminals (unless ``load_terminals`` is false) and every
-    bundled card profile (or those named)."""
-    store.begin()
-    store.add_terminal(DEMO_TID, DEMO_MID, DEMO_TMK)
-    for tid in LOAD_TIDS if load_terminals else ():
-        store.add_terminal(tid, DEMO_MID, DEMO_TMK, require_sign_on=False)
-    for name in profiles if profiles is not None else list_profiles():
-        prof = load_profile(name)
-        salt, digest = _hashed(prof.pan, prof.pin)
-        store.add_card(prof, pin_required=not name.startswith("load"), salt=salt, pin_hash=digest)
-    store.commit()
-
-
-class PinCache:
-    """Which PIN blocks were verified correct, as keyed hashes: a hit skips the scrypt.
-
-    An entry is HMAC-SHA256, under a random key of this process (never stored), of the PIK, the
-    card's PAN, PIN salt and PIN hash, and the encrypted PIN block — neither the PIN nor the PIN block
-    is kept, and the tag cannot be tested against guesses without the key. Why a hit is safe to
-    accept: decrypting a PIN block and comparing its PIN with the card's hash is a deterministic
-    function of exactly those inputs, so a block that verified once under this PIK for this card
-    (with this PIN hash) verifies again; a new PIK (sign-on) or a changed PIN gives another tag.
-    Only successes are recorded: a wrong PIN always pays the scrypt and costs a try, and the card's
-    status and tries left are checked before the PIN as always. (A format 0 block is the same every
-    time a PIN is typed for the same card under the same PIK; formats 1 and 3 carry random fill and
-    never hit.) Bounded: the oldest entries go first."""
-
-    def __init__(self, size: int = 65_536) -> None:
-        self._key = os.urandom(32)
-        self._size = size
-        self._tags: dict[bytes, None] = {}
-        self._lock = threading.Lock()        # PinJob.run records from a worker thread
-
-    def tag(self, card: CardRow, pik: bytes, block: bytes) -> bytes:
-        parts = (pik, card.pan.encode(), card.pin_salt, card.pin_hash, block)
-        return hmac.new(self._key, b"".join(len(p).to_bytes(2, "big") + p for p in parts), hashlib.sha256).digest()
-
-    def __contains__(self, tag: bytes) -> bool:
-        return tag in self._tags
-
-    def add(self, tag: bytes) -> None:
-        with self._lock:
-            self._tags[tag] = None
-            while len(self._tags) > self._size:
-                del self._tags[next(iter(self._tags))]
-
-
-@dataclass(frozen=True, slots=True)
-class PinJob:
-    """A PIN to check off the event loop: :meth:`run` (a salted scrypt, slow on purpose) belongs in a
-    worker thread; its answer goes back to :meth:`HostLogic.handle` as ``pin_ok``. A correct PIN's
-    block is recorded in ``cache`` (:class:`PinCache`) under ``tag``."""
-
-    card: CardRow
-    pin: str | None          # None: the PIN block did not decrypt to a PIN
-    tag: bytes = b""
-    cache: PinCache | None = None
-
-    def run(self) -> bool:
-        ok = self.pin is not None and self.card.pin_matches(self.pin)
-        if ok and self.cache is not None and self.tag:
-            self.cache.add(self.tag)
-        return ok
-
-    def __repr__(self) -> str:
-        return f"PinJob({self.card!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +181,7 @@ class HostLogic:
         term = self.store.terminal(tid) if isinstance(tid, str) else None
         if term is None or term.pik is None or not self._mac_ok(term, req, raw):
             return None
-        pan, _ = self._card_from(req)
+        pan, _ = card_from(req)
         card = self.store.card(pan) if pan else None
         if card is None or card.pin_tries_left <= 0:
             return None
@@ -264,7 +189,7 @@ class HostLogic:
         tag = self.pin_cache.tag(card, term.pik, block)
         if tag in self.pin_cache:       # verified before: decided inline, no scrypt
             return None
-        return PinJob(card, self._decrypt_pin(block, card.pan, term.pik), tag, self.pin_cache)
+        return PinJob(card, decrypt_pin(block, card.pan, term.pik), tag, self.pin_cache)
 
     def malformed(self, mti: str | None, partial: dict[str, object], error: DecodeError) -> Decision:
         """A frame that did not decode: a ``30`` echoing what can be echoed, or a close with a reason."""
@@ -321,9 +246,9 @@ class HostLogic:
         if req.mti in ("0500", "0320"):
             return self._with_terminal(c, self._settle if req.mti == "0500" else self._batch_upload, None)
         txn = TxnType.from_request(req)
-        if txn in _TXNSET:
+        if txn in TXNSET:
             assert txn is not None
-            return self._with_terminal(c, self._txnset, _permission(txn))
+            return self._with_terminal(c, self._txnset, permission(txn))
         kind = txn_kind(req)
         if kind is None:
             return Decision(self._respond(req, RC.INVALID_TRANSACTION), mak=self._response_mak(req))
@@ -400,20 +325,9 @@ class HostLogic:
         return Decision(self._respond(c.req, RC.APPROVED))
 
     # --- financial ----------------------------------------------------------------------------
-    def _card_from(self, req: Message) -> tuple[str | None, str | None]:
-        pan = req.get(2)
-        expiry = req.get(14)
-        t2 = req.get(35)
-        if isinstance(t2, str) and "=" in t2:
-            tpan, _, rest = t2.partition("=")
-            pan = pan if isinstance(pan, str) else tpan
-            if not isinstance(expiry, str):
-                expiry = rest[:4]
-        return (pan if isinstance(pan, str) else None, expiry if isinstance(expiry, str) else None)
-
     def _identity(self, req: Message) -> str:
         """Who, what and how much: processing code, amount and PAN, as a keyed fingerprint."""
-        pan, _ = self._card_from(req)
+        pan, _ = card_from(req)
         pc, amount = req.get(3), req.get(4)
         return self.store.fingerprint(pc if isinstance(pc, str) else "", amount if isinstance(amount, str) else "",
                                       pan or "")
@@ -434,7 +348,7 @@ class HostLogic:
             # the same purchase again (a retransmission): the same answer, no second debit
             extra = {"f38": prior.auth_code} if prior.auth_code else {}
             return Decision(self._respond(req, prior.rc, **({"f37": prior.rrn} if prior.rrn else {}), **extra))
-        pan, expiry = self._card_from(req)
+        pan, expiry = card_from(req)
         card = self.store.card(pan) if pan else None
         rc = self._check_card(c, term, card, expiry, kind)
         if rc is not RC.APPROVED or card is None:
@@ -457,7 +371,7 @@ class HostLogic:
         auth = f"{self._rrn % 1_000_000:06d}"
         self.store.log_tx(tid=term.tid, stan=stan, date=date_s, mti=req.mti, kind=kind,
                           pan_masked=mask_pan(card.pan), account_id=card.account_id, amount=amount,
-                          rc=RC.APPROVED.value, auth_code=auth, rrn=rrn, ident=ident, batch=_batch(req),
+                          rc=RC.APPROVED.value, auth_code=auth, rrn=rrn, ident=ident, batch=batch_of(req),
                           effect=-amount)
         self.store.commit()
         f54 = encode_balances([Balance(new_bal, cur, "10", "02")])
@@ -478,38 +392,7 @@ class HostLogic:
             return RC.EXPIRED_CARD
         if not permitted(kind, card.permissions):
             return RC.NOT_PERMITTED_CARDHOLDER
-        return self._check_pin(c, term, card)
-
-    @staticmethod
-    def _decrypt_pin(block: bytes, pan: str, pik: bytes) -> str | None:
-        try:
-            return decrypt_pinblock_any(block, pan, pik)      # ISO 9564 format 0, 1 or 3, whichever it is
-        except PosemuError:
-            return None
-
-    def _check_pin(self, c: _Call, term: TerminalRow, card: CardRow) -> RC:
-        req = c.req
-        block = req.get(52)
-        if card.pin_tries_left <= 0:
-            return RC.PIN_TRIES_EXCEEDED
-        if not isinstance(block, bytes):
-            if not card.pin_required or _offline_pin_verified(req):
-                return RC.APPROVED
-            return RC.WRONG_PIN
-        if term.pik is None:
-            return RC.SIGN_ON_REQUIRED
-        ok = c.pin_ok
-        if ok is None:
-            tag = self.pin_cache.tag(card, term.pik, block)
-            ok = tag in self.pin_cache or PinJob(card, self._decrypt_pin(block, card.pan, term.pik), tag,
-                                                 self.pin_cache).run()
-        if ok:
-            if card.pin_tries_left != card.pin_tries_max:
-                self.store.update_card(card.pan, pin_tries_left=card.pin_tries_max)
-            return RC.APPROVED
-        left = card.pin_tries_left - 1
-        self.store.update_card(card.pan, pin_tries_left=left)
-        return RC.PIN_TRIES_EXCEEDED if left <= 0 else RC.WRONG_PIN
+        return check_pin(self.store, self.pin_cache, c.req, term, card, c.pin_ok)
 
     def _reversal(self, c: _Call, term: TerminalRow) -> Decision:
         """Undo what the reversed request did, once: the money it moved (``effect``; a purchase of an
@@ -531,7 +414,7 @@ class HostLogic:
             effect = orig.effect if orig.effect or orig.kind not in MONEY_KINDS else -orig.amount
             self.store.move_money(orig.account_id, -effect)
             self.store.update_tx(orig.id, reversed=1)
-            self._undo_links(orig)
+            undo_links(self.store, orig)
             log.info("reversed %s %s STAN %s: %+d", term.tid, orig.kind, stan, -effect)
         self.store.log_tx(tid=term.tid, stan=stan, date=date_s, mti="0400", kind="reversal",
                           pan_masked=mask_pan(req.text(2)) if 2 in req else "",
@@ -551,7 +434,7 @@ class HostLogic:
     def _txnset(self, c: _Call, term: TerminalRow) -> Decision:
         """Void, refund, pre-authorization, completion and the voids of the pre-authorization family:
         the same checks as a purchase (duplicate STAN, card, expiry, permission, PIN), then the
-        original (:meth:`_original`) and the money."""
+        original (:func:`emulator.host.txnset.find_original`) and the money."""
         req = c.req
         txn = TxnType.from_request(req)
         assert txn is not None
@@ -565,9 +448,9 @@ class HostLogic:
         if prior is not None:       # a retransmission: the same answer, nothing moves twice
             extra = {k: v for k, v in (("f37", prior.rrn), ("f38", prior.auth_code)) if v}
             return Decision(self._respond(req, prior.rc, **extra))
-        pan, expiry = self._card_from(req)
+        pan, expiry = card_from(req)
         card = self.store.card(pan) if pan else None
-        rc = self._check_card(c, term, card, expiry, _permission(txn))
+        rc = self._check_card(c, term, card, expiry, permission(txn))
         amount = int(req.text(4)) if 4 in req and req.text(4).isdigit() else 0
         if rc is RC.APPROVED and amount <= 0:
             rc = RC.INVALID_AMOUNT
@@ -576,12 +459,12 @@ class HostLogic:
             return Decision(self._respond(req, rc))
         orig: TxRow | None = None
         if txn.references_original:
-            found = self._original(req, term, txn, card, amount)
+            found = find_original(self.store, req, term.tid, txn, card, amount)
             if isinstance(found, RC):
                 self._log(req, term, card, txn.kind, stan, date_s, amount, found, ident)
                 return Decision(self._respond(req, found))
             orig = found
-        effect = self._effect(txn, amount, orig)
+        effect = money_effect(self.store, txn, amount, orig)
         bal, cur = self.store.balance(card.account_id)
         if effect < 0 and -effect > bal:
             self._log(req, term, card, txn.kind, stan, date_s, amount, RC.INSUFFICIENT_FUNDS, ident)
@@ -593,243 +476,22 @@ class HostLogic:
             orig.auth_code if orig is not None and orig.auth_code else f"{self._rrn % 1_000_000:06d}")
         self.store.log_tx(tid=term.tid, stan=stan, date=date_s, mti=req.mti, kind=txn.kind,
                           pan_masked=mask_pan(card.pan), account_id=card.account_id, amount=amount,
-                          rc=RC.APPROVED.value, auth_code=auth, rrn=rrn, ident=ident, batch=_batch(req),
+                          rc=RC.APPROVED.value, auth_code=auth, rrn=rrn, ident=ident, batch=batch_of(req),
                           effect=effect, target=orig.id if orig else None)
         if orig is not None:
-            self._link(txn, orig, amount)
+            link(self.store, txn, orig, amount)
         self.store.commit()
         log.info("%s %s STAN %s: %+d (balance %d)", term.tid, txn.kind, stan, effect, new_bal)
         f54 = encode_balances([Balance(new_bal, cur, "10", "02")])
         return Decision(self._respond(req, RC.APPROVED, f37=rrn, f38=auth, f54=f54))
 
-    def _original(self, req: Message, term: TerminalRow, txn: TxnType, card: CardRow,
-                  amount: int) -> TxRow | RC:
-        """The transaction a void, refund or completion names (field 61 batch + STAN [+ date], 37
-        RRN, 38 authorization code), or why it cannot be acted on: ``25`` not found (or another
-        card's), ``64`` not its amount, ``12`` already voided, completed, reversed or settled."""
-        want = {TxnType.VOID: ("purchase",), TxnType.PREAUTH_VOID: ("preauth",), TxnType.COMPLETION: ("preauth",),
-                TxnType.COMPLETION_VOID: ("completion",), TxnType.REFUND: ("purchase", "completion")}[txn]
-        rrn = req.get(37)
-        auth = req.get(38)
-        f61 = req.get(61)
-        try:
-            batch, ostan, odate = OriginalRef.parse61(f61) if isinstance(f61, str) else ("", "", "0000")
-        except PosemuError:
-            return RC.FORMAT_ERROR
-        candidates: list[TxRow] = []
-        if txn is TxnType.REFUND and isinstance(rrn, str):
-            found = self.store.find_by_rrn(rrn)      # a refund may name another terminal's sale
-            candidates = [found] if found is not None else []
-        elif ostan:
-            candidates = [t for t in self.store.find_txs(term.tid, stan=ostan, date=None if odate == "0000"
-                                                         else odate, kinds=want) if t.batch in (batch, None)]
-        orig = next((t for t in candidates if t.kind in want and t.rc == RC.APPROVED.value), None)
-        if orig is None or orig.account_id != card.account_id:
-            return RC.UNKNOWN_ORIGINAL
-        if (isinstance(rrn, str) and orig.rrn and rrn != orig.rrn) or (
-                isinstance(auth, str) and txn is not TxnType.REFUND and orig.auth_code and auth != orig.auth_code):
-            return RC.UNKNOWN_ORIGINAL
-        if orig.reversed or orig.voided:
-            return RC.INVALID_TRANSACTION
-        if txn is TxnType.REFUND:
-            return orig if amount <= orig.amount - orig.refunded else RC.INVALID_AMOUNT
-        if txn is TxnType.COMPLETION:
-            if orig.completed:
-                return RC.INVALID_TRANSACTION
-            return orig if amount * 100 <= orig.amount * 115 else RC.ORIGINAL_AMOUNT_INCORRECT
-        if orig.settled or (txn is TxnType.PREAUTH_VOID and orig.completed):
-            return RC.INVALID_TRANSACTION
-        return orig if amount == orig.amount else RC.ORIGINAL_AMOUNT_INCORRECT
-
-    def _effect(self, txn: TxnType, amount: int, orig: TxRow | None) -> int:
-        """The money a transaction moves on the cardholder's account (a hold counts as moved)."""
-        if txn is TxnType.PREAUTH:
-            return -amount
-        assert orig is not None
-        if txn is TxnType.COMPLETION:               # release the hold, take the amount
-            return orig.amount - amount
-        if txn is TxnType.COMPLETION_VOID:          # give the amount back, hold the pre-authorization again
-            pre = self.store.tx(orig.target) if orig.target is not None else None
-            return amount - (pre.amount if pre is not None and not pre.voided and not pre.reversed else 0)
-        return amount                               # void, pre-auth void, refund: back to the cardholder
-
-    def _link(self, txn: TxnType, orig: TxRow, amount: int) -> None:
-        if txn in (TxnType.VOID, TxnType.PREAUTH_VOID):
-            self.store.update_tx(orig.id, voided=1)
-        elif txn is TxnType.COMPLETION:
-            self.store.update_tx(orig.id, completed=1)
-        elif txn is TxnType.COMPLETION_VOID:
-            self.store.update_tx(orig.id, voided=1)
-            if orig.target is not None:
-                self.store.update_tx(orig.target, completed=0)
-        elif txn is TxnType.REFUND:
-            self.store.update_tx(orig.id, refunded=orig.refunded + amount)
-
-    def _undo_links(self, row: TxRow) -> None:
-        """A reversed transaction's changes to its original, undone."""
-        orig = self.store.tx(row.target) if row.target is not None else None
-        if orig is None:
-            return
-        if row.kind in ("void", "preauth_void"):
-            self.store.update_tx(orig.id, voided=0)
-        elif row.kind == "completion":
-            self.store.update_tx(orig.id, completed=0)
-        elif row.kind == "completion_void":
-            self.store.update_tx(orig.id, voided=0)
-            if orig.target is not None:
-                self.store.update_tx(orig.target, completed=1)
-        elif row.kind == "refund":
-            self.store.update_tx(orig.id, refunded=max(0, orig.refunded - row.amount))
-
-    # --- settlement -------------------------------------------------------------------------------------
+    # --- settlement (emulator.host.settlement) -------------------------------------------------------
     def batch_totals(self, tid: str, batch: str) -> BatchTotals:
-        """The host's totals of a terminal's batch: approved, unreversed, unvoided purchases and
-        completions (debits), refunds (credits)."""
-        debit = credit = nd = nc = 0
-        for t in self.store.find_txs(tid, batch=batch, kinds=("purchase", "completion", "refund")):
-            if t.rc != RC.APPROVED.value or t.reversed or t.voided:
-                continue
-            if t.kind == "refund":
-                credit, nc = credit + t.amount, nc + 1
-            else:
-                debit, nd = debit + t.amount, nd + 1
-        return BatchTotals(debit, nd, credit, nc)
+        """The host's totals of a terminal's batch (:func:`emulator.host.settlement.batch_totals`)."""
+        return settlement.batch_totals(self.store, tid, batch)
 
     def _settle(self, c: _Call, term: TerminalRow) -> Decision:
-        """0500: ``00`` (48 flag ``1``) when the terminal's totals agree with ours or it has uploaded
-        its batch (60.3 ``202``), ``95`` (flag ``2``) when they do not; a batch settled before is
-        answered the same way again."""
-        req = c.req
-        f60, f48 = req.get(60), req.get(48)
-        try:
-            head = Field60.parse(f60) if isinstance(f60, str) else None
-            theirs = BatchTotals.parse(f48) if isinstance(f48, str) else None
-        except PosemuError:
-            head = theirs = None
-        if head is None or theirs is None:
-            return Decision(self._respond(req, RC.FORMAT_ERROR))
-        done = self.store.settlement(term.tid, head.batch)
-        ours = self.batch_totals(term.tid, head.batch)
-        after_upload = head.net_code == SettleCode.AFTER_UPLOAD.value
-        agreed = done is not None or after_upload or theirs.same_totals(ours)
-        if agreed:
-            self.store.begin()
-            uploads = 0
-            for t in self.store.find_txs(term.tid, batch=head.batch):
-                uploads += t.uploaded
-                if not t.settled:
-                    self.store.update_tx(t.id, settled=1)
-            if done is None:
-                self.store.record_settlement(term.tid, head.batch, theirs.encode(), agreed=theirs.same_totals(ours),
-                                             uploads=uploads)
-            self.store.commit()
-            log.info("terminal %s batch %s settled%s", term.tid, head.batch, " after batch upload" if after_upload
-                     else "")
-        else:
-            log.info("terminal %s batch %s: totals differ (ours %s): 95", term.tid, head.batch, ours.encode())
-        reply = replace(theirs, flag="1" if agreed else "2", foreign_flag="1")
-        return Decision(self._respond(req, RC.APPROVED if agreed else RC.RECONCILE_ERROR, f48=reply.encode()))
+        return Decision(settlement.settle(self.store, self.profile, c.req, term.tid))
 
     def _batch_upload(self, c: _Call, term: TerminalRow) -> Decision:
-        """0320: one transaction of the batch, found by its batch + STAN + date (61); recorded as
-        uploaded. One the host does not know is answered ``00`` and logged: the terminal's batch is
-        what settles."""
-        req = c.req
-        f61 = req.get(61)
-        try:
-            batch, stan, date = OriginalRef.parse61(f61) if isinstance(f61, str) else ("", "", "")
-        except PosemuError:
-            return Decision(self._respond(req, RC.FORMAT_ERROR))
-        found = self.store.find_txs(term.tid, stan=stan, date=date, batch=batch) if stan else []
-        mine = [t for t in found if t.mti not in ("0400", "0320")]
-        if mine:
-            self.store.begin()
-            self.store.update_tx(mine[0].id, uploaded=1)
-            self.store.commit()
-        else:
-            log.warning("batch upload from %s: STAN %s of batch %s is not in the host's log", term.tid, stan, batch)
-        return Decision(self._respond(req, RC.APPROVED))
-
-
-def _permission(txn: TxnType) -> str:
-    """The permission (card and terminal) a transaction of the set needs: ``preauth`` for the
-    pre-authorization family (which ``purchase`` covers too, :func:`permitted`), else ``purchase``."""
-    return "preauth" if txn in (TxnType.PREAUTH, TxnType.PREAUTH_VOID, TxnType.COMPLETION,
-                                TxnType.COMPLETION_VOID) else "purchase"
-
-
-_TXNSET = frozenset({TxnType.VOID, TxnType.REFUND, TxnType.PREAUTH, TxnType.PREAUTH_VOID, TxnType.COMPLETION,
-                     TxnType.COMPLETION_VOID})
-
-
-def _batch(req: Message) -> str | None:
-    """The batch a request belongs to (60.2)."""
-    f60 = req.get(60)
-    return f60[2:8] if isinstance(f60, str) and len(f60) >= 8 and f60[2:8].isdigit() else None
-
-
-MONEY_KINDS = frozenset({"purchase", "preauth"})
-"""Transactions that move money (a pre-authorization holds it): idempotent, reversible."""
-
-
-def txn_kind(req: Message) -> str | None:
-    """What a financial or authorization request asks, by MTI and processing code (field 3):
-    ``balance`` (31 in an 0100 or 0200), ``purchase`` (00 in an 0200), ``preauth`` (03, or 00 in an
-    0100); ``None`` for anything else (answered 12).
-
-    >>> [txn_kind(Message(m, {3: pc})) for m, pc in (("0200", "310000"), ("0100", "030000"), ("0200", "030000"))]
-    ['balance', 'preauth', None]
-    """
-    if req.mti not in ("0100", "0200"):
-        return None
-    pc = req.get(3)
-    if not isinstance(pc, str) or len(pc) != 6:
-        return None
-    if pc.startswith("31"):
-        return "balance"
-    if req.mti == "0200":
-        return "purchase" if pc.startswith("00") else None
-    return "preauth" if pc[:2] in ("00", "03") else None
-
-
-def permitted(kind: str, permissions: frozenset[str]) -> bool:
-    """A permission list allows ``kind``; ``purchase`` covers a pre-authorization too."""
-    return kind in permissions or (kind == "preauth" and "purchase" in permissions)
-
-
-def summary(msg: Message) -> str:
-    """One masked line for a log: MTI and the fields that say what happened (PAN 6+4, never track
-    data, PIN block, keys or MAC).
-
-    >>> summary(Message("0200", {2: "9900010000000019", 3: "000000", 4: "000000001250", 11: "000123",
-    ...                          41: "POSEMU01", 52: b"\\x00" * 8}))
-    '0200 tid=POSEMU01 stan=000123 pc=000000 amount=000000001250 pan=990001******0019'
-    """
-    f = msg.redacted()
-    parts = [msg.mti]
-    for n, name in ((41, "tid"), (11, "stan"), (3, "pc"), (4, "amount"), (70, "net"), (39, "rc"), (38, "auth"),
-                    (2, "pan")):
-        if n in f:
-            parts.append(f"{name}={f[n]}")
-    if 2 not in f and 35 in msg:
-        t2 = msg.get(35)
-        if isinstance(t2, str):
-            parts.append(f"pan={mask_pan(t2.partition('=')[0])}")
-    if 64 in msg or 128 in msg:
-        parts.append("mac")
-    return " ".join(parts)
-
-
-def _offline_pin_verified(req: Message) -> bool:
-    """Chip data (field 55) says the card itself verified the PIN: CVM Results 9F34, method
-    plaintext/enciphered offline PIN (01, 03, 04, 05) with result 02 successful (EMV Book 3 C3)."""
-    icc = req.get(55)
-    if not isinstance(icc, bytes) or not str(req.get(22, "")).startswith("05"):
-        return False
-    from protocol import tlv
-
-    try:
-        cvm = tlv.flatten(tlv.decode(icc)).get(0x9F34)
-    except PosemuError:
-        return False
-    return cvm is not None and len(cvm) == 3 and (cvm[0] & 0x3F) in (0x01, 0x03, 0x04, 0x05) and cvm[2] == 0x02
+        return Decision(settlement.batch_upload(self.store, self.profile, c.req, term.tid))

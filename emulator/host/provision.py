@@ -6,6 +6,8 @@ double-length key), the way an acquirer derives per-terminal keys from one base 
 the Locust user and ``posemu host --fleet N`` reach the same keys from the same base (the demo TMK unless
 configured). Each terminal has its own card too, a copy of a card profile under its own PAN (the invented
 BIN ``990009``, Luhn-valid), with the profile's PIN and balance. These are test keys and test cards only.
+
+:func:`seed_demo` seeds the demo terminal, the load-test terminals and the bundled card profiles.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import replace
 
-from emulator.demo import DEMO_MID, DEMO_TMK
+from emulator.demo import DEMO_MID, DEMO_TID, DEMO_TMK, LOAD_TIDS
 from emulator.host.store import HostStore, hash_pin
-from hardware.cards.profiles import CardProfile, luhn_ok
+from hardware.cards.profiles import CardProfile, list_profiles, load_profile, luhn_ok
 from protocol.errors import UsageError
 
 FLEET_PREFIX = "FLT"
@@ -91,3 +93,30 @@ def provision(store: HostStore, tids: Sequence[str], cards: Sequence[CardProfile
             store.add_card(card, salt=salt, pin_hash=digest)
     finally:
         store.commit()
+
+
+_DEMO_HASHES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def demo_pin_hash(pan: str, pin: str) -> tuple[bytes, bytes]:
+    """(salt, scrypt hash) for a demo card, computed once per process: demo data is reseeded often
+    (every regression scenario) and scrypt is slow on purpose."""
+    key = (pan, pin)
+    if key not in _DEMO_HASHES:
+        salt = os.urandom(16)
+        _DEMO_HASHES[key] = (salt, hash_pin(pin, salt))
+    return _DEMO_HASHES[key]
+
+
+def seed_demo(store: HostStore, *, profiles: list[str] | None = None, load_terminals: bool = True) -> None:
+    """Seed the demo terminal, the load-test terminals (unless ``load_terminals`` is false) and every
+    bundled card profile (or those named)."""
+    store.begin()
+    store.add_terminal(DEMO_TID, DEMO_MID, DEMO_TMK)
+    for tid in LOAD_TIDS if load_terminals else ():
+        store.add_terminal(tid, DEMO_MID, DEMO_TMK, require_sign_on=False)
+    for name in profiles if profiles is not None else list_profiles():
+        prof = load_profile(name)
+        salt, digest = demo_pin_hash(prof.pan, prof.pin)
+        store.add_card(prof, pin_required=not name.startswith("load"), salt=salt, pin_hash=digest)
+    store.commit()
