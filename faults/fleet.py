@@ -18,6 +18,10 @@ At the end every terminal sends what it still owes (pending reversals), and the 
 journal rows against the host's transaction log (nothing lost, nothing duplicated, nothing pending) and,
 against the bundled host, money (every card's balance moved by exactly the approved, unreversed
 purchases).
+
+This module is the engine; the options and the ``--mix``/``--faults`` parsing are in
+:mod:`faults.fleet_options`, the counters, the report and the reconciliation in :mod:`faults.fleet_report`
+(their names are importable from here too).
 """
 
 from __future__ import annotations
@@ -26,24 +30,20 @@ import asyncio
 import contextlib
 import math
 import random
-import re
 import resource
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from emulator.app import fit_bundled_host
 from emulator.cardholder import Cardholder
 from emulator.config import TerminalConfig, parse_hostport
 from emulator.host.logic import seed_demo
-from emulator.host.provision import FLEET_PREFIX, fleet_card, fleet_tids, fleet_tmk, provision
+from emulator.host.provision import fleet_card, fleet_tids, fleet_tmk, provision
 from emulator.host.server import HostServer
-from emulator.host.store import TxRow
 from emulator.hostlink import HostLink
-from emulator.journal import Entry, Journal, Reversal, Status
+from emulator.journal import Journal
 from emulator.keystore import LocalKey
 from emulator.messages import Screen
 from emulator.ports import ScriptedPinPad
@@ -52,314 +52,58 @@ from emulator.trace import Kind, Trace, TraceEntry
 from faults.catalogue import Catalogue, load
 from faults.diagnose import diagnose
 from faults.environment import Environment, SkewedClock
-from faults.grammar import parse_spec
+from faults.fleet_options import (
+    FLEET_INJECTORS,
+    KINDS,
+    FaultRate,
+    FleetOptions,
+    KindFn,
+    parse_fault_rates,
+    parse_mix,
+    register_kind,
+)
+from faults.fleet_report import (
+    Exchange,
+    FaultTally,
+    FleetReport,
+    FleetStats,
+    Reconciliation,
+    TxnRecord,
+    balances,
+    reconcile,
+)
 from faults.injectors import Plan, Points
-from faults.model import FaultSpec
 from faults.network import FaultProxy, FaultyResolver, LinkFaults
 from faults.reader import FaultyReader
-from faults.runner import journal_money
 from faults.seam import Injection
 from hardware.cards.profiles import CardProfile, load_profile
 from hardware.clock import Clock
 from hardware.sim import SimReader, card_for_profile
-from protocol.errors import ConfigError, PosemuError, UsageError
+from protocol.errors import PosemuError, UsageError
+
+__all__ = [
+    "FLEET_INJECTORS",
+    "HOST_NAME",
+    "KINDS",
+    "Exchange",
+    "FaultRate",
+    "FaultTally",
+    "Fleet",
+    "FleetOptions",
+    "FleetReport",
+    "FleetStats",
+    "FleetTerminal",
+    "KindFn",
+    "Reconciliation",
+    "TxnRecord",
+    "parse_fault_rates",
+    "parse_mix",
+    "reconcile",
+    "register_kind",
+]
 
 HOST_NAME = "acquirer.fleet"
 """The host name every fleet terminal is configured with; its resolver sends it to the host or its fault proxy."""
-
-# --- the transaction mix ------------------------------------------------------------------------------------
-KindFn = Callable[[Terminal, random.Random, "FleetOptions"], Awaitable[Outcome]]
-
-
-def _balance(t: Terminal, rng: random.Random, opts: FleetOptions) -> Awaitable[Outcome]:
-    return t.balance_inquiry()
-
-
-def _purchase(t: Terminal, rng: random.Random, opts: FleetOptions) -> Awaitable[Outcome]:
-    return t.purchase(rng.randint(*opts.amounts))
-
-
-def _voidable(t: Terminal) -> Entry | None:
-    """This terminal's latest approved purchase of the open batch that was not voided or reversed."""
-    e = t.journal.last(("purchase",))
-    if e is None or e.status is not Status.APPROVED or e.voided_by is not None or e.settled \
-            or e.reversal is Reversal.DONE:
-        return None
-    return e
-
-
-def _void(t: Terminal, rng: random.Random, opts: FleetOptions) -> Awaitable[Outcome]:
-    """Void 撤销 the terminal's latest approved purchase; a terminal with none to void buys first (a
-    void needs a sale of the open batch)."""
-    e = _voidable(t)
-    return t.void(e.id) if e is not None else t.purchase(rng.randint(*opts.amounts))
-
-
-def _refund(t: Terminal, rng: random.Random, opts: FleetOptions) -> Awaitable[Outcome]:
-    """Refund 退货 part of the terminal's latest approved purchase (at most its amount); a terminal
-    with none buys first."""
-    e = _voidable(t)
-    if e is None:
-        return t.purchase(rng.randint(*opts.amounts))
-    return t.refund(max(1, rng.randint(1, e.amount)), original_id=e.id)
-
-
-KINDS: dict[str, KindFn] = {"balance": _balance, "purchase": _purchase, "void": _void, "refund": _refund}
-"""Transaction kinds a fleet can mix, by name: each runs one terminal coroutine."""
-
-
-def register_kind(name: str, fn: KindFn) -> None:
-    """Make ``name`` usable in ``--mix`` (a new terminal transaction: ``void``, ``refund`` …)."""
-    if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
-        raise ValueError(f"transaction kind {name!r}: lowercase letters, digits, '-' or '_'")
-    KINDS[name] = fn
-
-
-def parse_mix(text: str) -> dict[str, float]:
-    """``balance=70,purchase=30`` → relative weights (any positive numbers; they need not add up to 100).
-
-    >>> parse_mix("balance=70, purchase=30")
-    {'balance': 70.0, 'purchase': 30.0}
-    """
-    out: dict[str, float] = {}
-    available = ", ".join(sorted(KINDS))
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        name, eq, weight = item.partition("=")
-        name = name.strip()
-        if name not in KINDS:
-            raise UsageError(f"--mix: unknown transaction kind {name!r}; available: {available}")
-        if name in out:
-            raise UsageError(f"--mix: {name} given twice")
-        try:
-            w = float(weight.strip().removesuffix("%")) if eq else 1.0
-        except ValueError:
-            raise UsageError(f"--mix: {item!r}: the weight must be a number, e.g. {name}=70") from None
-        if not math.isfinite(w) or w < 0:
-            raise UsageError(f"--mix: {item!r}: the weight must be a number ≥ 0")
-        out[name] = w
-    if not out or sum(out.values()) <= 0:
-        raise UsageError(f"--mix needs at least one kind with a weight > 0, e.g. balance=70,purchase=30 "
-                         f"(available: {available})")
-    return out
-
-
-FLEET_INJECTORS = frozenset({"reader", "environment", "link", "dns"})
-"""Injectors that act on one running terminal's fault points, so they can strike one transaction of one
-terminal: its reader, its surroundings, its network path, its name resolution. (Host rules and host
-state act on the host every terminal shares; build-time faults change a terminal before power-on.)"""
-
-
-@dataclass(frozen=True, slots=True)
-class FaultRate:
-    """A catalogue fault that strikes each transaction with probability ``rate``."""
-
-    spec: FaultSpec
-    rate: float
-
-    def __str__(self) -> str:
-        return f"{self.spec}={self.rate * 100:g}%"
-
-
-_RATE = re.compile(r"^(?P<spec>.+)=\s*(?P<pct>\d+(?:\.\d+)?)\s*%$")
-
-
-def parse_fault_rates(texts: Sequence[str], catalogue: Catalogue | None = None) -> list[FaultRate]:
-    """``reader.dirty-contacts=2%,network.weak-wifi:loss=0.5=1%`` → faults with their rates. A spec is
-    ``ID[@PRESET][:name=value,…]`` (as everywhere); its rate follows ``=`` and ends with ``%``. Commas
-    inside a spec's parameters are kept: an item ends at its ``=N%``."""
-    cat = catalogue or load()
-    out: list[FaultRate] = []
-    for text in texts:
-        pending: list[str] = []
-        for token in text.split(","):
-            pending.append(token)
-            joined = ",".join(pending).strip()
-            m = _RATE.match(joined)
-            if m is None:
-                continue
-            pending = []
-            pct = float(m.group("pct"))
-            if not 0 < pct <= 100:
-                raise UsageError(f"--faults {joined!r}: the rate must be more than 0% and at most 100%")
-            try:
-                spec = parse_spec(m.group("spec").strip(), cat)
-            except ConfigError as e:
-                raise UsageError(f"--faults {joined!r}: {e}") from None
-            if spec.fault.injector not in FLEET_INJECTORS:
-                ok = sorted(f.id for f in cat.faults.values() if f.injector in FLEET_INJECTORS)
-                raise UsageError(f"--faults {spec.id}: its injector ({spec.fault.injector}) does not act on one "
-                                 f"running terminal; at a rate in a fleet: {', '.join(ok)}")
-            # the fleet's terminals keep their own policy (magstripe fallback as configured); a fault that
-            # needs another kind of connection (kept open, to go half-open) cannot strike them
-            plan = Plan(cfg=TerminalConfig())
-            Injection([spec]).prepare(plan)
-            if plan.cfg.persistent_connection:
-                raise UsageError(f"--faults {spec}: it needs a kept-open connection to the host, which the fleet's "
-                                 "terminals do not use")
-            out.append(FaultRate(spec, pct / 100))
-        rest = ",".join(pending).strip()
-        if rest:
-            raise UsageError(f"--faults {rest!r}: each item is ID[@PRESET][:params]=RATE%, e.g. "
-                             "reader.dirty-contacts=2%")
-    return out
-
-
-# --- options and results --------------------------------------------------------------------------------------
-@dataclass(slots=True)
-class FleetOptions:
-    """What a fleet run does."""
-
-    terminals: int = 10
-    duration: float = 60.0                      # clock seconds of load after the ramp-up starts
-    mix: dict[str, float] = field(default_factory=lambda: {"balance": 70.0, "purchase": 30.0})
-    think: float = 5.0                          # mean think time between a terminal's transactions (closed loop)
-    rate: float | None = None                   # open loop: transactions per second over the whole fleet
-    faults: list[FaultRate] = field(default_factory=list)
-    card: str = "cup_debit"
-    shared_card: bool = False                   # every terminal uses the card profile itself (any host knows it)
-    prefix: str = FLEET_PREFIX
-    seed: int = 1
-    ramp: float | None = None                   # sign-ons spread over this many seconds (default: min(10, d/4))
-    amounts: tuple[int, int] = (100, 20_000)    # purchase amounts, minor units
-    reaction_s: float = 0.5                     # the cardholder reads the screen, then acts
-    pin_digit_s: float = 0.2                    # … and types a PIN digit
-    txn_deadline: float = 300.0                 # no transaction takes longer than this (clock seconds)
-    journals: Path | None = None                # journals on disk here (default: in memory)
-    host: str | None = None                     # HOST:PORT of another host; None: the bundled host in-process
-
-
-@dataclass(slots=True)
-class Exchange:
-    """One ISO 8583 exchange a terminal made: when it left (clock s since the start), its name, round trip."""
-
-    t: float
-    name: str
-    rtt: float | None          # None: no answer
-
-
-@dataclass(slots=True)
-class TxnRecord:
-    t: float
-    tid: str
-    kind: str
-    approved: bool
-    rc: str | None
-    headline: str
-    duration: float
-    faults: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class FaultTally:
-    injected: int = 0
-    failed: int = 0            # the transaction it struck did not succeed
-    diagnosed: int = 0         # … and the diagnosis named the fault's cause group
-    top: int = 0               # … first
-
-
-@dataclass(slots=True)
-class FleetStats:
-    """Counters kept while the fleet runs (the live progress reads them)."""
-
-    started: int = 0
-    done: int = 0
-    approved: int = 0
-    errors: int = 0                           # a transaction that raised or hit its deadline (a bug or a hang)
-    sign_ons: int = 0
-    sign_on_failures: int = 0
-    queued: int = 0                           # open loop: arrivals that waited for their terminal
-    screens: Counter[str] = field(default_factory=Counter)
-    rcs: Counter[str] = field(default_factory=Counter)
-    kinds: Counter[str] = field(default_factory=Counter)
-    reversals_sent: int = 0
-    reversals_acked: int = 0
-    exchanges: list[Exchange] = field(default_factory=list)
-    txns: list[TxnRecord] = field(default_factory=list)
-    faults: dict[str, FaultTally] = field(default_factory=dict)
-    error_samples: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Reconciliation:
-    """Journal rows and money, terminal side against host side, after the fleet drained."""
-
-    checked_host: bool
-    terminal_rows: int = 0
-    host_rows: int = 0
-    pending: int = 0                      # journal rows still pending (a transaction or its reversal)
-    duplicated_terminal: int = 0
-    duplicated_host: int = 0
-    lost: int = 0                         # the terminal's outcome and the host's log disagree
-    charged_terminal: int = 0             # approved, unreversed purchases by the journals (minor units)
-    charged_host_log: int = 0             # … by the host's log
-    balance_moved: int = 0                # … by the cards' balances
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        money = not self.checked_host or (self.charged_terminal == self.charged_host_log == self.balance_moved)
-        return money and not (self.pending or self.duplicated_terminal or self.duplicated_host or self.lost)
-
-
-@dataclass(slots=True)
-class FleetReport:
-    options: FleetOptions
-    stats: FleetStats
-    reconciliation: Reconciliation
-    elapsed_clock: float
-    elapsed_wall: float
-    memory_per_terminal_kib: float | None
-    host_label: str
-
-    def percentiles(self, ps: Sequence[float] = (50, 90, 95, 99, 99.9)) -> dict[str, float]:
-        """Host round-trip percentiles in milliseconds (answered exchanges)."""
-        xs = sorted(e.rtt for e in self.stats.exchanges if e.rtt is not None)
-        return {f"p{p:g}": (xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1e3 if xs else float("nan")) for p in ps}
-
-    def to_json(self) -> dict[str, Any]:
-        s, o, r = self.stats, self.options, self.reconciliation
-        by_name: dict[str, list[float]] = {}
-        unanswered: Counter[str] = Counter()
-        for e in s.exchanges:
-            if e.rtt is None:
-                unanswered[e.name] += 1
-            else:
-                by_name.setdefault(e.name, []).append(e.rtt)
-        return {
-            "options": {"terminals": o.terminals, "duration_s": o.duration, "mix": o.mix, "think_s": o.think,
-                        "rate_tps": o.rate, "faults": [str(f) for f in o.faults], "card": o.card,
-                        "shared_card": o.shared_card, "seed": o.seed, "host": self.host_label},
-            "elapsed": {"clock_s": round(self.elapsed_clock, 3), "wall_s": round(self.elapsed_wall, 3)},
-            "transactions": {"started": s.started, "done": s.done, "approved": s.approved, "errors": s.errors,
-                             "by_kind": dict(s.kinds), "queued_arrivals": s.queued,
-                             "rate_tps": round(s.done / self.elapsed_clock, 3) if self.elapsed_clock else 0.0},
-            "sign_ons": {"approved": s.sign_ons, "failed": s.sign_on_failures},
-            "screens": dict(s.screens.most_common()),
-            "response_codes": dict(s.rcs.most_common()),
-            "latency_ms": {k: round(v, 3) for k, v in self.percentiles().items()},
-            "exchanges": {name: {"count": len(v), "p50_ms": round(_pct(v, 50) * 1e3, 3),
-                                 "p99_ms": round(_pct(v, 99) * 1e3, 3), "unanswered": unanswered[name]}
-                          for name, v in sorted(by_name.items())},
-            "reversals": {"sent": s.reversals_sent, "acknowledged": s.reversals_acked},
-            "faults": {k: {"injected": v.injected, "failed": v.failed, "diagnosed": v.diagnosed, "top": v.top}
-                       for k, v in s.faults.items()},
-            "reconciliation": {"ok": r.ok, "host_checked": r.checked_host, "terminal_rows": r.terminal_rows,
-                               "host_rows": r.host_rows, "pending": r.pending,
-                               "duplicated_terminal": r.duplicated_terminal, "duplicated_host": r.duplicated_host,
-                               "lost": r.lost, "charged_terminal": r.charged_terminal,
-                               "charged_host_log": r.charged_host_log, "balance_moved": r.balance_moved,
-                               "problems": r.problems[:20]},
-            "memory_per_terminal_kib": None if self.memory_per_terminal_kib is None
-            else round(self.memory_per_terminal_kib, 1),
-            "errors": s.error_samples[:20],
-        }
-
-
-def _pct(xs: list[float], p: float) -> float:
-    if not xs:
-        return float("nan")
-    ys = sorted(xs)
-    return ys[min(len(ys) - 1, int(p / 100 * len(ys)))]
 
 
 # --- one terminal of the fleet --------------------------------------------------------------------------------
@@ -683,75 +427,11 @@ class Fleet:
             await asyncio.gather(*list(self._tasks))
 
     def _balances(self, cards: Sequence[CardProfile]) -> dict[int, int]:
-        if self.host is None:
-            return {}
-        store = self.host.store
-        out: dict[int, int] = {}
-        for c in cards:
-            row = store.card(c.pan)
-            if row is not None:
-                out[row.account_id] = store.balance(row.account_id)[0]
-        return out
+        return balances(self.host.store if self.host is not None else None, cards)
 
     def _reconcile(self, cards: Sequence[CardProfile], balances0: dict[int, int]) -> Reconciliation:
-        rec = Reconciliation(checked_host=self.host is not None)
-        term_rows: dict[tuple[str, str], Entry] = {}
-        for ft in self.terminals:
-            entries = ft.journal.entries(10**9)
-            for e in entries:
-                if e.kind in ("sign_on", "sign_off"):
-                    continue
-                rec.terminal_rows += 1
-                key = (ft.tid, e.stan)
-                if key in term_rows:
-                    rec.duplicated_terminal += 1
-                    rec.problems.append(f"{ft.tid} STAN {e.stan}: twice in its journal")
-                term_rows[key] = e
-                if e.status is Status.PENDING or e.reversal is Reversal.PENDING:
-                    rec.pending += 1
-                    rec.problems.append(f"{ft.tid} STAN {e.stan}: still pending ({e.status.value}/{e.reversal.value})")
-            rec.charged_terminal -= journal_money(ft.journal, entries)
-        if self.host is None:
-            return rec
-        store = self.host.store
-        fleet_tids_set = {ft.tid for ft in self.terminals}
-        host_rows: dict[tuple[str, str], TxRow] = {}
-        for tx in store.transactions():
-            if tx.tid not in fleet_tids_set or tx.mti not in ("0100", "0200", "0220"):
-                continue
-            rec.host_rows += 1
-            key = (tx.tid, tx.stan)
-            if key in host_rows:
-                rec.duplicated_host += 1
-                rec.problems.append(f"{tx.tid} STAN {tx.stan}: twice in the host's log")
-            host_rows[key] = tx
-            if tx.rc == "00" and not tx.reversed:
-                rec.charged_host_log -= tx.effect
-        for key, entry in term_rows.items():
-            logged = host_rows.get(key)
-            if entry.status in (Status.APPROVED, Status.DECLINED) and logged is None:
-                rec.lost += 1
-                rec.problems.append(f"{key[0]} STAN {key[1]}: {entry.status.value} at the terminal, not in the "
-                                    "host's log")
-            elif entry.status is Status.APPROVED and logged is not None and entry.kind == "purchase" \
-                    and (logged.rc != "00" or logged.reversed) and entry.reversal is not Reversal.DONE:
-                rec.lost += 1
-                rec.problems.append(f"{key[0]} STAN {key[1]}: approved at the terminal, {logged.rc}"
-                                    f"{' reversed' if logged.reversed else ''} at the host")
-        for key, logged in host_rows.items():
-            mine = term_rows.get(key)
-            if mine is None:
-                rec.lost += 1
-                rec.problems.append(f"{key[0]} STAN {key[1]}: in the host's log ({logged.kind} {logged.rc}), not "
-                                    "in the terminal's journal")
-            elif logged.kind == "purchase" and logged.rc == "00" and not logged.reversed \
-                    and mine.status is not Status.APPROVED:
-                rec.lost += 1
-                rec.problems.append(f"{key[0]} STAN {key[1]}: charged at the host, {mine.status.value}/"
-                                    f"{mine.reversal.value} at the terminal")
-        after = self._balances(cards)
-        rec.balance_moved = sum(balances0[a] - after.get(a, balances0[a]) for a in balances0)
-        return rec
+        return reconcile([(ft.tid, ft.journal) for ft in self.terminals],
+                         self.host.store if self.host is not None else None, cards, balances0)
 
 
 def _rss_kib() -> float | None:

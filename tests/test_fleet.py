@@ -176,3 +176,25 @@ def test_load_client_open_loop_rate() -> None:
         assert host.stats.requests == 300
 
     asyncio.run(main())
+
+
+def test_reconcile_takes_its_inputs_explicitly_and_names_what_disagrees() -> None:
+    """:func:`faults.fleet.reconcile` checks journals without a running fleet (no host: rows only)."""
+    from emulator.journal import Journal, Status
+    from faults.fleet import reconcile
+
+    clock = VirtualClock()
+    a, b = Journal(":memory:", clock=clock), Journal(":memory:", clock=clock)
+    try:
+        a.complete(a.begin(kind="balance", stan="000001", date="1204"), Status.APPROVED, rc="00")
+        a.begin(kind="purchase", stan="000002", date="1204", amount=500)            # never completed
+        b.complete(b.begin(kind="purchase", stan="000001", date="1204", amount=500), Status.APPROVED, rc="00")
+        assert reconcile([("T1", b)], None, [], {}).ok
+        b.complete(b.begin(kind="purchase", stan="000001", date="1204", amount=700), Status.DECLINED, rc="51")
+        rec = reconcile([("T1", a), ("T2", b)], None, [], {})
+        assert not rec.checked_host and rec.terminal_rows == 4
+        assert (rec.pending, rec.duplicated_terminal, rec.lost) == (1, 1, 0) and not rec.ok
+        assert rec.problems == ["T1 STAN 000002: still pending (pending/none)", "T2 STAN 000001: twice in its journal"]
+    finally:
+        a.close()
+        b.close()
