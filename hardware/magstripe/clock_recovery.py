@@ -322,9 +322,10 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
     half_sel = _half_cell_limits(dec)   # a full cell's interval reaches the first, a half cell's stays under the second
     cell_hi, cell_lo = 1.5 - _TIE, 0.5 + _TIE
     bit_parts: list[npt.NDArray[Any]] = [np.zeros(need, dtype=np.uint8)]
-    per_parts: list[Any] = [np.full(need, period)]
+    per_parts: list[Any] = [functools.partial(np.full, need, period)]
     bound_parts: list[I64] = [s_arr[start:start + need + 1]]
     p = start + need
+    lock_period = period
     trend = 0.0
     lost: int | None = None
     reason = ""
@@ -343,14 +344,18 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
         # A 0 is one interval, a 1 two: an interval opens a bit when the half cells before it
         # (since p) are even in number — when the running count of halves, itself included,
         # has the parity of its own shortness.
-        opens = np.flatnonzero(np.logical_xor.accumulate(short) == short)
+        # (``edges``: the openings and the end, found at once with a True past the last interval.)
+        mark = np.empty(size + 1, dtype=np.bool_)
+        mark[size] = True
+        short_u8 = short.view(np.uint8)
+        np.equal(np.bitwise_xor.accumulate(short_u8), short_u8, out=mark[:size])
+        edges = mark.nonzero()[0]
+        opens = edges[:-1]
         if short[opens[-1]] and opens[-1] + 1 >= size:
             edges = opens                              # the last half cell has no partner
             opens = opens[:-1]
-        else:
-            edges = np.concatenate((opens, (size,)))
         ones = short[opens]
-        bounds = s_arr[p + edges]
+        bounds = s_arr[p:][edges]
         cells = bounds[1:] - bounds[:-1]
         if (trend == 0.0 and edges[-1] == size and 0 < cells.size <= filt.block
                 and _whole_bits(short, ones, size)
@@ -399,7 +404,7 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
             # The decision is the rule's; its message quotes T, so say it with the step-by-step value.
             cells_so_far = np.diff(np.concatenate([bound_parts[0][-1:], *bound_parts[1:],
                                                    s_arr[p0 + np.cumsum(np.array(bits_l, dtype=np.int64) + 1)]]))
-            exact_p, exact_t = _stepped_state(cells_so_far.tolist(), float(per_parts[0][0]), reader)
+            exact_p, exact_t = _stepped_state(cells_so_far.tolist(), lock_period, reader)
             _, _, _, _, reason, _ = _track_steps(iv_arr[lost:lost + 2].tolist(), 0, exact_p, exact_t, reader, [], [],
                                                  1, exact=True)
         if bits_l:
@@ -440,15 +445,17 @@ def _settled(filt: _ABFilter, cells: I64, seg: I64, period: float, dec: float) -
     and every decision holds, with margin, at both ends of that band. (The speculation classified
     each interval against T₀, inside the band; with no interval between ¾ of the band's bottom and
     ¾ of its top, every half cell is short and every full cell long for any prediction in it.)"""
-    cmin = int(cells.min())
-    cmax = int(cells.max())
+    cmin = int(np.minimum.reduce(cells))
+    cmax = int(np.maximum.reduce(cells))
     mid = 0.5 * (cmin + cmax)
     band = filt.gain_start * abs(period - mid) + filt.gain_cells * 0.5 * (cmax - cmin)
     lo, hi = mid - band, mid + band
     if not (lo > 0.0 and cmax <= (1.5 - _TIE) * lo and cmin >= (0.5 + _TIE) * hi):
         return False
     lo_edge, hi_edge = (dec - _TIE) * lo, (dec + _TIE) * hi
-    return not bool((np.abs(seg - 0.5 * (lo_edge + hi_edge)) <= 0.5 * (hi_edge - lo_edge)).any())
+    off = seg - 0.5 * (lo_edge + hi_edge)
+    np.abs(off, out=off)
+    return not bool(np.logical_or.reduce(off <= 0.5 * (hi_edge - lo_edge)))
 
 
 def _run_periods(filt: _ABFilter, cells: I64, period: float) -> F64:

@@ -292,6 +292,8 @@ def _code_values(spec: TrackSpec) -> npt.NDArray[np.int64]:
 
 
 _CODE_VALUES = {n: _code_values(spec) for n, spec in TRACKS.items()}
+_BIT_WEIGHTS = {spec.char_bits: (1 << np.arange(spec.char_bits)).astype(np.uint8) for spec in TRACKS.values()}
+"""Little-endian bit weights of a recorded character (a word of 0/1 bytes times these is its code)."""
 
 
 _TO_ASCII = {n: bytes((v + spec.offset) & 0xFF for v in range(256)) for n, spec in TRACKS.items()}
@@ -330,7 +332,7 @@ def _decode_direction(spec: TrackSpec, bits: bytes, direction: _Direction, total
     i0 = start + cb
     room = min((len(bits) - i0) // cb, spec.max_chars - 2)
     words = np.frombuffer(bits, dtype=np.uint8, count=room * cb, offset=i0).reshape(room, cb)
-    vals = _CODE_VALUES[n][np.packbits(words, axis=1, bitorder="little")[:, 0]].tolist()
+    vals = _CODE_VALUES[n][words @ _BIT_WEIGHTS[cb]].tolist()
     es_at = vals.index(es_val) if es_val in vals else room
     bad_at = vals.index(-1, 0, es_at) if -1 in vals[:es_at] else -1
     if bad_at >= 0:
