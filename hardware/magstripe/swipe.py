@@ -379,6 +379,7 @@ class _Layout(NamedTuple):
     sign: F64            # polarity of each transition (alternating from + per track), 0 on padding
     padding: F64         # 1.0 on padding slots, 0.0 on transitions
     boundary: npt.NDArray[np.bool_]   # True where slot i or i + 1 is padding (order checks skip those)
+    polarities: npt.NDArray[np.int8]  # ``sign`` as the detector's polarities
     far: F64             # positions of all ``padded`` slots: −far before each track, +far after (to fill in)
 
 
@@ -401,12 +402,14 @@ def _layout(counts: tuple[int, ...]) -> _Layout:
     far = np.full(padded, _FAR)
     for e in starts:
         far[e:e + 2] = -_FAR
-    for arr in (sign, padding, boundary, far):
+    polarities = sign.astype(np.int8)
+    for arr in (sign, padding, boundary, polarities, far):
         arr.flags.writeable = False
-    return _Layout(tuple(starts), padded, sign, padding, boundary, far)
+    return _Layout(tuple(starts), padded, sign, padding, boundary, polarities, far)
 
 
 _FAR = 1e9       # (inches) where the silent neighbours of a track sit
+_all = np.logical_and.reduce     # ndarray.all without its Python wrapper (the same result)
 
 
 _NEIGHBOURS = np.array([0, 1, 3, 4])   # in a window of five slots centred on index 2
@@ -598,20 +601,27 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
         all_lorentz = bool(lorentz.all())
     # The summed signal's peak moves by -y'(x_i)/y''(x_i) (one Newton step), at most ~½ gap.
     lim = 0.45 * np.minimum(g_lo, g_hi)
-    dx = np.minimum(np.maximum(slope / (ai_safe * kappa), -lim), lim)
+    dx = slope / (ai_safe * kappa)
+    np.maximum(dx, -lim, out=dx)
+    np.minimum(dx, lim, out=dx)
     height = level + sigma * noise[0]
     height += lay.padding                             # (padding: a harmless 1)
     keep = height > 0.0
     if not all_live:
         keep &= (ai != 0.0) | (lay.padding != 0.0)
-    all_kept = bool(keep.all())
+    all_kept = bool(_all(keep))
     if not all_kept:
         height = np.where(keep, height, 1.0)
     # Noise slope over the pulse's curvature in time moves the detected peak.
     half_w = 0.5 * widths / speeds
-    dt = (slope_noise * p0 / (height * (kappa * speeds * speeds))) * noise[1]
-    dt = np.minimum(np.maximum(dt, -half_w), half_w)
-    t_peak = phased + dx / speeds + dt                # on the ADC's clock
+    dt = slope_noise * p0 / (height * (kappa * speeds * speeds))
+    dt *= noise[1]
+    np.maximum(dt, -half_w, out=dt)
+    np.minimum(dt, half_w, out=dt)
+    dx /= speeds
+    dx += phased
+    dx += dt
+    t_peak = dx                                       # on the ADC's clock: phased + dx / speeds + dt
     k = np.rint(t_peak * fs)
     off = speeds * (k * ts - t_peak)
     if all_lorentz:
@@ -625,10 +635,10 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
         else:
             seen = seen_s
     samples = k.astype(np.int64)
-    pols = sign.astype(np.int8)
+    pols = lay.polarities
     rising = samples[1:] >= samples[:-1]
     rising |= lay.boundary
-    all_ordered = bool(rising.all())
+    all_ordered = bool(_all(rising))
 
     # Per track: the candidates in detector order, plus spurious peaks (band-limited noise crossing
     # the detector's lowest threshold at the Rice rate).
@@ -641,7 +651,7 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
         srcs = _sources(m)
         if not all_kept:
             kept = keep[o:o + m]
-            if not kept.all():
+            if not _all(kept):
                 ks, hs, ps, srcs = ks[kept], hs[kept], ps[kept], srcs[kept]
         ordered = all_ordered or ks.size < 2 or bool((ks[1:] >= ks[:-1]).all())
         if m:
