@@ -267,13 +267,13 @@ class _ABFilter:
         w = self.w
         if self.g_inv.ndim == 1:
             z = self.g_inv[:n] * cells
-            after = np.cumsum(z)
+            after = np.add.accumulate(z)
             after += w[0] * period + w[1] * trend
             z -= after
             return (self.e_before[:n] * z).real * -1.0, after
         y0 = np.array([[w[0] * period + w[1] * trend], [w[2] * period + w[3] * trend]])
         z = self.g_inv[:, :n] * cells
-        after = np.cumsum(z, axis=1) + y0
+        after = np.add.accumulate(z, axis=1) + y0
         return (self.e_before[:, :n] * (after - z)).real.sum(axis=0), after
 
     def periods(self, after: npt.NDArray[Any]) -> F64:
@@ -357,8 +357,12 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
         ones = short[opens]
         bounds = s_arr[p:][edges]
         cells = bounds[1:] - bounds[:-1]
-        if (trend == 0.0 and edges[-1] == size and 0 < cells.size <= filt.block
-                and _whole_bits(short, ones, size)
+        # Whole bits: every 0 one interval and every 1 two, to the end (a 0 always is one interval
+        # and a 1 at least two, so when the intervals add up to bits + ones, each 1 is exactly two).
+        n_ones = int(np.count_nonzero(ones))
+        whole = bool(edges[-1] == size) and size == ones.size + n_ones
+        if (trend == 0.0 and whole and 0 < cells.size <= filt.block
+                and int(np.count_nonzero(short)) == 2 * n_ones
                 and _settled(filt, cells, seg, period, dec)):
             # Every prediction the filter can make here decides each bit the same way: done.
             bit_parts.append(ones)
@@ -374,9 +378,10 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
         good = (np.maximum(d, cells - d) < expect * half_sel[ones.view(np.uint8)]) == ones
         good &= cells <= cell_hi * expect
         good &= cells >= cell_lo * expect
-        # a 0 is one interval, a 1 two (over the cells the filter predicted: it may stop short)
-        good &= (edges[1:cells.size + 1] - edges[:cells.size]) == ones + 1
-        f = cells.size if good.all() else int(np.argmin(good))
+        if not whole:
+            # a 0 is one interval, a 1 two (over the cells the filter predicted: it may stop short)
+            good &= (edges[1:cells.size + 1] - edges[:cells.size]) == ones + 1
+        f = cells.size if np.logical_and.reduce(good) else int(np.argmin(good))
         if f:
             bit_parts.append(ones[:f])
             per_parts.append(functools.partial(filt.periods, after[..., :f]))
@@ -429,13 +434,6 @@ def _stepped_state(cells: list[int], period: float, reader: ReaderModel) -> tupl
         period = expect + alpha * err
         trend += beta * err
     return period, trend
-
-
-def _whole_bits(short: npt.NDArray[np.bool_], ones: npt.NDArray[np.bool_], size: int) -> bool:
-    """Every speculated 0 is one interval and every 1 two half cells: as many intervals as bits
-    plus ones, and twice as many half cells as ones (each bit takes at least that much)."""
-    n_ones = int(np.count_nonzero(ones))
-    return size == ones.size + n_ones and int(np.count_nonzero(short)) == 2 * n_ones
 
 
 def _settled(filt: _ABFilter, cells: I64, seg: I64, period: float, dec: float) -> bool:

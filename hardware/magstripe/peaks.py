@@ -191,7 +191,7 @@ def detect_peaks(signal: HeadSignal, reader: ReaderModel) -> Peaks:
         ok = hs >= thr
         ok[1:] &= ps[1:] != ps[:-1]
         ok[0] &= ps[0] != last
-        f = size if ok.all() else int(np.argmin(ok))
+        f = size if np.logical_and.reduce(ok) else int(np.argmin(ok))
         if f:
             if np.any(np.abs(hs[:f] - thr[:f]) <= _TIE * thr[:f]):
                 return detect_peaks_reference(signal, reader)
