@@ -381,7 +381,7 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
         if not whole:
             # a 0 is one interval, a 1 two (over the cells the filter predicted: it may stop short)
             good &= (edges[1:cells.size + 1] - edges[:cells.size]) == ones + 1
-        f = cells.size if np.logical_and.reduce(good) else int(np.argmin(good))
+        f = cells.size if np.count_nonzero(good) == good.size else int(np.argmin(good))
         if f:
             bit_parts.append(ones[:f])
             per_parts.append(functools.partial(filt.periods, after[..., :f]))
@@ -453,7 +453,7 @@ def _settled(filt: _ABFilter, cells: I64, seg: I64, period: float, dec: float) -
     lo_edge, hi_edge = (dec - _TIE) * lo, (dec + _TIE) * hi
     off = seg - 0.5 * (lo_edge + hi_edge)
     np.abs(off, out=off)
-    return not bool(np.logical_or.reduce(off <= 0.5 * (hi_edge - lo_edge)))
+    return np.count_nonzero(off <= 0.5 * (hi_edge - lo_edge)) == 0
 
 
 def _run_periods(filt: _ABFilter, cells: I64, period: float) -> F64:

@@ -412,13 +412,13 @@ _FAR = 1e9       # (inches) where the silent neighbours of a track sit
 
 
 def _all(a: npt.NDArray[np.bool_]) -> bool:
-    """``a.all()`` without ndarray's Python-level wrapper (the same result, a little faster)."""
-    return bool(np.logical_and.reduce(a, axis=None))
+    """``a.all()`` for a boolean array (counting is about twice as fast as ndarray.all here)."""
+    return int(np.count_nonzero(a)) == a.size
 
 
 def _any(a: npt.NDArray[np.bool_]) -> bool:
-    """``a.any()``, likewise."""
-    return bool(np.logical_or.reduce(a, axis=None))
+    """``a.any()`` for a boolean array, likewise."""
+    return int(np.count_nonzero(a)) != 0
 
 
 _NEIGHBOURS = np.array([0, 1, 3, 4])   # in a window of five slots centred on index 2
