@@ -453,7 +453,7 @@ def _settled(filt: _ABFilter, cells: I64, seg: I64, period: float, dec: float) -
     lo_edge, hi_edge = (dec - _TIE) * lo, (dec + _TIE) * hi
     off = seg - 0.5 * (lo_edge + hi_edge)
     np.abs(off, out=off)
-    return np.count_nonzero(off <= 0.5 * (hi_edge - lo_edge)) == 0
+    return int(np.count_nonzero(off <= 0.5 * (hi_edge - lo_edge))) == 0
 
 
 def _run_periods(filt: _ABFilter, cells: I64, period: float) -> F64:

@@ -510,7 +510,6 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     reader = params.reader
     medium = params.medium
     c = _constants(reader, medium, params.skew_deg, params.dirt_um, params.noise)
-    tan_skew = c.tan_skew
     cos_skew = c.cos_skew
     v0 = params.speed_ips * cos_skew
     acc = params.accel_ips2 * cos_skew
@@ -599,8 +598,9 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     kappa: F64 | float
     if isinstance(widths, float):
         p0, kappa = pulse_peak_and_curvature(widths, delta)
-        lorentz: npt.NDArray[np.bool_] | bool = delta < 1e-3 * widths
-        level, slope, g_lo, g_hi = _superpose_shared(mpos, sb, ai, sign, widths, delta, p0, lorentz)
+        one_lorentz = delta < 1e-3 * widths
+        lorentz: npt.NDArray[np.bool_] | bool = one_lorentz
+        level, slope, g_lo, g_hi = _superpose_shared(mpos, sb, ai, sign, widths, delta, p0, one_lorentz)
     else:
         level, slope, g_lo, g_hi, p0, kappa, lorentz = _superpose(mpos, sb, ai, sign, widths, delta)
     if isinstance(lorentz, bool):
