@@ -753,8 +753,12 @@ def _superpose_shared(mpos: F64, sb: F64, ai: F64, sign: F64, w: float, delta: f
     order a sum over the 4-row form adds them, so the values are bit for bit those of that form.
     """
     span = mpos.size - 4
-    e1 = mpos[1:] - mpos[:-1]                         # x[k+1] − x[k]
-    e2 = mpos[2:] - mpos[:-2]                         # x[k+2] − x[k]
+    # Both distances in one 2-row array, so every formula below is one numpy call for both.
+    gaps = np.empty((2, mpos.size - 1))
+    e1 = gaps[0]
+    np.subtract(mpos[1:], mpos[:-1], out=e1)          # x[k+1] − x[k]
+    np.subtract(mpos[2:], mpos[:-2], out=gaps[1, :-1])  # x[k+2] − x[k]
+    gaps[1, -1] = 1.0                                 # (unused slot: any harmless finite gap)
     # Rows (neighbour −2, −1, +1, +2) of slot i (padded index i + 2): offsets x_i − x_neighbour are
     # e2[i], e1[i+1], −e1[i+2], −e2[i+2]; signed heights are sb[i], sb[i+1], sb[i+3], sb[i+4].
     g_lo = e1[1:1 + span]
@@ -762,16 +766,13 @@ def _superpose_shared(mpos: F64, sb: F64, ai: F64, sign: F64, w: float, delta: f
     b0, b1, b2, b3 = sb[0:span], sb[1:1 + span], sb[3:3 + span], sb[4:4 + span]
     if lorentz:
         w2 = 2.0 / w
-        z1 = e1 * w2
-        z2 = e2 * w2
-        inv1 = z1 * z1
-        inv1 += 1.0
-        np.reciprocal(inv1, out=inv1)                 # 1 / (1 + z²): even in the offset
-        inv2 = z2 * z2
-        inv2 += 1.0
-        np.reciprocal(inv2, out=inv2)
-        z1 *= inv1                                    # z / (1 + z²): odd
-        z2 *= inv2
+        z = gaps * w2
+        inv = z * z
+        inv += 1.0
+        np.reciprocal(inv, out=inv)                   # 1 / (1 + z²): even in the offset
+        z *= inv                                      # z / (1 + z²): odd
+        z1, z2 = z
+        inv1, inv2 = inv
         bi0 = b0 * inv2[0:span]
         bi1 = b1 * inv1[1:1 + span]
         bi2 = b2 * inv1[2:2 + span]
@@ -794,27 +795,22 @@ def _superpose_shared(mpos: F64, sb: F64, ai: F64, sign: F64, w: float, delta: f
         return level, bi0, g_lo, g_hi
     a = delta / w
     c = 2.0 / w
-    atans = []
-    slopes = []
-    for e in (e1, e2):
-        zm = e * c
-        zp = zm + a
-        zm -= a
-        den = zp * zm
-        den += 1.0
-        at = np.arctan((2.0 * a) / den)               # even in the offset
-        behind = den < 0.0
-        if _any(behind):
-            at[behind] += math.pi
-        zp *= zp
-        zp += 1.0
-        zm *= zm
-        zm += 1.0
-        np.subtract(1.0 / zp, 1.0 / zm, out=zp)       # odd in the offset
-        atans.append(at)
-        slopes.append(zp)
-    at1, at2 = atans
-    sl1, sl2 = slopes
+    zm = gaps * c
+    zp = zm + a
+    zm -= a
+    den = zp * zm
+    den += 1.0
+    at = np.arctan((2.0 * a) / den)                   # even in the offset
+    behind = den < 0.0
+    if _any(behind):
+        at[behind] += math.pi
+    zp *= zp
+    zp += 1.0
+    zm *= zm
+    zm += 1.0
+    np.subtract(1.0 / zp, 1.0 / zm, out=zp)           # odd in the offset
+    at1, at2 = at
+    sl1, sl2 = zp
     acc = b0 * at2[0:span]
     acc += b1 * at1[1:1 + span]
     acc += b2 * at1[2:2 + span]
