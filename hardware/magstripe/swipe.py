@@ -322,7 +322,15 @@ def pulse_peak_and_curvature(w: float, delta: float) -> tuple[float, float]:
 
 def _smeared_pulse(u: F64, w: F64 | float, delta: float) -> F64:
     """:func:`pulse` for ``delta ≥ 1e-3 w`` (the arctangent form), on arrays."""
-    return (w / (2.0 * delta)) * (np.arctan((2.0 * u + delta) / w) - np.arctan((2.0 * u - delta) / w))
+    # (both arctangent arguments in one 2-row array: one call each for the division and arctan)
+    two_u = 2.0 * u
+    args = np.empty((2, u.size))
+    np.add(two_u, delta, out=args[0])
+    np.subtract(two_u, delta, out=args[1])
+    args /= w
+    np.arctan(args, out=args)
+    np.subtract(args[0], args[1], out=two_u)
+    return (w / (2.0 * delta)) * two_u
 
 
 def pw50_in(reader: ReaderModel, medium: StripeMedium, dirt_um: float) -> float:
