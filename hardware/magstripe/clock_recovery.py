@@ -267,13 +267,13 @@ class _ABFilter:
         w = self.w
         if self.g_inv.ndim == 1:
             z = self.g_inv[:n] * cells
-            after = np.cumsum(z)
+            after = np.add.accumulate(z)
             after += w[0] * period + w[1] * trend
             z -= after
             return (self.e_before[:n] * z).real * -1.0, after
         y0 = np.array([[w[0] * period + w[1] * trend], [w[2] * period + w[3] * trend]])
         z = self.g_inv[:, :n] * cells
-        after = np.cumsum(z, axis=1) + y0
+        after = np.add.accumulate(z, axis=1) + y0
         return (self.e_before[:, :n] * (after - z)).real.sum(axis=0), after
 
     def periods(self, after: npt.NDArray[Any]) -> F64:
@@ -322,9 +322,10 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
     half_sel = _half_cell_limits(dec)   # a full cell's interval reaches the first, a half cell's stays under the second
     cell_hi, cell_lo = 1.5 - _TIE, 0.5 + _TIE
     bit_parts: list[npt.NDArray[Any]] = [np.zeros(need, dtype=np.uint8)]
-    per_parts: list[Any] = [np.full(need, period)]
+    per_parts: list[Any] = [functools.partial(np.full, need, period)]
     bound_parts: list[I64] = [s_arr[start:start + need + 1]]
     p = start + need
+    lock_period = period
     trend = 0.0
     lost: int | None = None
     reason = ""
@@ -343,17 +344,25 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
         # A 0 is one interval, a 1 two: an interval opens a bit when the half cells before it
         # (since p) are even in number — when the running count of halves, itself included,
         # has the parity of its own shortness.
-        opens = np.flatnonzero(np.logical_xor.accumulate(short) == short)
+        # (``edges``: the openings and the end, found at once with a True past the last interval.)
+        mark = np.empty(size + 1, dtype=np.bool_)
+        mark[size] = True
+        short_u8 = short.view(np.uint8)
+        np.equal(np.bitwise_xor.accumulate(short_u8), short_u8, out=mark[:size])
+        edges = mark.nonzero()[0]
+        opens = edges[:-1]
         if short[opens[-1]] and opens[-1] + 1 >= size:
             edges = opens                              # the last half cell has no partner
             opens = opens[:-1]
-        else:
-            edges = np.concatenate((opens, (size,)))
         ones = short[opens]
-        bounds = s_arr[p + edges]
+        bounds = s_arr[p:][edges]
         cells = bounds[1:] - bounds[:-1]
-        if (trend == 0.0 and edges[-1] == size and 0 < cells.size <= filt.block
-                and _whole_bits(short, ones, size)
+        # Whole bits: every 0 one interval and every 1 two, to the end (a 0 always is one interval
+        # and a 1 at least two, so when the intervals add up to bits + ones, each 1 is exactly two).
+        n_ones = int(np.count_nonzero(ones))
+        whole = bool(edges[-1] == size) and size == ones.size + n_ones
+        if (trend == 0.0 and whole and 0 < cells.size <= filt.block
+                and int(np.count_nonzero(short)) == 2 * n_ones
                 and _settled(filt, cells, seg, period, dec)):
             # Every prediction the filter can make here decides each bit the same way: done.
             bit_parts.append(ones)
@@ -369,9 +378,10 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
         good = (np.maximum(d, cells - d) < expect * half_sel[ones.view(np.uint8)]) == ones
         good &= cells <= cell_hi * expect
         good &= cells >= cell_lo * expect
-        # a 0 is one interval, a 1 two (over the cells the filter predicted: it may stop short)
-        good &= (edges[1:cells.size + 1] - edges[:cells.size]) == ones + 1
-        f = cells.size if good.all() else int(np.argmin(good))
+        if not whole:
+            # a 0 is one interval, a 1 two (over the cells the filter predicted: it may stop short)
+            good &= (edges[1:cells.size + 1] - edges[:cells.size]) == ones + 1
+        f = cells.size if np.count_nonzero(good) == good.size else int(np.argmin(good))
         if f:
             bit_parts.append(ones[:f])
             per_parts.append(functools.partial(filt.periods, after[..., :f]))
@@ -399,7 +409,7 @@ def recover_bits(samples: Any, reader: ReaderModel) -> RecoveredClock:
             # The decision is the rule's; its message quotes T, so say it with the step-by-step value.
             cells_so_far = np.diff(np.concatenate([bound_parts[0][-1:], *bound_parts[1:],
                                                    s_arr[p0 + np.cumsum(np.array(bits_l, dtype=np.int64) + 1)]]))
-            exact_p, exact_t = _stepped_state(cells_so_far.tolist(), float(per_parts[0][0]), reader)
+            exact_p, exact_t = _stepped_state(cells_so_far.tolist(), lock_period, reader)
             _, _, _, _, reason, _ = _track_steps(iv_arr[lost:lost + 2].tolist(), 0, exact_p, exact_t, reader, [], [],
                                                  1, exact=True)
         if bits_l:
@@ -426,13 +436,6 @@ def _stepped_state(cells: list[int], period: float, reader: ReaderModel) -> tupl
     return period, trend
 
 
-def _whole_bits(short: npt.NDArray[np.bool_], ones: npt.NDArray[np.bool_], size: int) -> bool:
-    """Every speculated 0 is one interval and every 1 two half cells: as many intervals as bits
-    plus ones, and twice as many half cells as ones (each bit takes at least that much)."""
-    n_ones = int(np.count_nonzero(ones))
-    return size == ones.size + n_ones and int(np.count_nonzero(short)) == 2 * n_ones
-
-
 def _settled(filt: _ABFilter, cells: I64, seg: I64, period: float, dec: float) -> bool:
     """Whether the rule decides every bit as speculated for *any* prediction the filter can make
     over these cells: the prediction stays within ``c̄ ± (G·|T₀ − c̄| + H·r)`` (``c̄`` the middle
@@ -440,15 +443,17 @@ def _settled(filt: _ABFilter, cells: I64, seg: I64, period: float, dec: float) -
     and every decision holds, with margin, at both ends of that band. (The speculation classified
     each interval against T₀, inside the band; with no interval between ¾ of the band's bottom and
     ¾ of its top, every half cell is short and every full cell long for any prediction in it.)"""
-    cmin = int(cells.min())
-    cmax = int(cells.max())
+    cmin = int(np.minimum.reduce(cells))
+    cmax = int(np.maximum.reduce(cells))
     mid = 0.5 * (cmin + cmax)
     band = filt.gain_start * abs(period - mid) + filt.gain_cells * 0.5 * (cmax - cmin)
     lo, hi = mid - band, mid + band
     if not (lo > 0.0 and cmax <= (1.5 - _TIE) * lo and cmin >= (0.5 + _TIE) * hi):
         return False
     lo_edge, hi_edge = (dec - _TIE) * lo, (dec + _TIE) * hi
-    return not bool((np.abs(seg - 0.5 * (lo_edge + hi_edge)) <= 0.5 * (hi_edge - lo_edge)).any())
+    off = seg - 0.5 * (lo_edge + hi_edge)
+    np.abs(off, out=off)
+    return int(np.count_nonzero(off <= 0.5 * (hi_edge - lo_edge))) == 0
 
 
 def _run_periods(filt: _ABFilter, cells: I64, period: float) -> F64:

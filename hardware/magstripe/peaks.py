@@ -159,12 +159,12 @@ def detect_peaks(signal: HeadSignal, reader: ReaderModel) -> Peaks:
     n = h.size
     floor = reader.threshold_floor
     ratio = reader.threshold_ratio
-    if n and (n == 1 or bool((p[1:] != p[:-1]).all())):
+    if n and (n == 1 or np.count_nonzero(p[1:] != p[:-1]) == n - 1):
         # The running average of accepted heights never exceeds the highest one: when the lowest
         # candidate clears both the floor and ratio × the highest, and the polarities alternate,
         # the rule accepts every candidate.
-        hmin = float(h.min())
-        if hmin > floor * (1.0 + _TIE) and hmin > ratio * float(h.max()) * (1.0 + _TIE):
+        hmin = float(np.minimum.reduce(h))
+        if hmin > floor * (1.0 + _TIE) and hmin > ratio * float(np.maximum.reduce(h)) * (1.0 + _TIE):
             return Peaks(signal.samples, h, p, functools.partial(_accepted_thresholds, h, floor, ratio),
                          signal.sources)
     rpow, rinv = _ema_powers(_EMA_BLOCK)
@@ -191,7 +191,7 @@ def detect_peaks(signal: HeadSignal, reader: ReaderModel) -> Peaks:
         ok = hs >= thr
         ok[1:] &= ps[1:] != ps[:-1]
         ok[0] &= ps[0] != last
-        f = size if ok.all() else int(np.argmin(ok))
+        f = size if np.count_nonzero(ok) == size else int(np.argmin(ok))
         if f:
             if np.any(np.abs(hs[:f] - thr[:f]) <= _TIE * thr[:f]):
                 return detect_peaks_reference(signal, reader)

@@ -248,7 +248,7 @@ def _arrivals(xs: F64, v0: float, a: float, j: float) -> tuple[F64, F64 | float]
     if math.isfinite(t_stop):
         s_stop = v0 * t_stop + a * t_stop * t_stop / 2 + j * t_stop ** 3 / 6
         beyond = xs >= s_stop
-        if beyond.any():
+        if _any(beyond):
             xs = xs[:int(np.argmax(beyond))]
     if j == 0.0:
         # s(t) = x: the root where the card first gets there, in the form without cancellation.
@@ -259,7 +259,7 @@ def _arrivals(xs: F64, v0: float, a: float, j: float) -> tuple[F64, F64 | float]
     # A card creeping to a stop may leave the last positions unreachable in floating point:
     # they are not passed (never a NaN time or a non-positive speed downstream).
     ok = np.isfinite(t) & (v > 0.0)
-    if not bool(ok.all()):
+    if not bool(_all(ok)):
         m = int(np.argmin(ok))
         t, v = t[:m], v[:m]
     return t, v
@@ -281,7 +281,7 @@ def _newton_arrivals(xs: F64, v0: float, a: float, j: float, t_stop: float) -> F
         with np.errstate(divide="ignore", invalid="ignore"):
             nt = np.where(v > 0, t - s / v, np.inf)
         out = ~((lo <= nt) & (nt <= hi))
-        if out.any():
+        if _any(out):
             nt = np.where(out, np.where(np.isfinite(hi), (lo + hi) / 2, lo * 2 + 1e-3), nt)
         done = bool(np.all(np.abs(nt - t) < 1e-13))
         t = nt
@@ -322,7 +322,15 @@ def pulse_peak_and_curvature(w: float, delta: float) -> tuple[float, float]:
 
 def _smeared_pulse(u: F64, w: F64 | float, delta: float) -> F64:
     """:func:`pulse` for ``delta ≥ 1e-3 w`` (the arctangent form), on arrays."""
-    return (w / (2.0 * delta)) * (np.arctan((2.0 * u + delta) / w) - np.arctan((2.0 * u - delta) / w))
+    # (both arctangent arguments in one 2-row array: one call each for the division and arctan)
+    two_u = 2.0 * u
+    args = np.empty((2, u.size))
+    np.add(two_u, delta, out=args[0])
+    np.subtract(two_u, delta, out=args[1])
+    args /= w
+    np.arctan(args, out=args)
+    np.subtract(args[0], args[1], out=two_u)
+    return (w / (2.0 * delta)) * two_u
 
 
 def pw50_in(reader: ReaderModel, medium: StripeMedium, dirt_um: float) -> float:
@@ -379,6 +387,8 @@ class _Layout(NamedTuple):
     sign: F64            # polarity of each transition (alternating from + per track), 0 on padding
     padding: F64         # 1.0 on padding slots, 0.0 on transitions
     boundary: npt.NDArray[np.bool_]   # True where slot i or i + 1 is padding (order checks skip those)
+    polarities: npt.NDArray[np.int8]  # ``sign`` as the detector's polarities
+    far: F64             # positions of all ``padded`` slots: −far before each track, +far after (to fill in)
 
 
 @functools.lru_cache(maxsize=64)
@@ -397,9 +407,26 @@ def _layout(counts: tuple[int, ...]) -> _Layout:
         at += m + 4
     pad = padding != 0.0
     boundary = pad[1:] | pad[:-1]
-    for arr in (sign, padding, boundary):
+    far = np.full(padded, _FAR)
+    for e in starts:
+        far[e:e + 2] = -_FAR
+    polarities = sign.astype(np.int8)
+    for arr in (sign, padding, boundary, polarities, far):
         arr.flags.writeable = False
-    return _Layout(tuple(starts), padded, sign, padding, boundary)
+    return _Layout(tuple(starts), padded, sign, padding, boundary, polarities, far)
+
+
+_FAR = 1e9       # (inches) where the silent neighbours of a track sit
+
+
+def _all(a: npt.NDArray[np.bool_]) -> bool:
+    """``a.all()`` for a boolean array (counting is about twice as fast as ndarray.all here)."""
+    return int(np.count_nonzero(a)) == a.size
+
+
+def _any(a: npt.NDArray[np.bool_]) -> bool:
+    """``a.any()`` for a boolean array, likewise."""
+    return int(np.count_nonzero(a)) != 0
 
 
 _NEIGHBOURS = np.array([0, 1, 3, 4])   # in a window of five slots centred on index 2
@@ -420,6 +447,13 @@ class _RngPool(threading.local):
 _POOL = _RngPool()
 
 
+@functools.lru_cache(maxsize=4096)
+def _pcg64_state(key: bytes) -> dict[str, Any]:
+    return {"bit_generator": "PCG64",
+            "state": {"state": int.from_bytes(key[:16], "big"), "inc": int.from_bytes(key[16:32], "big") | 1},
+            "has_uint32": 0, "uinteger": 0}
+
+
 def seeded_rng(key: bytes, slot: int = 0) -> np.random.Generator:
     """A generator whose PCG64 state and increment come from the 32-byte ``key`` (a hash).
 
@@ -428,11 +462,49 @@ def seeded_rng(key: bytes, slot: int = 0) -> np.random.Generator:
     same slot in the same thread.
     """
     gen = _POOL.gens[slot]
-    gen.bit_generator.state = {"bit_generator": "PCG64",
-                       "state": {"state": int.from_bytes(key[:16], "big"),
-                                 "inc": int.from_bytes(key[16:32], "big") | 1},
-                       "has_uint32": 0, "uinteger": 0}
+    gen.bit_generator.state = _pcg64_state(key)
     return gen
+
+
+class _Constants(NamedTuple):
+    """What a swipe's reader, medium, skew, dirt and noise fix (the same for many swipes)."""
+
+    tan_skew: float
+    cos_skew: float
+    wx: float                 # isolated-pulse width with the dirt
+    scale: float              # pulse height per speed/width (amplitude unit at the nominal speed)
+    tau: float                # front-end impulse-response width, seconds
+    delta: float              # azimuth smear, inches
+    sigma: float              # noise σ
+    slope_noise: float        # σ of the noise's time derivative
+    noise_rate: float         # spurious peaks per second (Rice rate, both polarities)
+    shifts: Mapping[int, float]   # per track: time shift by skew, as a position (inches)
+
+
+@functools.lru_cache(maxsize=256)
+def _constants(reader: ReaderModel, medium: StripeMedium, skew_deg: float, dirt_um: float,
+               noise: float) -> _Constants:
+    tan_skew = math.tan(math.radians(skew_deg))
+    cos_skew = math.cos(math.radians(skew_deg))
+    w_nom = pw50_in(reader, medium, 0.0)
+    tau = math.log(math.sqrt(2.0)) / (math.pi * reader.bandwidth_hz)
+    sigma = math.hypot(reader.noise_floor, noise)
+    thr = reader.threshold_floor
+    return _Constants(
+        tan_skew=tan_skew,
+        cos_skew=cos_skew,
+        wx=pw50_in(reader, medium, dirt_um),
+        scale=w_nom / NOMINAL_SPEED_IPS,
+        tau=tau,
+        delta=reader.head_width_um / UM_PER_IN * abs(tan_skew),
+        sigma=sigma,
+        slope_noise=math.sqrt(2.0) * sigma / tau,
+        noise_rate=2.0 * (math.sqrt(2.0) / (2.0 * math.pi * tau)) * math.exp(-(thr * thr) / (2.0 * sigma * sigma)),
+        shifts={t: (y - TRACK_Y_IN[2]) * tan_skew + TRACK_Y_IN[2] * abs(tan_skew) for t, y in TRACK_Y_IN.items()},
+    )
+
+
+_CELL_IN = {n: track_spec(n).cell_in for n in TRACK_Y_IN}
 
 
 def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], params: SwipeParams) -> list[HeadSignal]:
@@ -445,20 +517,19 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     """
     reader = params.reader
     medium = params.medium
-    tan_skew = math.tan(math.radians(params.skew_deg))
-    cos_skew = math.cos(math.radians(params.skew_deg))
+    c = _constants(reader, medium, params.skew_deg, params.dirt_um, params.noise)
+    cos_skew = c.cos_skew
     v0 = params.speed_ips * cos_skew
     acc = params.accel_ips2 * cos_skew
     jerk = params.jerk_ips3 * cos_skew
-    wx = pw50_in(reader, medium, params.dirt_um)
-    w_nom = pw50_in(reader, medium, 0.0)
-    tau = math.log(math.sqrt(2.0)) / (math.pi * reader.bandwidth_hz)
-    delta = reader.head_width_um / UM_PER_IN * abs(tan_skew)
-    sigma = math.hypot(reader.noise_floor, params.noise)
+    wx = c.wx
+    tau = c.tau
+    delta = c.delta
+    sigma = c.sigma
     fs = reader.adc_rate_hz
     ts = 1.0 / fs
-    slope_noise = math.sqrt(2.0) * sigma / tau        # σ of the noise's time derivative
-    scale = w_nom / NOMINAL_SPEED_IPS
+    slope_noise = c.slope_noise
+    scale = c.scale
 
     # Per track: recorded transitions (write jitter, damage), order of passage, arrival, draws.
     motions: list[F64] = []
@@ -469,19 +540,18 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     phases: list[float] = []
     counts: list[int] = []
     for track, recorded, rng in jobs:
-        cell = track_spec(track).cell_in
         n = recorded.size
         phase = rng.random() * ts                     # the ADC clock's phase against the swipe
         draws = rng.standard_normal((3, n))
-        xs = recorded + (medium.jitter * cell) * draws[0] if medium.jitter > 0 else recorded
+        xs = recorded + (medium.jitter * _CELL_IN[track]) * draws[0] if medium.jitter > 0 else recorded
         gain: F64 | None = None
         for dmg in params.damage:
             hit = (xs >= dmg.start_in) & (xs <= dmg.end_in)
-            if hit.any():
+            if _any(hit):
                 if gain is None:
                     gain = np.ones(n)
                 gain[hit] *= 1.0 - dmg.severity
-        shift = (TRACK_Y_IN[track] - TRACK_Y_IN[2]) * tan_skew + TRACK_Y_IN[2] * abs(tan_skew)
+        shift = c.shifts[track]
         if params.reverse:
             motion = CARD_LENGTH_IN - xs[::-1] + shift
             if gain is not None:
@@ -509,12 +579,10 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     speeds: F64 | float = v0
     if not const_speed:
         speeds = np.ones(span)
-    far = 1e9
-    mpos = np.full(lay.padded, far)
+    mpos = lay.far.copy()                             # ±far on the padding (silent neighbours)
     sb = np.zeros(lay.padded)
     for e, m, motion, t, ph, nz, v in zip(lay.starts, counts, motions, times_l, phases, noises, speeds_l,
                                           strict=True):
-        mpos[e:e + 2] = -far
         mpos[e + 2:e + 2 + m] = motion
         np.add(t, ph, out=phased[e:e + m])
         noise[:, e:e + m] = nz
@@ -532,86 +600,45 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
     live_count = int(np.count_nonzero(ai))
     all_live = live_count == total
     ai_safe = ai + lay.padding if all_live else np.where(ai != 0.0, ai, 1.0)
-    u = mpos[2:-2] - _windows(mpos)                   # offsets to the neighbours (one row each)
-    b = _windows(sb)                                  # and their signed heights
-    g_lo = u[1]
-    g_hi = -u[2]
-
     # p(0) and -p''(0) of each pulse (pulse_peak_and_curvature, per width); then the linear
     # superposition of the two neighbours on each side.
     p0: F64 | float
     kappa: F64 | float
     if isinstance(widths, float):
         p0, kappa = pulse_peak_and_curvature(widths, delta)
-        any_lorentz = all_lorentz = delta < 1e-3 * widths
-        lorentz: npt.NDArray[np.bool_] | bool = all_lorentz
+        one_lorentz = delta < 1e-3 * widths
+        lorentz: npt.NDArray[np.bool_] | bool = one_lorentz
+        level, slope, g_lo, g_hi = _superpose_shared(mpos, sb, ai, sign, widths, delta, p0, one_lorentz)
     else:
-        r = delta / widths
-        q = 1.0 + r * r
-        kappa = 8.0 / (widths * widths * q * q)
-        lorentz = delta < 1e-3 * widths
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p0 = np.where(r < 1e-3, 1.0, np.arctan(r) / r)
-        any_lorentz = bool(lorentz.any())
-        all_lorentz = bool(lorentz.all())
-    if any_lorentz:
-        # (in place on the 4-row temporaries: their size is what costs here)
-        w2 = 2.0 / widths
-        z = u * w2
-        inv = z * z
-        inv += 1.0
-        np.reciprocal(inv, out=inv)                   # 1 / (1 + z²) per neighbour
-        bi = b * inv                                  # its contribution to the level
-        level_l = ai + sign * bi.sum(axis=0)
-        z *= inv
-        z *= bi                                       # b·z / (1 + z²)²: its slope
-        slope_l = z.sum(axis=0) * (-2.0 * w2) * sign
-    if not all_lorentz:
-        # The smeared pulse and its slope at the neighbours (pulse/pulse_slope's arctangent form;
-        # the difference of the two arctangents taken as one angle: atan(zp) − atan(zm) is
-        # atan(2a / (1 + zp·zm)), plus π where that denominator is negative).
-        a = delta / widths
-        zp = u * (2.0 / widths)
-        zm = zp - a
-        zp += a
-        den = zp * zm
-        den += 1.0
-        smeared = np.arctan((2.0 * a) / den)
-        behind = den < 0.0
-        if behind.any():
-            smeared[behind] += math.pi
-        smeared *= b
-        level_s = ai * p0 + sign * (smeared.sum(axis=0) * (widths / (2.0 * delta)))
-        zp *= zp
-        zp += 1.0
-        zm *= zm
-        zm += 1.0
-        np.subtract(1.0 / zp, 1.0 / zm, out=zp)
-        zp *= b
-        slope_s = sign * (zp.sum(axis=0) * (1.0 / delta))
-    if all_lorentz:
-        level, slope = level_l, slope_l
-    elif not any_lorentz:
-        level, slope = level_s, slope_s
+        level, slope, g_lo, g_hi, p0, kappa, lorentz = _superpose(mpos, sb, ai, sign, widths, delta)
+    if isinstance(lorentz, bool):
+        any_lorentz = all_lorentz = lorentz
     else:
-        level = np.where(lorentz, level_l, level_s)
-        slope = np.where(lorentz, slope_l, slope_s)
+        any_lorentz = bool(_any(lorentz))
+        all_lorentz = bool(_all(lorentz))
     # The summed signal's peak moves by -y'(x_i)/y''(x_i) (one Newton step), at most ~½ gap.
     lim = 0.45 * np.minimum(g_lo, g_hi)
-    dx = np.minimum(np.maximum(slope / (ai_safe * kappa), -lim), lim)
+    dx = slope / (ai_safe * kappa)
+    np.maximum(dx, -lim, out=dx)
+    np.minimum(dx, lim, out=dx)
     height = level + sigma * noise[0]
     height += lay.padding                             # (padding: a harmless 1)
     keep = height > 0.0
     if not all_live:
         keep &= (ai != 0.0) | (lay.padding != 0.0)
-    all_kept = bool(keep.all())
+    all_kept = bool(_all(keep))
     if not all_kept:
         height = np.where(keep, height, 1.0)
     # Noise slope over the pulse's curvature in time moves the detected peak.
     half_w = 0.5 * widths / speeds
-    dt = (slope_noise * p0 / (height * (kappa * speeds * speeds))) * noise[1]
-    dt = np.minimum(np.maximum(dt, -half_w), half_w)
-    t_peak = phased + dx / speeds + dt                # on the ADC's clock
+    dt = slope_noise * p0 / (height * (kappa * speeds * speeds))
+    dt *= noise[1]
+    np.maximum(dt, -half_w, out=dt)
+    np.minimum(dt, half_w, out=dt)
+    dx /= speeds
+    dx += phased
+    dx += dt
+    t_peak = dx                                       # on the ADC's clock: phased + dx / speeds + dt
     k = np.rint(t_peak * fs)
     off = speeds * (k * ts - t_peak)
     if all_lorentz:
@@ -625,25 +652,25 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
         else:
             seen = seen_s
     samples = k.astype(np.int64)
-    pols = sign.astype(np.int8)
+    pols = lay.polarities
     rising = samples[1:] >= samples[:-1]
     rising |= lay.boundary
-    all_ordered = bool(rising.all())
+    all_ordered = bool(_all(rising))
 
     # Per track: the candidates in detector order, plus spurious peaks (band-limited noise crossing
     # the detector's lowest threshold at the Rice rate).
     out: list[HeadSignal] = []
     thr = reader.threshold_floor
-    rate = 2.0 * (math.sqrt(2.0) / (2.0 * math.pi * tau)) * math.exp(-(thr * thr) / (2.0 * sigma * sigma))
+    rate = c.noise_rate
     for (track, recorded, rng), o, m, t_arr, v_arr, ph in zip(jobs, lay.starts, counts, times_l, speeds_l, phases,
                                                              strict=True):
         ks, hs, ps = samples[o:o + m], seen[o:o + m], pols[o:o + m]
         srcs = _sources(m)
         if not all_kept:
             kept = keep[o:o + m]
-            if not kept.all():
+            if not _all(kept):
                 ks, hs, ps, srcs = ks[kept], hs[kept], ps[kept], srcs[kept]
-        ordered = all_ordered or ks.size < 2 or bool((ks[1:] >= ks[:-1]).all())
+        ordered = all_ordered or ks.size < 2 or bool(_all(ks[1:] >= ks[:-1]))
         if m:
             t0 = float(t_arr[0]) - 0.002
             t1 = float(t_arr[-1]) + 0.002
@@ -662,6 +689,150 @@ def synthesize_tracks(jobs: Sequence[tuple[int, F64, np.random.Generator]], para
             ks, hs, ps, srcs = ks[order], hs[order], ps[order], srcs[order]
         out.append(HeadSignal(track, recorded.size, t_arr, v_arr, ks, hs, ps, srcs, fs))
     return out
+
+
+def _superpose(mpos: F64, sb: F64, ai: F64, sign: F64, widths: F64, delta: float
+               ) -> tuple[F64, F64, F64, F64, F64, F64, npt.NDArray[np.bool_]]:
+    """Level and slope of the summed signal at each slot from its four neighbours, pulse widths
+    varying per slot (the card accelerates): (level, slope, gap before, gap after, p0, kappa,
+    Lorentzian-or-not per slot)."""
+    u = mpos[2:-2] - _windows(mpos)                   # offsets to the neighbours (one row each)
+    b = _windows(sb)                                  # and their signed heights
+    g_lo = u[1]
+    g_hi = -u[2]
+    r = delta / widths
+    q = 1.0 + r * r
+    kappa = 8.0 / (widths * widths * q * q)
+    lorentz = delta < 1e-3 * widths
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p0 = np.where(r < 1e-3, 1.0, np.arctan(r) / r)
+    any_lorentz = bool(_any(lorentz))
+    all_lorentz = bool(_all(lorentz))
+    if any_lorentz:
+        # (in place on the 4-row temporaries: their size is what costs here)
+        w2 = 2.0 / widths
+        z = u * w2
+        inv = z * z
+        inv += 1.0
+        np.reciprocal(inv, out=inv)                   # 1 / (1 + z²) per neighbour
+        bi = b * inv                                  # its contribution to the level
+        level_l = ai + sign * bi.sum(axis=0)
+        z *= inv
+        z *= bi                                       # b·z / (1 + z²)²: its slope
+        slope_l = z.sum(axis=0) * (-2.0 * w2) * sign
+        if all_lorentz:
+            return level_l, slope_l, g_lo, g_hi, p0, kappa, lorentz
+    # The smeared pulse and its slope at the neighbours (pulse/pulse_slope's arctangent form;
+    # the difference of the two arctangents taken as one angle: atan(zp) − atan(zm) is
+    # atan(2a / (1 + zp·zm)), plus π where that denominator is negative).
+    a = delta / widths
+    zp = u * (2.0 / widths)
+    zm = zp - a
+    zp += a
+    den = zp * zm
+    den += 1.0
+    smeared = np.arctan((2.0 * a) / den)
+    behind = den < 0.0
+    if _any(behind):
+        smeared[behind] += math.pi
+    smeared *= b
+    level_s = ai * p0 + sign * (smeared.sum(axis=0) * (widths / (2.0 * delta)))
+    zp *= zp
+    zp += 1.0
+    zm *= zm
+    zm += 1.0
+    np.subtract(1.0 / zp, 1.0 / zm, out=zp)
+    zp *= b
+    slope_s = sign * (zp.sum(axis=0) * (1.0 / delta))
+    if not any_lorentz:
+        return level_s, slope_s, g_lo, g_hi, p0, kappa, lorentz
+    return (np.where(lorentz, level_l, level_s), np.where(lorentz, slope_l, slope_s), g_lo, g_hi, p0, kappa,
+            lorentz)
+
+
+def _superpose_shared(mpos: F64, sb: F64, ai: F64, sign: F64, w: float, delta: float, p0: float, lorentz: bool
+                      ) -> tuple[F64, F64, F64, F64]:
+    """:func:`_superpose` for one pulse width (constant speed): (level, slope, gap before, gap after).
+
+    The neighbour at distance 1 or 2 ahead of a slot sees that slot at the same distance behind,
+    and every term is even or odd in the offset, so each term is computed once per pair of slots
+    (``e1``/``e2``: the gaps to the slot one and two ahead) and used from both sides, negated
+    where odd. Negation is exact in floating point, and the four neighbours are added in the
+    order a sum over the 4-row form adds them, so the values are bit for bit those of that form.
+    """
+    span = mpos.size - 4
+    # Both distances in one 2-row array, so every formula below is one numpy call for both.
+    gaps = np.empty((2, mpos.size - 1))
+    e1 = gaps[0]
+    np.subtract(mpos[1:], mpos[:-1], out=e1)          # x[k+1] − x[k]
+    np.subtract(mpos[2:], mpos[:-2], out=gaps[1, :-1])  # x[k+2] − x[k]
+    gaps[1, -1] = 1.0                                 # (unused slot: any harmless finite gap)
+    # Rows (neighbour −2, −1, +1, +2) of slot i (padded index i + 2): offsets x_i − x_neighbour are
+    # e2[i], e1[i+1], −e1[i+2], −e2[i+2]; signed heights are sb[i], sb[i+1], sb[i+3], sb[i+4].
+    g_lo = e1[1:1 + span]
+    g_hi = e1[2:2 + span]
+    b0, b1, b2, b3 = sb[0:span], sb[1:1 + span], sb[3:3 + span], sb[4:4 + span]
+    if lorentz:
+        w2 = 2.0 / w
+        z = gaps * w2
+        inv = z * z
+        inv += 1.0
+        np.reciprocal(inv, out=inv)                   # 1 / (1 + z²): even in the offset
+        z *= inv                                      # z / (1 + z²): odd
+        z1, z2 = z
+        inv1, inv2 = inv
+        bi0 = b0 * inv2[0:span]
+        bi1 = b1 * inv1[1:1 + span]
+        bi2 = b2 * inv1[2:2 + span]
+        bi3 = b3 * inv2[2:2 + span]
+        acc = bi0 + bi1
+        acc += bi2
+        acc += bi3
+        acc *= sign
+        acc += ai
+        level = acc                                   # ai + sign · Σ b / (1 + z²)
+        bi0 *= z2[0:span]
+        bi1 *= z1[1:1 + span]
+        bi2 *= z1[2:2 + span]
+        bi3 *= z2[2:2 + span]
+        bi0 += bi1
+        bi0 -= bi2
+        bi0 -= bi3
+        bi0 *= -2.0 * w2
+        bi0 *= sign
+        return level, bi0, g_lo, g_hi
+    a = delta / w
+    c = 2.0 / w
+    zm = gaps * c
+    zp = zm + a
+    zm -= a
+    den = zp * zm
+    den += 1.0
+    at = np.arctan((2.0 * a) / den)                   # even in the offset
+    behind = den < 0.0
+    if _any(behind):
+        at[behind] += math.pi
+    zp *= zp
+    zp += 1.0
+    zm *= zm
+    zm += 1.0
+    np.subtract(1.0 / zp, 1.0 / zm, out=zp)           # odd in the offset
+    at1, at2 = at
+    sl1, sl2 = zp
+    acc = b0 * at2[0:span]
+    acc += b1 * at1[1:1 + span]
+    acc += b2 * at1[2:2 + span]
+    acc += b3 * at2[2:2 + span]
+    acc *= w / (2.0 * delta)
+    acc *= sign
+    level = ai * p0 + acc
+    sl = b0 * sl2[0:span]
+    sl += b1 * sl1[1:1 + span]
+    sl -= b2 * sl1[2:2 + span]
+    sl -= b3 * sl2[2:2 + span]
+    sl *= 1.0 / delta
+    sl *= sign
+    return level, sl, g_lo, g_hi
 
 
 @functools.lru_cache(maxsize=64)
