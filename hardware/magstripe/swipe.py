@@ -706,7 +706,7 @@ def _superpose(mpos: F64, sb: F64, ai: F64, sign: F64, widths: F64, delta: float
     lorentz = delta < 1e-3 * widths
     with np.errstate(divide="ignore", invalid="ignore"):
         p0 = np.where(r < 1e-3, 1.0, np.arctan(r) / r)
-    any_lorentz = bool(_any(lorentz))
+    any_lorentz = bool(_any(lorentz)) or lorentz.size == 0    # (no transition at all: nothing to smear)
     all_lorentz = bool(_all(lorentz))
     if any_lorentz:
         # (in place on the 4-row temporaries: their size is what costs here)

@@ -436,22 +436,10 @@ def decode_track(n: int, bits: Sequence[int]) -> TrackRead:
     return read_track(n, bits)[0]
 
 
-_GOOD_READS: dict[tuple[int, bytes], TrackRead] = {}
-"""(track, bits) → the OK read they decode to (a pure function of its key; emptied when full)."""
-_GOOD_READS_MAX = 256
-
-
 def read_track(n: int, bits: Sequence[int]) -> tuple[TrackRead, DecodeError | None]:
     """:func:`decode_track` together with the :class:`DecodeError` behind a non-OK status.
 
-    Good reads of a ``bytes`` bit string are remembered (:data:`_GOOD_READS`): every clean swipe
-    of a card gives the same bits, so a terminal swiping its cards again decodes them once.
-    """
-    key = (n, bits) if type(bits) is bytes and type(n) is int else None
-    if key is not None:
-        known = _GOOD_READS.get(key)
-        if known is not None:
-            return known, None
+    Every swipe is decoded afresh: no read (card data) is kept between swipes."""
     try:
         fwd, rev = _attempts(n, bits)
     except DecodeError as e:
@@ -460,12 +448,7 @@ def read_track(n: int, bits: Sequence[int]) -> tuple[TrackRead, DecodeError | No
     err = best.outcome
     if isinstance(err, str):
         detail = "read in reverse (card swiped the other way round)" if best.direction is _Direction.REVERSE else ""
-        read = TrackRead(n, TrackStatus.OK, err, detail)
-        if key is not None:
-            if len(_GOOD_READS) >= _GOOD_READS_MAX:
-                _GOOD_READS.clear()
-            _GOOD_READS[key] = read
-        return read, None
+        return TrackRead(n, TrackStatus.OK, err, detail), None
     where = f" at bit {err.pos}" if err.pos is not None else ""
     rev_note = " (reversed)" if best.direction is _Direction.REVERSE else ""
     return TrackRead(n, status_for(err), "", f"{err.msg}{where}{rev_note} [{err.field}]"), err
