@@ -32,7 +32,8 @@ def main(argv: list[str]) -> int:
 
 def _run(argv: list[str]) -> int:
     results: list[tuple[str, BenchResult]] = []
-    console = Console()
+    # a log (CI, `make bench > file`) gets the whole table, not one squeezed to 80 columns
+    console = Console() if sys.stdout.isatty() else Console(width=220)
     for mod in sorted(pkgutil.iter_modules(tests.bench.__path__), key=lambda m: m.name):
         if not mod.name.startswith("bench_") or (argv and not any(a in mod.name for a in argv)):
             continue
