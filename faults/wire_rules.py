@@ -11,7 +11,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from emulator.host.rules import GARBAGE_MODES, HostRule
+from emulator.host.rules import GARBAGE_MODES, HostRule, takes_turn
 from protocol.errors import ConfigError
 from protocol.iso import Message
 
@@ -193,17 +193,7 @@ class MessageRule:
 
     def matches(self, msg: Message, rng: random.Random) -> bool:
         """Selection, then first/every/count/probability (as :meth:`HostRule.matches`)."""
-        if not self.selects(msg):
-            return False
-        self.seen += 1
-        if self.seen < self.first or (self.seen - self.first) % self.every:
-            return False
-        if self.count is not None and self.applied >= self.count:
-            return False
-        if self.probability < 1.0 and rng.random() >= self.probability:
-            return False
-        self.applied += 1
-        return True
+        return self.selects(msg) and takes_turn(self, rng)
 
 
 def _is_response(mti: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import random
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from protocol.errors import ConfigError
 
@@ -102,15 +103,33 @@ class HostRule:
     def matches(self, mti: str, rng: random.Random) -> bool:
         if self.mti is not None and self.mti != mti:
             return False
-        self.seen += 1
-        if self.seen < self.first or (self.seen - self.first) % self.every:
-            return False
-        if self.count is not None and self.applied >= self.count:
-            return False
-        if self.probability < 1.0 and rng.random() >= self.probability:
-            return False
-        self.applied += 1
-        return True
+        return takes_turn(self, rng)
+
+
+class Paced(Protocol):
+    """A rule's pacing: it acts from the ``first`` message it selects, on ``every`` n-th, at most
+    ``count`` times, with ``probability``; ``seen`` and ``applied`` count as it goes."""
+
+    seen: int
+    applied: int
+    first: int
+    every: int
+    count: int | None
+    probability: float
+
+
+def takes_turn(rule: Paced, rng: random.Random) -> bool:
+    """``rule`` has just selected a message: does it act on this one? (Counts the message.) The one
+    pacing of the bundled host's rules and the proxy's message rules."""
+    rule.seen += 1
+    if rule.seen < rule.first or (rule.seen - rule.first) % rule.every:
+        return False
+    if rule.count is not None and rule.applied >= rule.count:
+        return False
+    if rule.probability < 1.0 and rng.random() >= rule.probability:
+        return False
+    rule.applied += 1
+    return True
 
 
 @dataclass(slots=True)
