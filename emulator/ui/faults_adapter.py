@@ -258,22 +258,13 @@ class FaultsAdapter:
         (with no fault armed it passes everything through)."""
         return FaultyReader(reader, None, clock, self.environment)
 
-    def _faulty_reader(self, rig: Rig, armed: _Armed) -> FaultyReader:
+    def _faulty_reader(self, rig: Rig) -> FaultyReader:
+        """The fault point around the rig's reader: the :meth:`wrap_reader` the rig was opened with
+        (faults wrap ports; the terminal's reader is never swapped under it)."""
         found = find_faulty(rig.terminal.reader)
-        if found is not None:
-            return found
-        outer: Any = rig.terminal.reader
-        inner = getattr(outer, "inner", None)
-        if inner is not None:                       # the UI's reader wrapper: go under it
-            faulty = self.wrap_reader(inner, rig.clock)
-            outer.inner = faulty
-            armed.undo.append(lambda: setattr(outer, "inner", inner))
-            return faulty
-        faulty = self.wrap_reader(outer, rig.clock)
-        term = rig.terminal
-        term.reader = faulty
-        armed.undo.append(lambda: setattr(term, "reader", outer))
-        return faulty
+        if found is None:
+            raise FaultWiringError("reader faults need the rig's reader from FaultsAdapter.wrap_reader")
+        return found
 
     async def arm(self, rig: Rig, active: Sequence[ActiveFault], *, card_profile: str | None = None) -> Armed:
         """Put ``active`` into ``rig`` for the next action; the result's ``disarm`` undoes it."""
@@ -402,7 +393,7 @@ class FaultsAdapter:
         term = rig.terminal
         injectors = {s.fault.injector for s in specs}
         clock = term.clock if isinstance(term.clock, SkewedClock) else SkewedClock(rig.clock)
-        reader = self._faulty_reader(rig, armed) if injectors & {"reader", "environment"} \
+        reader = self._faulty_reader(rig) if injectors & {"reader", "environment"} \
             else find_faulty(term.reader)
         link = term.link
         proxy: FaultProxy | None = None
