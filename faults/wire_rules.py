@@ -11,7 +11,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from emulator.host.rules import GARBAGE_MODES, HostRule, takes_turn
+from emulator.host.rules import HostRule, rule_problem, takes_turn
 from protocol.errors import ConfigError
 from protocol.iso import Message
 
@@ -149,18 +149,10 @@ class MessageRule:
                    probability=h.probability, rc=h.rc, delay=h.delay, mode=h.mode)
 
     def _check(self, where: str) -> None:
-        bad = ""
-        if not (len(self.rc) == 2 and self.rc.isascii() and self.rc.isalnum()):
-            bad = "rc must be 2 letters or digits (field 39)"
-        elif not (self.delay == self.delay and 0 <= self.delay <= 86_400):
-            bad = "delay must be 0 … 86400 seconds"
-        elif self.first < 1 or self.every < 1 or (self.count is not None and self.count < 0):
-            bad = "first and every must be at least 1, count at least 0"
-        elif not 0 <= self.probability <= 1:
-            bad = "probability must be 0 … 1"
-        elif self.mode not in GARBAGE_MODES:
-            bad = f"mode must be one of {', '.join(GARBAGE_MODES)}"
-        elif self.action is Verb.REWRITE and not (self.set_fields or self.unset_fields):
+        bad = rule_problem(self)
+        if bad:
+            raise ConfigError(f"{where}: {bad}")
+        if self.action is Verb.REWRITE and not (self.set_fields or self.unset_fields):
             bad = "rewrite needs setN=VALUE or unset=N"
         elif self.action in _REQUEST_ONLY and (self.direction == "response" or
                                                any(_is_response(m) for m in self.mti or ())):

@@ -84,19 +84,9 @@ class HostRule:
 
     def _check(self, text: str) -> None:
         """Ranges a rule must keep (``every=0`` would divide by zero, ``delay=inf`` never answer)."""
-        bad = ""
-        if not (len(self.rc) == 2 and self.rc.isascii() and self.rc.isalnum()):
-            bad = "rc must be 2 letters or digits (field 39)"
-        elif not (self.delay == self.delay and 0 <= self.delay <= 86_400):
-            bad = "delay must be 0 … 86400 seconds"
-        elif self.mti is not None and not (len(self.mti) == 4 and self.mti.isascii() and self.mti.isdigit()):
+        bad = rule_problem(self)
+        if not bad and self.mti is not None and not (len(self.mti) == 4 and self.mti.isascii() and self.mti.isdigit()):
             bad = "mti must be 4 digits"
-        elif self.first < 1 or self.every < 1 or (self.count is not None and self.count < 0):
-            bad = "first and every must be at least 1, count at least 0"
-        elif not 0 <= self.probability <= 1:
-            bad = "probability must be 0 … 1"
-        elif self.mode not in GARBAGE_MODES:
-            bad = f"mode must be one of {', '.join(GARBAGE_MODES)}"
         if bad:
             raise ConfigError(f"host rule {text!r}: {bad}")
 
@@ -116,6 +106,30 @@ class Paced(Protocol):
     every: int
     count: int | None
     probability: float
+
+
+class Answering(Paced, Protocol):
+    """A paced rule that may answer: with ``rc``, after ``delay`` seconds, spoilt per ``mode``."""
+
+    rc: str
+    delay: float
+    mode: str
+
+
+def rule_problem(rule: Answering) -> str:
+    """What is out of range in a rule (the bundled host's or the proxy's), or ``""``:
+    ``every=0`` would divide by zero, ``delay=inf`` never answer."""
+    if not (len(rule.rc) == 2 and rule.rc.isascii() and rule.rc.isalnum()):
+        return "rc must be 2 letters or digits (field 39)"
+    if not (rule.delay == rule.delay and 0 <= rule.delay <= 86_400):
+        return "delay must be 0 … 86400 seconds"
+    if rule.first < 1 or rule.every < 1 or (rule.count is not None and rule.count < 0):
+        return "first and every must be at least 1, count at least 0"
+    if not 0 <= rule.probability <= 1:
+        return "probability must be 0 … 1"
+    if rule.mode not in GARBAGE_MODES:
+        return f"mode must be one of {', '.join(GARBAGE_MODES)}"
+    return ""
 
 
 def takes_turn(rule: Paced, rng: random.Random) -> bool:
