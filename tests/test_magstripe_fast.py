@@ -275,9 +275,11 @@ def test_subnormal_jerks_are_the_motion_without_jerk(jerk: float, accel: float) 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from([0.0, 1e-7, 2e-4, 1e-3, 8e-3]))
 @example(2882, 0.0)               # no transition on any track, no skew: the four-row form divided by zero
-def test_shared_pair_superposition_is_the_four_row_form_bit_for_bit(seed: int, delta: float) -> None:
+@example(11039, 2e-4)             # the two forms 1 ulp apart
+def test_shared_pair_superposition_is_the_four_row_form(seed: int, delta: float) -> None:
     """At one pulse width the neighbour terms are computed once per pair of slots; the values must
-    be exactly those of the four-neighbour form (which handles widths varying per slot)."""
+    be those of the four-neighbour form (which handles widths varying per slot) to rounding — the
+    sums may differ in the last bit, as the fast path and the scalar reference do elsewhere."""
     rng = np.random.default_rng(seed)
     counts = tuple(int(c) for c in rng.integers(0, 40, int(rng.integers(1, 4))))
     lay = swipe._layout(counts)
@@ -293,4 +295,4 @@ def test_shared_pair_superposition_is_the_four_row_form_bit_for_bit(seed: int, d
     shared = swipe._superpose_shared(mpos, sb, ai, lay.sign, w, delta, p0, lorentz)
     rows = swipe._superpose(mpos, sb, ai, lay.sign, np.full(lay.padded - 4, w), delta)
     for a, b in zip(shared, rows[:4], strict=True):
-        assert np.array_equal(a, b)
+        assert np.allclose(a, b, rtol=1e-12, atol=1e-15)     # to rounding (a CI find: 1 ulp apart)

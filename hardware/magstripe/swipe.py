@@ -758,7 +758,7 @@ def _superpose_shared(mpos: F64, sb: F64, ai: F64, sign: F64, w: float, delta: f
     and every term is even or odd in the offset, so each term is computed once per pair of slots
     (``e1``/``e2``: the gaps to the slot one and two ahead) and used from both sides, negated
     where odd. Negation is exact in floating point, and the four neighbours are added in the
-    order a sum over the 4-row form adds them, so the values are bit for bit those of that form.
+    order a sum over the 4-row form adds them, so the values are those of that form to rounding.
     """
     span = mpos.size - 4
     # Both distances in one 2-row array, so every formula below is one numpy call for both.
