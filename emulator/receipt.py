@@ -48,6 +48,8 @@ TXN_NAMES = {
     "completion": ("预授权完成(请求)", "AUTH COMPLETE"), "completion_void": ("预授权完成撤销", "COMPLETE VOID"),
     "settle": ("结算", "SETTLEMENT"),
 }
+#: journal kinds with a receipt (what ``posemu receipt --last`` and the UI's 重打印 reprint)
+RECEIPT_KINDS = tuple(TXN_NAMES)
 #: how the card was read (the letter CUP slips put after the card number)
 ENTRY_NAMES = {"SWIPE": ("S", "刷卡"), "CHIP": ("I", "插卡"), "CONTACTLESS": ("C", "挥卡"),
                "FALLBACK": ("F", "降级刷卡")}

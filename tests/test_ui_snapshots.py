@@ -216,3 +216,36 @@ class PaneHarness(App[None]):
 
 def test_trace_and_diagnosis_panes(snap: Compare) -> None:
     assert snap(PaneHarness(), terminal_size=(90, 40))
+
+
+def test_more_transactions_menu(tmp_path: Path, snap: Compare) -> None:
+    """Main menu 8 其他交易 at 80×24: every entry whole, one a line."""
+    app = app_for(tmp_path)
+
+    async def run(pilot: Pilot[Any]) -> None:
+        await signed_on(app)(pilot)
+        await pilot.press("8")
+
+    assert snap(app, run_before=run)
+
+
+def test_receipt_after_a_purchase(tmp_path: Path, snap: Compare) -> None:
+    """Menu 9 重打印 after an approved purchase: the two-copy slip at 80×24, its keys in view."""
+    app = app_for(tmp_path)
+
+    async def run(pilot: Pilot[Any]) -> None:
+        await signed_on(app)(pilot)
+        scr = app.main
+        assert scr.rig is not None
+        scr.rig.journal.set_counter("stan", 100)    # a new terminal's STAN starts at random: fix the voucher
+        await pilot.press("3", *"1250", "enter")
+        await until(pilot, lambda: Msg.INSERT_OR_SWIPE.value in codes(scr), "请插卡或刷卡")
+        await pilot.press("w")
+        await until(pilot, lambda: scr.pinpad.active, "the PIN prompt")
+        await pilot.press("k")
+        await until(pilot, lambda: not scr.is_busy, "the purchase")
+        await pilot.press("9")
+        await until(pilot, lambda: type(app.screen).__name__ == "ReceiptScreen", "the receipt")
+        app.clear_notifications()
+
+    assert snap(app, run_before=run)

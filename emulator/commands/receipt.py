@@ -10,7 +10,7 @@ from emulator import config as configmod
 from emulator.commands._exit import exit_epilog
 from emulator.commands._paths import existing_state_folder, output_file, write_failed
 from emulator.journal import Entry, Journal
-from emulator.receipt import Copy, Merchant, pdf_bytes, receipt_text
+from emulator.receipt import RECEIPT_KINDS, Copy, Merchant, pdf_bytes, receipt_text
 from hardware.clock import RealClock
 from protocol.errors import EnvironmentProblem, UsageError
 
@@ -84,8 +84,7 @@ def _entry(j: Journal, entry_id: int | None) -> Entry:
             return j.get(entry_id)
         except KeyError:
             raise UsageError(f"no transaction #{entry_id} in the journal {j.path}") from None
-    found = j.last(("purchase", "void", "refund", "preauth", "preauth_void", "completion", "completion_void",
-                    "settle", "balance"))
+    found = j.last(RECEIPT_KINDS)
     if found is None:
         raise UsageError(f"no transaction in the journal {j.path}")
     return found

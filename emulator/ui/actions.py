@@ -7,6 +7,7 @@ layer below's (:class:`emulator.ui.rendering.TerminalRendering`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -16,19 +17,27 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 
 from emulator import config as configmod
+from emulator.journal import Entry
 from emulator.messages import Msg, format_amount
+from emulator.outcome import Outcome
+from emulator.receipt import RECEIPT_KINDS, Merchant
 from emulator.terminal import Terminal
 from emulator.trace import Kind
 from emulator.ui.card_slot import CardSlot
 from emulator.ui.face import Keypad, Page
-from emulator.ui.keypad import Command, Do
+from emulator.ui.keypad import RRN_DIGITS, Command, Do, Txn
 from emulator.ui.readers import SIM_URL, find_sim
+from emulator.ui.receipt_screen import ReceiptScreen
 from emulator.ui.rendering import LANGS, TerminalRendering, lang_of
-from emulator.ui.screens import ExportScreen, HelpScreen, JournalScreen, SettingsScreen
+from emulator.ui.screens import ExportScreen, HelpScreen, JournalPick, JournalScreen, SettingsScreen
 from emulator.ui.trace_view import TracePane, export_entries
 from hardware.cards.profiles import load_profile
 from hardware.sim import card_for_profile
 from protocol.errors import PosemuError
+
+VOUCHER_KINDS = ("purchase", "preauth", "completion", "refund", "void", "preauth_void", "completion_void",
+                 "balance")
+"""Kinds a voucher number typed on the keypad is looked up among (the terminal refuses the wrong ones)."""
 
 
 class TerminalActions(TerminalRendering):
@@ -69,6 +78,7 @@ class TerminalActions(TerminalRendering):
             return self.session.start(name, op)
         self.screens = []
         self.last_outcome = None
+        self.printed_id = None
         self.note = ""
         self.txn_amount = self.txn_card = ""
         self.set_focus(None)                       # the keys are the terminal's while it works
@@ -106,10 +116,54 @@ class TerminalActions(TerminalRendering):
             amount = int(cmd.arg)
             if self.start("purchase", lambda t: t.purchase(amount)):
                 self.txn_amount = format_amount(amount, self.cfg.currency)
+        elif cmd.do is Do.PREAUTH:
+            held = int(cmd.arg)
+            if self.start("preauth", lambda t: t.preauth(held)):
+                self.txn_amount = format_amount(held, self.cfg.currency)
+        elif cmd.do in (Do.VOID, Do.REFUND, Do.COMPLETE):
+            self._against_original(cmd)
+        elif cmd.do is Do.SETTLE:
+            self.start("settle", lambda t: t.settle())
+        elif cmd.do is Do.SIGN_OFF:
+            self.start("sign off", lambda t: t.sign_off())
         elif cmd.do is Do.OPERATOR:
             self._operator_login(cmd.arg)
         elif cmd.do is Do.UNLOCK:
             self._unlock(cmd.arg)
+
+    def _against_original(self, cmd: Command) -> None:
+        """A void, refund or completion of the original the keypad or the journal named: the journal
+        row picked, or the latest one with the voucher number typed (a refund may name another
+        batch's sale by its reference number instead). The terminal's own checks refuse an original
+        that is missing, of the wrong kind, voided, reversed or settled, on its screen."""
+        voucher, original_id, amount = cmd.voucher, cmd.original_id, cmd.amount
+        name = {Do.VOID: "void", Do.REFUND: "refund", Do.COMPLETE: "completion"}[cmd.do]
+
+        async def op(t: Terminal) -> Outcome:
+            if cmd.do is Do.REFUND and original_id is None and len(voucher) == RRN_DIGITS:
+                return await t.refund(amount or 0, rrn=voucher)
+            oid = original_id if original_id is not None else self._voucher_row(t, voucher)
+            if cmd.do is Do.VOID:
+                return await t.void(oid)
+            if cmd.do is Do.COMPLETE:
+                return await t.complete(oid, amount)
+            if amount is None:
+                try:
+                    amount_ = t.journal.get(oid).amount
+                except KeyError:
+                    amount_ = 0
+                return await t.refund(amount_, original_id=oid)
+            return await t.refund(amount, original_id=oid)
+
+        if self.start(name, op) and amount:
+            self.txn_amount = format_amount(amount, self.cfg.currency)
+
+    @staticmethod
+    def _voucher_row(t: Terminal, voucher: str) -> int:
+        """The journal row of the latest transaction with this voucher number (0: none, which the
+        terminal shows as 原交易不存在)."""
+        found = t.journal.find(stan=voucher, kinds=VOUCHER_KINDS)
+        return found.id if found is not None else 0
 
     def _operator_login(self, password: str) -> None:
         rig = self.rig
@@ -160,7 +214,7 @@ class TerminalActions(TerminalRendering):
         actions: dict[str, Callable[[], None]] = {
             "1": self.action_sign_on, "2": self.action_balance, "3": self.action_purchase,
             "4": self.action_journal, "5": self.action_settings, "6": self.action_operator,
-            "7": self.action_reversals,
+            "7": self.action_reversals, "8": self.action_more, "9": self.action_reprint,
         }
         actions[key]()
 
@@ -177,6 +231,38 @@ class TerminalActions(TerminalRendering):
             return
         self.keys.ask_amount()
         self.refresh_face()
+
+    def action_more(self) -> None:
+        """Main menu 8 其他交易: void, refund, pre-authorization, completion, settlement, sign-off."""
+        if self.is_busy:
+            self.app.bell()
+            return
+        self.keys.ask_more()
+        self.refresh_face()
+
+    def action_reprint(self) -> None:
+        """Main menu 9 重打印: the receipt of the last transaction (or of the one just printed)."""
+        rig = self.rig
+        if rig is None or self.is_busy:
+            self.app.bell()
+            return
+        entry = None
+        if self.printed_id is not None:
+            with contextlib.suppress(KeyError):
+                entry = rig.journal.get(self.printed_id)
+        entry = entry or rig.journal.last(RECEIPT_KINDS)
+        if entry is None:
+            self.screens = []
+            self.last_outcome = None
+            rig.terminal.show(Msg.NOTHING_TO_PRINT)
+            self.keys.page = Page.RESULT
+            self.refresh_face()
+            return
+        self.show_receipt(entry)
+
+    def show_receipt(self, entry: Entry) -> None:
+        self.app.push_screen(ReceiptScreen(entry, merchant=Merchant(operator=self.cfg.operator),
+                                           folder=self.state_dir / "receipts"))
 
     def action_operator(self, then: str | None = None) -> None:
         if self.is_busy:
@@ -214,7 +300,23 @@ class TerminalActions(TerminalRendering):
 
     def action_journal(self) -> None:
         if self.rig is not None:
-            self.app.push_screen(JournalScreen(self.rig.journal))
+            self.app.push_screen(JournalScreen(self.rig.journal, merchant=Merchant(operator=self.cfg.operator),
+                                               receipts=self.state_dir / "receipts"), self._journal_done)
+
+    def _journal_done(self, pick: JournalPick | None) -> None:
+        """A row picked in the journal: void it now; a refund or completion asks for its amount."""
+        if pick is None:
+            return
+        if self.is_busy:
+            self.app.bell()
+            return
+        e = pick.entry
+        if pick.action == "void":
+            self._against_original(Command(Do.VOID, voucher=e.stan, original_id=e.id))
+        else:
+            self.keys.ask_amount(Txn.REFUND if pick.action == "refund" else Txn.COMPLETION, voucher=e.stan,
+                                 original_id=e.id)
+        self.refresh_face()
 
     def action_settings(self) -> None:
         if self.is_busy:

@@ -26,14 +26,23 @@ class Page(enum.Enum):
     MENU = "menu"
     BUSY = "busy"          # a terminal action runs (its screens are shown)
     RESULT = "result"      # the last action's screens, until a key returns to the menu
-    AMOUNT = "amount"      # purchase amount entry
+    AMOUNT = "amount"      # amount entry (purchase, pre-authorization, refund, completion)
     OPERATOR = "operator"  # operator password entry
+    MORE = "more"          # the menu of the rest of the transaction set (main menu 8)
+    VOUCHER = "voucher"    # the original's voucher number (void, completion) or reference number (refund)
 
 
 MENU: tuple[tuple[str, Msg], ...] = (
     ("1", Msg.MENU_SIGN_ON), ("2", Msg.MENU_BALANCE), ("3", Msg.MENU_PURCHASE), ("4", Msg.MENU_JOURNAL),
-    ("5", Msg.MENU_SETTINGS), ("6", Msg.MENU_OPERATOR), ("7", Msg.MENU_REVERSAL),
+    ("5", Msg.MENU_SETTINGS), ("6", Msg.MENU_OPERATOR), ("7", Msg.MENU_REVERSAL), ("8", Msg.MENU_MORE),
+    ("9", Msg.MENU_REPRINT),
 )
+MORE_MENU: tuple[tuple[str, Msg], ...] = (
+    ("1", Msg.MENU_VOID), ("2", Msg.MENU_REFUND), ("3", Msg.MENU_PREAUTH), ("4", Msg.MENU_COMPLETION),
+    ("5", Msg.MENU_SETTLE), ("6", Msg.MENU_SIGN_OFF),
+)
+"""Main menu 8 其他交易: void (of a purchase, pre-authorization or completion: the original decides),
+refund, pre-authorization, its completion, settlement and sign-off."""
 
 
 def say(msg: Msg, lang: Lang, params: dict[str, str] | None = None) -> str:
@@ -91,22 +100,8 @@ def face_renderable(st: FaceState, max_lines: int) -> RenderableType:
     """What the terminal screen shows for ``st`` in at most ``max_lines`` lines (roughly: the
     current screen, the entry and the note are kept; the heading and the context go first)."""
     note = [Text(st.note, "bold #b58900")] if st.note else []
-    if st.page is Page.MENU:
-        parts: list[RenderableType] = []
-        head = Text(say(Msg.MAIN_MENU, st.lang), "bold")
-        if st.title is not None:
-            head.append("  ")
-            head.append(say(st.title.msg, st.lang, st.title.params), "#839496")
-        parts.append(head)
-        grid = Table.grid(expand=True, padding=(0, 1))
-        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
-        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
-        cells = [Text.assemble((f"{k} ", "bold"), say(m, st.lang)) for k, m in MENU]
-        for i in range(0, len(cells), 2):
-            grid.add_row(cells[i], cells[i + 1] if i + 1 < len(cells) else Text(""))
-        parts.append(grid)
-        parts.extend(note)
-        return Group(*parts)
+    if st.page in (Page.MENU, Page.MORE):
+        return _menu(st, max_lines, note)
     lines: list[Text] = []
     if st.heading is not None:
         lines.append(Text(say(st.heading, st.lang), "bold reverse"))
@@ -122,6 +117,29 @@ def face_renderable(st: FaceState, max_lines: int) -> RenderableType:
         lines.append(Text(f"  {st.entry}", "bold reverse" if st.entry else "bold"))
     lines.extend(note)
     return Group(*lines[-max(1, max_lines):])
+
+
+def _menu(st: FaceState, max_lines: int, note: list[Text]) -> RenderableType:
+    """The main menu, or the menu of more transactions: one entry a line when the screen has the
+    lines (and the first line wraps under a title), else two columns."""
+    items, head_msg = (MENU, Msg.MAIN_MENU) if st.page is Page.MENU else (MORE_MENU, Msg.MENU_MORE)
+    parts: list[RenderableType] = []
+    head = Text(say(head_msg, st.lang), "bold" if st.page is Page.MENU else "bold reverse")
+    if st.title is not None and st.page is Page.MENU:
+        head.append("  ")
+        head.append(say(st.title.msg, st.lang, st.title.params), "#839496")
+    parts.append(head)
+    cells = [Text.assemble((f"{k} ", "bold"), say(m, st.lang)) for k, m in items]
+    one_column = len(items) + 2 + len(note) <= max_lines
+    grid = Table.grid(expand=True, padding=(0, 1))
+    for _ in range(1 if one_column else 2):
+        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+    step = 1 if one_column else 2
+    for i in range(0, len(cells), step):
+        grid.add_row(*cells[i:i + step], *([Text("")] * (step - len(cells[i:i + step]))))
+    parts.append(grid)
+    parts.extend(note)
+    return Group(*parts)
 
 
 class ScreenView(Static):

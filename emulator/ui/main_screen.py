@@ -71,6 +71,7 @@ class TerminalScreen(TerminalActions):
         self.cards = CardActions(self.notify_user)
         self.screens: list[Screen] = []
         self.operator_ok = False
+        self.printed_id: int | None = None         # the journal row whose receipt the last result printed
         self.last_outcome: Outcome | None = None
         self.menu_title: Screen | None = None
         self.note = ""                             # the display's own line (operator lock feedback)

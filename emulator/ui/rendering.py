@@ -32,6 +32,7 @@ from emulator.trace import Kind, TraceEntry
 from emulator.ui.face import FaceState, Page, face_renderable
 from emulator.ui.fault_panel import FaultTree
 from emulator.ui.faults_adapter import ActiveFault, CauseReport
+from emulator.ui.keypad import Txn
 from emulator.ui.layout import TerminalLayout
 from emulator.ui.readers import SIM_URL, find_sim
 from emulator.ui.session import Severity
@@ -47,8 +48,19 @@ FLOW_STEPS = WAITING_FOR_HOST | {Msg.INSERT_OR_SWIPE, Msg.READING_CARD, Msg.ENTE
 to do again can be the result's detail line, so they are not among them)."""
 HEADINGS: dict[str, Msg] = {"sign on": Msg.MENU_SIGN_ON, "sign_on": Msg.MENU_SIGN_ON,
                             "balance inquiry": Msg.MENU_BALANCE, "balance": Msg.MENU_BALANCE,
-                            "purchase": Msg.MENU_PURCHASE, "reversals": Msg.MENU_REVERSAL}
+                            "purchase": Msg.MENU_PURCHASE, "reversals": Msg.MENU_REVERSAL,
+                            "void": Msg.MENU_VOID, "preauth_void": Msg.MENU_VOID, "completion_void": Msg.MENU_VOID,
+                            "refund": Msg.MENU_REFUND, "preauth": Msg.MENU_PREAUTH,
+                            "completion": Msg.MENU_COMPLETION, "settle": Msg.MENU_SETTLE,
+                            "sign off": Msg.MENU_SIGN_OFF, "sign_off": Msg.MENU_SIGN_OFF}
 """The display's heading by the action running (its name) or done (the outcome's kind)."""
+TXN_HEADINGS: dict[Txn, Msg] = {Txn.PURCHASE: Msg.MENU_PURCHASE, Txn.PREAUTH: Msg.MENU_PREAUTH,
+                                Txn.VOID: Msg.MENU_VOID, Txn.REFUND: Msg.MENU_REFUND,
+                                Txn.COMPLETION: Msg.MENU_COMPLETION}
+"""The heading while the amount or the original's voucher number is typed."""
+PRINTED = frozenset({"purchase", "void", "refund", "preauth", "preauth_void", "completion", "completion_void",
+                     "settle"})
+"""Kinds whose approval prints a receipt (签购单; a settlement prints its totals)."""
 
 
 def lang_of(value: str) -> Lang:
@@ -87,10 +99,15 @@ _REAL_HINTS = {
 
 
 def hint(page: Page, codes: Sequence[str], *, busy: bool, signed_on: bool, real_reader: bool = False,
-         locked: bool = False, unlocking: bool = False) -> str:
-    """The next step, in one line (UI chrome). ``codes``: the screens shown, the last one current."""
+         locked: bool = False, unlocking: bool = False, printed: bool = False) -> str:
+    """The next step, in one line (UI chrome). ``codes``: the screens shown, the last one current;
+    ``printed``: the result printed a receipt (9 shows it)."""
     if page is Page.AMOUNT:
         return "amount in cents · Enter confirm · Esc back"
+    if page is Page.VOUCHER:
+        return "voucher no. (or 12-digit ref. no.) · Enter · Esc back"
+    if page is Page.MORE:
+        return "1 void · 2 refund · 3 pre-auth · 4 completion · 5 settle · 6 sign off · Esc"
     if page is Page.OPERATOR:
         return ("administrator password (admin_password) · Enter · Esc back" if unlocking
                 else "operator password · Enter confirm · Esc back")
@@ -104,7 +121,8 @@ def hint(page: Page, codes: Sequence[str], *, busy: bool, signed_on: bool, real_
     if locked:
         return "locked: 6 then the administrator password unlocks · ? help"
     if page is Page.RESULT:
-        return "Enter/Esc: menu · d diagnosis · t trace · h screens"
+        return ("Enter/Esc: menu · 9 receipt · t trace · h screens" if printed
+                else "Enter/Esc: menu · d diagnosis · t trace · h screens")
     return "b balance · p purchase · s sign on · ? help" if signed_on else "s sign on · ? help"
 
 
@@ -163,6 +181,7 @@ class TerminalRendering(TerminalLayout):
     txn_amount: str
     txn_card: str
     operator_ok: bool                          # the operator's password was given since the terminal opened
+    printed_id: int | None                     # the journal row whose receipt the last result printed
     _wait_since: float | None
     _progress_timer: Timer | None
 
@@ -185,10 +204,18 @@ class TerminalRendering(TerminalLayout):
             else:
                 title = self.menu_title or Screen(Msg.WELCOME)
         page = self.page
+        keys = self.keys
         if page is Page.AMOUNT:
-            return FaceState(page, (Screen(Msg.ENTER_AMOUNT),), self.lang,
-                             format_amount(self.keys.amount, self.cfg.currency), title,
-                             heading=Msg.MENU_PURCHASE, note=self.note)
+            optional = not keys.txn.needs_amount and not keys.by_rrn
+            amount_prompt = Screen(Msg.ENTER_AMOUNT_OR_ORIGINAL if optional else Msg.ENTER_AMOUNT)
+            return FaceState(page, (amount_prompt,), self.lang, format_amount(keys.amount, self.cfg.currency), title,
+                             heading=TXN_HEADINGS[keys.txn], note=self.note or self._original_note())
+        if page is Page.VOUCHER:
+            ask = Screen(Msg.ENTER_VOUCHER_OR_RRN if keys.txn is Txn.REFUND else Msg.ENTER_VOUCHER)
+            return FaceState(page, (ask,), self.lang, keys.shown_entry(), title, heading=TXN_HEADINGS[keys.txn],
+                             note=self.note)
+        if page is Page.MORE:
+            return FaceState(page, (), self.lang, None, title, note=self.note)
         if page is Page.OPERATOR:
             prompt = (Screen(Msg.TERMINAL_LOCKED),) if self.keys.unlocking else (Screen(Msg.OPERATOR_PASSWORD),)
             note = self.note or ("管理员密码 / Administrator password" if self.keys.unlocking else "")
@@ -201,6 +228,15 @@ class TerminalRendering(TerminalLayout):
                                                                and page is Page.RESULT else "")
         return FaceState(page, current, self.lang, self.keys.shown_entry(), title, heading=heading,
                          amount=self.txn_amount, card=self.txn_card, context=context, note=self.note)
+
+    def _original_note(self) -> str:
+        """The original a refund or completion names, under its amount entry."""
+        voucher = self.keys.voucher
+        if not voucher:
+            return ""
+        if self.keys.by_rrn:
+            return f"原参考号 Ref. no. {voucher}"
+        return f"原凭证号 Voucher {voucher}"
 
     def lcd_text(self) -> str:
         """The terminal screen as plain text (what the user reads; for tests and the log)."""
@@ -224,7 +260,8 @@ class TerminalRendering(TerminalLayout):
             line = hint(self.page, [s.code for s in self.screens], busy=self.is_busy,
                         signed_on=rig is not None and rig.terminal.signed_on,
                         real_reader=not self.cfg.reader.startswith(SIM_URL),
-                        locked=rig is not None and rig.terminal.locked, unlocking=self.keys.unlocking)
+                        locked=rig is not None and rig.terminal.locked, unlocking=self.keys.unlocking,
+                        printed=self.printed_id is not None)
         self.query_one("#hint", Static).update(Text(line, "#839496", no_wrap=True, overflow="ellipsis"))
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
@@ -333,6 +370,10 @@ class TerminalRendering(TerminalLayout):
         if out.kind == "sign_on" and out.approved:
             self.menu_title = Screen(Msg.SIGN_ON_OK)
             self.keys.to_menu()                   # signed on: straight back to the menu
+        self.printed_id = out.journal_id if out.approved and out.kind in PRINTED else None
+        if self.printed_id is not None:
+            self.notify_user(f"签购单已打印 Receipt printed ({out.kind}, voucher {out.stan or '—'}): "
+                             "press 9 to see it, save it as text or PDF.")
         if out.approved:
             self.diag.show_approved(out, self.lang)
         else:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -14,8 +14,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Markdown, Select, Static
 
 from emulator import config as configmod
-from emulator.journal import Journal
+from emulator.journal import Entry, Journal
 from emulator.messages import format_amount
+from emulator.receipt import Merchant
+from emulator.ui.receipt_screen import ReceiptScreen
 from protocol.errors import ConfigError, PosemuError
 
 HELP = """\
@@ -40,7 +42,18 @@ inquiry, **w** to swipe the selected test card, then type the PIN on the keypad 
 | c / 5 | | settings (operator password first; default 0000) |
 | o / 6 | | operator password; when locked, the administrator password unlocks |
 | v / 7 | | send pending reversals |
+| 8 | | 其他交易: 1 撤销 void · 2 退货 refund · 3 预授权 · 4 预授权完成 · 5 结算 settle · 6 签退 |
+| 9 | | 重打印 the receipt (签购单) of the last transaction: m copies, t save text, p save PDF |
 | l | | screen language: 中文 / English / both |
+
+**The transaction set** (8): a void asks for the original's voucher number (凭证号, as printed on
+its receipt; leading zeros may be left out) and voids a purchase, pre-authorization or completion;
+a completion asks for the pre-authorization's voucher number and the amount (Enter alone: the
+pre-authorized amount); a refund asks for the original's voucher number — or, for a sale of another
+batch, its 12-digit reference number (参考号) — and the amount (Enter alone: the whole sale). The
+terminal refuses what cannot be done (already voided, settled, more than the original) before it
+asks for the card. In the **journal** (4) the row under the cursor can be picked instead: **Enter**
+shows its receipt, **v** voids it, **f** refunds it, **c** completes it.
 
 ## The card
 | key | does |
@@ -87,30 +100,76 @@ class HelpScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-class JournalScreen(ModalScreen[None]):
-    """The terminal's journal, newest last; PANs are stored masked."""
+@dataclass(frozen=True, slots=True)
+class JournalPick:
+    """What the journal asks of the terminal for the row under the cursor: ``void`` it (撤销), or a
+    ``refund`` (退货) or ``completion`` (预授权完成) of it — its amount is typed on the keypad next."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "close", "Close")]
+    action: Literal["void", "refund", "completion"]
+    entry: Entry
 
-    def __init__(self, journal: Journal) -> None:
+
+class JournalScreen(ModalScreen[JournalPick | None]):
+    """The terminal's journal, newest last; PANs are stored masked. On the row under the cursor:
+    Enter shows its receipt (a reprint), ``v`` voids it, ``f`` refunds it, ``c`` completes a
+    pre-authorization (the terminal's own checks refuse what cannot be done, on its screen)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "close", "Close"),
+        Binding("enter,p", "receipt", "Receipt"),
+        Binding("v", "pick('void')", "Void"),
+        Binding("f", "pick('refund')", "Refund"),
+        Binding("c", "pick('completion')", "Complete"),
+    ]
+
+    def __init__(self, journal: Journal, *, merchant: Merchant | None = None, receipts: Path | None = None) -> None:
         super().__init__()
         self.journal = journal
+        self.merchant = merchant or Merchant()
+        self.receipts = receipts or Path("receipts")
+        self.rows: list[Entry] = []
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="journal-body"):
-            yield Label("Journal (Esc closes)", classes="dialog-title")
+            yield Label("Journal · Enter receipt · v void · f refund · c complete · Esc closes", classes="dialog-title")
             yield DataTable(id="journal-table", zebra_stripes=True, cursor_type="row")
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("id", "time", "kind", "STAN", "card", "amount", "status", "rc", "screen", "reversal")
-        for e in self.journal.entries(limit=500):
-            table.add_row(str(e.id), e.created.replace("T", " ")[:19], e.kind, e.stan, e.pan_masked,
-                          format_amount(e.amount, e.currency) if e.amount else "", e.status.value, e.rc or "",
-                          e.screen or "", e.reversal.value)
+        table.add_columns("id", "time", "kind", "batch", "STAN", "card", "amount", "auth", "RRN", "status", "rc",
+                          "screen", "reversal")
+        self.rows = self.journal.entries(limit=500)
+        for e in self.rows:
+            table.add_row(str(e.id), e.created.replace("T", " ")[:19], e.kind, e.batch, e.stan, e.pan_masked,
+                          format_amount(e.amount, e.currency) if e.amount else "", e.auth_code or "", e.rrn or "",
+                          e.state, e.rc or "", e.screen or "", e.reversal.value)
         if table.row_count:
             table.move_cursor(row=table.row_count - 1)
         table.focus()
+
+    def selected(self) -> Entry | None:
+        """The row under the cursor."""
+        table = self.query_one(DataTable)
+        row = table.cursor_row
+        return self.rows[row] if self.rows and 0 <= row < len(self.rows) else None
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_receipt()
+
+    def action_receipt(self) -> None:
+        entry = self.selected()
+        if entry is None:
+            self.app.bell()
+            return
+        self.app.push_screen(ReceiptScreen(entry, merchant=self.merchant, folder=self.receipts))
+
+    def action_pick(self, action: Literal["void", "refund", "completion"]) -> None:
+        entry = self.selected()
+        if entry is None:
+            self.app.bell()
+            return
+        self.dismiss(JournalPick(action, entry))
 
     def action_close(self) -> None:
         self.dismiss(None)
