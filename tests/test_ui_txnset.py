@@ -2,17 +2,21 @@
 driven with Textual's pilot as a cashier would: main menu 8 其他交易 for void, refund,
 pre-authorization, completion, settlement and sign-off; the original named by its voucher number on
 the keypad or picked in the journal; main menu 9 重打印 and Enter in the journal for the receipt,
-saved as text or PDF. Money and journal are checked in the terminal's journal and the bundled host's
-store, not only on the screen."""
+saved as text or PDF. Outcomes are checked in the terminal's journal (amounts, originals voided or
+completed, reversals), not only on the screen."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
+from emulator.config import TerminalConfig
+from emulator.host.rules import HostRule, HostRules
+from emulator.journal import Reversal, Status
 from emulator.messages import Msg
 from emulator.outcome import Outcome
 from emulator.receipt import find_cjk_font
@@ -23,7 +27,7 @@ from emulator.ui.pinpad import KeypadPinPad
 from emulator.ui.receipt_screen import ReceiptScreen
 from emulator.ui.screens import JournalScreen
 from protocol.errors import PosemuError
-from tests.test_ui import codes, make_app, sign_on, until
+from tests.test_ui import FAST, codes, make_app, sign_on, until
 
 
 def _page(scr: TerminalScreen) -> Page:
@@ -331,3 +335,25 @@ def test_hints_of_the_transaction_set_pages() -> None:
     assert "12-digit" in hint(Page.VOUCHER, [], busy=False, signed_on=True)
     assert "9 receipt" in hint(Page.RESULT, ["APPROVED"], busy=False, signed_on=True, printed=True)
     assert "9 receipt" not in hint(Page.RESULT, ["DECLINED"], busy=False, signed_on=True)
+
+
+async def test_a_void_the_host_never_answers_is_reversed_like_a_purchase(tmp_path: Path) -> None:
+    """Faults apply to the whole set: the host stays silent to the void (0200), the terminal times
+    out, reverses it (0400) and the sale stays unvoided in the journal."""
+    rules = HostRules()
+    cfg = replace(TerminalConfig(), reader="sim://demo", timeouts=replace(FAST, response=1.0))
+    app = make_app(tmp_path, cfg=cfg, host_rules=rules)
+    async with app.run_test(size=(100, 30)) as pilot:
+        scr = app.main
+        await sign_on(pilot, scr)
+        pid = await _purchase(pilot, scr, "990")
+        assert scr.rig is not None
+        rules.add(HostRule.parse("no-response:mti=0200"))
+        await pilot.press("8", "1", *scr.rig.journal.get(pid).stan, "enter")
+        await _card_and_pin(pilot, scr, "the void")
+        out = _out(scr)
+        assert out is not None and not out.approved and out.kind == "void"
+        void_row = scr.rig.journal.get(out.journal_id or 0)
+        assert void_row.status is Status.REVERSED and void_row.reversal is Reversal.DONE, void_row
+        assert scr.rig.journal.get(pid).state == "approved"          # the sale stands
+        assert scr.rig.journal.pending_reversals() == []
