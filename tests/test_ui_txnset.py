@@ -357,3 +357,21 @@ async def test_a_void_the_host_never_answers_is_reversed_like_a_purchase(tmp_pat
         assert void_row.status is Status.REVERSED and void_row.reversal is Reversal.DONE, void_row
         assert scr.rig.journal.get(pid).state == "approved"          # the sale stands
         assert scr.rig.journal.pending_reversals() == []
+
+
+async def test_an_approved_result_lists_its_transaction_data(tmp_path: Path) -> None:
+    """The diagnosis pane of an approved purchase: amount, masked card, entry mode, auth code, RRN,
+    voucher, batch, TID/MID, time and screen code — those of the journal row."""
+    app = make_app(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        scr = app.main
+        await sign_on(pilot, scr)
+        pid = await _purchase(pilot, scr, "4321")
+        assert scr.rig is not None
+        row = scr.rig.journal.get(pid)
+        shown = scr.diag.plain
+        assert row.auth_code and row.rrn
+        for value in ("CNY 43.21", "990001******0019", "SWIPE", row.auth_code, row.rrn, row.stan, row.batch,
+                      row.tid, row.mid, "APPROVED"):
+            assert value in shown, value
+        assert "9900010000000019" not in shown

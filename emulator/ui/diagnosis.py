@@ -20,7 +20,7 @@ from rich.console import Group
 from rich.text import Text
 from textual.widgets import Static
 
-from emulator.messages import Lang, Msg, Screen, render
+from emulator.messages import Lang, Msg, Screen, format_amount, render
 from emulator.terminal import Outcome
 from emulator.trace import Kind, TraceEntry
 from emulator.ui.faults_adapter import CauseReport
@@ -120,6 +120,19 @@ def built_in(outcome: Outcome) -> list[CauseReport]:
     return out
 
 
+def transaction_data(out: Outcome) -> list[tuple[str, str]]:
+    """What a result carries, as the receipt names it (only what the action has): amount, card
+    (masked 6+4), entry mode, authorization code (38), reference number (37), voucher (STAN, 11),
+    batch, terminal and merchant ids, time and the final screen code."""
+    rows = [("金额 Amount", format_amount(out.amount, out.currency) if out.amount else ""),
+            ("卡号 Card", out.pan_masked), ("输入方式 Entry", out.entry),
+            ("授权码 Auth code", out.auth_code or ""), ("参考号 Ref. no. (RRN)", out.rrn or ""),
+            ("凭证号 Voucher (STAN)", out.stan or ""), ("批次号 Batch", out.batch),
+            ("终端号 TID", out.tid), ("商户号 MID", out.mid), ("时间 Time", out.when),
+            ("屏幕 Screen", out.headline.value)]
+    return [(k, v) for k, v in rows if v]
+
+
 class DiagnosisPane(Static):
     """What went wrong with the last action: its outcome, the causes and the evidence of its own
     trace (the entries of that action only, never an earlier one's)."""
@@ -137,6 +150,12 @@ class DiagnosisPane(Static):
         t = Text()
         t.append(render(Screen(outcome.headline), lang), "bold #2aa198")
         t.append(f"\nThe last action ({outcome.kind}) was approved: nothing to diagnose.", "#839496")
+        data = transaction_data(outcome)
+        if data:
+            t.append("\n")
+            for label, value in data:
+                t.append(f"\n{label:<22}", "#839496")
+                t.append(value)
         self.plain = t.plain
         self.update(t)
 
