@@ -232,6 +232,7 @@ async def test_settlement_then_a_void_of_the_settled_sale_is_refused_then_sign_o
         assert out is not None and out.approved and out.totals is not None
         assert "结算成功" in scr.lcd_text() and "结算 Settlement" in scr.lcd_text()
         assert scr.rig.journal.get(pid).settled
+        assert "借记 Debits" in scr.diag.plain and "1 · CNY 8.80" in scr.diag.plain     # the batch's one sale
         await pilot.press("enter", "9")                     # the settlement slip
         await until(pilot, lambda: isinstance(app.screen, ReceiptScreen), "the settlement slip")
         rs = app.screen

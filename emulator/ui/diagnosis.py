@@ -123,13 +123,17 @@ def built_in(outcome: Outcome) -> list[CauseReport]:
 def transaction_data(out: Outcome) -> list[tuple[str, str]]:
     """What a result carries, as the receipt names it (only what the action has): amount, card
     (masked 6+4), entry mode, authorization code (38), reference number (37), voucher (STAN, 11),
-    batch, terminal and merchant ids, time and the final screen code."""
+    batch, terminal and merchant ids, time and the final screen code; a settlement's batch totals."""
     rows = [("金额 Amount", format_amount(out.amount, out.currency) if out.amount else ""),
             ("卡号 Card", out.pan_masked), ("输入方式 Entry", out.entry),
             ("授权码 Auth code", out.auth_code or ""), ("参考号 Ref. no. (RRN)", out.rrn or ""),
             ("凭证号 Voucher (STAN)", out.stan or ""), ("批次号 Batch", out.batch),
             ("终端号 TID", out.tid), ("商户号 MID", out.mid), ("时间 Time", out.when),
             ("屏幕 Screen", out.headline.value)]
+    if out.totals is not None:
+        t = out.totals
+        rows[1:1] = [("借记 Debits", f"{t.debit_count} · {format_amount(t.debit_amount, out.currency)}"),
+                     ("贷记 Credits", f"{t.credit_count} · {format_amount(t.credit_amount, out.currency)}")]
     return [(k, v) for k, v in rows if v]
 
 
