@@ -15,7 +15,10 @@ not — a value that fails a check, a length out of range, an unknown field, tra
 plan gives up and the reference path (pyiso8583 plus the checks, :func:`_encode_checked` /
 :func:`_decode_checked`) does the work, so errors are exactly the reference's. The plan accepts
 nothing the reference rejects and produces the same bytes and messages (the property tests in
-``tests/test_iso8583.py`` check both paths against each other).
+``tests/test_iso8583.py`` check both paths against each other). Per field set (encode) and per
+bitmap (decode) the plan keeps a layout: fixed-length ASCII fields that sit back to back are checked
+and sliced as one string, and a bitmap's decoder is one straight-line function generated from the
+spec (bounded caches; ``tests/test_iso_layouts.py``).
 
 >>> from protocol.specs import ISO87ASCII
 >>> m = Message("0800", {11: "000001", 41: "TERM0001", 70: "001"})
@@ -27,7 +30,8 @@ from __future__ import annotations
 
 import binascii
 import functools
-from collections.abc import Iterator, Mapping
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -306,6 +310,113 @@ def _length_prefix(length: int, len_type: int, len_enc: int) -> bytes | None:
     return None if len(text) > len_type else text
 
 
+# A layout: the fields of one bitmap (decode) or one message's field set (encode), grouped into ops —
+# runs of fixed-length ASCII text fields, which sit back to back on the wire and are checked and
+# sliced as one string, variable-length ASCII fields, fixed binary fields, and anything else field by
+# field (:meth:`_Plan._decode_field`/:meth:`_Plan._encode_field`). Each op accepts exactly what the
+# field-by-field code accepts. Layouts are cached per plan (a bounded cache: bitmaps come off the wire).
+_OP_RUN, _OP_VAR, _OP_FIXB, _OP_FIELD = 0, 1, 2, 3
+_Op = tuple[Any, ...]
+_LAYOUT_CACHE = 512
+_UNSEEN: Any = object()
+
+
+_Decoder = Callable[[bytes, int, int], "dict[int, Value] | None"]
+
+
+def _compile_decoder(ops: Sequence[_Op], decode_field: Callable[..., Any]) -> _Decoder:
+    """A decode layout as one straight-line function ``(data, pos, size) -> fields | None``: the checks
+    of :meth:`_Plan._decode_field` for each op, unrolled, with the lengths, limits and slices as
+    constants (``None``: take the reference path). Generated from the profile's spec only, never
+    from received bytes."""
+    lines = ["def decoder(data, pos, size):"]
+    env: dict[str, Any] = {"TRACK": _TRACK}
+    values: list[str] = []
+
+    def emit(*code: str) -> None:
+        lines.extend("    " + c for c in code)
+
+    for i, op in enumerate(ops):
+        tag = op[0]
+        if tag == _OP_RUN:
+            _, _, pieces, total, spans = op
+            emit(f"end = pos + {total}", "if end > size: return None", "c = data[pos:end]",
+                 "if not c.isascii(): return None", f"t{i} = c.decode('ascii')")
+            for a, b in spans:
+                emit(f"if not t{i}{'' if (a, b) == (0, total) else f'[{a}:{b}]'}.isdigit(): return None")
+            emit("pos = end")
+            values += [f"{n}: t{i}[{a}:{b}]" for n, a, b in pieces]
+            continue
+        fp: _FieldPlan = op[1]
+        v = f"v{fp.number}"
+        if tag == _OP_VAR:
+            lt, check = fp.len_type, {_N: f"not {v}.isdigit()", _Z: f"not TRACK.issuperset({v})"}.get(fp.kind)
+            emit(f"c = data[pos:pos + {lt}]", f"if len(c) != {lt} or not c.isdigit(): return None",
+                 "n = int(c)", f"if n > {fp.max_len}: return None", f"pos += {lt}",
+                 "if n:", "    end = pos + n", "    if end > size: return None", "    c = data[pos:end]",
+                 "    if not c.isascii(): return None", f"    {v} = c.decode('ascii')",
+                 *([f"    if {check}: return None"] if check else []), "    pos = end",
+                 "else:", f"    {v} = ''")
+        elif tag == _OP_FIXB:
+            emit(f"end = pos + {fp.max_len}", "if end > size: return None", f"{v} = data[pos:end]", "pos = end")
+        else:
+            env[f"fp{i}"] = fp
+            emit(f"got = decode_field(fp{i}, data, pos, size)", "if got is None: return None", f"{v}, pos = got")
+        values.append(f"{fp.number}: {v}")
+    emit("if pos != size: return None", "return {" + ", ".join(values) + "}")
+    env["decode_field"] = decode_field
+    exec("\n".join(lines), env)     # source made above from the spec's numbers only
+    decoder: _Decoder = env["decoder"]
+    return decoder
+
+
+class _EncLayout(NamedTuple):
+    bitmap: bytes                # the encoded bitmap(s) of this field set
+    ops: tuple[_Op, ...]
+
+
+def _group(fps: Sequence[_FieldPlan], joinable: Callable[[_FieldPlan], bool]) -> list[list[_FieldPlan]]:
+    """Consecutive joinable fields as one group each run; every other field alone."""
+    out: list[list[_FieldPlan]] = []
+    for fp in fps:
+        if joinable(fp) and out and joinable(out[-1][-1]):
+            out[-1].append(fp)
+        else:
+            out.append([fp])
+    return out
+
+
+def _digit_spans(run: Sequence[_FieldPlan]) -> tuple[tuple[int, int], ...]:
+    """Where the numeric fields of a run sit in its joined text, adjacent ones merged into one span."""
+    spans: list[list[int]] = []
+    at = 0
+    for fp in run:
+        end = at + fp.max_len
+        if fp.kind is _N:
+            if spans and spans[-1][1] == at:
+                spans[-1][1] = end
+            else:
+                spans.append([at, end])
+        at = end
+    return tuple((a, b) for a, b in spans)
+
+
+def _checked_text(kind: Kind, v: str, bcd_track: bool) -> str | None:
+    """A text value as the field's kind allows it (digits for n; track characters for z, ``=`` as
+    the ``D`` nibble on a BCD-track profile), or ``None`` where the reference path would refuse it."""
+    if kind is _N:
+        return None if v and not v.isdigit() else v
+    if kind is _Z:
+        if not _TRACK.issuperset(v):
+            return None
+        return v.replace("=", "D") if bcd_track else v
+    return v
+
+
+def _one(n: int) -> Callable[[Mapping[int, Value]], tuple[Value]]:
+    return lambda fields: (fields[n],)
+
+
 class _Plan:
     """A profile's spec compiled for the fast path; ``None`` from :meth:`encode`/:meth:`decode`
     means "take the reference path"."""
@@ -333,6 +444,10 @@ class _Plan:
             else:
                 self.fields[fp.number] = fp
         self.bcd_track = profile.bcd_track
+        self._enc_layouts: dict[tuple[Any, ...], _EncLayout | None] = {}
+        self._dec_layouts: dict[int, _Decoder | None] = {}
+        self._heads: dict[bytes, tuple[str, int] | None] = {}
+        self.head_len = (2 if self.mti_binary else 4) + (8 if self.bitmap_binary["p"] else 16)
 
     @staticmethod
     def _field(number: int, key: str, kind: Kind, f: Mapping[str, Any]) -> _FieldPlan | None:
@@ -369,28 +484,97 @@ class _Plan:
                 or type(header) is not bytes or len(header) != self.header_len):
             return None
         fields = msg.fields
+        key = tuple(fields)
+        layouts = self._enc_layouts
         try:
-            numbers = sorted(fields)
-        except TypeError:                              # keys that are not field numbers
+            layout = layouts[key]
+        except KeyError:
+            layout = self._enc_layout(key)
+            if len(layouts) >= _LAYOUT_CACHE:
+                layouts.clear()
+            layouts[key] = layout
+        if layout is None:
             return None
+        parts: list[bytes] = [header, binascii.a2b_hex(mti) if self.mti_binary else mti.encode("ascii"),
+                              layout.bitmap]
+        append = parts.append
+        for op in layout.ops:
+            tag = op[0]
+            if tag == _OP_RUN:                          # fixed-length ASCII text fields back to back
+                vals = op[2](fields)
+                if [*map(type, vals)] != op[3] or [*map(len, vals)] != op[4]:     # exact str, exact lengths
+                    return None
+                text = "".join(vals)
+                if not text.isascii():
+                    return None
+                for a, b in op[5]:
+                    if not text[a:b].isdigit():
+                        return None
+                append(text.encode("ascii"))
+            elif tag == _OP_VAR:                        # variable-length ASCII text, ASCII length
+                fp = op[1]
+                v = fields[fp.number]
+                if type(v) is not str or not v.isascii():
+                    return None
+                t = _checked_text(fp.kind, v, self.bcd_track)
+                if t is None or len(t) > fp.max_len:
+                    return None
+                prefix = fp.prefixes[len(t)]
+                if prefix is None:
+                    return None
+                append(prefix)
+                append(t.encode("ascii"))
+            elif tag == _OP_FIXB:                       # fixed-length binary
+                v = fields[op[1].number]
+                if type(v) is not bytes or len(v) != op[1].max_len:
+                    return None
+                append(v)
+            else:
+                data = self._encode_field(op[1], fields[op[1].number])
+                if data is None:
+                    return None
+                append(data)
+        return b"".join(parts)
+
+    def _enc_layout(self, key: tuple[Any, ...]) -> _EncLayout | None:
+        """How to encode a message with these fields (in this order): ``None`` if the fast path cannot."""
         plans = self.fields
-        parts: list[bytes] = [header, binascii.a2b_hex(mti) if self.mti_binary else mti.encode("ascii"), b""]
+        if not all(type(n) is int for n in key):
+            return None
+        fps: list[_FieldPlan] = []
         bitmap = 0
-        for n in numbers:
+        for n in sorted(key):
             fp = plans.get(n)
             if fp is None:
                 return None
-            data = self._encode_field(fp, fields[n])
-            if data is None:
-                return None
-            parts.append(data)
+            fps.append(fp)
             bitmap |= 1 << (128 - n)
         if bitmap & ((1 << 64) - 1):                   # fields 65–128: secondary bitmap (field 1)
             bitmap |= 1 << 127
-            parts[2] = self._bitmap(bitmap >> 64, "p") + self._bitmap(bitmap & ((1 << 64) - 1), "1")
+            bm = self._bitmap(bitmap >> 64, "p") + self._bitmap(bitmap & ((1 << 64) - 1), "1")
         else:
-            parts[2] = self._bitmap(bitmap >> 64, "p")
-        return b"".join(parts)
+            bm = self._bitmap(bitmap >> 64, "p")
+        ops: list[_Op] = []
+        for run in _group(fps, self._in_run):
+            if len(run) > 1 or self._in_run(run[0]):
+                numbers = tuple(fp.number for fp in run)
+                get = operator.itemgetter(*numbers) if len(numbers) > 1 else _one(numbers[0])
+                ops.append((_OP_RUN, numbers, get, [str] * len(run), [fp.max_len for fp in run],
+                            _digit_spans(run)))
+            else:
+                ops.append((self._single_op(run[0]), run[0]))
+        return _EncLayout(bm, tuple(ops))
+
+    def _in_run(self, fp: _FieldPlan) -> bool:
+        """Fixed-length ASCII text (not track data): what a run joins into one slice."""
+        return fp.len_type == 0 and not fp.binary and fp.max_len > 0 and fp.kind is not _Z
+
+    def _single_op(self, fp: _FieldPlan) -> int:
+        if fp.len_type and not fp.binary and fp.len_enc == _LEN_ASCII:
+            return _OP_VAR
+        if fp.len_type == 0 and fp.binary and fp.kind is _B and not fp.nibbles and fp.max_len > 0:
+            return _OP_FIXB
+        return _OP_FIELD
 
     def _bitmap(self, bits: int, key: str) -> bytes:
         raw = bits.to_bytes(8, "big")
@@ -406,14 +590,10 @@ class _Plan:
         else:
             if type(v) is not str:
                 return None
-            if kind is _N:
-                if v and not v.isdigit():
-                    return None
-            elif kind is _Z:
-                if not _TRACK.issuperset(v):
-                    return None
-                if self.bcd_track:
-                    v = v.replace("=", "D")
+            checked = _checked_text(kind, v, self.bcd_track)
+            if checked is None:
+                return None
+            v = checked
             if fp.binary:                              # BCD: nibbles, odd counts padded
                 text = v
                 if len(text) & 1:
@@ -449,24 +629,20 @@ class _Plan:
         size = len(data)
         pos = self.header_len
         header = data[:pos] if pos else b""
-        if self.mti_binary:
-            mti = data[pos:pos + 2].hex()
-            pos += 2
-        else:
-            raw_mti = data[pos:pos + 4]
-            if not raw_mti.isascii():
-                return None
-            mti = raw_mti.decode("ascii")
-            pos += 4
-        if len(mti) != 4 or not mti.isdigit():
-            return None
-        pbin = self.bitmap_binary["p"]
-        end = pos + (8 if pbin else 16)
+        end = pos + self.head_len
         if end > size:
             return None
-        bitmap = self._read_bitmap(data[pos:end], pbin)
-        if bitmap is None:
+        raw_head = data[pos:end]
+        heads = self._heads                            # MTI and primary bitmap, read once per distinct bytes
+        head = heads.get(raw_head, _UNSEEN)
+        if head is _UNSEEN:
+            head = self._read_head(raw_head)
+            if len(heads) >= _LAYOUT_CACHE:
+                heads.clear()
+            heads[raw_head] = head
+        if head is None:
             return None
+        mti, bitmap = head
         pos = end
         bits = bitmap << 64
         if bitmap >> 63:                               # field 1: a secondary bitmap follows
@@ -479,24 +655,56 @@ class _Plan:
                 return None
             bits |= second
             pos = end
-        plans = self.fields
-        fields: dict[int, Value] = {}
-        n = 1
         bits &= (1 << 127) - 1                         # field 1 was the bitmap itself
+        layouts = self._dec_layouts
+        decoder = layouts.get(bits, _UNSEEN)
+        if decoder is _UNSEEN:
+            ops = self._dec_layout(bits)
+            decoder = None if ops is None else _compile_decoder(ops, self._decode_field)
+            if len(layouts) >= _LAYOUT_CACHE:
+                layouts.clear()
+            layouts[bits] = decoder
+        if decoder is None:
+            return None
+        fields = decoder(data, pos, size)
+        return None if fields is None else Message(mti, fields, header)
+
+    def _dec_layout(self, bits: int) -> tuple[_Op, ...] | None:
+        """How to decode the fields of this bitmap (fields 2–128 as bits 126…0): ``None`` if the fast
+        path cannot."""
+        plans = self.fields
+        fps: list[_FieldPlan] = []
         while bits:
             top = bits.bit_length()
-            n = 129 - top
-            bits ^= 1 << (top - 1)
-            fp = plans.get(n)
+            fp = plans.get(129 - top)
             if fp is None:
                 return None
-            got = self._decode_field(fp, data, pos, size)
-            if got is None:
+            fps.append(fp)
+            bits ^= 1 << (top - 1)
+        ops: list[_Op] = []
+        for run in _group(fps, self._in_run):
+            if len(run) > 1 or self._in_run(run[0]):
+                pieces, at = [], 0
+                for fp in run:
+                    pieces.append((fp.number, at, at + fp.max_len))
+                    at += fp.max_len
+                ops.append((_OP_RUN, None, tuple(pieces), at, _digit_spans(run)))
+            else:
+                ops.append((self._single_op(run[0]), run[0]))
+        return tuple(ops)
+
+    def _read_head(self, raw: bytes) -> tuple[str, int] | None:
+        """The MTI and primary bitmap at the start of a message (``raw``: exactly :attr:`head_len` bytes)."""
+        if self.mti_binary:
+            mti, at = raw[:2].hex(), 2
+        else:
+            if not raw[:4].isascii():
                 return None
-            fields[n], pos = got
-        if pos != size:
+            mti, at = raw[:4].decode("ascii"), 4
+        if len(mti) != 4 or not mti.isdigit():
             return None
-        return Message(mti, fields, header)
+        bitmap = self._read_bitmap(raw[at:], self.bitmap_binary["p"])
+        return None if bitmap is None else (mti, bitmap)
 
     @staticmethod
     def _read_bitmap(raw: bytes, binary: bool) -> int | None:

@@ -43,7 +43,7 @@ def txn_kind(req: Message) -> str | None:
     """
     if req.mti not in ("0100", "0200"):
         return None
-    pc = req.get(3)
+    pc = req.fields.get(3)
     if not isinstance(pc, str) or len(pc) != 6:
         return None
     if pc.startswith("31"):
@@ -96,9 +96,10 @@ def offline_pin_verified(req: Message) -> bool:
 
 def card_from(req: Message) -> tuple[str | None, str | None]:
     """The PAN and expiry (YYMM) a request names: fields 2 and 14, else from track 2 (35)."""
-    pan = req.get(2)
-    expiry = req.get(14)
-    t2 = req.get(35)
+    f = req.fields
+    pan = f.get(2)
+    expiry = f.get(14)
+    t2 = f.get(35)
     if isinstance(t2, str) and "=" in t2:
         tpan, _, rest = t2.partition("=")
         pan = pan if isinstance(pan, str) else tpan

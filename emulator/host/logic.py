@@ -89,6 +89,13 @@ class Decision:
     mangle: str = ""               # a GARBAGE rule's mode: the encoded answer is spoilt on the way out
 
 
+class _Unset:
+    """No value given (``None`` is one)."""
+
+
+_UNSET = _Unset()
+
+
 @dataclass(frozen=True, slots=True)
 class _Call:
     """One request being decided."""
@@ -117,6 +124,7 @@ class HostLogic:
         self.rules = rules or HostRules()
         self.token_bytes = token_bytes
         self.pin_cache = PinCache()
+        self._day, self._yymmdd = -1, ""
         # retrieval reference numbers stay unique across restarts of the host: count on from its log;
         # worker ``k`` of ``n`` sharing one database (lane) takes the numbers ≡ k (mod n)
         k, n = lane
@@ -136,18 +144,23 @@ class HostLogic:
             log.warning("ignoring %s: a host answers requests, not responses", req.mti)
             return Decision(None)
         rule = self.rules.first_match(req.mti)
-        if rule is not None:
-            if rule.action is RuleAction.NO_RESPONSE:
-                log.info("rule: no response to %s STAN %s", req.mti, req.get(11))
-                return Decision(None)
-            if rule.action is RuleAction.CLOSE:
-                return Decision(None, close=True)
-            if rule.action is RuleAction.RESPOND:
-                return Decision(self._respond(req, rule.rc), delay=rule.delay, mak=self._response_mak(req))
-        delay = rule.delay if rule is not None and rule.action is RuleAction.DELAY else 0.0
-        drop = rule is not None and rule.action is RuleAction.DROP_RESPONSE
-        wrong_stan = rule is not None and rule.action is RuleAction.WRONG_STAN
-        garbage = rule.mode if rule is not None and rule.action is RuleAction.GARBAGE else ""
+        if rule is None:                # no behaviour rule (the usual case): decided as it is
+            try:
+                return self._process(_Call(req, raw, pin_ok))
+            except PosemuError as e:   # a request whose fields do not make sense: format error
+                log.warning("format error in %s: %s", req.mti, e)
+                return self._format_error(req)
+        if rule.action is RuleAction.NO_RESPONSE:
+            log.info("rule: no response to %s STAN %s", req.mti, req.get(11))
+            return Decision(None)
+        if rule.action is RuleAction.CLOSE:
+            return Decision(None, close=True)
+        if rule.action is RuleAction.RESPOND:
+            return Decision(self._respond(req, rule.rc), delay=rule.delay, mak=self._response_mak(req))
+        delay = rule.delay if rule.action is RuleAction.DELAY else 0.0
+        drop = rule.action is RuleAction.DROP_RESPONSE
+        wrong_stan = rule.action is RuleAction.WRONG_STAN
+        garbage = rule.mode if rule.action is RuleAction.GARBAGE else ""
         try:
             decision = self._process(_Call(req, raw, pin_ok))
         except PosemuError as e:   # a request whose fields do not make sense: format error
@@ -175,7 +188,7 @@ class HostLogic:
 
         With behaviour rules configured (a fault scenario, a test) every request is decided inline, in
         arrival order, so the rules' counting (``first``, ``every``, ``count``) is reproducible."""
-        if req.mti not in ("0100", "0200") or not isinstance(req.get(52), bytes) or self.rules.rules:
+        if req.mti not in ("0100", "0200") or not isinstance(req.fields.get(52), bytes) or self.rules.rules:
             return None
         tid = req.get(41)
         term = self.store.terminal(tid) if isinstance(tid, str) else None
@@ -219,12 +232,19 @@ class HostLogic:
 
     def _next_rrn(self) -> str:
         self._rrn += self._rrn_step
-        w = self.clock.wall()          # %y%m%d without strftime (once per request)
-        return f"{w.year % 100:02d}{w.month:02d}{w.day:02d}{self._rrn % 1_000_000:06d}"
+        return f"{self._today()}{self._rrn % 1_000_000:06d}"
+
+    def _today(self) -> str:
+        """Today's date as YYMMDD (formatted once a day)."""
+        w = self.clock.wall()
+        day = w.toordinal()
+        if day != self._day:
+            self._day, self._yymmdd = day, f"{w.year % 100:02d}{w.month:02d}{w.day:02d}"
+        return self._yymmdd
 
     def _response_mak(self, req: Message) -> bytes | None:
         """The key to MAC a response with: the terminal's MAK once it holds one."""
-        tid = req.get(41)
+        tid = req.fields.get(41)
         term = self.store.terminal(tid) if isinstance(tid, str) else None
         if term is None or term.mak is None or NetCode.of(req) is NetCode.SIGN_ON:
             return None
@@ -256,11 +276,11 @@ class HostLogic:
 
     def _with_terminal(self, c: _Call, fn: Callable[[_Call, TerminalRow], Decision], kind: str | None) -> Decision:
         req = c.req
-        tid = req.get(41)
+        tid = req.fields.get(41)
         term = self.store.terminal(tid) if isinstance(tid, str) else None
         if term is None:
             return Decision(self._respond(req, RC.NOT_PERMITTED_TERMINAL))
-        signing_on = NetCode.of(req) is NetCode.SIGN_ON
+        signing_on = req.mti[1] == "8" and NetCode.of(req) is NetCode.SIGN_ON    # NetCode: 08x0 only
         if not signing_on:
             if term.require_sign_on and not term.signed_on:
                 return Decision(self._respond(req, RC.SIGN_ON_REQUIRED))
@@ -325,20 +345,25 @@ class HostLogic:
         return Decision(self._respond(c.req, RC.APPROVED))
 
     # --- financial ----------------------------------------------------------------------------
-    def _identity(self, req: Message) -> str:
-        """Who, what and how much: processing code, amount and PAN, as a keyed fingerprint."""
-        pan, _ = card_from(req)
-        pc, amount = req.get(3), req.get(4)
+    def _identity(self, req: Message, pan: str | _Unset | None = _UNSET) -> str:
+        """Who, what and how much: processing code, amount and PAN, as a keyed fingerprint (``pan``:
+        what :func:`card_from` gives for ``req``, when the caller has it already)."""
+        if isinstance(pan, _Unset):
+            pan, _ = card_from(req)
+        f = req.fields
+        pc, amount = f.get(3), f.get(4)
         return self.store.fingerprint(pc if isinstance(pc, str) else "", amount if isinstance(amount, str) else "",
                                       pan or "")
 
     def _financial(self, c: _Call, term: TerminalRow) -> Decision:
         req = c.req
+        f = req.fields
         kind = txn_kind(req) or "purchase"
-        date = req.get(13) if isinstance(req.get(13), str) else f"{self.clock.wall():%m%d}"
-        date_s = str(date)
-        stan = req.text(11) if 11 in req else "000000"
-        ident = self._identity(req)
+        date = f.get(13)
+        date_s = date if isinstance(date, str) else f"{self.clock.wall():%m%d}"
+        stan = req.text(11) if 11 in f else "000000"
+        pan, expiry = card_from(req)
+        ident = self._identity(req, pan)
         prior = self.store.find_tx(term.tid, stan, date_s, req.mti)
         if prior is not None and prior.ident != ident:
             # a STAN reused for another transaction (a reinstalled terminal…): never the other's answer
@@ -348,7 +373,6 @@ class HostLogic:
             # the same purchase again (a retransmission): the same answer, no second debit
             extra = {"f38": prior.auth_code} if prior.auth_code else {}
             return Decision(self._respond(req, prior.rc, **({"f37": prior.rrn} if prior.rrn else {}), **extra))
-        pan, expiry = card_from(req)
         card = self.store.card(pan) if pan else None
         rc = self._check_card(c, term, card, expiry, kind)
         if rc is not RC.APPROVED or card is None:
@@ -357,8 +381,9 @@ class HostLogic:
         bal, cur = self.store.balance(card.account_id)
         if kind == "balance":
             self._log(req, term, card, kind, stan, date_s, 0, RC.APPROVED, ident)
-            f54 = encode_balances([Balance(bal, cur, "10", "01"), Balance(bal, cur, "10", "02")])
-            return Decision(self._respond(req, RC.APPROVED, f37=self._next_rrn(), f54=f54))
+            f54 = Balance(bal, cur, "10", "01").encode() + Balance(bal, cur, "10", "02").encode()  # encode_balances
+            return Decision(response_to(req, RC.APPROVED, tpdu_len=self.profile.tpdu_len, f37=self._next_rrn(),
+                                        f54=f54))
         amount = int(req.text(4)) if 4 in req else 0
         if amount <= 0:
             return Decision(self._respond(req, RC.INVALID_AMOUNT))
@@ -387,8 +412,7 @@ class HostLogic:
             return RC.RESTRICTED_CARD
         if expiry is None or expiry != card.expiry:
             return RC.INVALID_CARD if expiry is not None else RC.FORMAT_ERROR
-        w = self.clock.wall()
-        if expiry < f"{w.year % 100:02d}{w.month:02d}":       # YYMM
+        if expiry < self._today()[:4]:       # YYMM
             return RC.EXPIRED_CARD
         if not permitted(kind, card.permissions):
             return RC.NOT_PERMITTED_CARDHOLDER

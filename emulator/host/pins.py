@@ -89,7 +89,7 @@ def check_pin(store: HostStore, cache: PinCache, req: Message, term: TerminalRow
     offline. ``pin_ok`` is a :class:`PinJob`'s verdict when one ran off the event loop (``None``:
     checked here). A correct PIN resets the tries; a wrong one costs one (the card's row in
     ``store``)."""
-    block = req.get(52)
+    block = req.fields.get(52)
     if card.pin_tries_left <= 0:
         return RC.PIN_TRIES_EXCEEDED
     if not isinstance(block, bytes):

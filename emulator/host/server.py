@@ -173,56 +173,71 @@ class _Conn(asyncio.Protocol):
     def _serve(self, events: list[RequestReceived | MalformedRequest], closing: bool) -> None:
         """Decide the requests that arrived together and write their answers in one go.
 
-        A shared store (``--workers``) decides them all under its write lock (:meth:`HostStore.hold`)
-        and commits before any answer is encoded and written; a private store commits money moves
-        at once and the rest within :attr:`HostServer.COMMIT_EVERY`."""
+        A shared store (``--workers``) decides them under its write lock (:meth:`HostStore.hold`), held
+        for everything decided in this turn of the event loop (every connection's batch) and committed
+        at its end, before any of those answers is encoded and written (:meth:`HostServer.hold_for_tick`);
+        a private store commits money moves at once and the rest within :attr:`HostServer.COMMIT_EVERY`."""
         host = self.host
         store = host.store
         shared = store.shared
+        logic = host.logic
+        stats = host.stats
+        logged = wire.isEnabledFor(logging.INFO)     # once per batch, not per message
         out: list[bytes] = []
         self._out = out
         decided: list[Decision] = []
         try:
             if shared:
-                store.hold()
+                host.hold_for_tick()
             else:
                 store.begin()
             for ev in events:
                 if isinstance(ev, RequestReceived):
-                    host.stats.requests += 1
-                    if wire.isEnabledFor(logging.INFO):
-                        wire.info("%s <- %s", self.peer, summary(ev.request))
+                    req = ev.request
+                    stats.requests += 1
+                    if logged:
+                        wire.info("%s <- %s", self.peer, summary(req))
                     for fn in host.observers:
-                        fn(ev.request)
-                    job = host.logic.pin_job(ev.request, ev.raw)
+                        fn(req)
+                    job = logic.pin_job(req, ev.raw)
                     if job is not None:
                         self._spawn(self._check_pin_then_answer(ev, job))
                         continue
-                    decision = host.logic.handle(ev.request, ev.raw)
-                    host.notify_decided(ev.request, decision)
+                    decision = logic.handle(req, ev.raw)
+                    if host.decided:
+                        host.notify_decided(req, decision)
                 else:
-                    host.stats.malformed += 1
-                    if wire.isEnabledFor(logging.INFO):
+                    stats.malformed += 1
+                    if logged:
                         wire.info("%s <- malformed %s (%s)", self.peer, ev.mti or "frame", ev.error.msg)
-                    decision = host.logic.malformed(ev.mti, ev.partial, ev.error)
+                    decision = logic.malformed(ev.mti, ev.partial, ev.error)
                 if shared:
                     decided.append(decision)
+                elif decision.delay > 0:
+                    self._dispatch(decision)
                 else:
-                    self._dispatch(decision)
+                    self._send(decision, logged)
             if shared:
-                store.release()
-                for decision in decided:
-                    self._dispatch(decision)
+                host.answer_after_commit(self, decided, closing)
         except Exception:  # a bug must not take the server down: log it, drop this connection
             log.exception("internal error while serving %s; closing that connection", self.peer)
             if self.transport:
                 self.transport.abort()
         finally:
-            if shared:
-                if store.held:
-                    store.release()
-            else:
+            if not shared:
                 host.commit_soon()
+            self._out = None
+            if out and not closing and self.transport is not None and not self.transport.is_closing():
+                self._write(self.transport, b"".join(out))
+
+    def _answer(self, decisions: list[Decision], closing: bool) -> None:
+        """Send decisions taken (and committed) earlier, in one write."""
+        out: list[bytes] = []
+        self._out = out
+        try:
+            for decision in decisions:
+                self._dispatch(decision)
+        finally:
             self._out = None
             if out and not closing and self.transport is not None and not self.transport.is_closing():
                 self._write(self.transport, b"".join(out))
@@ -263,22 +278,26 @@ class _Conn(asyncio.Protocol):
         await self.host.clock.sleep(d.delay)
         self._send(d)
 
-    def _send(self, d: Decision) -> None:
+    def _send(self, d: Decision, logged: bool | None = None) -> None:
+        """Encode and write (or add to the batch being answered) one decision's response; ``logged``:
+        whether the wire logger is on, when the caller knows."""
         tr = self.transport
         if tr is None or tr.is_closing():
             return
-        if d.response is not None:
-            rc = d.response.get(39)
+        resp = d.response
+        if resp is not None:
+            rc = resp.fields.get(39)
             if isinstance(rc, str):
-                self.host.stats.by_rc[rc] = self.host.stats.by_rc.get(rc, 0) + 1
-            if wire.isEnabledFor(logging.INFO):
-                wire.info("%s -> %s", self.peer, summary(d.response))
+                by_rc = self.host.stats.by_rc
+                by_rc[rc] = by_rc.get(rc, 0) + 1
+            if logged if logged is not None else wire.isEnabledFor(logging.INFO):
+                wire.info("%s -> %s", self.peer, summary(resp))
             try:
-                data = self.session.send(d.response, mak=d.mak)
+                data = self.session.send(resp, mak=d.mak)
                 if d.mangle:
                     data = mangle(data, d.mangle, self.host.profile)
             except (PosemuError, TypeError) as e:
-                log.warning("closing %s: cannot encode the %s answer (%s)", self.peer, d.response.mti, e)
+                log.warning("closing %s: cannot encode the %s answer (%s)", self.peer, resp.mti, e)
                 if self._out:
                     self._write(tr, b"".join(self._out))
                     self._out.clear()
@@ -338,6 +357,8 @@ class HostServer:
         self.wire_observers: list[WireObserver] = []   # raw bytes of every accepted connection
         self._commit_handle: asyncio.TimerHandle | None = None
         self._server: asyncio.Server | None = None
+        self._tick: asyncio.Handle | None = None
+        self._after_commit: list[tuple[_Conn, list[Decision], bool]] = []
 
     @classmethod
     async def start(cls, profile: Profile, *, clock: Clock, host: str = "127.0.0.1", port: int = 0,
@@ -353,6 +374,7 @@ class HostServer:
         store = HostStore(db, shared=worker is not None)
         if seed and store.empty:
             seed_demo(store)
+        store.prepare()
         self = cls(profile, store, clock, rules, idle_timeout=idle_timeout, max_connections=max_connections,
                    lane=worker or (0, 1))
         loop = asyncio.get_running_loop()
@@ -391,6 +413,38 @@ class HostServer:
         self._commit_handle = None
         self.store.commit()
 
+    def hold_for_tick(self) -> None:
+        """A shared store: hold its write lock until the end of this turn of the event loop, so the
+        batches of every connection that turn are decided in one transaction (one lock, one commit)."""
+        if not self.store.held:
+            self.store.hold()
+        if self._tick is None:
+            self._tick = asyncio.get_running_loop().call_soon(self._end_tick)
+
+    def answer_after_commit(self, conn: _Conn, decisions: list[Decision], closing: bool) -> None:
+        """Send ``decisions`` to ``conn`` once this turn's transaction is committed."""
+        self._after_commit.append((conn, decisions, closing))
+
+    def _end_tick(self) -> None:
+        self._tick = None
+        waiting, self._after_commit = self._after_commit, []
+        try:
+            if self.store.held:
+                self.store.release()
+        except Exception:   # not committed: nothing of it is answered
+            log.exception("cannot commit the decisions of %d connections; closing them", len(waiting))
+            for conn, _, _ in waiting:
+                if conn.transport is not None:
+                    conn.transport.abort()
+            return
+        for conn, decisions, closing in waiting:
+            try:
+                conn._answer(decisions, closing)
+            except Exception:  # a bug must not take the server down
+                log.exception("internal error while answering %s; closing that connection", conn.peer)
+                if conn.transport is not None:
+                    conn.transport.abort()
+
     def drop_connections(self) -> None:
         for c in list(self.conns):
             if c.transport:
@@ -400,6 +454,9 @@ class HostServer:
         if self._commit_handle is not None:
             self._commit_handle.cancel()
             self._commit_handle = None
+        if self._tick is not None:
+            self._tick.cancel()
+            self._end_tick()
         if self._server is not None:
             self._server.close()
             self.drop_connections()

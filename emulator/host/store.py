@@ -7,12 +7,18 @@ identity (processing code, amount, PAN) so a reused STAN cannot pass for the ori
 memory (the host is their only writer) and written through on every change; money-moving
 changes (purchase, reversal) are committed before the response is sent, balance-inquiry log
 rows are committed in batches.
+
+Most requests are new: a Bloom filter of the log's keys (terminal, STAN, date, MTI) answers "not
+logged" for them without a query (:meth:`HostStore.find_tx`); it is read once at start, kept up to
+date with every row logged here, and caught up from the log when another connection (another worker)
+has committed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import os
 import sqlite3
 from collections.abc import Iterable
@@ -217,8 +223,12 @@ class HostStore:
         self._terminals: dict[str, TerminalRow] = {}
         self._in_batch = False
         self._fp_key: bytes | None = None
+        self._fp_hmac: hmac.HMAC | None = None
         self._log_rows: list[tuple[object, ...]] = []
         self._log_keys: set[tuple[object, ...]] = set()   # (tid, stan, date, mti) of the rows not yet written
+        self._tx_keys: _KeyFilter | None = None   # every key of the log (built on first use, or prepare)
+        self._tx_keys_version = -1                # PRAGMA data_version when the filter was last caught up
+        self._tx_keys_last = 0                    # the highest log id whose key the filter holds
         check_sqlite_file(self.path, "host database")   # corrupt or truncated: refused before SQLite writes
         if self.path == ":memory:":
             self.kek = local_key or LocalKey.ephemeral()
@@ -226,6 +236,9 @@ class HostStore:
             p = Path(self.path)
             self.kek = local_key or LocalKey.at(p.with_name(p.name + ".key"))
             private_file(p)
+        self._lock_fd: int | None = None
+        if shared and self.path != ":memory:":
+            self._lock_fd = _open_lock(Path(self.path + ".lock"))
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
@@ -267,12 +280,17 @@ class HostStore:
         return key
 
     def fingerprint(self, *parts: str) -> str:
-        """A keyed fingerprint of a transaction's identity (see module docstring): the local key's
-        :meth:`LocalKey.fingerprint` for ``host txn identity``, its subkey derived once."""
-        key = self._fp_key
-        if key is None:
+        """A keyed fingerprint of a transaction's identity (see module docstring): HMAC-SHA256 under the
+        local key's subkey for ``host txn identity`` (derived once), hex, 32 digits. The keyed HMAC
+        object is made once and copied per message (:meth:`hmac.HMAC.copy`: its pads are not hashed
+        again)."""
+        base = self._fp_hmac
+        if base is None:
             key = self._fp_key = self.kek.subkey("host txn identity")
-        return hmac.new(key, "|".join(parts).encode(), hashlib.sha256).hexdigest()[:32]
+            base = self._fp_hmac = hmac.new(key, digestmod=hashlib.sha256)
+        h = base.copy()
+        h.update("|".join(parts).encode())
+        return h.hexdigest()[:32]
 
     # --- loading and seeding ------------------------------------------------------------
     _CARD_SQL = ("SELECT pan, account_id, status, expiry, pin_salt, pin_hash, pin_tries_left, pin_tries_max,"
@@ -403,12 +421,45 @@ class HostStore:
         return got
 
     def find_tx(self, tid: str, stan: str, date: str, mti: str) -> TxRow | None:
-        if (tid, stan, date, mti) in self._log_keys:   # only a pending row of this key can change the answer
+        key = (tid, stan, date, mti)
+        if key in self._log_keys:   # only a pending row of this key can change the answer
             self._flush_log()
-        r = self.db.execute(
-            f"SELECT {_TX_COLS} FROM txlog WHERE tid=? AND stan=? AND date=? AND mti=?", (tid, stan, date, mti)
-        ).fetchone()
+        keys = self._tx_keys
+        if keys is None and not self.shared:
+            keys = self._build_tx_keys()
+        # a shared store's filter is current only under the write lock (caught up in begin)
+        if keys is not None and (self._held or not self.shared) and _texts(key) and key not in keys:
+            return None                                 # surely not in the log: no query
+        r = self.db.execute(_FIND_TX_SQL, key).fetchone()
         return None if r is None else _tx(r)
+
+    def prepare(self) -> None:
+        """Get ready to serve: read what :meth:`find_tx` needs in memory now (the log's keys, once),
+        rather than on the first request."""
+        if self._tx_keys is None:
+            self._build_tx_keys()
+
+    def _build_tx_keys(self) -> _KeyFilter:
+        """The filter of the log's keys, read from the database."""
+        self._flush_log()
+        rows = self.db.execute("SELECT id, tid, stan, date, mti FROM txlog").fetchall()
+        keys = _KeyFilter(4 * len(rows))
+        for r in rows:
+            keys.add(r[1:])
+        self._tx_keys = keys
+        self._tx_keys_last = max((int(r[0]) for r in rows), default=0)
+        self._tx_keys_version = self._version()
+        return keys
+
+    def _catch_up_tx_keys(self) -> None:
+        """Another connection (another worker) committed: add the keys of the rows it logged since we
+        last looked (ids only grow: nothing is deleted from the log)."""
+        keys = self._tx_keys
+        if keys is None:
+            return
+        for r in self.db.execute("SELECT id, tid, stan, date, mti FROM txlog WHERE id > ?", (self._tx_keys_last,)):
+            keys.add(r[1:])
+            self._tx_keys_last = max(self._tx_keys_last, int(r[0]))
 
     def tx_count(self) -> int:
         """How many transactions the log holds (the highest id)."""
@@ -468,9 +519,20 @@ class HostStore:
                account_id: int | None, amount: int, rc: str, auth_code: str | None = None,
                rrn: str | None = None, ident: str | None = None, batch: str | None = None, effect: int = 0,
                target: int | None = None) -> None:
-        self._log_rows.append((tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn,
-                               ident, batch, effect, target))
-        self._log_keys.add((tid, stan, date, mti))
+        if auth_code is None and rrn is None and batch is None and effect == 0 and target is None:
+            # the columns left out are NULL or 0 by default: the same row, five fewer values to bind
+            self._log_rows.append((tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, ident))
+        else:
+            self._log_rows.append((tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn,
+                                   ident, batch, effect, target))
+        key = (tid, stan, date, mti)
+        self._log_keys.add(key)
+        keys = self._tx_keys
+        if keys is not None:
+            if _texts(key):
+                keys.add(key)
+            else:                    # a key SQLite stores as other text: the filter is built again when needed
+                self._tx_keys = None
         if not self._in_batch:
             self._flush_log()
 
@@ -478,10 +540,8 @@ class HostStore:
         if self._log_rows:
             rows, self._log_rows = self._log_rows, []
             self._log_keys.clear()
-            self.db.executemany(
-                "INSERT OR IGNORE INTO txlog (tid, stan, date, mti, kind, pan_masked, account_id, amount, rc,"
-                " auth_code, rrn, ident, batch, effect, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows)
+            for width, run in itertools.groupby(rows, len):     # in order: the ids follow the log
+                self.db.executemany(_LOG_TX_SQL if width == 15 else _LOG_TX_SHORT_SQL, run)
 
     _TX_FLAGS = frozenset({"voided", "completed", "refunded", "settled", "uploaded", "reversed"})
 
@@ -541,6 +601,11 @@ class HostStore:
             self._in_batch = True
             if self.shared:
                 self._refresh()
+            if self._tx_keys is not None:
+                v = self._data_version if self.shared else self._version()
+                if v != self._tx_keys_version:     # another connection wrote to the database
+                    self._tx_keys_version = v
+                    self._catch_up_tx_keys()
 
     def commit(self) -> None:
         if self._held:           # the holder commits (release) before any answer leaves
@@ -553,8 +618,20 @@ class HostStore:
     def hold(self) -> None:
         """Start deciding under the write lock (a shared store: ``BEGIN IMMEDIATE``, waiting up to
         :attr:`BUSY_TIMEOUT_MS` for another worker; caches refreshed). Commits inside are deferred to
-        :meth:`release`, which the caller runs before any answer is sent."""
-        self.begin()
+        :meth:`release`, which the caller runs before any answer is sent.
+
+        The workers of a shared database first take a lock on a file beside it (``<db>.lock``,
+        ``flock``): a worker waiting for another is woken the moment that one releases, where SQLite's
+        own busy handler would poll, sleeping 1 ms, then 2, 5, 10 … between tries."""
+        fd = self._lock_fd
+        if fd is not None:
+            _flock(fd, exclusive=True)
+        try:
+            self.begin()
+        except BaseException:
+            if fd is not None:
+                _flock(fd, exclusive=False)
+            raise
         self._held = True
 
     @property
@@ -564,17 +641,91 @@ class HostStore:
     def release(self) -> None:
         """Commit what was decided since :meth:`hold` (durable before the answers are written)."""
         self._held = False
-        self.commit()
+        try:
+            self.commit()
+        finally:
+            if self._lock_fd is not None:
+                _flock(self._lock_fd, exclusive=False)
 
     def close(self) -> None:
         self._held = False
         self.commit()
         self._flush_log()
         self.db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)         # closing it also drops the lock
+            self._lock_fd = None
 
 
 _TX_COLS = ("id, tid, stan, date, mti, kind, pan_masked, account_id, amount, rc, auth_code, rrn, reversed, ident,"
             " batch, effect, target, voided, completed, refunded, settled, uploaded")
+
+
+_FIND_TX_SQL = f"SELECT {_TX_COLS} FROM txlog WHERE tid=? AND stan=? AND date=? AND mti=?"
+_LOG_TX_SHORT_SQL = ("INSERT OR IGNORE INTO txlog (tid, stan, date, mti, kind, pan_masked, account_id, amount, rc,"
+                     " ident) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_LOG_TX_SQL = ("INSERT OR IGNORE INTO txlog (tid, stan, date, mti, kind, pan_masked, account_id, amount, rc,"
+               " auth_code, rrn, ident, batch, effect, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+class _KeyFilter:
+    """A Bloom filter over the keys (terminal, STAN, date, MTI) of the transaction log: a key it does not
+    hold is surely not in the log, so :meth:`HostStore.find_tx` answers ``None`` without a query (most
+    requests are new); a key it holds may be there (a false positive costs the query it otherwise saves).
+
+    Two bits per key in 16 bits per key of capacity: about 1.4 % false positives when full. When a layer
+    is full a new one, four times larger, takes the new keys (the old ones stay), so nothing is read
+    again from the database while the host serves."""
+
+    __slots__ = ("capacity", "count", "layers")
+
+    def __init__(self, capacity: int) -> None:
+        self.layers: list[tuple[bytearray, int]] = []
+        self.capacity = 0
+        self.count = 0
+        self._grow(capacity)
+
+    def _grow(self, capacity: int) -> None:
+        nbits = 1 << max(20, (16 * max(capacity, 1) - 1).bit_length())
+        self.layers.insert(0, (bytearray(nbits >> 3), nbits - 1))     # the newest first: it takes the adds
+        self.capacity += nbits >> 4
+
+    def add(self, key: tuple[object, ...]) -> None:
+        if self.count >= self.capacity:
+            self._grow(4 * self.count)
+        self.count += 1
+        h = hash(key)
+        bits, m = self.layers[0]
+        a, b = h & m, (h >> 32) & m
+        bits[a >> 3] |= 1 << (a & 7)
+        bits[b >> 3] |= 1 << (b & 7)
+
+    def __contains__(self, key: object) -> bool:
+        h = hash(key)
+        for bits, m in self.layers:
+            a, b = h & m, (h >> 32) & m
+            if bits[a >> 3] & (1 << (a & 7)) and bits[b >> 3] & (1 << (b & 7)):
+                return True
+        return False
+
+
+def _open_lock(path: Path) -> int:
+    """The workers' lock file beside a shared database (0600, like the database)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise EnvironmentProblem(f"cannot open the host database's lock file {path}: {e.strerror or e}") from None
+
+
+def _flock(fd: int, *, exclusive: bool) -> None:
+    import fcntl  # POSIX, as --workers is (SO_REUSEPORT, fork)
+
+    fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_UN)
+
+
+def _texts(key: tuple[object, object, object, object]) -> bool:
+    """All of ``key`` is ``str`` (what the log's TEXT columns give back, so the filter's hashes agree)."""
+    return type(key[0]) is type(key[1]) is type(key[2]) is type(key[3]) is str
 
 
 def _tx(r: tuple[object, ...]) -> TxRow:
