@@ -226,7 +226,15 @@ def test_a_purchase_is_committed_before_its_answer_is_written(tmp_path: Path) ->
             answers = [decode(p, ISO87ASCII) for p in framer.frames()]
             assert [(a.get(11), a.get(39)) for a in answers] == [("000001", "00"), ("000002", "00"),
                                                                    ("000003", "00")]
-            await asyncio.sleep(host.COMMIT_EVERY * 5)            # the group commit of the inquiries' rows
+            group_commit = asyncio.Event()                        # the group commit of the inquiries' rows
+            commit = store.commit
+
+            def commit_and_tell() -> None:
+                commit()
+                group_commit.set()
+
+            store.commit = commit_and_tell  # type: ignore[method-assign]
+            await asyncio.wait_for(group_commit.wait(), 10)       # a bound, not a measurement
             con = sqlite3.connect(db)
             try:
                 assert con.execute("SELECT COUNT(*) FROM txlog").fetchone()[0] == 3
