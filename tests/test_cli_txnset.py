@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -155,3 +156,29 @@ def test_virtual_time_without_state_still_reads_the_saved_config(tmp_path: Path,
     assert code == 0, out
     assert last_json(out)["tid"] == "POSEMU77"
     assert sorted(p.name for p in saved.parent.iterdir()) == ["terminal.toml"]
+
+
+def test_isolation_exact_screens_and_advancing_virtual_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 item 5: ``regress`` without ``--state`` writes nothing into the user's folders; with a
+    state folder the journal's screen column is the code the terminal showed (APPROVED_BALANCE, not
+    APPROVED) and virtual-time rows are stamped with when they ran (the virtual clock starts at the
+    wall time of the run and advances from there), not one frozen instant such as the clock's epoch."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    code, out = run("regress", "--fault", "reader.dirty-contacts", "--no-bundled-scenarios")
+    assert code == 0, out
+    assert not (tmp_path / "xdg").exists() and not (tmp_path / "home").exists()
+    state = tmp_path / "state"
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    for _ in range(2):
+        assert run("inquiry", "--virtual-time", "--state", str(state))[0] == 0
+    assert run("purchase", "--amount", "2.00", "--virtual-time", "--state", str(state))[0] == 0
+    code, out = run("journal", "--state", str(state), "--json")
+    assert code == 0, out
+    rows = [r for r in json.loads(out) if r["kind"] != "sign_on"]
+    assert [(r["kind"], r["screen"]) for r in rows] == [("balance", "APPROVED_BALANCE"),
+                                                        ("balance", "APPROVED_BALANCE"), ("purchase", "APPROVED")]
+    ended = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)   # a run's simulated waits put it ahead of the wall
+    times = [dt.datetime.fromisoformat(r["created"]) for r in rows]
+    assert times == sorted(times) and all(started <= t <= ended for t in times), (started, times, ended)
+    assert all(dt.datetime.fromisoformat(r["updated"]) >= dt.datetime.fromisoformat(r["created"]) for r in rows)
