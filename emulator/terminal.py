@@ -300,15 +300,15 @@ class Terminal:
         ``amount`` (default: the pre-authorized amount; the host takes up to 115 %)."""
         return await self._referencing(TxnType.COMPLETION, original_id, amount)
 
-    async def refund(self, amount: int, *, original_id: int | None = None, rrn: str | None = None,
+    async def refund(self, amount: int | None, *, original_id: int | None = None, rrn: str | None = None,
                      date: str | None = None) -> Outcome:
         """Refund 退货 (0220 20xxxx 60.1 25) of at most the original's amount: the original is a
-        journal row (``original_id``) or, for a sale of another batch or terminal, its retrieval
-        reference number (``rrn``, field 37) and date (``date`` MMDD, 61.3)."""
+        journal row (``original_id``; ``amount`` ``None``: all of it) or, for a sale of another batch
+        or terminal, its retrieval reference number (``rrn``, field 37) and date (``date`` MMDD, 61.3)."""
         if original_id is not None:
             return await self._referencing(TxnType.REFUND, original_id, amount)
-        if rrn is None:
-            raise TypeError("a refund names its original: original_id or rrn")
+        if rrn is None or amount is None:
+            raise TypeError("a refund names its original: original_id, or rrn and the amount")
         ref = OriginalRef("000000", "000000", date or f"{self.clock.wall():%m%d}", rrn=rrn)
         return await self._transaction(TxnType.REFUND, amount, ref=ref)
 

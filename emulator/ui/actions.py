@@ -141,18 +141,12 @@ class TerminalActions(TerminalRendering):
 
         async def op(t: Terminal) -> Outcome:
             if cmd.do is Do.REFUND and original_id is None and len(voucher) == RRN_DIGITS:
-                return await t.refund(amount or 0, rrn=voucher)
+                return await t.refund(amount, rrn=voucher)
             oid = original_id if original_id is not None else self._voucher_row(t, voucher)
             if cmd.do is Do.VOID:
                 return await t.void(oid)
             if cmd.do is Do.COMPLETE:
                 return await t.complete(oid, amount)
-            if amount is None:
-                try:
-                    amount_ = t.journal.get(oid).amount
-                except KeyError:
-                    amount_ = 0
-                return await t.refund(amount_, original_id=oid)
             return await t.refund(amount, original_id=oid)
 
         if self.start(name, op) and amount:

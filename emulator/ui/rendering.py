@@ -27,6 +27,7 @@ from emulator import config as configmod
 from emulator.app import Rig
 from emulator.fsm import Event
 from emulator.messages import Lang, Msg, Screen, format_amount, render
+from emulator.receipt import RECEIPT_KINDS
 from emulator.terminal import Outcome
 from emulator.trace import Kind, TraceEntry
 from emulator.ui.face import FaceState, Page, face_renderable
@@ -58,9 +59,9 @@ TXN_HEADINGS: dict[Txn, Msg] = {Txn.PURCHASE: Msg.MENU_PURCHASE, Txn.PREAUTH: Ms
                                 Txn.VOID: Msg.MENU_VOID, Txn.REFUND: Msg.MENU_REFUND,
                                 Txn.COMPLETION: Msg.MENU_COMPLETION}
 """The heading while the amount or the original's voucher number is typed."""
-PRINTED = frozenset({"purchase", "void", "refund", "preauth", "preauth_void", "completion", "completion_void",
-                     "settle"})
-"""Kinds whose approval prints a receipt (签购单; a settlement prints its totals)."""
+PRINTED = frozenset(RECEIPT_KINDS) - {"balance"}
+"""Kinds whose approval prints a receipt (签购单; a settlement prints its totals; an inquiry's slip is
+printed only when asked for)."""
 
 
 def lang_of(value: str) -> Lang:
