@@ -226,6 +226,17 @@ class TerminalActions(TerminalRendering):
         self.keys.ask_amount()
         self.refresh_face()
 
+    def _show_result(self, msg: Msg) -> None:
+        """A screen of the terminal's own, with nothing sent (nothing to print, no reversal pending),
+        shown as the result until a key returns to the menu."""
+        if self.rig is None:
+            return
+        self.screens = []
+        self.last_outcome = None
+        self.rig.terminal.show(msg)
+        self.keys.page = Page.RESULT
+        self.refresh_face()
+
     def action_more(self) -> None:
         """Main menu 8 其他交易: void, refund, pre-authorization, completion, settlement, sign-off."""
         if self.is_busy:
@@ -246,11 +257,7 @@ class TerminalActions(TerminalRendering):
                 entry = rig.journal.get(self.printed_id)
         entry = entry or rig.journal.last(RECEIPT_KINDS)
         if entry is None:
-            self.screens = []
-            self.last_outcome = None
-            rig.terminal.show(Msg.NOTHING_TO_PRINT)
-            self.keys.page = Page.RESULT
-            self.refresh_face()
+            self._show_result(Msg.NOTHING_TO_PRINT)
             return
         self.show_receipt(entry)
 
@@ -274,11 +281,7 @@ class TerminalActions(TerminalRendering):
             self.app.bell()
             return
         if not rig.journal.pending_reversals():
-            self.screens = []
-            self.last_outcome = None
-            rig.terminal.show(Msg.NO_PENDING_REVERSAL)
-            self.keys.page = Page.RESULT
-            self.refresh_face()
+            self._show_result(Msg.NO_PENDING_REVERSAL)
             return
 
         async def op(t: Terminal) -> None:
