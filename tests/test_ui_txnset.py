@@ -260,6 +260,8 @@ async def test_unknown_voucher_and_nothing_to_print(tmp_path: Path) -> None:
         await pilot.press("9")                              # nothing approved yet
         await pilot.pause()
         assert app.screen is scr and Msg.NOTHING_TO_PRINT.value in codes(scr)
+        await pilot.press("enter", "7")                     # nothing to reverse either
+        assert codes(scr) == [Msg.NO_PENDING_REVERSAL.value] and _page(scr) is Page.RESULT
         await pilot.press("enter", "8", "1", *"4242", "enter")
         await until(pilot, lambda: not scr.is_busy and _last_kind(scr) == "void", "the refusal")
         assert Msg.ORIGINAL_NOT_FOUND.value in codes(scr) and "原交易不存在" in scr.lcd_text()
